@@ -1,0 +1,198 @@
+//! The command line, and nothing else: the man page and the shell completions
+//! are generated from this definition (`cargo xtask gen`), so the doc comments
+//! here are the user-facing help text.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, CommandFactory, Parser, Subcommand};
+
+use crate::exit::Exit;
+
+/// Block balena / resin.io supervisor updates while critical work runs.
+///
+/// resin-lock takes the app's update lock the way the device supervisor and
+/// the balenaOS host check it (an exclusively created lock file, flocked for
+/// as long as it is held), knows where that file lives on every supervisor and
+/// host OS generation, and recovers safely from crashes.
+#[derive(Debug, Parser)]
+#[command(
+    name = "resin-lock",
+    version,
+    propagate_version = true,
+    max_term_width = 100,
+    after_help = "Exit status: 0 done (status: no lock file), 1 lock held by someone else, \
+                  64 usage, 69 supervisor unreachable, 70 internal error, 71 OS error, \
+                  73 cannot create the lock, 77 refused for safety, 126/127 CMD not \
+                  executable/found, 128+S killed by signal S.\n\
+                  See resin-lock(1) for the lock locations and the protocol."
+)]
+pub struct Cli {
+    /// Lock this file instead of the detected location (repeatable; taken in order, all or nothing).
+    #[arg(long = "path", value_name = "PATH", global = true, env = "RESIN_LOCK_PATH")]
+    pub paths: Vec<PathBuf>,
+
+    /// Resolve detected lock paths and detection files under DIR (never --path).
+    #[arg(long, value_name = "DIR", global = true, env = "RESIN_LOCK_ROOT")]
+    pub root: Option<PathBuf>,
+
+    /// Say what was done and why (also: who holds the lock while waiting).
+    #[arg(short, long, global = true, conflicts_with = "quiet")]
+    pub verbose: bool,
+
+    /// Print nothing but errors.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Take the update lock and keep it after this command returns, until `release`.
+    ///
+    /// A small keeper process holds the lock until `resin-lock release` or
+    /// until the owner process exits (the parent of this command, or --owner).
+    /// If the owner exits without releasing, the lock file stays (updates stay
+    /// blocked) but is stale, and the next acquire or run takes it over.
+    /// Callers that start resin-lock through a transient shell (Node's
+    /// execSync, Python's shell=True) must pass --owner with their own pid.
+    Acquire(AcquireArgs),
+
+    /// Give the lock back.
+    ///
+    /// Removes a lock taken by `resin-lock acquire` (stopping its keeper) or a
+    /// stale resin-lock lock. Refuses a lock held by a running `resin-lock run`
+    /// and any foreign lock (the supervisor's, another tool's, a directory, a
+    /// symlink) unless --force. Releasing a lock that is not there is not an
+    /// error.
+    Release(ReleaseArgs),
+
+    /// Take the lock, run CMD, release the lock when CMD ends, exit as CMD did.
+    ///
+    /// CMD inherits stdin, stdout, stderr, the environment (plus
+    /// RESIN_LOCK_HELD, the lock paths joined by ':') and the locked file
+    /// descriptor, so the lock stays live even if resin-lock itself is killed.
+    /// Signals sent to resin-lock (HUP INT QUIT TERM USR1 USR2 WINCH CONT ALRM
+    /// PIPE TSTP TTIN TTOU) are forwarded to CMD; signals typed at the
+    /// terminal reach CMD once, directly. A signal that arrives while still
+    /// waiting for the lock ends the wait (exit 128+signal, nothing held). As
+    /// PID 1 or as a subreaper it reaps orphaned zombies.
+    Run(RunArgs),
+
+    /// Report every lock path, its holder, and how the paths were chosen.
+    ///
+    /// Exits 0 when no lock file exists (updates are allowed), 1 when one does
+    /// (held or stale: both block the supervisor).
+    Status(StatusArgs),
+
+    /// Ask the supervisor to update now, overriding update locks.
+    ///
+    /// Sends POST /v1/update {"force":true} to the supervisor API. Needs
+    /// BALENA_SUPERVISOR_ADDRESS and BALENA_SUPERVISOR_API_KEY (or the RESIN_
+    /// names), which the supervisor provides to services with the
+    /// io.balena.features.supervisor-api label.
+    ForceUpdate,
+}
+
+/// How to wait for a busy lock (shared by `acquire` and `run`).
+#[derive(Debug, Clone, Args)]
+pub struct WaitArgs {
+    /// Fail at once if the lock is busy instead of waiting.
+    #[arg(short = 'n', long, conflicts_with = "timeout")]
+    pub nonblock: bool,
+
+    /// Give up after DUR (seconds, or with a unit: 250ms, 30s, 5m, 1h).
+    #[arg(short = 'w', long, value_name = "DUR", value_parser = crate::duration::parse)]
+    pub timeout: Option<Duration>,
+
+    /// Exit with CODE instead of 1 when the lock is busy (-n) or the wait times out (-w).
+    #[arg(short = 'E', long = "conflict-exit-code", value_name = "CODE")]
+    pub conflict_exit_code: Option<u8>,
+}
+
+#[derive(Debug, Args)]
+pub struct AcquireArgs {
+    #[command(flatten)]
+    pub wait: WaitArgs,
+
+    /// Keep the lock while process PID lives (default: the parent process).
+    #[arg(long, value_name = "PID")]
+    pub owner: Option<i32>,
+}
+
+#[derive(Debug, Args)]
+pub struct ReleaseArgs {
+    /// Also remove foreign locks and locks held by a running `resin-lock run`.
+    #[arg(short, long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub wait: WaitArgs,
+
+    /// The command to run while holding the lock, and its arguments.
+    #[arg(
+        value_name = "CMD",
+        required = true,
+        num_args = 1..,
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    pub cmd: Vec<OsString>,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Also ask the supervisor API whether an update is pending.
+    #[arg(long)]
+    pub supervisor: bool,
+}
+
+/// The clap command, for the man page and completion generators.
+pub fn command() -> clap::Command {
+    Cli::command()
+}
+
+/// Parse the process arguments; on failure print clap's message and return
+/// the exit status (0 for --help/--version, 64 for usage errors, not clap's 2).
+pub fn parse() -> Result<Cli, u8> {
+    Cli::try_parse().map_err(|err| {
+        let code = if err.use_stderr() {
+            Exit::Usage.code()
+        } else {
+            Exit::Ok.code()
+        };
+        // A closed stdout for --help is not worth a second error.
+        let _ = err.print();
+        code
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verify_cli() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn run_takes_hyphenated_command_arguments() {
+        let cli = Cli::try_parse_from(["resin-lock", "run", "-n", "--", "ls", "-l"]).unwrap();
+        let Command::Run(run) = cli.command else {
+            panic!("not run")
+        };
+        assert!(run.wait.nonblock);
+        assert_eq!(run.cmd, ["ls", "-l"]);
+    }
+}

@@ -1,0 +1,224 @@
+//! `resin-lock acquire`: take the lock and keep it after returning.
+//!
+//! A keeper process is forked first (so the record can name it), then this
+//! process waits for and takes the lock, hands the flocked descriptors to
+//! the keeper over a socket (SCM_RIGHTS), and returns 0 once the keeper has
+//! confirmed it holds them. The keeper detaches (new session, stdio on
+//! /dev/null, no inherited descriptors) and holds the lock until `release`
+//! (SIGUSR1) or until the owner process exits; in the latter case the file
+//! stays, stale, so updates stay blocked until someone takes it over.
+
+use std::ffi::OsString;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::signal::{SIGUSR1, kill};
+use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
+use nix::unistd::{ForkResult, Pid, getppid};
+
+use super::{Context, refuse_nobody};
+use crate::cli::AcquireArgs;
+use crate::exit::{Exit, fail};
+use crate::lock::record::{Mode, Record};
+use crate::lock::wait::{WaitOpts, take_all};
+use crate::lock::{Held, release_all};
+use crate::signals::{ABORT_WAIT, SignalWatch};
+use crate::sys;
+use crate::ui::Ui;
+
+/// The keeper's answer once it holds the descriptors.
+const ACK: &[u8] = b"K";
+
+pub fn run(ctx: &Context, args: AcquireArgs) -> Result<u8> {
+    refuse_nobody()?;
+    let owner = match args.owner {
+        Some(pid) => checked_owner(pid)?,
+        None => getppid(),
+    };
+    let owner_fd = match sys::pidfd_open(owner) {
+        Ok(fd) => Some(fd),
+        Err(err) if err.raw_os_error() == Some(libc::ESRCH) => {
+            return Err(fail(
+                Exit::Usage,
+                format!("owner pid {owner}: no such process"),
+            ));
+        }
+        // Kernels before 5.3: the keeper polls the owner instead.
+        Err(_) => None,
+    };
+    let (ours, theirs) = socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(io::Error::from)
+    .context("cannot create the keeper's socket")?;
+
+    let keeper = match sys::fork().context("cannot start the keeper process")? {
+        ForkResult::Child => {
+            drop(ours);
+            keeper_main(theirs, owner_fd, owner)
+        }
+        ForkResult::Parent { child } => child,
+    };
+    drop(theirs);
+    drop(owner_fd);
+
+    let record = Record::new(
+        Mode::Acquire,
+        keeper.as_raw(),
+        owner.as_raw(),
+        sys::process_cmdline(owner),
+    );
+    let mut signals = SignalWatch::new(ABORT_WAIT).context("cannot install signal handlers")?;
+    let held = match take_all(
+        &ctx.locations.targets,
+        record.to_line().as_bytes(),
+        WaitOpts::from_args(&args.wait),
+        &mut signals,
+        &ctx.ui,
+    ) {
+        Ok(held) => held,
+        Err(err) => {
+            // The keeper sees the socket close and exits; reap it.
+            drop(ours);
+            let _ = nix::sys::wait::waitpid(keeper, None);
+            return Err(err);
+        }
+    };
+    if let Err(err) = hand_over(&ours, &held) {
+        let _ = kill(keeper, nix::sys::signal::SIGKILL);
+        let _ = nix::sys::wait::waitpid(keeper, None);
+        let _ = release_all(held, &ctx.ui);
+        return Err(err);
+    }
+    ctx.ui.verbose(format!(
+        "acquired {}; keeper pid {keeper} holds it until `resin-lock release` or until pid {owner} exits",
+        paths_of(&held)
+    ));
+    // Our copies of the descriptors close here; the keeper's keep the flock.
+    drop(held);
+    Ok(Exit::Ok.code())
+}
+
+/// `--owner PID` must name a live process (EPERM still means it exists).
+fn checked_owner(pid: i32) -> Result<Pid> {
+    if pid <= 0 {
+        return Err(fail(
+            Exit::Usage,
+            format!("--owner {pid}: not a process id"),
+        ));
+    }
+    let pid = Pid::from_raw(pid);
+    match kill(pid, None) {
+        Ok(()) | Err(Errno::EPERM) => Ok(pid),
+        Err(_) => Err(fail(
+            Exit::Usage,
+            format!("--owner {pid}: no such process"),
+        )),
+    }
+}
+
+fn paths_of(held: &[Held]) -> String {
+    held.iter()
+        .map(|h| h.path.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Send the descriptors (and their paths) to the keeper and wait for its ack.
+fn hand_over(sock: &OwnedFd, held: &[Held]) -> Result<()> {
+    let fds: Vec<_> = held.iter().map(|h| h.fd().as_raw_fd()).collect();
+    let payload = held
+        .iter()
+        .map(|h| h.path.as_os_str().as_bytes())
+        .collect::<Vec<_>>()
+        .join(&0u8);
+    sys::send_fds(sock, &payload, &fds).context("cannot hand the lock to the keeper")?;
+    let mut answer = [0u8; 1];
+    let n = loop {
+        match nix::unistd::read(sock.as_fd(), &mut answer) {
+            Err(Errno::EINTR) => continue,
+            other => break other.map_err(io::Error::from)?,
+        }
+    };
+    if &answer[..n] != ACK {
+        return Err(fail(
+            Exit::OsErr,
+            "the keeper process exited before taking the lock",
+        ));
+    }
+    Ok(())
+}
+
+/// The keeper: never returns.
+fn keeper_main(sock: OwnedFd, owner_fd: Option<OwnedFd>, owner: Pid) -> ! {
+    let code = match keep(sock, owner_fd, owner) {
+        Ok(()) => 0,
+        Err(_) => 1,
+    };
+    std::process::exit(code)
+}
+
+fn keep(sock: OwnedFd, owner_fd: Option<OwnedFd>, owner: Pid) -> Result<()> {
+    // `release` asks with SIGUSR1; catch it before anyone can send it.
+    let mut signals = SignalWatch::new(&[SIGUSR1 as i32])?;
+    let _ = nix::unistd::setsid();
+    let _ = std::env::set_current_dir("/");
+    sys::detach_stdio()?;
+    let mut keep_fds = vec![sock.as_raw_fd(), signals.fd().as_raw_fd()];
+    keep_fds.extend(owner_fd.as_ref().map(|fd| fd.as_raw_fd()));
+    sys::close_other_fds(&keep_fds)?;
+
+    let Some((payload, fds)) = sys::recv_fds(&sock)? else {
+        return Ok(()); // acquire gave up (busy, timeout, signal)
+    };
+    let held: Vec<Held> = payload
+        .split(|b| *b == 0)
+        .zip(fds)
+        .map(|(path, fd)| Held::new(&PathBuf::from(OsString::from_vec(path.to_vec())), File::from(fd)))
+        .collect::<io::Result<_>>()?;
+    nix::unistd::write(&sock, ACK)?;
+    drop(sock);
+
+    let quiet = Ui {
+        verbose: false,
+        quiet: true,
+    };
+    loop {
+        let mut fds = vec![PollFd::new(signals.fd(), PollFlags::POLLIN)];
+        if let Some(fd) = &owner_fd {
+            fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
+        }
+        // Without a pidfd, look at the owner once a second.
+        let timeout = if owner_fd.is_some() {
+            PollTimeout::NONE
+        } else {
+            PollTimeout::try_from(Duration::from_secs(1)).unwrap_or(PollTimeout::MAX)
+        };
+        match poll(&mut fds, timeout) {
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(err) => return Err(io::Error::from(err).into()),
+        }
+        let owner_gone = match &owner_fd {
+            Some(_) => fds.get(1).and_then(|fd| fd.any()).unwrap_or(false),
+            None => kill(owner, None) == Err(Errno::ESRCH),
+        };
+        drop(fds);
+        if signals.pending().iter().any(|s| s.signal == SIGUSR1 as i32) {
+            return release_all(held, &quiet);
+        }
+        if owner_gone {
+            // Leave the files: stale now, they keep blocking updates.
+            return Ok(());
+        }
+    }
+}

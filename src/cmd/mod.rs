@@ -1,0 +1,74 @@
+//! One file per subcommand; each reads like the man page of that command.
+
+pub mod acquire;
+pub mod force_update;
+pub mod release;
+pub mod run;
+pub mod status;
+
+use anyhow::Result;
+
+use crate::cli::{Cli, Command};
+use crate::exit::{Exit, fail};
+use crate::locate::{self, Locations};
+use crate::lock::inspect::SUPERVISOR_UID;
+use crate::ui::Ui;
+
+/// What every command needs: how to talk, and where the locks are.
+pub struct Context {
+    pub ui: Ui,
+    pub locations: Locations,
+}
+
+/// Run the parsed command; the result is the exit status.
+pub fn dispatch(cli: Cli) -> Result<u8> {
+    let ui = Ui {
+        verbose: cli.verbose,
+        quiet: cli.quiet,
+    };
+    if cli.paths.len() > crate::sys::MAX_PASSED_FDS {
+        return Err(fail(
+            Exit::Usage,
+            format!(
+                "too many --path options ({}, at most {})",
+                cli.paths.len(),
+                crate::sys::MAX_PASSED_FDS
+            ),
+        ));
+    }
+    let ctx = Context {
+        ui,
+        locations: locate::resolve(&cli.paths, cli.root.as_deref()),
+    };
+    ctx.ui.verbose(format!(
+        "lock paths: {} ({})",
+        ctx.locations
+            .targets
+            .iter()
+            .map(|t| t.path.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+        ctx.locations.detection.explanation
+    ));
+    match cli.command {
+        Command::Acquire(args) => acquire::run(&ctx, args),
+        Command::Release(args) => release::run(&ctx, args),
+        Command::Run(args) => run::run(&ctx, args),
+        Command::Status(args) => status::run(&ctx, args),
+        Command::ForceUpdate => force_update::run(&ctx),
+    }
+}
+
+/// Supervisors >= v13.1 treat lock files owned by uid 65534 as their own and
+/// delete them, so a lock taken as that user would protect nothing.
+pub fn refuse_nobody() -> Result<()> {
+    if nix::unistd::geteuid().as_raw() == SUPERVISOR_UID {
+        return Err(fail(
+            Exit::NoPerm,
+            "refusing to take the update lock as uid 65534 (nobody): supervisors >= v13.1 \
+             treat lock files owned by uid 65534 as their own and delete them, so the lock \
+             would not protect anything; run as another user",
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,37 @@
+//! `resin-lock run -- CMD`: take the lock as `acquire` does, run CMD while
+//! holding it, forward signals, release when CMD ends, exit as CMD did.
+
+use anyhow::{Context as _, Result};
+use nix::unistd::getpid;
+use signal_hook::consts::SIGCHLD;
+
+use super::{Context, refuse_nobody};
+use crate::cli::RunArgs;
+use crate::lock::record::{Mode, Record};
+use crate::lock::wait::{WaitOpts, take_all};
+use crate::signals::{FORWARD, SignalWatch};
+use crate::supervise;
+
+pub fn run(ctx: &Context, args: RunArgs) -> Result<u8> {
+    refuse_nobody()?;
+    // Handlers go in before anything can be waited for or spawned, so no
+    // signal and no child exit is missed.
+    let mut watched = FORWARD.to_vec();
+    watched.push(SIGCHLD);
+    let mut signals = SignalWatch::new(&watched).context("cannot install signal handlers")?;
+    let me = getpid().as_raw();
+    let cmd_words = args
+        .cmd
+        .iter()
+        .map(|arg| arg.to_string_lossy().into_owned())
+        .collect();
+    let record = Record::new(Mode::Run, me, me, cmd_words);
+    let held = take_all(
+        &ctx.locations.targets,
+        record.to_line().as_bytes(),
+        WaitOpts::from_args(&args.wait),
+        &mut signals,
+        &ctx.ui,
+    )?;
+    supervise::run_child(&args.cmd, held, &mut signals, &ctx.ui)
+}

@@ -1,0 +1,16 @@
+//! resin-lock: block balena / resin.io supervisor updates during critical
+//! sections. The binary is a thin `main`; everything lives here so that the
+//! integration tests and the xtask generators can reach the CLI definition.
+//!
+//! Data flows one way: `cli` -> `cmd` -> (`locate`, `lock`, `supervise`) -> `sys`.
+
+pub mod cli;
+pub mod cmd;
+pub mod duration;
+pub mod exit;
+pub mod locate;
+pub mod lock;
+pub mod signals;
+pub mod supervise;
+pub mod sys;
+pub mod ui;

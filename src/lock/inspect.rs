@@ -1,0 +1,296 @@
+//! Looking at what is at a lock path without following symlinks or
+//! disturbing it: free, held (by resin-lock, the supervisor, another tool)
+//! or stale, and why.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use super::record::{MAX_LEN, Record};
+
+/// Supervisors >= v13.1 create their lock files as this uid (`nobody`).
+pub const SUPERVISOR_UID: u32 = 65534;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    Free,
+    Held,
+    Stale,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HeldBy {
+    ResinLock,
+    Supervisor,
+    Other,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    File,
+    Directory,
+    Symlink,
+}
+
+/// What is at a lock path.
+pub enum Found {
+    Missing,
+    /// Not a resin-lock record: held, never stale.
+    Foreign {
+        kind: Kind,
+        uid: u32,
+        held_by: HeldBy,
+        /// Why it is foreign, in words ("a symlink", "lockfile(1)'s `0`" …).
+        what: String,
+        meta: fs::Metadata,
+    },
+    /// A resin-lock record, with the open file for probing its flock.
+    Ours {
+        file: File,
+        meta: fs::Metadata,
+        record: Record,
+        raw: serde_json::Value,
+    },
+}
+
+/// Examine `path` (never following a symlink there).
+pub fn examine(path: &Path) -> io::Result<Found> {
+    // A file replaced between lstat and open is looked at again.
+    for _ in 0..8 {
+        let meta = match fs::symlink_metadata(path) {
+            Ok(meta) => meta,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Found::Missing),
+            Err(err) => return Err(err),
+        };
+        let uid = meta.uid();
+        let foreign = |kind, held_by, what: &str| Found::Foreign {
+            kind,
+            uid,
+            held_by,
+            what: what.to_owned(),
+            meta: meta.clone(),
+        };
+        let file_type = meta.file_type();
+        if file_type.is_symlink() {
+            return Ok(foreign(Kind::Symlink, HeldBy::Other, "a symlink"));
+        }
+        if file_type.is_dir() {
+            return Ok(foreign(Kind::Directory, HeldBy::Other, "a directory"));
+        }
+        if uid == SUPERVISOR_UID {
+            return Ok(foreign(
+                Kind::File,
+                HeldBy::Supervisor,
+                "the supervisor (owned by uid 65534)",
+            ));
+        }
+        if !file_type.is_file() {
+            let what = if file_type.is_fifo() {
+                "a FIFO"
+            } else if file_type.is_socket() {
+                "a socket"
+            } else {
+                "a device node"
+            };
+            return Ok(foreign(Kind::File, HeldBy::Other, what));
+        }
+        let mut file = match OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+            .open(path)
+        {
+            Ok(file) => file,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => continue,
+            Err(err) if err.raw_os_error() == Some(libc::ELOOP) => continue,
+            Err(err) if err.kind() == io::ErrorKind::PermissionDenied => {
+                return Ok(foreign(
+                    Kind::File,
+                    HeldBy::Other,
+                    "an unreadable lock file",
+                ));
+            }
+            Err(err) => return Err(err),
+        };
+        let opened = file.metadata()?;
+        if (opened.dev(), opened.ino()) != (meta.dev(), meta.ino()) {
+            continue;
+        }
+        let mut bytes = Vec::new();
+        (&mut file)
+            .take(MAX_LEN as u64 + 1)
+            .read_to_end(&mut bytes)?;
+        return Ok(match Record::parse(&bytes) {
+            Some((record, raw)) => Found::Ours {
+                file,
+                meta: opened,
+                record,
+                raw,
+            },
+            None => foreign(Kind::File, HeldBy::Other, &describe_foreign(&bytes)),
+        });
+    }
+    Err(io::Error::other("the lock file keeps changing under us"))
+}
+
+fn describe_foreign(bytes: &[u8]) -> String {
+    match bytes.trim_ascii() {
+        b"" => "another tool (empty lock file)".to_owned(),
+        b"0" => "another tool (lockfile(1)'s lock file)".to_owned(),
+        _ => "another tool (not a resin-lock record)".to_owned(),
+    }
+}
+
+/// Whether anyone holds the flock on `file` (probed with a shared lock,
+/// which never blocks a holder and is dropped at once).
+pub fn flock_held(file: &File) -> io::Result<bool> {
+    match file.try_lock_shared() {
+        Ok(()) => {
+            file.unlock()?;
+            Ok(false)
+        }
+        Err(fs::TryLockError::WouldBlock) => Ok(true),
+        Err(fs::TryLockError::Error(err)) => Err(err),
+    }
+}
+
+/// Why a resin-lock record is stale, if it is.
+pub fn stale_reason(record: &Record, flocked: bool) -> Option<&'static str> {
+    let boot = crate::sys::boot_id().unwrap_or_default();
+    if !record.boot_id.is_empty() && !boot.is_empty() && record.boot_id != boot {
+        Some("previous boot")
+    } else if !flocked {
+        Some("holder exited")
+    } else {
+        None
+    }
+}
+
+/// A report of one lock path, as `status` prints it (text and JSON).
+#[derive(Debug, Clone, Serialize)]
+pub struct Inspection {
+    #[serde(serialize_with = "lossy_path")]
+    pub path: PathBuf,
+    pub state: State,
+    pub held_by: Option<HeldBy>,
+    pub kind: Option<Kind>,
+    pub owner_uid: Option<u32>,
+    pub record: Option<serde_json::Value>,
+    pub stale_reason: Option<String>,
+    #[serde(skip)]
+    pub parsed: Option<Record>,
+    #[serde(skip)]
+    pub what: Option<String>,
+}
+
+impl Inspection {
+    pub fn free(path: &Path) -> Inspection {
+        Inspection {
+            path: path.to_owned(),
+            state: State::Free,
+            held_by: None,
+            kind: None,
+            owner_uid: None,
+            record: None,
+            stale_reason: None,
+            parsed: None,
+            what: None,
+        }
+    }
+
+    /// Build the report from what was found and, for a record, whether its
+    /// flock is held.
+    pub fn from_found(path: &Path, found: &Found, flocked: bool) -> Inspection {
+        match found {
+            Found::Missing => Inspection::free(path),
+            Found::Foreign {
+                kind,
+                uid,
+                held_by,
+                what,
+                ..
+            } => Inspection {
+                state: State::Held,
+                held_by: Some(*held_by),
+                kind: Some(*kind),
+                owner_uid: Some(*uid),
+                what: Some(what.clone()),
+                ..Inspection::free(path)
+            },
+            Found::Ours {
+                meta, record, raw, ..
+            } => {
+                let reason = stale_reason(record, flocked);
+                Inspection {
+                    state: if reason.is_some() {
+                        State::Stale
+                    } else {
+                        State::Held
+                    },
+                    held_by: Some(HeldBy::ResinLock),
+                    kind: Some(Kind::File),
+                    owner_uid: Some(meta.uid()),
+                    record: Some(raw.clone()),
+                    stale_reason: reason.map(str::to_owned),
+                    parsed: Some(record.clone()),
+                    ..Inspection::free(path)
+                }
+            }
+        }
+    }
+
+    /// Who holds it, in words: "resin-lock run (pid 42: ./flash.sh) since …".
+    pub fn holder(&self) -> String {
+        match (&self.parsed, &self.what) {
+            (Some(record), _) => {
+                let pid = if record.mode == super::record::Mode::Acquire {
+                    format!("keeper pid {}, owner {}", record.pid, record.owner)
+                } else {
+                    format!("pid {}", record.pid)
+                };
+                format!(
+                    "resin-lock {} ({pid}: {}) {}",
+                    record.mode.as_str(),
+                    record.command_line(),
+                    record.since()
+                )
+            }
+            (None, Some(what)) => what.clone(),
+            (None, None) => "nobody".to_owned(),
+        }
+    }
+
+    /// One line for `status`.
+    pub fn describe(&self) -> String {
+        let path = self.path.display();
+        match self.state {
+            State::Free => format!("{path}: free"),
+            State::Held => format!("{path}: held by {}", self.holder()),
+            State::Stale => format!(
+                "{path}: stale ({}): {}; blocks updates until taken over or released",
+                self.stale_reason.as_deref().unwrap_or("?"),
+                self.holder()
+            ),
+        }
+    }
+}
+
+/// Inspect a lock path for reporting.
+pub fn inspect(path: &Path) -> io::Result<Inspection> {
+    let found = examine(path)?;
+    let flocked = match &found {
+        Found::Ours { file, .. } => flock_held(file)?,
+        _ => false,
+    };
+    Ok(Inspection::from_found(path, &found, flocked))
+}
+
+/// Paths need not be UTF-8; JSON shows them with U+FFFD where they are not.
+fn lossy_path<S: serde::Serializer>(path: &Path, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&path.to_string_lossy())
+}

@@ -1,0 +1,166 @@
+//! The operating-system corner: the only module with `unsafe` or raw libc
+//! calls (each with a `// SAFETY:` comment), plus the small readers of
+//! `/proc` that the lock protocol relies on.
+
+use std::fs;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use nix::unistd::{ForkResult, Pid};
+
+/// The current boot's id (`/proc/sys/kernel/random/boot_id`).
+pub fn boot_id() -> io::Result<String> {
+    Ok(fs::read_to_string("/proc/sys/kernel/random/boot_id")?
+        .trim()
+        .to_owned())
+}
+
+/// The inode number of this process's pid namespace, to tell whether a
+/// record's pid means anything here.
+pub fn pid_namespace() -> io::Result<u64> {
+    Ok(fs::metadata("/proc/self/ns/pid")?.ino())
+}
+
+/// `pidfd_open(2)`: a descriptor that becomes readable when `pid` exits.
+/// Immune to pid reuse once opened.
+pub fn pidfd_open(pid: Pid) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or
+    // -1; no memory is passed.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let fd = RawFd::try_from(fd).map_err(|_| io::Error::from_raw_os_error(libc::EBADF))?;
+    // SAFETY: the kernel just returned this descriptor to us and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `fork(2)`. Callers are single-threaded at this point (resin-lock starts
+/// no threads), so the child may do anything the parent could.
+pub fn fork() -> io::Result<ForkResult> {
+    // SAFETY: resin-lock never starts a thread, so the child is a full copy
+    // of a single-threaded process and may allocate, lock and call any function.
+    unsafe { nix::unistd::fork() }.map_err(io::Error::from)
+}
+
+/// Close every descriptor of this process except 0, 1, 2 and `keep`, so a
+/// long-lived keeper holds no pipe of its caller open.
+pub fn close_other_fds(keep: &[RawFd]) -> io::Result<()> {
+    let open: Vec<RawFd> = fs::read_dir("/proc/self/fd")?
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    for fd in open {
+        if fd > 2 && !keep.contains(&fd) {
+            // SAFETY: the descriptor was open when listed (the directory's own
+            // descriptor may already be closed, hence ignoring EBADF); nothing
+            // in this process uses it after this point: the keeper owns only
+            // the descriptors in `keep`.
+            unsafe { libc::close(fd) };
+        }
+    }
+    Ok(())
+}
+
+/// Point stdin, stdout and stderr at /dev/null.
+pub fn detach_stdio() -> io::Result<()> {
+    let null = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")?;
+    for target in 0..=2 {
+        // SAFETY: dup2 onto the standard descriptors; both are valid descriptors
+        // and std's handles for 0-2 stay valid (they now name /dev/null).
+        if unsafe { libc::dup2(null.as_raw_fd(), target) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Whether process `pid` has a descriptor open on the inode (dev, ino): the
+/// proof that it is the keeper of a lock, whatever its pid was reused for.
+pub fn process_holds_inode(pid: Pid, dev: u64, ino: u64) -> io::Result<bool> {
+    let dir = Path::new("/proc").join(pid.as_raw().to_string()).join("fd");
+    for entry in fs::read_dir(dir)? {
+        let Ok(entry) = entry else { continue };
+        if let Ok(meta) = fs::metadata(entry.path())
+            && meta.dev() == dev
+            && meta.ino() == ino
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// The command line of process `pid`, for messages.
+pub fn process_cmdline(pid: Pid) -> Vec<String> {
+    fs::read(format!("/proc/{}/cmdline", pid.as_raw()))
+        .map(|bytes| {
+            bytes
+                .split(|b| *b == 0)
+                .filter(|arg| !arg.is_empty())
+                .map(|arg| String::from_utf8_lossy(arg).into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The most lock files one `acquire` hands to its keeper.
+pub const MAX_PASSED_FDS: usize = 64;
+
+/// Send `fds` and `payload` in one SOCK_SEQPACKET message (SCM_RIGHTS).
+pub fn send_fds(sock: &OwnedFd, payload: &[u8], fds: &[RawFd]) -> io::Result<()> {
+    use nix::sys::socket::{ControlMessage, MsgFlags, UnixAddr, sendmsg};
+    let iov = [io::IoSlice::new(payload)];
+    sendmsg::<UnixAddr>(
+        sock.as_raw_fd(),
+        &iov,
+        &[ControlMessage::ScmRights(fds)],
+        MsgFlags::empty(),
+        None,
+    )?;
+    Ok(())
+}
+
+/// Receive one message sent by `send_fds`: its payload and the descriptors,
+/// now owned by this process. `None` at end of stream.
+pub fn recv_fds(sock: &OwnedFd) -> io::Result<Option<(Vec<u8>, Vec<OwnedFd>)>> {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, UnixAddr, recvmsg};
+    let mut payload = vec![0u8; 64 * 1024];
+    let mut cmsg = nix::cmsg_space!([RawFd; MAX_PASSED_FDS]);
+    let (len, raw) = {
+        let mut iov = [io::IoSliceMut::new(&mut payload)];
+        let msg = loop {
+            match recvmsg::<UnixAddr>(
+                sock.as_raw_fd(),
+                &mut iov,
+                Some(&mut cmsg),
+                MsgFlags::MSG_CMSG_CLOEXEC,
+            ) {
+                Err(nix::errno::Errno::EINTR) => continue,
+                other => break other?,
+            }
+        };
+        let mut raw = Vec::new();
+        for message in msg.cmsgs()? {
+            if let ControlMessageOwned::ScmRights(fds) = message {
+                raw.extend(fds);
+            }
+        }
+        (msg.bytes, raw)
+    };
+    // SAFETY: SCM_RIGHTS installed these descriptors in this process for us
+    // alone; each is wrapped exactly once.
+    let fds: Vec<OwnedFd> = raw
+        .into_iter()
+        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) })
+        .collect();
+    if len == 0 && fds.is_empty() {
+        return Ok(None);
+    }
+    payload.truncate(len);
+    Ok(Some((payload, fds)))
+}

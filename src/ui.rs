@@ -1,0 +1,32 @@
+//! What resin-lock says on stderr besides errors: nothing by default,
+//! warnings unless `-q`, and the reasons for what it did with `-v`.
+
+use std::io::IsTerminal;
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Ui {
+    pub verbose: bool,
+    pub quiet: bool,
+}
+
+impl Ui {
+    /// A note only `-v` asks for.
+    pub fn verbose(&self, message: impl AsRef<str>) {
+        if self.verbose {
+            eprintln!("resin-lock: {}", message.as_ref());
+        }
+    }
+
+    /// Something the user should know even without `-v` (silenced by `-q`).
+    pub fn warn(&self, message: impl AsRef<str>) {
+        if !self.quiet {
+            eprintln!("resin-lock: {}", message.as_ref());
+        }
+    }
+
+    /// Whether to say who holds a lock while waiting: with `-v`, or when a
+    /// person is watching stderr.
+    pub fn announce_waits(&self) -> bool {
+        !self.quiet && (self.verbose || std::io::stderr().is_terminal())
+    }
+}

@@ -1,0 +1,4 @@
+//! Integration tests: one binary (autotests = false), one module per area.
+
+mod common;
+mod lock;
