@@ -30,7 +30,12 @@ use crate::exit::Exit;
 )]
 pub struct Cli {
     /// Lock this file instead of the detected location (repeatable; taken in order, all or nothing).
-    #[arg(long = "path", value_name = "PATH", global = true, env = "RESIN_LOCK_PATH")]
+    #[arg(
+        long = "path",
+        value_name = "PATH",
+        global = true,
+        env = "RESIN_LOCK_PATH"
+    )]
     pub paths: Vec<PathBuf>,
 
     /// Resolve detected lock paths and detection files under DIR (never --path).

@@ -103,7 +103,10 @@ pub fn code_of(err: &anyhow::Error) -> u8 {
     if let Some(failure) = err.chain().find_map(|e| e.downcast_ref::<Failure>()) {
         return failure.code;
     }
-    if err.chain().any(|e| e.is::<io::Error>() || e.is::<nix::Error>()) {
+    if err
+        .chain()
+        .any(|e| e.is::<io::Error>() || e.is::<nix::Error>())
+    {
         return Exit::OsErr.code();
     }
     Exit::Software.code()

@@ -27,7 +27,12 @@ use crate::signals::{Received, SignalWatch};
 use crate::ui::Ui;
 
 /// Run `cmd` while holding `held`; returns the exit status to use.
-pub fn run_child(cmd: &[OsString], held: Vec<Held>, signals: &mut SignalWatch, ui: &Ui) -> Result<u8> {
+pub fn run_child(
+    cmd: &[OsString],
+    held: Vec<Held>,
+    signals: &mut SignalWatch,
+    ui: &Ui,
+) -> Result<u8> {
     let Some((program, args)) = cmd.split_first() else {
         release_all(held, ui)?;
         return Err(fail(Exit::Usage, "run: missing command after --"));
@@ -53,7 +58,10 @@ pub fn run_child(cmd: &[OsString], held: Vec<Held>, signals: &mut SignalWatch, u
         }
     };
     let child = Pid::from_raw(child.id() as i32);
-    ui.verbose(format!("started {} as pid {child}", program.to_string_lossy()));
+    ui.verbose(format!(
+        "started {} as pid {child}",
+        program.to_string_lossy()
+    ));
     let status = loop {
         if let Some(status) = reap(child) {
             break status;
@@ -70,7 +78,9 @@ pub fn run_child(cmd: &[OsString], held: Vec<Held>, signals: &mut SignalWatch, u
         }
     };
     let code = child_code(status);
-    ui.verbose(format!("pid {child} ended ({status:?}); releasing the lock"));
+    ui.verbose(format!(
+        "pid {child} ended ({status:?}); releasing the lock"
+    ));
     if let Err(err) = release_all(held, ui) {
         eprintln!("resin-lock: {err:#}");
     }
@@ -92,10 +102,14 @@ fn spawn_error(program: &OsStr, err: &io::Error) -> anyhow::Error {
     let name = program.to_string_lossy();
     match err.kind() {
         io::ErrorKind::NotFound => fail(Exit::NotFound, format!("{name}: command not found")),
-        io::ErrorKind::PermissionDenied => {
-            fail(Exit::NotExecutable, format!("{name}: permission denied (not executable)"))
-        }
-        _ => fail(Exit::NotExecutable, format!("{name}: cannot execute: {err}")),
+        io::ErrorKind::PermissionDenied => fail(
+            Exit::NotExecutable,
+            format!("{name}: permission denied (not executable)"),
+        ),
+        _ => fail(
+            Exit::NotExecutable,
+            format!("{name}: cannot execute: {err}"),
+        ),
     }
 }
 

@@ -5,6 +5,7 @@
 use std::fs;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
@@ -163,4 +164,45 @@ pub fn recv_fds(sock: &OwnedFd) -> io::Result<Option<(Vec<u8>, Vec<OwnedFd>)>> {
     }
     payload.truncate(len);
     Ok(Some((payload, fds)))
+}
+
+/// The process name of `acquire` keepers (at most 15 bytes), as `ps` shows it.
+pub const KEEPER_NAME: &str = "resin-lock-keep";
+
+/// Keeper processes holding a lock file in `dir` that is no longer linked
+/// anywhere: keepers whose lock someone else removed or replaced. They
+/// protect nothing any more. `dir` must be canonical, as /proc shows paths.
+pub fn displaced_keepers(dir: &Path) -> Vec<Pid> {
+    let me = std::process::id().to_string();
+    let Ok(procs) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    procs
+        .filter_map(|entry| {
+            let name = entry.ok()?.file_name();
+            let name = name.to_str()?;
+            if name == me || !name.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            let comm = fs::read_to_string(format!("/proc/{name}/comm")).ok()?;
+            if comm.trim_end() != KEEPER_NAME {
+                return None;
+            }
+            let displaced = fs::read_dir(format!("/proc/{name}/fd"))
+                .ok()?
+                .filter_map(|fd| fd.ok())
+                .any(|fd| {
+                    let deleted_here = fs::read_link(fd.path()).is_ok_and(|target| {
+                        target.parent() == Some(dir)
+                            && target.as_os_str().as_bytes().ends_with(b" (deleted)")
+                    });
+                    deleted_here && fs::metadata(fd.path()).is_ok_and(|m| m.nlink() == 0)
+                });
+            if displaced {
+                name.parse().ok().map(Pid::from_raw)
+            } else {
+                None
+            }
+        })
+        .collect()
 }

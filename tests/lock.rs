@@ -1,16 +1,788 @@
-//! The core protocol: acquire, release, status, waiting, stale takeover.
+//! The core protocol: acquire, release, status, waiting, stale takeover,
+//! bad input, and interop with the real peers (procmail lockfile, util-linux
+//! flock, the npm lockfile package).
+
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use crate::common::*;
 
 #[test]
 fn acquire_then_release_round_trip() {
     let s = Scratch::new();
-    s.cmd(&["acquire"]).assert().success();
+    s.cmd(&["acquire"]).assert().success().stdout("");
     let rec = record(&s.lock());
     assert_eq!(rec["tool"], "resin-lock");
+    assert_eq!(rec["v"], 1);
     assert_eq!(rec["mode"], "acquire");
-    s.cmd(&["status"]).assert().code(1).stdout(contains("held by resin-lock acquire"));
+    assert!(alive(rec["pid"].as_i64().unwrap() as i32), "keeper runs");
+    s.cmd(&["status"])
+        .assert()
+        .code(1)
+        .stdout(contains("held by resin-lock acquire"));
     s.cmd(&["release"]).assert().success();
     assert!(!s.lock().exists());
     s.cmd(&["status"]).assert().code(0).stdout(contains("free"));
+    assert_eq!(s.leftovers(&[]), Vec::<String>::new());
+}
+
+#[test]
+fn lock_file_is_one_line_record_mode_0644_despite_umask() {
+    let s = Scratch::new();
+    let script = format!(
+        "umask 077; exec {} --path {} acquire",
+        env!("CARGO_BIN_EXE_resin-lock"),
+        s.lock().display()
+    );
+    Command::new("sh").args(["-c", &script]).assert().success();
+    let meta = fs::metadata(s.lock()).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o644);
+    let text = fs::read_to_string(s.lock()).unwrap();
+    assert_eq!(text.lines().count(), 1);
+    assert!(text.ends_with('\n'));
+    let rec = record(&s.lock());
+    for field in ["pid", "owner", "start", "boot_id", "pid_ns", "uid", "cmd"] {
+        assert!(rec.get(field).is_some(), "record lacks {field}: {text}");
+    }
+    s.cmd(&["release"]).assert().success();
+}
+
+#[test]
+fn acquire_keeps_flock_that_the_host_reboot_check_sees() {
+    // balenaOS safe_reboot: `flock -nx` on the existing updates.lock.
+    let s = Scratch::new();
+    let bin = env!("CARGO_BIN_EXE_resin-lock");
+    let lock = s.lock();
+    let script = format!(
+        r#"set -u
+        L={lock}
+        {bin} --path "$L" acquire || exit 10
+        exec 3<"$L"
+        flock -nx 3 && exit 11
+        {bin} --path "$L" release || exit 12
+        flock -nx 3 || exit 13
+        [ -e "$L" ] && exit 14
+        exit 0"#,
+        lock = lock.display()
+    );
+    Command::new("sh").args(["-c", &script]).assert().code(0);
+}
+
+#[test]
+fn command_substitution_does_not_hang() {
+    let s = Scratch::new();
+    let script = format!(
+        "x=$({} --path {} acquire); echo \"done:$x\"",
+        env!("CARGO_BIN_EXE_resin-lock"),
+        s.lock().display()
+    );
+    assert_cmd::Command::new("sh")
+        .args(["-c", &script])
+        .timeout(Duration::from_secs(60))
+        .assert()
+        .success()
+        .stdout("done:\n");
+    s.cmd(&["release"]).assert().success();
+}
+
+#[test]
+fn keeper_follows_its_owner_and_survives_the_callers_shell() {
+    let s = Scratch::new();
+    // The owner: a process that outlives the shell that runs acquire.
+    let mut owner = Command::new("sleep").arg("1000").spawn().unwrap();
+    let script = format!(
+        "{} --path {} acquire --owner {}; exit 0",
+        env!("CARGO_BIN_EXE_resin-lock"),
+        s.lock().display(),
+        owner.id()
+    );
+    Command::new("setsid")
+        .args(["-w", "sh", "-c", &script])
+        .assert()
+        .success();
+    let rec = record(&s.lock());
+    assert_eq!(rec["owner"], owner.id());
+    assert_eq!(status_json(&s)["locks"][0]["state"], "held");
+
+    owner.kill().unwrap();
+    owner.wait().unwrap();
+    wait_until("the lock to go stale", || {
+        status_json(&s)["locks"][0]["state"] == "stale"
+    });
+    let st = status_json(&s);
+    assert_eq!(st["locks"][0]["stale_reason"], "holder exited");
+    assert_eq!(st["locked"], true, "a stale lock still blocks updates");
+    s.cmd(&["status"])
+        .assert()
+        .code(1)
+        .stdout(contains("stale"));
+    // The file stays (updates stay blocked) until taken over.
+    assert!(s.lock().exists());
+    s.cmd(&["acquire", "-n"]).assert().success();
+    assert_ne!(record(&s.lock())["pid"], rec["pid"]);
+    s.cmd(&["release"]).assert().success();
+}
+
+#[test]
+fn default_owner_is_the_parent_process() {
+    let s = Scratch::new();
+    let ready = s.path("ready");
+    let script = format!(
+        "{} --path {} acquire && touch {} && read line",
+        env!("CARGO_BIN_EXE_resin-lock"),
+        s.lock().display(),
+        ready.display()
+    );
+    let mut shell = Command::new("sh")
+        .args(["-c", &script])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_file(&ready);
+    assert_eq!(record(&s.lock())["owner"], shell.id());
+    assert_eq!(status_json(&s)["locks"][0]["state"], "held");
+    drop(shell.stdin.take()); // the shell reads EOF and exits
+    shell.wait().unwrap();
+    wait_until("the lock to go stale", || {
+        status_json(&s)["locks"][0]["state"] == "stale"
+    });
+}
+
+#[test]
+fn killed_keeper_leaves_a_stale_lock_that_is_taken_over() {
+    let s = Scratch::new();
+    s.cmd(&["acquire"]).assert().success();
+    let keeper = record(&s.lock())["pid"].as_i64().unwrap() as i32;
+    Command::new("kill")
+        .args(["-KILL", &keeper.to_string()])
+        .assert()
+        .success();
+    wait_until("the keeper to die", || !alive(keeper));
+    let st = status_json(&s);
+    assert_eq!(st["locks"][0]["state"], "stale");
+    assert_eq!(st["locks"][0]["held_by"], "resin-lock");
+    s.cmd(&["acquire", "-n"]).assert().success();
+    assert_ne!(record(&s.lock())["pid"], keeper);
+    assert_eq!(status_json(&s)["locks"][0]["state"], "held");
+    s.cmd(&["release"]).assert().success();
+    assert_eq!(s.leftovers(&[]), Vec::<String>::new());
+}
+
+#[test]
+fn release_removes_a_stale_lock() {
+    let s = Scratch::new();
+    s.cmd(&["acquire"]).assert().success();
+    let keeper = record(&s.lock())["pid"].as_i64().unwrap() as i32;
+    Command::new("kill")
+        .args(["-KILL", &keeper.to_string()])
+        .assert()
+        .success();
+    wait_until("the keeper to die", || !alive(keeper));
+    s.cmd(&["release"]).assert().success();
+    assert!(!s.lock().exists());
+}
+
+#[test]
+fn two_contenders_for_a_stale_lock_never_both_win() {
+    let s = Scratch::new();
+    for round in 0..15 {
+        s.cmd(&["acquire"]).assert().success();
+        let keeper = record(&s.lock())["pid"].as_i64().unwrap() as i32;
+        Command::new("kill")
+            .args(["-KILL", &keeper.to_string()])
+            .assert()
+            .success();
+        wait_until("the keeper to die", || !alive(keeper));
+        let a = spawn_quiet(s.cmd(&["acquire", "-n"]));
+        let b = spawn_quiet(s.cmd(&["acquire", "-n"]));
+        let codes: Vec<i32> = [a, b]
+            .into_iter()
+            .map(|c| c.wait_with_output().unwrap().status.code().unwrap())
+            .collect();
+        let winners = codes.iter().filter(|c| **c == 0).count();
+        assert_eq!(winners, 1, "round {round}: exit codes {codes:?}");
+        assert!(
+            codes.contains(&1),
+            "round {round}: loser must see busy: {codes:?}"
+        );
+        s.cmd(&["release"]).assert().success();
+    }
+}
+
+#[test]
+fn nonblock_timeout_and_conflict_exit_code() {
+    let s = Scratch::new();
+    s.cmd(&["acquire"]).assert().success();
+    s.cmd(&["acquire", "-n"])
+        .assert()
+        .code(1)
+        .stderr(contains("held by resin-lock acquire"));
+    s.cmd(&["acquire", "-w", "250ms"])
+        .assert()
+        .code(1)
+        .stderr(contains("timed out"));
+    s.cmd(&["acquire", "-w", "0.1", "-E", "42"])
+        .assert()
+        .code(42);
+    s.cmd(&["run", "-n", "-E", "9", "--", "true"])
+        .assert()
+        .code(9);
+    s.cmd(&["release"]).assert().success();
+    assert_eq!(s.leftovers(&[]), Vec::<String>::new());
+}
+
+/// Spawn a waiter with -v and return once it reports that it waits.
+fn spawn_waiter(
+    s: &Scratch,
+    args: &[&str],
+) -> (std::process::Child, BufReader<std::process::ChildStderr>) {
+    let mut cmd = resin_lock();
+    cmd.arg("--path").arg(s.lock()).arg("-v").args(args);
+    let mut child = spawn_quiet(cmd);
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert_ne!(
+            stderr.read_line(&mut line).unwrap(),
+            0,
+            "waiter ended early"
+        );
+        if line.contains("waiting for") {
+            assert!(line.contains("held by"), "says who holds it: {line}");
+            return (child, stderr);
+        }
+    }
+}
+
+#[test]
+fn waiter_takes_the_lock_when_it_is_released() {
+    let s = Scratch::new();
+    s.cmd(&["acquire"]).assert().success();
+    let first = record(&s.lock())["pid"].clone();
+    let (waiter, _stderr) = spawn_waiter(&s, &["acquire"]);
+    s.cmd(&["release"]).assert().success();
+    let out = waiter.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert_ne!(
+        record(&s.lock())["pid"],
+        first,
+        "the waiter's keeper holds it"
+    );
+    s.cmd(&["release"]).assert().success();
+}
+
+#[test]
+fn signal_while_waiting_ends_the_wait_holding_nothing() {
+    for (signal, code) in [("TERM", 143), ("INT", 130), ("HUP", 129)] {
+        let s = Scratch::new();
+        s.cmd(&["acquire"]).assert().success();
+        let holder = record(&s.lock());
+        let started = s.path("started");
+        let touch = started.to_str().unwrap();
+        for cmd in [&["acquire"][..], &["run", "--", "touch", touch][..]] {
+            let (waiter, _stderr) = spawn_waiter(&s, cmd);
+            Command::new("kill")
+                .args([&format!("-{signal}"), &waiter.id().to_string()])
+                .assert()
+                .success();
+            let out = waiter.wait_with_output().unwrap();
+            assert_eq!(out.status.code(), Some(code), "{signal} {cmd:?}");
+            assert_eq!(record(&s.lock()), holder, "the holder keeps it");
+            assert!(!started.exists(), "no child started");
+        }
+        assert_eq!(s.leftovers(&["updates.lock"]), Vec::<String>::new());
+        s.cmd(&["release"]).assert().success();
+    }
+}
+
+#[test]
+fn status_json_follows_the_schema() {
+    let s = Scratch::new();
+    let free = status_json(&s);
+    assert_eq!(free["schema"], 1);
+    assert_eq!(free["locked"], false);
+    let lock = &free["locks"][0];
+    assert_eq!(lock["path"], s.lock().to_str().unwrap());
+    assert_eq!(lock["state"], "free");
+    for key in ["held_by", "kind", "owner_uid", "record", "stale_reason"] {
+        assert!(lock[key].is_null(), "{key} is null when free");
+    }
+    assert!(free["detection"].is_object());
+
+    s.cmd(&["acquire"]).assert().success();
+    let held = status_json(&s);
+    assert_eq!(held["locked"], true);
+    let lock = &held["locks"][0];
+    assert_eq!(lock["state"], "held");
+    assert_eq!(lock["held_by"], "resin-lock");
+    assert_eq!(lock["kind"], "file");
+    assert_eq!(lock["owner_uid"], 0);
+    assert_eq!(lock["record"]["mode"], "acquire");
+    assert!(lock["stale_reason"].is_null());
+    s.cmd(&["release"]).assert().success();
+}
+
+#[test]
+fn status_with_closed_stdout_is_quiet() {
+    let s = Scratch::new();
+    let script = format!(
+        "{} --path {} status | head -c 0; echo \"rc=${{PIPESTATUS[0]}}\"",
+        env!("CARGO_BIN_EXE_resin-lock"),
+        s.lock().display()
+    );
+    Command::new("bash")
+        .args(["-c", &script])
+        .assert()
+        .success()
+        .stdout("rc=0\n")
+        .stderr("");
+}
+
+#[test]
+fn release_of_nothing_is_not_an_error() {
+    let s = Scratch::new();
+    s.cmd(&["release"]).assert().success().stderr("");
+}
+
+#[test]
+fn release_refuses_a_running_run_lock() {
+    let s = Scratch::new();
+    let ready = s.path("ready");
+    let mut run = s
+        .cmd(&[
+            "run",
+            "--",
+            "sh",
+            "-c",
+            &format!("touch {}; read x || true", ready.display()),
+        ])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_file(&ready);
+    s.cmd(&["release"])
+        .assert()
+        .code(1)
+        .stderr(contains("held by a running resin-lock run"));
+    assert!(s.lock().exists());
+    drop(run.stdin.take());
+    assert!(run.wait().unwrap().success());
+    assert!(!s.lock().exists());
+}
+
+#[test]
+fn foreign_locks_are_held_never_stale_and_need_force() {
+    let cases: &[(&str, &[u8], &str)] = &[
+        ("empty", b"", "empty lock file"),
+        ("lockfile(1)", b"0", "lockfile(1)"),
+        ("garbage", b"\x00\xffnot json", "not a resin-lock record"),
+        (
+            "other json",
+            br#"{"tool":"other","pid":1}"#,
+            "not a resin-lock record",
+        ),
+    ];
+    for (name, content, says) in cases {
+        let s = Scratch::new();
+        fs::write(s.lock(), content).unwrap();
+        s.cmd(&["acquire", "-n"])
+            .assert()
+            .code(1)
+            .stderr(contains(*says));
+        let st = status_json(&s);
+        assert_eq!(st["locks"][0]["state"], "held", "{name}");
+        assert_eq!(st["locks"][0]["held_by"], "other", "{name}");
+        assert!(st["locks"][0]["record"].is_null(), "{name}");
+        s.cmd(&["release"])
+            .assert()
+            .code(1)
+            .stderr(contains("--force"));
+        assert_eq!(fs::read(s.lock()).unwrap(), *content, "{name} untouched");
+        s.cmd(&["release", "--force"]).assert().success();
+        assert!(!s.lock().exists(), "{name}");
+    }
+}
+
+#[test]
+fn supervisor_owned_lock_is_foreign() {
+    let s = Scratch::new();
+    fs::write(s.lock(), "").unwrap();
+    std::os::unix::fs::chown(s.lock(), Some(65534), Some(65534)).unwrap();
+    s.cmd(&["acquire", "-n"])
+        .assert()
+        .code(1)
+        .stderr(contains("supervisor"));
+    let st = status_json(&s);
+    assert_eq!(st["locks"][0]["held_by"], "supervisor");
+    assert_eq!(st["locks"][0]["owner_uid"], 65534);
+    s.cmd(&["release"]).assert().code(1);
+    s.cmd(&["release", "--force"]).assert().success();
+    assert!(!s.lock().exists());
+}
+
+#[test]
+fn directory_at_the_lock_path_is_a_foreign_lock() {
+    let s = Scratch::new();
+    fs::create_dir(s.lock()).unwrap();
+    s.cmd(&["acquire", "-n"])
+        .assert()
+        .code(1)
+        .stderr(contains("directory").and(contains(s.lock().to_str().unwrap())));
+    assert_eq!(status_json(&s)["locks"][0]["kind"], "directory");
+    s.cmd(&["release"]).assert().code(1);
+    assert!(s.lock().is_dir());
+    s.cmd(&["release", "--force"]).assert().success();
+    assert!(!s.lock().exists());
+}
+
+#[test]
+fn symlinks_at_the_lock_path_are_never_followed() {
+    let s = Scratch::new();
+    // Dangling: acquiring must not create the target.
+    let target = s.path("elsewhere");
+    symlink(&target, s.lock()).unwrap();
+    s.cmd(&["acquire", "-n"])
+        .assert()
+        .code(1)
+        .stderr(contains("symlink"));
+    assert!(!target.exists());
+    assert_eq!(status_json(&s)["locks"][0]["kind"], "symlink");
+    fs::remove_file(s.lock()).unwrap();
+
+    // Hostile: pointing at a file that must survive everything.
+    let victim = s.path("victim");
+    fs::write(&victim, "precious").unwrap();
+    symlink(&victim, s.lock()).unwrap();
+    s.cmd(&["acquire", "-n"]).assert().code(1);
+    s.cmd(&["release"]).assert().code(1);
+    s.cmd(&["release", "--force"]).assert().success();
+    assert!(fs::symlink_metadata(s.lock()).is_err(), "the link is gone");
+    assert_eq!(fs::read_to_string(&victim).unwrap(), "precious");
+}
+
+#[test]
+fn bad_input_is_a_usage_error() {
+    let s = Scratch::new();
+    for args in [
+        &["acquire", "--bogus"][..],
+        &["acquire", "-w", "abc"][..],
+        &["acquire", "-w", "-1"][..],
+        &["run"][..],
+        &["run", "--"][..],
+        &["frobnicate"][..],
+    ] {
+        s.cmd(args)
+            .assert()
+            .code(64)
+            .stderr(predicate::str::is_empty().not());
+    }
+    s.cmd(&["acquire", "--owner", "0"]).assert().code(64);
+    s.cmd(&["acquire", "--owner", "2147483646"])
+        .assert()
+        .code(64)
+        .stderr(contains("no such process"));
+    assert_eq!(s.leftovers(&[]), Vec::<String>::new());
+}
+
+#[test]
+fn cannot_create_is_exit_73_naming_the_place() {
+    let s = Scratch::new();
+    // Missing parent of --path.
+    let missing = s.path("no/such/dir/updates.lock");
+    resin_lock()
+        .arg("--path")
+        .arg(&missing)
+        .args(["acquire", "-n"])
+        .assert()
+        .code(73)
+        .stderr(contains("does not exist").and(contains("no/such/dir")));
+    // Parent is a file.
+    fs::write(s.path("file"), "").unwrap();
+    resin_lock()
+        .arg("--path")
+        .arg(s.path("file/updates.lock"))
+        .args(["acquire", "-n"])
+        .assert()
+        .code(73)
+        .stderr(contains("not a directory"));
+    // Name too long.
+    resin_lock()
+        .arg("--path")
+        .arg(s.path(&"x".repeat(300)))
+        .args(["run", "-n", "--", "true"])
+        .assert()
+        .code(73)
+        .stderr(contains("too long"));
+    assert_eq!(s.leftovers(&["file"]), Vec::<String>::new());
+}
+
+#[test]
+fn permission_denied_is_exit_73() {
+    let s = Scratch::new();
+    let dir = s.path("locked-dir");
+    fs::create_dir(&dir).unwrap();
+    fs::set_permissions(s.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    // uid 1000 may not write in a root-owned 0755 directory.
+    Command::new("setpriv")
+        .args(["--reuid=1000", "--regid=1000", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_resin-lock"))
+        .arg("--path")
+        .arg(dir.join("updates.lock"))
+        .args(["acquire", "-n"])
+        .assert()
+        .code(73)
+        .stderr(contains("permission denied").and(contains("locked-dir")));
+    assert_eq!(fs::read_dir(&dir).unwrap().count(), 0);
+}
+
+#[test]
+fn read_only_file_system_is_exit_73() {
+    let s = Scratch::new();
+    let script = format!(
+        "mount -t tmpfs -o ro,size=64k tmpfs {dir} && {bin} --path {dir}/updates.lock acquire -n",
+        dir = s.dir.path().display(),
+        bin = env!("CARGO_BIN_EXE_resin-lock")
+    );
+    Command::new("unshare")
+        .args(["-m", "sh", "-c", &script])
+        .assert()
+        .code(73)
+        .stderr(contains("read-only"));
+}
+
+#[test]
+fn uid_65534_is_refused_with_the_reason() {
+    let s = Scratch::new();
+    for args in [&["acquire"][..], &["run", "--", "true"][..]] {
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(env!("CARGO_BIN_EXE_resin-lock"))
+            .arg("--path")
+            .arg(s.lock())
+            .args(args)
+            .assert()
+            .code(77)
+            .stderr(contains("65534").and(contains("supervisor")));
+    }
+    assert!(!s.lock().exists());
+}
+
+#[test]
+fn non_utf8_paths_work() {
+    let s = Scratch::new();
+    let name = std::ffi::OsStr::from_bytes(b"upd\xffates.lock");
+    let lock = s.dir.path().join(name);
+    resin_lock()
+        .arg("--path")
+        .arg(&lock)
+        .arg("acquire")
+        .assert()
+        .success();
+    assert!(lock.exists());
+    resin_lock()
+        .arg("--path")
+        .arg(&lock)
+        .args(["status", "--json"])
+        .assert()
+        .code(1)
+        .stdout(contains("upd\u{fffd}ates.lock"));
+    resin_lock()
+        .arg("--path")
+        .arg(&lock)
+        .arg("release")
+        .assert()
+        .success();
+    assert!(!lock.exists());
+}
+
+#[test]
+fn release_leaves_a_lock_the_supervisor_put_in_our_place() {
+    let s = Scratch::new();
+    s.cmd(&["acquire"]).assert().success();
+    let keeper = record(&s.lock())["pid"].as_i64().unwrap() as i32;
+    // The supervisor forced an update: removed ours, created its own.
+    fs::remove_file(s.lock()).unwrap();
+    fs::write(s.lock(), "").unwrap();
+    std::os::unix::fs::chown(s.lock(), Some(65534), Some(65534)).unwrap();
+    s.cmd(&["release"])
+        .assert()
+        .success()
+        .stderr(contains("left it alone"));
+    assert_eq!(
+        fs::metadata(s.lock()).unwrap().uid(),
+        65534,
+        "theirs survives"
+    );
+    assert!(!alive(keeper), "our keeper is stopped");
+    // Without a keeper of ours, the same file is simply foreign.
+    s.cmd(&["release"]).assert().code(1);
+}
+
+#[test]
+fn release_stops_a_keeper_whose_file_was_removed() {
+    let s = Scratch::new();
+    s.cmd(&["acquire"]).assert().success();
+    let keeper = record(&s.lock())["pid"].as_i64().unwrap() as i32;
+    fs::remove_file(s.lock()).unwrap();
+    s.cmd(&["release"])
+        .assert()
+        .success()
+        .stderr(contains("removed by someone else"));
+    assert!(!alive(keeper));
+}
+
+#[test]
+fn run_leaves_a_lock_the_supervisor_put_in_its_place() {
+    let s = Scratch::new();
+    let lock = s.lock();
+    let script = format!(
+        "rm {l} && : > {l} && chown 65534:65534 {l}",
+        l = lock.display()
+    );
+    s.cmd(&["run", "--", "sh", "-c", &script])
+        .assert()
+        .success()
+        .stderr(contains("left it alone"));
+    assert_eq!(fs::metadata(&lock).unwrap().uid(), 65534);
+}
+
+// ---- interop with the real peers ----
+
+fn as_nobody(program: &str) -> Command {
+    let mut cmd = Command::new("setpriv");
+    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", program]);
+    cmd
+}
+
+/// A scratch dir the supervisor's uid may write in.
+fn shared_scratch() -> Scratch {
+    let s = Scratch::new();
+    fs::set_permissions(s.dir.path(), fs::Permissions::from_mode(0o1777)).unwrap();
+    s
+}
+
+#[test]
+fn procmail_lockfile_as_the_supervisor_sees_our_lock_as_held() {
+    let s = shared_scratch();
+    s.cmd(&["acquire"]).assert().success();
+    // Supervisors >= v13.1: `lockfile -r 0` as uid 65534; exit 73 = held.
+    as_nobody("lockfile")
+        .args(["-r", "0"])
+        .arg(s.lock())
+        .assert()
+        .code(73);
+    assert_eq!(record(&s.lock())["tool"], "resin-lock");
+    s.cmd(&["release"]).assert().success();
+    as_nobody("lockfile")
+        .args(["-r", "0"])
+        .arg(s.lock())
+        .assert()
+        .success();
+    // Now the supervisor holds it: we see it as held and refuse to release it.
+    s.cmd(&["acquire", "-n"])
+        .assert()
+        .code(1)
+        .stderr(contains("supervisor"));
+    s.cmd(&["release"]).assert().code(1);
+    assert!(s.lock().exists());
+}
+
+fn npm_locksync(path: &Path, hold: bool) -> std::process::Child {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/npm");
+    assert!(
+        fixtures.join("node_modules/lockfile").exists(),
+        "run `npm ci --prefix tests/fixtures/npm` first (.ci/run does)"
+    );
+    let mut cmd = Command::new("node");
+    cmd.arg(fixtures.join("locksync.js")).arg(path);
+    if hold {
+        cmd.arg("hold");
+    }
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn npm_lockfile_gets_eexist_while_we_hold_it() {
+    let s = Scratch::new();
+    s.cmd(&["acquire"]).assert().success();
+    let out = npm_locksync(&s.lock(), false).wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "EEXIST");
+    assert!(!out.status.success());
+    s.cmd(&["release"]).assert().success();
+
+    // Supervisors v7-v12 hold it now: foreign to us.
+    let mut supervisor = npm_locksync(&s.lock(), true);
+    let mut line = String::new();
+    BufReader::new(supervisor.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "locked");
+    s.cmd(&["acquire", "-n"]).assert().code(1);
+    s.cmd(&["release"]).assert().code(1);
+    assert!(s.lock().exists());
+    drop(supervisor.stdin.take());
+    assert!(supervisor.wait().unwrap().success());
+    assert!(!s.lock().exists(), "the npm package removed its own lock");
+}
+
+#[test]
+fn contention_never_overlaps() {
+    let s = Scratch::new();
+    let bin = env!("CARGO_BIN_EXE_resin-lock");
+    let counter = s.path("counter");
+    let overlaps = s.path("overlaps");
+    fs::write(&counter, "0").unwrap();
+    let rounds = 25;
+    let script = format!(
+        r#"L={lock}; C={counter}; O={overlaps}; I={inside}
+        i=0
+        while [ $i -lt {rounds} ]; do
+            {bin} --path "$L" acquire || exit 10
+            [ -e "$I" ] && echo overlap >> "$O"
+            : > "$I"
+            n=$(cat "$C"); echo $((n + 1)) > "$C"
+            rm -f "$I"
+            {bin} --path "$L" release || exit 11
+            i=$((i + 1))
+        done"#,
+        lock = s.lock().display(),
+        counter = counter.display(),
+        overlaps = overlaps.display(),
+        inside = s.path("inside").display(),
+    );
+    let workers: Vec<_> = (0..4)
+        .map(|_| Command::new("sh").args(["-c", &script]).spawn().unwrap())
+        .collect();
+    for mut worker in workers {
+        assert!(worker.wait().unwrap().success());
+    }
+    assert!(!overlaps.exists(), "critical sections overlapped");
+    assert_eq!(
+        fs::read_to_string(&counter).unwrap().trim(),
+        (4 * rounds).to_string()
+    );
+    assert_eq!(s.leftovers(&["counter"]), Vec::<String>::new());
+}
+
+#[test]
+fn verbose_says_what_it_did() {
+    let s = Scratch::new();
+    s.cmd(&["-v", "acquire"])
+        .assert()
+        .success()
+        .stderr(contains("acquired").and(contains("keeper pid")));
+    s.cmd(&["-q", "status"]).assert().code(1).stdout("");
+    s.cmd(&["-v", "release"])
+        .assert()
+        .success()
+        .stderr(contains("released"));
 }

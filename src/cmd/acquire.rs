@@ -120,10 +120,7 @@ fn checked_owner(pid: i32) -> Result<Pid> {
     let pid = Pid::from_raw(pid);
     match kill(pid, None) {
         Ok(()) | Err(Errno::EPERM) => Ok(pid),
-        Err(_) => Err(fail(
-            Exit::Usage,
-            format!("--owner {pid}: no such process"),
-        )),
+        Err(_) => Err(fail(Exit::Usage, format!("--owner {pid}: no such process"))),
     }
 }
 
@@ -169,14 +166,16 @@ fn keeper_main(sock: OwnedFd, owner_fd: Option<OwnedFd>, owner: Pid) -> ! {
 }
 
 fn keep(sock: OwnedFd, owner_fd: Option<OwnedFd>, owner: Pid) -> Result<()> {
-    // `release` asks with SIGUSR1; catch it before anyone can send it.
-    let mut signals = SignalWatch::new(&[SIGUSR1 as i32])?;
+    let _ = nix::sys::prctl::set_name(c"resin-lock-keep");
     let _ = nix::unistd::setsid();
     let _ = std::env::set_current_dir("/");
     sys::detach_stdio()?;
-    let mut keep_fds = vec![sock.as_raw_fd(), signals.fd().as_raw_fd()];
+    let mut keep_fds = vec![sock.as_raw_fd()];
     keep_fds.extend(owner_fd.as_ref().map(|fd| fd.as_raw_fd()));
     sys::close_other_fds(&keep_fds)?;
+    // `release` asks with SIGUSR1. It only signals a keeper that holds the
+    // lock file open, which happens below, after this handler is in place.
+    let mut signals = SignalWatch::new(&[SIGUSR1 as i32])?;
 
     let Some((payload, fds)) = sys::recv_fds(&sock)? else {
         return Ok(()); // acquire gave up (busy, timeout, signal)
@@ -184,7 +183,12 @@ fn keep(sock: OwnedFd, owner_fd: Option<OwnedFd>, owner: Pid) -> Result<()> {
     let held: Vec<Held> = payload
         .split(|b| *b == 0)
         .zip(fds)
-        .map(|(path, fd)| Held::new(&PathBuf::from(OsString::from_vec(path.to_vec())), File::from(fd)))
+        .map(|(path, fd)| {
+            Held::new(
+                &PathBuf::from(OsString::from_vec(path.to_vec())),
+                File::from(fd),
+            )
+        })
         .collect::<io::Result<_>>()?;
     nix::unistd::write(&sock, ACK)?;
     drop(sock);

@@ -50,30 +50,62 @@ fn release_one(path: &Path, force: bool, ui: &Ui) -> Result<()> {
     let found = examine(path).with_context(|| format!("cannot read lock {shown}"))?;
     match found {
         Found::Missing => {
-            ui.verbose(format!("{shown}: no lock there; nothing to release"));
+            if stop_displaced_keepers(path)? {
+                ui.warn(format!(
+                    "{shown}: our lock file had been removed by someone else (the supervisor may have forced an update); stopped its keeper"
+                ));
+            } else {
+                ui.verbose(format!("{shown}: no lock there; nothing to release"));
+            }
             Ok(())
         }
         Found::Foreign { kind, what, .. } if force => {
+            stop_displaced_keepers(path)?;
             remove_foreign(path, kind)?;
-            ui.warn(format!("removed {shown} (held by {what}) because of --force"));
+            ui.warn(format!(
+                "removed {shown} (held by {what}) because of --force"
+            ));
             Ok(())
         }
-        Found::Foreign { what, .. } => Err(fail(
-            Exit::Busy,
-            format!("{shown} is held by {what}, not by resin-lock; not removing it (use --force)"),
-        )),
+        Found::Foreign { what, .. } => {
+            if stop_displaced_keepers(path)? {
+                ui.warn(format!(
+                    "{shown} is no longer the lock file resin-lock created: it is held by {what} (the supervisor may have forced an update); left it alone"
+                ));
+                return Ok(());
+            }
+            Err(fail(
+                Exit::Busy,
+                format!(
+                    "{shown} is held by {what}, not by resin-lock; not removing it (use --force)"
+                ),
+            ))
+        }
         Found::Ours {
             file, meta, record, ..
         } => match file.try_lock() {
             Ok(()) => {
                 let reason = stale_reason(&record, false).unwrap_or("holder exited");
-                report(path, unlink_if_same(path, meta.dev(), meta.ino()), ui, &format!("removed stale lock ({reason})"))
+                report(
+                    path,
+                    unlink_if_same(path, meta.dev(), meta.ino()),
+                    ui,
+                    &format!("removed stale lock ({reason})"),
+                )
             }
             Err(fs::TryLockError::WouldBlock) => match record.mode {
                 Mode::Run if force => {
                     let outcome = unlink_if_same(path, meta.dev(), meta.ino());
-                    report(path, outcome, ui, "removed the lock of a running `resin-lock run` because of --force")?;
-                    ui.warn(format!("{shown}: the command of pid {} is still running unprotected", record.pid));
+                    report(
+                        path,
+                        outcome,
+                        ui,
+                        "removed the lock of a running `resin-lock run` because of --force",
+                    )?;
+                    ui.warn(format!(
+                        "{shown}: the command of pid {} is still running unprotected",
+                        record.pid
+                    ));
                     Ok(())
                 }
                 Mode::Run => Err(fail(
@@ -91,6 +123,22 @@ fn release_one(path: &Path, force: bool, ui: &Ui) -> Result<()> {
             }
         },
     }
+}
+
+/// Stop the keepers of our lock at `path` whose file someone else removed
+/// or replaced (they still hold the unlinked inode). True if there were any.
+fn stop_displaced_keepers(path: &Path) -> Result<bool> {
+    let Ok(dir) = crate::lock::create::parent_of(path).canonicalize() else {
+        return Ok(false);
+    };
+    let keepers = sys::displaced_keepers(&dir);
+    for keeper in &keepers {
+        let pidfd = sys::pidfd_open(*keeper).ok();
+        if kill(*keeper, Signal::SIGUSR1).is_ok() {
+            wait_for_exit(*keeper, pidfd.as_ref().map(|fd| fd.as_fd()))?;
+        }
+    }
+    Ok(!keepers.is_empty())
 }
 
 fn report(path: &Path, outcome: std::io::Result<Released>, ui: &Ui, what: &str) -> Result<()> {
@@ -116,9 +164,14 @@ fn remove_foreign(path: &Path, kind: Kind) -> Result<()> {
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(err) if err.raw_os_error() == Some(libc::ENOTEMPTY) => Err(fail(
             Exit::Busy,
-            format!("{} is a non-empty directory; not removing it", path.display()),
+            format!(
+                "{} is a non-empty directory; not removing it",
+                path.display()
+            ),
         )),
-        Err(err) => Err(anyhow::Error::new(err).context(format!("cannot remove {}", path.display()))),
+        Err(err) => {
+            Err(anyhow::Error::new(err).context(format!("cannot remove {}", path.display())))
+        }
     }
 }
 
@@ -142,7 +195,12 @@ fn stop_keeper(
         }
         match file.try_lock() {
             Ok(()) => {
-                return report(path, unlink_if_same(path, meta.dev(), meta.ino()), ui, "removed stale lock (holder exited)");
+                return report(
+                    path,
+                    unlink_if_same(path, meta.dev(), meta.ino()),
+                    ui,
+                    "removed stale lock (holder exited)",
+                );
             }
             Err(fs::TryLockError::WouldBlock) => {}
             Err(fs::TryLockError::Error(err)) => return Err(err.into()),
@@ -150,7 +208,12 @@ fn stop_keeper(
         if started.elapsed() > Duration::from_secs(1) {
             if force {
                 let outcome = unlink_if_same(path, meta.dev(), meta.ino());
-                return report(path, outcome, ui, "removed a lock held by an unknown process because of --force");
+                return report(
+                    path,
+                    outcome,
+                    ui,
+                    "removed a lock held by an unknown process because of --force",
+                );
             }
             return Err(fail(
                 Exit::Busy,
@@ -178,8 +241,15 @@ fn stop_keeper(
     match fs::symlink_metadata(path) {
         Ok(now) if (now.dev(), now.ino()) == (meta.dev(), meta.ino()) => {
             // It exited without removing it: stale now, remove it ourselves.
-            file.try_lock().map_err(std::io::Error::from).with_context(|| format!("cannot lock {shown}"))?;
-            report(path, unlink_if_same(path, meta.dev(), meta.ino()), ui, "removed the lock its keeper left")
+            file.try_lock()
+                .map_err(std::io::Error::from)
+                .with_context(|| format!("cannot lock {shown}"))?;
+            report(
+                path,
+                unlink_if_same(path, meta.dev(), meta.ino()),
+                ui,
+                "removed the lock its keeper left",
+            )
         }
         Ok(_) => {
             ui.warn(format!(
@@ -201,13 +271,19 @@ fn wait_for_exit(pid: Pid, pidfd: Option<std::os::fd::BorrowedFd<'_>>) -> Result
         if left.is_zero() {
             return Err(fail(
                 Exit::OsErr,
-                format!("keeper pid {pid} did not let go of the lock within {}s", KEEPER_GRACE.as_secs()),
+                format!(
+                    "keeper pid {pid} did not let go of the lock within {}s",
+                    KEEPER_GRACE.as_secs()
+                ),
             ));
         }
         match pidfd {
             Some(fd) => {
                 let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
-                match poll(&mut fds, PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX)) {
+                match poll(
+                    &mut fds,
+                    PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX),
+                ) {
                     Ok(n) if n > 0 => return Ok(()),
                     Ok(_) | Err(Errno::EINTR) => {}
                     Err(err) => return Err(std::io::Error::from(err).into()),

@@ -43,7 +43,10 @@ pub fn run(ctx: &Context, args: StatusArgs) -> Result<u8> {
         serde_json::to_string(&report)?
     } else {
         let mut lines: Vec<String> = locks.iter().map(Inspection::describe).collect();
-        lines.push(format!("lock paths: {}", ctx.locations.detection.explanation));
+        lines.push(format!(
+            "lock paths: {}",
+            ctx.locations.detection.explanation
+        ));
         lines.push(
             if locked {
                 "updates are blocked"

@@ -103,7 +103,10 @@ fn create_via_named_temp(path: &Path, dir: &Path, content: &[u8]) -> io::Result<
     let (file, temp) = loop {
         let mut name = OsString::from(".");
         name.push(path.file_name().unwrap_or_default());
-        name.push(format!(".{:016x}.tmp", RandomState::new().hash_one(std::process::id())));
+        name.push(format!(
+            ".{:016x}.tmp",
+            RandomState::new().hash_one(std::process::id())
+        ));
         let candidate = dir.join(name);
         match OpenOptions::new()
             .read(true)

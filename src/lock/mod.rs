@@ -159,8 +159,9 @@ pub fn try_take(target: &Target, content: &[u8], ui: &Ui) -> Result<Attempt> {
                     ))));
                 }
                 Err(fs::TryLockError::Error(err)) => {
-                    return Err(anyhow::Error::new(err)
-                        .context(format!("cannot lock {}", path.display())));
+                    return Err(
+                        anyhow::Error::new(err).context(format!("cannot lock {}", path.display()))
+                    );
                 }
                 Ok(()) => {
                     // Nobody holds it: stale. We hold its flock now, so no
@@ -183,7 +184,10 @@ pub fn try_take(target: &Target, content: &[u8], ui: &Ui) -> Result<Attempt> {
     }
     Err(fail(
         Exit::OsErr,
-        format!("{}: the lock file keeps changing; giving up", path.display()),
+        format!(
+            "{}: the lock file keeps changing; giving up",
+            path.display()
+        ),
     ))
 }
 

@@ -102,7 +102,11 @@ impl Record {
                     .duration_since(start)
                     .map(|d| std::time::Duration::from_secs(d.as_secs()))
                     .unwrap_or_default();
-                format!("since {} ({} ago)", self.start, humantime::format_duration(age))
+                format!(
+                    "since {} ({} ago)",
+                    self.start,
+                    humantime::format_duration(age)
+                )
             }
             Err(_) => format!("since {}", self.start),
         }
@@ -159,14 +163,21 @@ mod tests {
             br#"{"tool":"resin-lock","v":0,"mode":"run","pid":1,"owner":1,"start":"x"}"#,
         ];
         for bytes in foreign {
-            assert!(Record::parse(bytes).is_none(), "{:?}", String::from_utf8_lossy(bytes));
+            assert!(
+                Record::parse(bytes).is_none(),
+                "{:?}",
+                String::from_utf8_lossy(bytes)
+            );
         }
     }
 
     #[test]
     fn since_reads_the_start_time() {
         assert!(sample().since().starts_with("since 2026-11-27T08:00:00Z"));
-        let odd = Record { start: "yesterday".into(), ..sample() };
+        let odd = Record {
+            start: "yesterday".into(),
+            ..sample()
+        };
         assert_eq!(odd.since(), "since yesterday");
     }
 }

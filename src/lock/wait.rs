@@ -163,7 +163,9 @@ impl Watcher {
                 Ok(0) => return Ok(None),
                 Ok(_) => {}
                 Err(nix::errno::Errno::EINTR) => {}
-                Err(err) => return Err(anyhow::Error::new(std::io::Error::from(err)).context("poll")),
+                Err(err) => {
+                    return Err(anyhow::Error::new(std::io::Error::from(err)).context("poll"));
+                }
             }
             let signal_ready = fds[1].any().unwrap_or(false);
             let inotify_ready = fds[0].any().unwrap_or(false);
