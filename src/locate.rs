@@ -1,28 +1,93 @@
 //! Where the update lock lives: `--path` / `RESIN_LOCK_PATH`, or the
 //! location detected from the supervisor and host OS versions (SPEC
-//! section 3). `detect` is a pure function of the inputs; `gather` is the
-//! thin reader of the environment and files.
+//! section 3). `detect` is a pure function of the inputs, so the location
+//! table is tested as a table; `gather` is the thin reader of the
+//! environment and files, and `resolve` puts the two together under `--root`.
 
+use std::ffi::OsString;
+use std::fs::File;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
+use semver::{BuildMetadata, Prerelease, Version};
 use serde::Serialize;
 
 use crate::lock::Target;
 
+/// The persistent lock of supervisors before v7 (survives reboots).
+pub const PERSISTENT_PATH: &str = "/data/resin-updates.lock";
+/// The tmpfs lock of supervisors v4.0.0 to v7.21.x, and the default (SPEC rule 10).
+pub const DEFAULT_PATH: &str = "/tmp/resin/resin-updates.lock";
+/// The lock of supervisors >= v7.22.0.
+pub const BALENA_PATH: &str = "/tmp/balena/updates.lock";
+/// Its directory, whose presence means a supervisor >= v7.22.0 (SPEC rule 9).
+pub const BALENA_DIR: &str = "/tmp/balena";
+/// Read for the host OS version when running on the host itself.
+pub const OS_RELEASE: &str = "/etc/os-release";
+
+/// Environment variables read by detection, in order of precedence.
+pub const APP_LOCK_PATH_VARS: [&str; 2] = ["BALENA_APP_LOCK_PATH", "RESIN_APP_LOCK_PATH"];
+pub const SUPERVISOR_VERSION_VARS: [&str; 2] =
+    ["BALENA_SUPERVISOR_VERSION", "RESIN_SUPERVISOR_VERSION"];
+pub const HOST_OS_VERSION_VARS: [&str; 2] = ["BALENA_HOST_OS_VERSION", "RESIN_HOST_OS_VERSION"];
+
+/// `os-release` `ID`s of the hosts whose version matters.
+const HOST_OS_IDS: [&str; 2] = ["balena-os", "resin-os"];
+
+/// A value and where it came from: an environment variable or a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sourced<T> {
+    pub value: T,
+    pub source: String,
+}
+
+/// Everything detection looks at, read once by `gather`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Inputs {
+    /// `BALENA_APP_LOCK_PATH`, else `RESIN_APP_LOCK_PATH`, as given (not under the root).
+    pub app_lock_path: Option<Sourced<PathBuf>>,
+    /// The supervisor version as given (`7.22.0`, `v6.1.3`, …).
+    pub supervisor_version: Option<Sourced<String>>,
+    /// The host OS version as given: a PRETTY_NAME such as `Resin OS 1.24.0`.
+    pub os_version: Option<Sourced<String>>,
+    /// Whether `ROOT/tmp/balena` is a directory.
+    pub tmp_balena_is_dir: bool,
+}
+
 /// How the paths were chosen, as `status` reports it.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Detection {
     /// The rule of the location table that chose the paths; null for `--path`.
     pub rule: Option<u8>,
+    /// The supervisor version as understood; null when unknown.
     pub supervisor_version: Option<String>,
+    /// The variable the supervisor version was read from (also when it was
+    /// not a version); null when none is set.
     pub supervisor_version_source: Option<String>,
     pub os_version: Option<String>,
+    /// A variable, or the os-release file that was read.
     pub os_version_source: Option<String>,
     pub os_is_1x: bool,
     pub root: String,
+    /// The supervisor version exactly as read.
+    pub supervisor_version_raw: Option<String>,
+    /// The host OS version exactly as read (a PRETTY_NAME).
+    pub os_version_raw: Option<String>,
+    /// The variable that named the lock path (rule 1).
+    pub app_lock_path_source: Option<String>,
+    /// Whether `ROOT/tmp/balena` is a directory; null for `--path`.
+    pub tmp_balena_is_dir: Option<bool>,
     /// The choice in words.
     #[serde(skip)]
     pub explanation: String,
+}
+
+/// The outcome of the location table: absolute paths, not yet under the root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Detected {
+    pub paths: Vec<PathBuf>,
+    /// Everything but `root`, which `resolve` fills in.
+    pub detection: Detection,
 }
 
 /// The lock paths to use, in order, and how they were chosen.
@@ -32,10 +97,8 @@ pub struct Locations {
     pub detection: Detection,
 }
 
-/// The default when nothing is known (SPEC rule 10).
-pub const DEFAULT_PATH: &str = "/tmp/resin/resin-updates.lock";
-
-/// Resolve the lock paths: explicit ones win, otherwise detection under `root`.
+/// Resolve the lock paths: explicit ones win, as given; otherwise the
+/// detected ones, under `root`, with parents that may be created.
 pub fn resolve(explicit: &[PathBuf], root: Option<&Path>) -> Locations {
     let root = root.unwrap_or(Path::new("/"));
     if !explicit.is_empty() {
@@ -54,22 +117,705 @@ pub fn resolve(explicit: &[PathBuf], root: Option<&Path>) -> Locations {
             },
         };
     }
+    let Detected {
+        paths,
+        mut detection,
+    } = detect(&gather(root));
+    detection.root = root.display().to_string();
+    if root != Path::new("/") {
+        detection.explanation = format!(
+            "{} (under the root {})",
+            detection.explanation, detection.root
+        );
+    }
     Locations {
-        targets: vec![Target {
-            path: under_root(root, Path::new(DEFAULT_PATH)),
-            create_parent: true,
-        }],
+        targets: paths
+            .iter()
+            .map(|path| Target {
+                path: under_root(root, path),
+                create_parent: true,
+            })
+            .collect(),
+        detection,
+    }
+}
+
+/// `path` (absolute) relative to `root`. A relative path counts from the root.
+pub fn under_root(root: &Path, path: &Path) -> PathBuf {
+    root.join(path.strip_prefix("/").unwrap_or(path))
+}
+
+/// Read the detection inputs from the process environment and from `root`.
+pub fn gather(root: &Path) -> Inputs {
+    gather_from(root, |name| std::env::var_os(name))
+}
+
+/// `gather` with the environment given as a function (for tests). A variable
+/// set to the empty string counts as unset. `ROOT/etc/os-release` is read
+/// only when no host OS variable is set.
+pub fn gather_from(root: &Path, env: impl Fn(&str) -> Option<OsString>) -> Inputs {
+    let first = |names: [&str; 2]| {
+        names.into_iter().find_map(|name| {
+            env(name)
+                .filter(|value| !value.is_empty())
+                .map(|value| Sourced {
+                    value,
+                    source: name.to_owned(),
+                })
+        })
+    };
+    let text = |found: Sourced<OsString>| Sourced {
+        value: found.value.to_string_lossy().into_owned(),
+        source: found.source,
+    };
+    let os_version = first(HOST_OS_VERSION_VARS).map(text).or_else(|| {
+        let file = under_root(root, Path::new(OS_RELEASE));
+        let pretty = os_release_pretty_name(&read_small(&file)?)?;
+        Some(Sourced {
+            value: pretty,
+            source: file.display().to_string(),
+        })
+    });
+    Inputs {
+        app_lock_path: first(APP_LOCK_PATH_VARS).map(|found| Sourced {
+            value: PathBuf::from(found.value),
+            source: found.source,
+        }),
+        supervisor_version: first(SUPERVISOR_VERSION_VARS).map(text),
+        os_version,
+        tmp_balena_is_dir: under_root(root, Path::new(BALENA_DIR)).is_dir(),
+    }
+}
+
+/// A small text file, or None when it cannot be read.
+fn read_small(path: &Path) -> Option<String> {
+    let mut bytes = Vec::new();
+    File::open(path)
+        .ok()?
+        .take(64 * 1024)
+        .read_to_end(&mut bytes)
+        .ok()?;
+    Some(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// The `PRETTY_NAME` of an os-release file whose `ID` is balenaOS's or
+/// resinOS's; None for any other OS (a container's own os-release).
+pub fn os_release_pretty_name(text: &str) -> Option<String> {
+    let mut id = None;
+    let mut pretty = None;
+    for line in text.lines() {
+        let Some((key, value)) = line.trim().split_once('=') else {
+            continue;
+        };
+        match key.trim() {
+            "ID" => id = Some(unquote(value)),
+            "PRETTY_NAME" => pretty = Some(unquote(value)),
+            _ => {}
+        }
+    }
+    HOST_OS_IDS.contains(&id?.as_str()).then_some(pretty?)
+}
+
+/// An os-release value: optionally in single or double quotes, with
+/// backslash escapes inside double quotes (os-release(5)).
+fn unquote(value: &str) -> String {
+    let value = value.trim();
+    if let Some(inner) = value.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')) {
+        return inner.to_owned();
+    }
+    let Some(inner) = value.strip_prefix('"').and_then(|v| v.strip_suffix('"')) else {
+        return value.to_owned();
+    };
+    let mut out = String::with_capacity(inner.len());
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        out.push(if c == '\\' {
+            chars.next().unwrap_or(c)
+        } else {
+            c
+        });
+    }
+    out
+}
+
+/// Parse a version leniently: the first word that starts with a digit (or
+/// `v` and a digit), so `7.22.0`, `v6.1.3`, `Resin OS 2.0.0+rev3` and
+/// `balenaOS 2.88.4` all work. Missing minor and patch are zero (`v7` is
+/// 7.0.0); a pre-release (`-beta.1`) and build metadata (`+rev3`) are kept
+/// when semver accepts them and dropped otherwise; other suffixes after a
+/// full major.minor.patch (`.rev1`, `_logstream`) are ignored. Anything else
+/// is not a version: None, never a panic.
+pub fn parse_version(text: &str) -> Option<Version> {
+    text.split_whitespace().find_map(|word| {
+        let word = word
+            .strip_prefix(['v', 'V'])
+            .filter(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
+            .unwrap_or(word);
+        word.starts_with(|c: char| c.is_ascii_digit())
+            .then(|| parse_word(word))
+            .flatten()
+    })
+}
+
+/// `1`, `1.2`, `1.2.3`, then an optional suffix.
+fn parse_word(word: &str) -> Option<Version> {
+    let mut numbers = [0u64; 3];
+    let mut count = 0;
+    let mut rest = word;
+    loop {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        if digits == 0 {
+            return None;
+        }
+        numbers[count] = rest[..digits].parse().ok()?;
+        count += 1;
+        rest = &rest[digits..];
+        match rest.strip_prefix('.') {
+            Some(next) if count < 3 && next.starts_with(|c: char| c.is_ascii_digit()) => {
+                rest = next;
+            }
+            _ => break,
+        }
+    }
+    let mut version = Version::new(numbers[0], numbers[1], numbers[2]);
+    if let Some(tag) = rest.strip_prefix('-') {
+        let (pre, build) = tag.split_once('+').unwrap_or((tag, ""));
+        version.pre = Prerelease::new(pre).unwrap_or(Prerelease::EMPTY);
+        version.build = BuildMetadata::new(build).unwrap_or(BuildMetadata::EMPTY);
+    } else if let Some(build) = rest.strip_prefix('+') {
+        version.build = BuildMetadata::new(build).unwrap_or(BuildMetadata::EMPTY);
+    } else if rest.starts_with('_') || (count == 3 && rest.starts_with('.')) {
+        // `6.6.0_logstream`, `2.0.0.rev1`: a suffix semver has no place for.
+    } else if !rest.is_empty() {
+        // `7.x`, `2.1.x`, `7abc`: not a version.
+        return None;
+    }
+    Some(version)
+}
+
+/// The release a version belongs to, for comparing against the table.
+///
+/// A pre-release counts as the release it precedes: `7.22.0-beta` is
+/// treated as 7.22.0, not as "before 7.22.0" the way semver orders it. The
+/// table's boundaries are where a supervisor release changed the lock
+/// location, and a pre-release of that release is built from the code that
+/// made the change, so it checks the new location. Build metadata (`+rev3`)
+/// never matters. For the host OS only the major counts ("1.x"), as in the
+/// supervisor's own test `/^Resin OS 1\./`.
+fn release(version: &Version) -> Version {
+    Version::new(version.major, version.minor, version.patch)
+}
+
+/// The location table (SPEC section 3): which rule applies to `inputs`, the
+/// lock paths in order (absolute, not under the root), and why in words.
+pub fn detect(inputs: &Inputs) -> Detected {
+    let supervisor = inputs
+        .supervisor_version
+        .as_ref()
+        .and_then(|s| parse_version(&s.value));
+    let os = inputs
+        .os_version
+        .as_ref()
+        .and_then(|s| parse_version(&s.value));
+    let os_is_1x = os.as_ref().is_some_and(|v| v.major == 1);
+    let os_is_2_or_later = os.as_ref().is_some_and(|v| v.major >= 2);
+
+    let sup = supervisor_phrase(inputs, supervisor.as_ref());
+    let on_os = os_phrase(inputs, os.as_ref());
+    // "supervisor 6.1.3 from X on Resin OS 1.24.0 from Y" / "…, host OS unknown"
+    let sup_os = if os.is_some() {
+        format!("{sup} {on_os}")
+    } else {
+        format!("{sup}, {on_os}")
+    };
+    const BOTH: &[&str] = &[PERSISTENT_PATH, DEFAULT_PATH];
+    let (rule, paths, why): (u8, Vec<PathBuf>, String) =
+        match (&inputs.app_lock_path, supervisor.as_ref().map(release)) {
+            (Some(app), _) => (
+                1,
+                vec![app.value.clone()],
+                format!(
+                    "{} is set (supervisors >= v7 set it): rule 1, the path it names",
+                    app.source
+                ),
+            ),
+            (None, Some(v)) if v < Version::new(4, 0, 0) => (
+                2,
+                to_paths(&[PERSISTENT_PATH]),
+                format!("{sup}, before v4.0.0: rule 2, the persistent lock in /data"),
+            ),
+            (None, Some(v)) if v < Version::new(7, 0, 0) => {
+                if os_is_1x {
+                    (
+                        3,
+                        to_paths(BOTH),
+                        format!("{sup_os}: rule 3, the persistent and the tmpfs lock"),
+                    )
+                } else if os_is_2_or_later {
+                    (
+                        5,
+                        to_paths(&[DEFAULT_PATH]),
+                        format!("{sup_os}: rule 5, the tmpfs lock in /tmp/resin"),
+                    )
+                } else {
+                    (
+                        4,
+                        to_paths(BOTH),
+                        format!(
+                            "{sup_os}: rule 4, the persistent and the tmpfs lock \
+                         (this supervisor checks the persistent one only on host OS 1.x)"
+                        ),
+                    )
+                }
+            }
+            (None, Some(v)) if v < Version::new(7, 22, 0) => (
+                6,
+                to_paths(&[DEFAULT_PATH]),
+                format!("{sup}: rule 6, the tmpfs lock in /tmp/resin"),
+            ),
+            (None, Some(_)) => (
+                7,
+                to_paths(&[BALENA_PATH]),
+                format!("{sup}: rule 7, the lock in /tmp/balena"),
+            ),
+            (None, None) if os_is_1x => (
+                8,
+                to_paths(BOTH),
+                format!("{sup_os}: rule 8, the persistent and the tmpfs lock"),
+            ),
+            (None, None) if inputs.tmp_balena_is_dir => (
+                9,
+                to_paths(&[BALENA_PATH]),
+                format!("{sup_os}, /tmp/balena is a directory: rule 9, the lock in /tmp/balena"),
+            ),
+            (None, None) => (
+                10,
+                to_paths(&[DEFAULT_PATH]),
+                format!(
+                    "{sup_os}, no /tmp/balena directory: rule 10, the tmpfs lock in /tmp/resin"
+                ),
+            ),
+        };
+    Detected {
+        paths,
         detection: Detection {
-            rule: Some(10),
-            root: root.display().to_string(),
-            explanation: "rule 10: nothing known about the supervisor or host OS; the tmpfs lock"
-                .to_owned(),
-            ..Detection::default()
+            rule: Some(rule),
+            supervisor_version: supervisor.as_ref().map(Version::to_string),
+            supervisor_version_source: inputs.supervisor_version.as_ref().map(|s| s.source.clone()),
+            os_version: os.as_ref().map(Version::to_string),
+            os_version_source: inputs.os_version.as_ref().map(|s| s.source.clone()),
+            os_is_1x,
+            root: String::new(),
+            supervisor_version_raw: inputs.supervisor_version.as_ref().map(|s| s.value.clone()),
+            os_version_raw: inputs.os_version.as_ref().map(|s| s.value.clone()),
+            app_lock_path_source: inputs.app_lock_path.as_ref().map(|s| s.source.clone()),
+            tmp_balena_is_dir: Some(inputs.tmp_balena_is_dir),
+            explanation: why,
         },
     }
 }
 
-/// `path` (absolute) relative to `root`.
-pub fn under_root(root: &Path, path: &Path) -> PathBuf {
-    root.join(path.strip_prefix("/").unwrap_or(path))
+fn to_paths(list: &[&str]) -> Vec<PathBuf> {
+    list.iter().map(PathBuf::from).collect()
+}
+
+/// "supervisor 6.1.3 from RESIN_SUPERVISOR_VERSION", or why it is unknown.
+fn supervisor_phrase(inputs: &Inputs, parsed: Option<&Version>) -> String {
+    match (&inputs.supervisor_version, parsed) {
+        (Some(given), Some(version)) => format!("supervisor {version} from {}", given.source),
+        (Some(given), None) => format!(
+            "supervisor version unknown ({}={:?} is not a version)",
+            given.source, given.value
+        ),
+        (None, _) => "supervisor version unknown (not set)".to_owned(),
+    }
+}
+
+/// "on Resin OS 1.24.0 from RESIN_HOST_OS_VERSION", or why it is unknown.
+fn os_phrase(inputs: &Inputs, parsed: Option<&Version>) -> String {
+    match (&inputs.os_version, parsed) {
+        (Some(given), Some(_)) => {
+            let name = given.value.trim();
+            let bare = name.strip_prefix(['v', 'V']).unwrap_or(name);
+            if bare.starts_with(|c: char| c.is_ascii_digit()) {
+                format!("on host OS {name} from {}", given.source)
+            } else {
+                format!("on {name} from {}", given.source)
+            }
+        }
+        (Some(given), None) => format!(
+            "host OS unknown ({} {:?} has no version)",
+            given.source, given.value
+        ),
+        (None, _) => "host OS unknown".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sourced(source: &str, value: &str) -> Option<Sourced<String>> {
+        Some(Sourced {
+            value: value.to_owned(),
+            source: source.to_owned(),
+        })
+    }
+
+    /// Inputs from the environment variables' values (None: unset).
+    fn inputs(app: Option<&str>, sup: Option<&str>, os: Option<&str>, balena_dir: bool) -> Inputs {
+        Inputs {
+            app_lock_path: app.map(|path| Sourced {
+                value: PathBuf::from(path),
+                source: "BALENA_APP_LOCK_PATH".to_owned(),
+            }),
+            supervisor_version: sup.and_then(|v| sourced("BALENA_SUPERVISOR_VERSION", v)),
+            os_version: os.and_then(|v| sourced("BALENA_HOST_OS_VERSION", v)),
+            tmp_balena_is_dir: balena_dir,
+        }
+    }
+
+    const P: &str = PERSISTENT_PATH;
+    const T: &str = DEFAULT_PATH;
+    const B: &str = BALENA_PATH;
+    const APP: &str = "/tmp/balena-supervisor/services/1/main/updates.lock";
+
+    #[test]
+    fn the_location_table() {
+        #[rustfmt::skip]
+        let cases: &[(Option<&str>, Option<&str>, Option<&str>, bool, u8, &[&str])] = &[
+            // app lock path, supervisor, host OS, /tmp/balena is a dir => rule, paths
+            // 1: the app lock path wins over every version and the directory.
+            (Some(APP), None, None, false, 1, &[APP]),
+            (Some(APP), Some("6.1.3"), Some("Resin OS 1.24.0"), true, 1, &[APP]),
+            (Some("/tmp/balena/updates.lock"), Some("3.0.0"), None, false, 1, &[B]),
+            // 2: before v4, whatever the host OS.
+            (None, Some("1.2.0"), None, false, 2, &[P]),
+            (None, Some("v3.99.99"), Some("Resin OS 2.0.0+rev3"), true, 2, &[P]),
+            // 3: v4 to v6 on host OS 1.x.
+            (None, Some("4.0.0"), Some("Resin OS 1.24.0"), false, 3, &[P, T]),
+            (None, Some("v6.1.3"), Some("Resin OS 1.0.0-beta"), true, 3, &[P, T]),
+            (None, Some("6.99.0"), Some("1.26"), false, 3, &[P, T]),
+            // 4: v4 to v6, host OS unknown (unset, garbage, or neither 1.x nor 2+).
+            (None, Some("4.0.0"), None, false, 4, &[P, T]),
+            (None, Some("4.0.0-beta.1"), None, false, 4, &[P, T]),
+            (None, Some("6.6.0_logstream"), Some("Resin OS"), true, 4, &[P, T]),
+            (None, Some("5.0"), Some("Resin OS 0.9.1"), false, 4, &[P, T]),
+            // 5: v4 to v6 on host OS 2 or later.
+            (None, Some("4.0.0"), Some("Resin OS 2.0.0+rev3"), false, 5, &[T]),
+            (None, Some("6.99.0"), Some("balenaOS 2.88.4"), true, 5, &[T]),
+            (None, Some("6.1.3"), Some("Resin OS 2.13.6+rev1"), false, 5, &[T]),
+            // 6: v7.0.0 to v7.21.x.
+            (None, Some("7.0.0"), Some("Resin OS 1.24.0"), false, 6, &[T]),
+            (None, Some("v7"), None, true, 6, &[T]),
+            (None, Some("7.21.9"), Some("balenaOS 2.88.4"), false, 6, &[T]),
+            // 7: v7.22.0 and later.
+            (None, Some("7.22.0"), None, false, 7, &[B]),
+            (None, Some("7.22.0-beta"), None, false, 7, &[B]),
+            (None, Some("v12.11.0"), Some("Resin OS 1.24.0"), false, 7, &[B]),
+            (None, Some("17.0.1"), Some("balenaOS 6.5.0"), false, 7, &[B]),
+            // 8: supervisor version unknown, host OS 1.x.
+            (None, None, Some("Resin OS 1.24.0"), false, 8, &[P, T]),
+            (None, Some("garbage"), Some("Resin OS 1.24.0"), true, 8, &[P, T]),
+            (None, Some("7.x"), Some("v1.8"), false, 8, &[P, T]),
+            // 9: otherwise, /tmp/balena is a directory.
+            (None, None, None, true, 9, &[B]),
+            (None, Some("latest"), Some("balenaOS 2.88.4"), true, 9, &[B]),
+            (None, None, Some("no version here"), true, 9, &[B]),
+            // 10: otherwise.
+            (None, None, None, false, 10, &[T]),
+            (None, Some(""), Some("balenaOS 2.88.4"), false, 10, &[T]),
+            (None, Some("99999999999999999999999.0.0"), None, false, 10, &[T]),
+        ];
+        for &(app, sup, os, dir, rule, want) in cases {
+            let got = detect(&inputs(app, sup, os, dir));
+            let case = format!("app={app:?} sup={sup:?} os={os:?} /tmp/balena={dir}");
+            assert_eq!(
+                got.detection.rule,
+                Some(rule),
+                "{case}: {}",
+                got.detection.explanation
+            );
+            assert_eq!(got.paths, to_paths(want), "{case}");
+            assert!(
+                got.detection
+                    .explanation
+                    .contains(&format!("rule {rule}, ")),
+                "{case}: {}",
+                got.detection.explanation
+            );
+        }
+    }
+
+    #[test]
+    fn version_boundaries() {
+        #[rustfmt::skip]
+        let cases = [
+            ("0.0.1", 2), ("3.99.99", 2), ("4.0.0", 5), ("4", 5), ("6.99.0", 5), ("6.99.99", 5),
+            ("7.0.0", 6), ("7.0.0-rc1", 6), ("7.21.9", 6), ("7.22.0", 7), ("7.22", 7), ("8.0.0", 7),
+        ];
+        for (version, rule) in cases {
+            let got = detect(&inputs(None, Some(version), Some("balenaOS 2.88.4"), false));
+            assert_eq!(got.detection.rule, Some(rule), "{version}");
+        }
+    }
+
+    #[test]
+    fn detection_reports_inputs_and_understanding() {
+        let got = detect(&inputs(
+            None,
+            Some("v6.1.3"),
+            Some("Resin OS 1.24.0"),
+            false,
+        ));
+        let d = got.detection;
+        assert_eq!(d.supervisor_version.as_deref(), Some("6.1.3"));
+        assert_eq!(d.supervisor_version_raw.as_deref(), Some("v6.1.3"));
+        assert_eq!(
+            d.supervisor_version_source.as_deref(),
+            Some("BALENA_SUPERVISOR_VERSION")
+        );
+        assert_eq!(d.os_version.as_deref(), Some("1.24.0"));
+        assert_eq!(d.os_version_raw.as_deref(), Some("Resin OS 1.24.0"));
+        assert!(d.os_is_1x);
+        assert_eq!(
+            d.explanation,
+            "supervisor 6.1.3 from BALENA_SUPERVISOR_VERSION on Resin OS 1.24.0 from \
+             BALENA_HOST_OS_VERSION: rule 3, the persistent and the tmpfs lock"
+        );
+    }
+
+    #[test]
+    fn garbage_versions_are_reported_as_unknown() {
+        let got = detect(&inputs(None, Some("garbage"), Some("Resin OS x.y"), false));
+        let d = got.detection;
+        assert_eq!(d.rule, Some(10));
+        assert_eq!(d.supervisor_version, None);
+        assert_eq!(d.supervisor_version_raw.as_deref(), Some("garbage"));
+        assert_eq!(d.os_version, None);
+        assert!(!d.os_is_1x);
+        assert!(
+            d.explanation
+                .contains("BALENA_SUPERVISOR_VERSION=\"garbage\" is not a version"),
+            "{}",
+            d.explanation
+        );
+        assert!(
+            d.explanation.contains("host OS unknown"),
+            "{}",
+            d.explanation
+        );
+    }
+
+    #[test]
+    fn parses_real_version_strings() {
+        let cases = [
+            ("v6.1.3", Some("6.1.3")),
+            ("7.22.0", Some("7.22.0")),
+            ("7.4.3", Some("7.4.3")),
+            ("2.113.18", Some("2.113.18")),
+            ("Resin OS 2.0.0+rev3", Some("2.0.0+rev3")),
+            ("Resin OS 2.13.6+rev1", Some("2.13.6+rev1")),
+            ("balenaOS 2.88.4", Some("2.88.4")),
+            ("Resin OS 1.24.0", Some("1.24.0")),
+            ("Resin OS 2.0.0-beta.1", Some("2.0.0-beta.1")),
+            ("Resin OS 2.0.0.rev1", Some("2.0.0")),
+            ("balenaOS 2.38.0+rev1 (prod)", Some("2.38.0+rev1")),
+            ("7.22.0-beta", Some("7.22.0-beta")),
+            ("v10.0.0-rc.1+build.5", Some("10.0.0-rc.1+build.5")),
+            ("1.0.0-rc.01", Some("1.0.0")),
+            ("6.6.0_logstream", Some("6.6.0")),
+            ("  V7.1.0\n", Some("7.1.0")),
+            ("v7", Some("7.0.0")),
+            ("2.1", Some("2.1.0")),
+            ("2.1+rev2", Some("2.1.0+rev2")),
+            ("1.2.3.4", Some("1.2.3")),
+            ("", None),
+            ("   ", None),
+            ("garbage", None),
+            ("latest", None),
+            ("v", None),
+            ("vv7", None),
+            ("7.x", None),
+            ("2.1.x", None),
+            ("7abc", None),
+            ("7.", None),
+            ("-1.0.0", None),
+            ("99999999999999999999999.0.0", None),
+            ("Resin OS", None),
+            ("balenaOS2.88.4", None),
+        ];
+        for (text, want) in cases {
+            assert_eq!(
+                parse_version(text).map(|v| v.to_string()).as_deref(),
+                want,
+                "{text:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn pre_releases_count_as_their_release() {
+        let beta = parse_version("7.22.0-beta").unwrap();
+        assert!(beta < Version::new(7, 22, 0), "semver's own order");
+        assert_eq!(release(&beta), Version::new(7, 22, 0));
+    }
+
+    #[test]
+    fn reads_the_pretty_name_of_balena_and_resin_hosts_only() {
+        let balena = "NAME=\"balenaOS\"\nID=\"balena-os\"\nVERSION_ID=\"2.88.4\"\n\
+                      PRETTY_NAME=\"balenaOS 2.88.4\"\n";
+        assert_eq!(
+            os_release_pretty_name(balena).as_deref(),
+            Some("balenaOS 2.88.4")
+        );
+        let resin = "ID=resin-os\nPRETTY_NAME='Resin OS 1.24.0'\n";
+        assert_eq!(
+            os_release_pretty_name(resin).as_deref(),
+            Some("Resin OS 1.24.0")
+        );
+        let escaped = "PRETTY_NAME=\"Resin \\\"OS\\\" 2.0.0\"\nID=resin-os\n";
+        assert_eq!(
+            os_release_pretty_name(escaped).as_deref(),
+            Some("Resin \"OS\" 2.0.0")
+        );
+        let debian = "ID=debian\nPRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\n";
+        assert_eq!(os_release_pretty_name(debian), None);
+        assert_eq!(os_release_pretty_name("ID=balena-os\n"), None);
+        assert_eq!(os_release_pretty_name(""), None);
+    }
+
+    fn env_of(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<OsString> {
+        let vars: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |name| {
+            vars.iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| OsString::from(v))
+        }
+    }
+
+    #[test]
+    fn balena_variables_win_over_resin_ones() {
+        let root = tempfile::tempdir().unwrap();
+        let got = gather_from(
+            root.path(),
+            env_of(&[
+                ("RESIN_APP_LOCK_PATH", "/tmp/resin/resin-updates.lock"),
+                ("BALENA_APP_LOCK_PATH", "/tmp/balena/updates.lock"),
+                ("RESIN_SUPERVISOR_VERSION", "6.1.3"),
+                ("BALENA_SUPERVISOR_VERSION", "7.22.0"),
+                ("RESIN_HOST_OS_VERSION", "Resin OS 1.24.0"),
+                ("BALENA_HOST_OS_VERSION", "balenaOS 2.88.4"),
+            ]),
+        );
+        let app = got.app_lock_path.unwrap();
+        assert_eq!(
+            (app.value.to_str().unwrap(), app.source.as_str()),
+            ("/tmp/balena/updates.lock", "BALENA_APP_LOCK_PATH")
+        );
+        assert_eq!(
+            got.supervisor_version,
+            sourced("BALENA_SUPERVISOR_VERSION", "7.22.0")
+        );
+        assert_eq!(
+            got.os_version,
+            sourced("BALENA_HOST_OS_VERSION", "balenaOS 2.88.4")
+        );
+
+        let got = gather_from(
+            root.path(),
+            env_of(&[
+                ("RESIN_SUPERVISOR_VERSION", "6.1.3"),
+                ("BALENA_SUPERVISOR_VERSION", ""),
+                ("RESIN_HOST_OS_VERSION", "Resin OS 1.24.0"),
+            ]),
+        );
+        assert_eq!(got.app_lock_path, None);
+        assert_eq!(
+            got.supervisor_version,
+            sourced("RESIN_SUPERVISOR_VERSION", "6.1.3"),
+            "an empty variable counts as unset"
+        );
+        assert_eq!(detect(&got).detection.rule, Some(3));
+    }
+
+    #[test]
+    fn a_set_but_unparsable_balena_variable_still_wins() {
+        let root = tempfile::tempdir().unwrap();
+        let got = gather_from(
+            root.path(),
+            env_of(&[
+                ("BALENA_SUPERVISOR_VERSION", "garbage"),
+                ("RESIN_SUPERVISOR_VERSION", "7.22.0"),
+            ]),
+        );
+        let d = detect(&got).detection;
+        assert_eq!(d.rule, Some(10));
+        assert_eq!(
+            d.supervisor_version_source.as_deref(),
+            Some("BALENA_SUPERVISOR_VERSION")
+        );
+    }
+
+    #[test]
+    fn reads_os_release_and_tmp_balena_under_the_root() {
+        let root = tempfile::tempdir().unwrap();
+        let etc = root.path().join("etc");
+        std::fs::create_dir(&etc).unwrap();
+        std::fs::write(
+            etc.join("os-release"),
+            "ID=\"resin-os\"\nPRETTY_NAME=\"Resin OS 1.24.0\"\n",
+        )
+        .unwrap();
+        let got = gather_from(root.path(), env_of(&[]));
+        assert_eq!(got.os_version.as_ref().unwrap().value, "Resin OS 1.24.0");
+        assert_eq!(
+            got.os_version.as_ref().unwrap().source,
+            etc.join("os-release").display().to_string()
+        );
+        assert!(!got.tmp_balena_is_dir);
+        assert_eq!(detect(&got).detection.rule, Some(8));
+
+        // A host OS variable wins over the file.
+        let got = gather_from(
+            root.path(),
+            env_of(&[("RESIN_HOST_OS_VERSION", "Resin OS 2.0.0+rev3")]),
+        );
+        assert_eq!(
+            got.os_version,
+            sourced("RESIN_HOST_OS_VERSION", "Resin OS 2.0.0+rev3")
+        );
+
+        std::fs::create_dir_all(root.path().join("tmp/balena")).unwrap();
+        assert!(gather_from(root.path(), env_of(&[])).tmp_balena_is_dir);
+    }
+
+    #[test]
+    fn detected_paths_go_under_the_root_and_explicit_ones_do_not() {
+        let root = Path::new("/srv/device");
+        assert_eq!(
+            under_root(root, Path::new(PERSISTENT_PATH)),
+            Path::new("/srv/device/data/resin-updates.lock")
+        );
+        assert_eq!(
+            under_root(Path::new("/"), Path::new(BALENA_PATH)),
+            Path::new(BALENA_PATH)
+        );
+        let explicit = [PathBuf::from("/elsewhere/x.lock")];
+        let got = resolve(&explicit, Some(root));
+        assert_eq!(
+            got.targets,
+            [Target {
+                path: explicit[0].clone(),
+                create_parent: false
+            }]
+        );
+        assert_eq!(got.detection.rule, None);
+        assert_eq!(got.detection.root, "/srv/device");
+    }
 }
