@@ -482,11 +482,21 @@ mod tests {
     const B: &str = BALENA_PATH;
     const APP: &str = "/tmp/balena-supervisor/services/1/main/updates.lock";
 
+    /// App lock path, supervisor version, host OS version, whether
+    /// /tmp/balena is a directory => rule, paths.
+    type Case = (
+        Option<&'static str>,
+        Option<&'static str>,
+        Option<&'static str>,
+        bool,
+        u8,
+        &'static [&'static str],
+    );
+
     #[test]
     fn the_location_table() {
         #[rustfmt::skip]
-        let cases: &[(Option<&str>, Option<&str>, Option<&str>, bool, u8, &[&str])] = &[
-            // app lock path, supervisor, host OS, /tmp/balena is a dir => rule, paths
+        let cases: &[Case] = &[
             // 1: the app lock path wins over every version and the directory.
             (Some(APP), None, None, false, 1, &[APP]),
             (Some(APP), Some("6.1.3"), Some("Resin OS 1.24.0"), true, 1, &[APP]),

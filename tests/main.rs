@@ -1,4 +1,5 @@
 //! Integration tests: one binary (autotests = false), one module per area.
 
 mod common;
+mod locate;
 mod lock;

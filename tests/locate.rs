@@ -1,0 +1,515 @@
+//! Where the lock lives (SPEC section 3): the rule chosen from the
+//! environment and the files under `--root`, several paths taken all or
+//! nothing, and the persistent `/data` lock of a previous boot taken over.
+
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::common::*;
+
+const PERSISTENT: &str = "data/resin-updates.lock";
+const TMPFS: &str = "tmp/resin/resin-updates.lock";
+const BALENA: &str = "tmp/balena/updates.lock";
+const APP: &str = "tmp/balena-supervisor/services/1/main/updates.lock";
+
+/// A fake device: a temp root and the environment the supervisor gave us.
+struct Device {
+    root: tempfile::TempDir,
+    env: Vec<(String, String)>,
+}
+
+impl Device {
+    fn new(env: &[(&str, &str)]) -> Device {
+        Device {
+            root: tempfile::tempdir().expect("temp dir"),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    /// `ROOT/<rel>`.
+    fn at(&self, rel: &str) -> PathBuf {
+        self.root.path().join(rel)
+    }
+
+    /// Write `ROOT/etc/os-release`.
+    fn os_release(&self, text: &str) {
+        fs::create_dir_all(self.at("etc")).unwrap();
+        fs::write(self.at("etc/os-release"), text).unwrap();
+    }
+
+    /// `resin-lock --root ROOT ARGS…` with this device's environment.
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut cmd = resin_lock();
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)))
+            .arg("--root")
+            .arg(self.root.path())
+            .args(args);
+        cmd
+    }
+
+    fn status_json(&self) -> (i32, Value) {
+        let out = self.cmd(&["status", "--json"]).output().unwrap();
+        let json = serde_json::from_slice(&out.stdout).unwrap_or_else(|err| {
+            panic!(
+                "status JSON: {err}: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        (out.status.code().unwrap(), json)
+    }
+
+    /// The lock paths `status --json` reports.
+    fn paths(json: &Value) -> Vec<String> {
+        json["locks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|lock| lock["path"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    fn expected(&self, rels: &[&str]) -> Vec<String> {
+        rels.iter()
+            .map(|rel| self.at(rel).to_str().unwrap().to_owned())
+            .collect()
+    }
+}
+
+fn names_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// This process's umask (children inherit it), from /proc.
+fn umask() -> u32 {
+    let status = fs::read_to_string("/proc/self/status").unwrap();
+    let line = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Umask:"))
+        .expect("Umask in /proc/self/status");
+    u32::from_str_radix(line.trim(), 8).unwrap()
+}
+
+fn boot_id() -> String {
+    fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .unwrap()
+        .trim()
+        .to_owned()
+}
+
+const RESIN_OS_1: &str = "ID=\"resin-os\"\nNAME=\"Resin OS\"\nPRETTY_NAME=\"Resin OS 1.24.0\"\n";
+const DEBIAN: &str = "ID=debian\nPRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\n";
+
+#[test]
+fn status_json_names_the_rule_and_the_paths() {
+    struct Case {
+        env: &'static [(&'static str, &'static str)],
+        os_release: Option<&'static str>,
+        tmp_balena: bool,
+        rule: u64,
+        paths: &'static [&'static str],
+    }
+    let cases = [
+        Case {
+            env: &[
+                (
+                    "BALENA_APP_LOCK_PATH",
+                    "/tmp/balena-supervisor/services/1/main/updates.lock",
+                ),
+                ("RESIN_APP_LOCK_PATH", "/tmp/resin/resin-updates.lock"),
+                ("BALENA_SUPERVISOR_VERSION", "6.1.3"),
+            ],
+            os_release: Some(RESIN_OS_1),
+            tmp_balena: true,
+            rule: 1,
+            paths: &[APP],
+        },
+        Case {
+            env: &[("RESIN_APP_LOCK_PATH", "/tmp/resin/resin-updates.lock")],
+            os_release: None,
+            tmp_balena: true,
+            rule: 1,
+            paths: &[TMPFS],
+        },
+        Case {
+            env: &[("RESIN_SUPERVISOR_VERSION", "3.2.1")],
+            os_release: None,
+            tmp_balena: false,
+            rule: 2,
+            paths: &[PERSISTENT],
+        },
+        Case {
+            env: &[
+                ("RESIN_SUPERVISOR_VERSION", "v6.1.3"),
+                ("RESIN_HOST_OS_VERSION", "Resin OS 1.24.0"),
+            ],
+            os_release: None,
+            tmp_balena: false,
+            rule: 3,
+            paths: &[PERSISTENT, TMPFS],
+        },
+        Case {
+            env: &[("RESIN_SUPERVISOR_VERSION", "4.0.0")],
+            os_release: Some(RESIN_OS_1),
+            tmp_balena: false,
+            rule: 3,
+            paths: &[PERSISTENT, TMPFS],
+        },
+        Case {
+            env: &[("RESIN_SUPERVISOR_VERSION", "6.99.0")],
+            os_release: Some(DEBIAN),
+            tmp_balena: false,
+            rule: 4,
+            paths: &[PERSISTENT, TMPFS],
+        },
+        Case {
+            env: &[
+                ("RESIN_SUPERVISOR_VERSION", "6.1.3"),
+                ("RESIN_HOST_OS_VERSION", "Resin OS 2.0.0+rev3"),
+            ],
+            os_release: Some(RESIN_OS_1),
+            tmp_balena: false,
+            rule: 5,
+            paths: &[TMPFS],
+        },
+        Case {
+            env: &[("RESIN_SUPERVISOR_VERSION", "7.21.9")],
+            os_release: None,
+            tmp_balena: true,
+            rule: 6,
+            paths: &[TMPFS],
+        },
+        Case {
+            env: &[
+                ("BALENA_SUPERVISOR_VERSION", "7.22.0"),
+                ("RESIN_SUPERVISOR_VERSION", "6.1.3"),
+            ],
+            os_release: None,
+            tmp_balena: false,
+            rule: 7,
+            paths: &[BALENA],
+        },
+        Case {
+            env: &[("BALENA_SUPERVISOR_VERSION", "not a version")],
+            os_release: Some(RESIN_OS_1),
+            tmp_balena: true,
+            rule: 8,
+            paths: &[PERSISTENT, TMPFS],
+        },
+        Case {
+            env: &[("BALENA_HOST_OS_VERSION", "balenaOS 2.88.4")],
+            os_release: None,
+            tmp_balena: true,
+            rule: 9,
+            paths: &[BALENA],
+        },
+        Case {
+            env: &[],
+            os_release: Some(DEBIAN),
+            tmp_balena: false,
+            rule: 10,
+            paths: &[TMPFS],
+        },
+    ];
+    for case in cases {
+        let device = Device::new(case.env);
+        if let Some(text) = case.os_release {
+            device.os_release(text);
+        }
+        if case.tmp_balena {
+            fs::create_dir_all(device.at("tmp/balena")).unwrap();
+        }
+        let (code, json) = device.status_json();
+        let what = format!("env {:?}: {json}", case.env);
+        assert_eq!(code, 0, "{what}");
+        assert_eq!(json["detection"]["rule"], case.rule, "{what}");
+        assert_eq!(Device::paths(&json), device.expected(case.paths), "{what}");
+        assert_eq!(
+            json["detection"]["root"],
+            device.root.path().to_str().unwrap(),
+            "{what}"
+        );
+        // Detection only looks: it creates nothing.
+        assert!(!device.at("data").exists(), "{what}");
+    }
+}
+
+#[test]
+fn status_json_reports_the_inputs() {
+    let device = Device::new(&[("RESIN_SUPERVISOR_VERSION", "v6.1.3")]);
+    device.os_release(RESIN_OS_1);
+    let (_, json) = device.status_json();
+    let d = &json["detection"];
+    assert_eq!(d["rule"], 3);
+    assert_eq!(d["supervisor_version"], "6.1.3");
+    assert_eq!(d["supervisor_version_source"], "RESIN_SUPERVISOR_VERSION");
+    assert_eq!(d["os_version"], "1.24.0");
+    assert_eq!(
+        d["os_version_source"],
+        device.at("etc/os-release").to_str().unwrap()
+    );
+    assert_eq!(d["os_is_1x"], true);
+
+    let device = Device::new(&[
+        ("BALENA_SUPERVISOR_VERSION", "soon"),
+        ("BALENA_HOST_OS_VERSION", "balenaOS 2.88.4"),
+    ]);
+    let (_, json) = device.status_json();
+    let d = &json["detection"];
+    assert_eq!(d["rule"], 10);
+    assert_eq!(d["supervisor_version"], Value::Null);
+    assert_eq!(d["supervisor_version_raw"], "soon");
+    assert_eq!(d["supervisor_version_source"], "BALENA_SUPERVISOR_VERSION");
+    assert_eq!(d["os_version"], "2.88.4");
+    assert_eq!(d["os_version_source"], "BALENA_HOST_OS_VERSION");
+    assert_eq!(d["os_is_1x"], false);
+}
+
+#[test]
+fn status_explains_the_choice_in_words() {
+    let device = Device::new(&[
+        ("RESIN_SUPERVISOR_VERSION", "v6.1.3"),
+        ("RESIN_HOST_OS_VERSION", "Resin OS 1.24.0"),
+    ]);
+    device.cmd(&["status"]).assert().code(0).stdout(contains(
+        "supervisor 6.1.3 from RESIN_SUPERVISOR_VERSION on Resin OS 1.24.0 from \
+         RESIN_HOST_OS_VERSION: rule 3, the persistent and the tmpfs lock",
+    ));
+
+    let device = Device::new(&[("RESIN_SUPERVISOR_VERSION", "garbage")]);
+    device
+        .cmd(&["status"])
+        .assert()
+        .code(0)
+        .stdout(contains(
+            "RESIN_SUPERVISOR_VERSION=\"garbage\" is not a version",
+        ))
+        .stdout(contains("rule 10"));
+}
+
+#[test]
+fn path_overrides_detection_and_is_not_under_the_root() {
+    let device = Device::new(&[
+        ("BALENA_APP_LOCK_PATH", "/tmp/balena/updates.lock"),
+        ("BALENA_SUPERVISOR_VERSION", "7.22.0"),
+    ]);
+    let elsewhere = tempfile::tempdir().unwrap();
+    let first = elsewhere.path().join("first.lock");
+    let second = elsewhere.path().join("second.lock");
+
+    let out = device
+        .cmd(&["status", "--json"])
+        .arg("--path")
+        .arg(&first)
+        .arg("--path")
+        .arg(&second)
+        .output()
+        .unwrap();
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        Device::paths(&json),
+        [first.to_str().unwrap(), second.to_str().unwrap()]
+    );
+    assert_eq!(json["detection"]["rule"], Value::Null);
+
+    let out = device
+        .cmd(&["status", "--json"])
+        .env("RESIN_LOCK_PATH", &first)
+        .output()
+        .unwrap();
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(Device::paths(&json), [first.to_str().unwrap()]);
+    assert_eq!(json["detection"]["rule"], Value::Null);
+
+    // A missing parent of --path is an error, not created.
+    let missing = elsewhere.path().join("no/such/dir/x.lock");
+    device
+        .cmd(&["acquire", "-n"])
+        .arg("--path")
+        .arg(&missing)
+        .assert()
+        .code(73);
+    assert!(!elsewhere.path().join("no").exists());
+}
+
+#[test]
+fn resin_lock_root_works_like_root() {
+    let device = Device::new(&[("RESIN_SUPERVISOR_VERSION", "3.0.0")]);
+    let out = resin_lock()
+        .env("RESIN_SUPERVISOR_VERSION", "3.0.0")
+        .env("RESIN_LOCK_ROOT", device.root.path())
+        .args(["status", "--json"])
+        .output()
+        .unwrap();
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["detection"]["rule"], 2);
+    assert_eq!(Device::paths(&json), device.expected(&[PERSISTENT]));
+}
+
+#[test]
+fn the_app_lock_path_goes_under_the_root_and_its_parents_are_created() {
+    let device = Device::new(&[(
+        "BALENA_APP_LOCK_PATH",
+        "/tmp/balena-supervisor/services/1/main/updates.lock",
+    )]);
+    device.cmd(&["acquire", "-n"]).assert().success();
+    assert_eq!(record(&device.at(APP))["tool"], "resin-lock");
+    let dir = device.at("tmp/balena-supervisor/services/1/main");
+    assert_eq!(
+        fs::metadata(&dir).unwrap().mode() & 0o777,
+        0o755 & !umask(),
+        "created 0755"
+    );
+    device.cmd(&["release"]).assert().success();
+    assert!(!device.at(APP).exists());
+}
+
+/// Rule 3: the persistent and the tmpfs lock, taken and released together.
+fn resin_os_1_device() -> Device {
+    Device::new(&[
+        ("RESIN_SUPERVISOR_VERSION", "6.1.3"),
+        ("RESIN_HOST_OS_VERSION", "Resin OS 1.24.0"),
+    ])
+}
+
+#[test]
+fn two_paths_are_taken_and_released_together() {
+    let device = resin_os_1_device();
+    device.cmd(&["acquire", "-n"]).assert().success();
+
+    let persistent = record(&device.at(PERSISTENT));
+    let tmpfs = record(&device.at(TMPFS));
+    assert_eq!(persistent["tool"], "resin-lock");
+    assert_eq!(persistent["mode"], "acquire");
+    assert_eq!(persistent, tmpfs, "one holder, one record");
+    for dir in ["data", "tmp/resin"] {
+        assert_eq!(
+            fs::metadata(device.at(dir)).unwrap().mode() & 0o777,
+            0o755 & !umask(),
+            "{dir} created 0755"
+        );
+    }
+
+    let (code, json) = device.status_json();
+    assert_eq!(code, 1);
+    for lock in json["locks"].as_array().unwrap() {
+        assert_eq!(lock["state"], "held", "{json}");
+        assert_eq!(lock["held_by"], "resin-lock", "{json}");
+    }
+    // Someone else cannot take either.
+    device.cmd(&["acquire", "-n"]).assert().code(1);
+
+    device.cmd(&["release"]).assert().success();
+    assert!(!device.at(PERSISTENT).exists());
+    assert!(!device.at(TMPFS).exists());
+    assert_eq!(names_in(&device.at("data")), Vec::<String>::new());
+    assert_eq!(names_in(&device.at("tmp/resin")), Vec::<String>::new());
+    device.cmd(&["status"]).assert().code(0);
+}
+
+#[test]
+fn all_or_nothing_when_the_supervisor_holds_the_second_path() {
+    let device = resin_os_1_device();
+    // The supervisor (>= v13.1) takes its lock with procmail's lockfile as
+    // uid 65534; it needs to reach and write the directory.
+    for dir in ["", "tmp"] {
+        let path = device.at(dir);
+        fs::create_dir_all(&path).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    fs::create_dir_all(device.at("tmp/resin")).unwrap();
+    fs::set_permissions(device.at("tmp/resin"), fs::Permissions::from_mode(0o1777)).unwrap();
+    let status = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "lockfile",
+            "-r",
+            "0",
+        ])
+        .arg(device.at(TMPFS))
+        .status()
+        .expect("setpriv and procmail's lockfile");
+    assert!(status.success(), "lockfile as uid 65534: {status}");
+    let theirs = fs::metadata(device.at(TMPFS)).unwrap();
+    assert_eq!(theirs.uid(), 65534);
+
+    device
+        .cmd(&["acquire", "-n"])
+        .assert()
+        .code(1)
+        .stderr(contains(device.at(TMPFS).to_str().unwrap()))
+        .stderr(contains("supervisor"));
+
+    // Nothing left on the first path: no lock, no temp file.
+    assert_eq!(names_in(&device.at("data")), Vec::<String>::new());
+    // The supervisor's lock is untouched.
+    assert_eq!(names_in(&device.at("tmp/resin")), ["resin-updates.lock"]);
+    let after = fs::metadata(device.at(TMPFS)).unwrap();
+    assert_eq!((after.ino(), after.uid()), (theirs.ino(), 65534));
+
+    let (code, json) = device.status_json();
+    assert_eq!(code, 1);
+    assert_eq!(json["locks"][0]["state"], "free", "{json}");
+    assert_eq!(json["locks"][1]["state"], "held", "{json}");
+    assert_eq!(json["locks"][1]["held_by"], "supervisor", "{json}");
+
+    // `run` is all or nothing too: the command never starts.
+    let marker = device.at("ran");
+    device
+        .cmd(&["run", "-n", "--", "touch"])
+        .arg(&marker)
+        .assert()
+        .code(1);
+    assert!(!marker.exists());
+    assert_eq!(names_in(&device.at("data")), Vec::<String>::new());
+}
+
+#[test]
+fn a_persistent_lock_from_a_previous_boot_is_taken_over() {
+    // Supervisors before v4 check only the persistent lock, which survives
+    // reboots (supervisor issue #20).
+    let device = Device::new(&[("RESIN_SUPERVISOR_VERSION", "3.0.0")]);
+    let mut child = Command::new("true").spawn().unwrap();
+    let dead = child.id();
+    child.wait().unwrap();
+    let old_boot = "00000000-0000-4000-8000-000000000000";
+    assert_ne!(old_boot, boot_id());
+    let old = serde_json::json!({
+        "tool": "resin-lock", "v": 1, "mode": "acquire", "pid": dead, "owner": dead,
+        "start": "2020-01-01T00:00:00Z", "boot_id": old_boot, "pid_ns": 0, "uid": 0,
+        "cmd": ["./flash-firmware.sh"],
+    });
+    fs::create_dir_all(device.at("data")).unwrap();
+    fs::write(device.at(PERSISTENT), format!("{old}\n")).unwrap();
+
+    let (code, json) = device.status_json();
+    assert_eq!(code, 1, "a stale lock still blocks updates");
+    assert_eq!(Device::paths(&json), device.expected(&[PERSISTENT]));
+    assert_eq!(json["locks"][0]["state"], "stale", "{json}");
+    assert_eq!(json["locks"][0]["stale_reason"], "previous boot", "{json}");
+    assert_eq!(json["locks"][0]["record"]["boot_id"], old_boot);
+
+    device.cmd(&["acquire", "-n"]).assert().success();
+    let new = record(&device.at(PERSISTENT));
+    assert_eq!(new["boot_id"], boot_id());
+    assert_ne!(new["pid"], dead);
+    let (_, json) = device.status_json();
+    assert_eq!(json["locks"][0]["state"], "held", "{json}");
+
+    device.cmd(&["release"]).assert().success();
+    assert_eq!(names_in(&device.at("data")), Vec::<String>::new());
+}
