@@ -33,10 +33,10 @@ const KEEPER_GRACE: Duration = Duration::from_secs(10);
 pub fn run(ctx: &Context, args: ReleaseArgs) -> Result<u8> {
     let mut last_error = None;
     for target in ctx.locations.targets.iter().rev() {
-        if let Err(err) = release_one(&target.path, args.force, &ctx.ui) {
-            if let Some(previous) = last_error.replace(err) {
-                eprintln!("resin-lock: {previous:#}");
-            }
+        if let Err(err) = release_one(&target.path, args.force, &ctx.ui)
+            && let Some(previous) = last_error.replace(err)
+        {
+            eprintln!("resin-lock: {previous:#}");
         }
     }
     match last_error {

@@ -191,13 +191,12 @@ pub fn try_take(target: &Target, content: &[u8], ui: &Ui) -> Result<Attempt> {
     ))
 }
 
+/// All the locks, or the index of the first busy target and who holds it.
+pub type AllOrBusy = std::result::Result<Vec<Held>, (usize, Box<Inspection>)>;
+
 /// Take every target in order, all or nothing: when one is busy, release
 /// those already taken and report which one is busy.
-pub fn try_take_all(
-    targets: &[Target],
-    content: &[u8],
-    ui: &Ui,
-) -> Result<Result<Vec<Held>, (usize, Box<Inspection>)>> {
+pub fn try_take_all(targets: &[Target], content: &[u8], ui: &Ui) -> Result<AllOrBusy> {
     let mut held = Vec::with_capacity(targets.len());
     for (index, target) in targets.iter().enumerate() {
         match try_take(target, content, ui) {
