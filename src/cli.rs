@@ -30,6 +30,17 @@ use crate::exit::Exit;
 )]
 pub struct Cli {
     /// Lock this file instead of the detected location (repeatable; taken in order, all or nothing).
+    ///
+    /// Without --path, the first rule that fits picks the lock: 1. the file named by
+    /// BALENA_APP_LOCK_PATH or RESIN_APP_LOCK_PATH; 2. supervisor before v4:
+    /// /data/resin-updates.lock; 3-5. supervisor v4 to v6: /tmp/resin/resin-updates.lock,
+    /// and also /data/resin-updates.lock first unless the host OS is known to be 2.0 or later;
+    /// 6. supervisor v7.0 to v7.21: /tmp/resin/resin-updates.lock; 7. supervisor v7.22 or
+    /// later: /tmp/balena/updates.lock; 8. version unknown on a resinOS 1.x host: both
+    /// /data and /tmp/resin locks; 9. /tmp/balena is a directory: /tmp/balena/updates.lock;
+    /// 10. otherwise /tmp/resin/resin-updates.lock. The versions come from
+    /// BALENA_/RESIN_SUPERVISOR_VERSION and BALENA_/RESIN_HOST_OS_VERSION (or the host's
+    /// /etc/os-release). `resin-lock status` shows the rule and why.
     #[arg(
         long = "path",
         value_name = "PATH",
@@ -39,6 +50,10 @@ pub struct Cli {
     pub paths: Vec<PathBuf>,
 
     /// Resolve detected lock paths and detection files under DIR (never --path).
+    ///
+    /// Every detected lock path (also one from BALENA_APP_LOCK_PATH), /etc/os-release and
+    /// /tmp/balena are taken relative to DIR, for host-side tools and tests. A path given
+    /// with --path or RESIN_LOCK_PATH is used as it is.
     #[arg(long, value_name = "DIR", global = true, env = "RESIN_LOCK_ROOT")]
     pub root: Option<PathBuf>,
 
