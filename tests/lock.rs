@@ -248,11 +248,10 @@ fn spawn_waiter(
     let mut line = String::new();
     loop {
         line.clear();
-        assert_ne!(
-            stderr.read_line(&mut line).unwrap(),
-            0,
-            "waiter ended early"
-        );
+        if stderr.read_line(&mut line).unwrap() == 0 {
+            let status = child.wait().unwrap();
+            panic!("waiter ended early: {status}");
+        }
         if line.contains("waiting for") {
             assert!(line.contains("held by"), "says who holds it: {line}");
             return (child, stderr);
