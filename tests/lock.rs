@@ -237,6 +237,8 @@ fn nonblock_timeout_and_conflict_exit_code() {
 }
 
 /// Spawn a waiter with -v and return once it reports that it waits.
+// The caller waits for the returned child.
+#[allow(clippy::zombie_processes)]
 fn spawn_waiter(
     s: &Scratch,
     args: &[&str],
