@@ -1,0 +1,293 @@
+//! `run -- CMD`: the lock for the child's lifetime, exit codes, signal
+//! forwarding (once), SIGKILL resilience, PID 1 and subreaper reaping.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use crate::common::*;
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+fn read_pid(path: &Path) -> i32 {
+    fs::read_to_string(path).unwrap().trim().parse().unwrap()
+}
+
+#[test]
+fn child_holds_the_lock_and_it_is_released_after() {
+    let s = Scratch::new();
+    let script = r#"test -s "$1" && test "$RESIN_LOCK_HELD" = "$1" && grep -q '"mode":"run"' "$1""#;
+    s.cmd(&["run", "--", "sh", "-c", script, "sh"])
+        .arg(s.lock())
+        .assert()
+        .success();
+    assert!(!s.lock().exists());
+    assert_eq!(s.leftovers(&[]), Vec::<String>::new());
+}
+
+#[test]
+fn record_names_run_and_the_command() {
+    let s = Scratch::new();
+    let copy = s.path("copy");
+    s.cmd(&["run", "--", "cp"])
+        .arg(s.lock())
+        .arg(&copy)
+        .assert()
+        .success();
+    let rec = record(&copy);
+    assert_eq!(rec["mode"], "run");
+    assert_eq!(rec["pid"], rec["owner"]);
+    assert_eq!(rec["cmd"][0], "cp");
+}
+
+#[test]
+fn exit_codes_follow_the_child() {
+    let s = Scratch::new();
+    s.cmd(&["run", "--", "sh", "-c", "exit 3"]).assert().code(3);
+    s.cmd(&["run", "--", "sh", "-c", "exit 0"]).assert().code(0);
+    s.cmd(&["run", "--", "sh", "-c", "kill -TERM $$"])
+        .assert()
+        .code(143);
+    s.cmd(&["run", "--", "sh", "-c", "kill -KILL $$"])
+        .assert()
+        .code(137);
+    // Without `--` too.
+    s.cmd(&["run", "false"]).assert().code(1);
+    assert!(!s.lock().exists());
+}
+
+#[test]
+fn command_not_found_is_127_and_not_executable_is_126() {
+    let s = Scratch::new();
+    s.cmd(&["run", "--", "no-such-command-resin-lock"])
+        .assert()
+        .code(127)
+        .stderr(contains("no-such-command-resin-lock").and(contains("not found")));
+    assert!(!s.lock().exists(), "released before exiting");
+    let script = s.path("script.sh");
+    fs::write(&script, "#!/bin/sh\nexit 0\n").unwrap();
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o644)).unwrap();
+    s.cmd(&["run", "--"])
+        .arg(&script)
+        .assert()
+        .code(126)
+        .stderr(contains("script.sh"));
+    assert!(!s.lock().exists(), "released before exiting");
+}
+
+/// Start `run -- sigchild.py` and wait until the child is ready.
+fn start_sigchild(s: &Scratch, exit_on: &str) -> (std::process::Child, PathBuf) {
+    let log = s.path("log");
+    let ready = s.path("ready");
+    let child = s
+        .cmd(&["run", "--", "python3"])
+        .arg(fixture("sigchild.py"))
+        .arg(&log)
+        .arg(&ready)
+        .arg(exit_on)
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_file(&ready);
+    (child, log)
+}
+
+fn logged(log: &Path) -> Vec<String> {
+    fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn every_forwarded_signal_reaches_the_child_once() {
+    let s = Scratch::new();
+    let (mut run, log) = start_sigchild(&s, "USR2");
+    let forwarded = [
+        "HUP", "INT", "QUIT", "TERM", "USR1", "WINCH", "CONT", "ALRM", "PIPE", "TSTP", "TTIN",
+        "TTOU",
+    ];
+    for (i, signal) in forwarded.iter().enumerate() {
+        Command::new("kill")
+            .args([&format!("-{signal}"), &run.id().to_string()])
+            .assert()
+            .success();
+        wait_until(&format!("the child to log {signal}"), || {
+            logged(&log).len() > i
+        });
+    }
+    // SIGCHLD is ours: not forwarded (the child would not log it anyway,
+    // but resin-lock must survive it and go on).
+    Command::new("kill")
+        .args(["-CHLD", &run.id().to_string()])
+        .assert()
+        .success();
+    // USR2 makes the child exit 7, after everything before it was logged.
+    Command::new("kill")
+        .args(["-USR2", &run.id().to_string()])
+        .assert()
+        .success();
+    let status = run.wait().unwrap();
+    assert_eq!(status.code(), Some(7));
+    let mut want: Vec<String> = forwarded.iter().map(|s| s.to_string()).collect();
+    want.push("USR2".into());
+    assert_eq!(logged(&log), want, "each signal exactly once, in order");
+    assert!(!s.lock().exists());
+}
+
+#[test]
+fn ctrl_c_at_a_terminal_reaches_the_child_once() {
+    let s = Scratch::new();
+    let out = Command::new("python3")
+        .arg(fixture("ctrlc.py"))
+        .arg(env!("CARGO_BIN_EXE_resin-lock"))
+        .arg(s.lock())
+        .arg(s.path("log"))
+        .arg(s.path("ready"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("log=INT,USR1\n"), "{stdout}");
+    assert!(stdout.contains("exit=7\n"), "{stdout}");
+    assert!(!s.lock().exists());
+}
+
+#[test]
+fn sigkill_of_resin_lock_leaves_the_lock_live_while_the_child_runs() {
+    let s = Scratch::new();
+    let ready = s.path("ready");
+    let script = format!(
+        "echo $$ > {r}.tmp && mv {r}.tmp {r} && exec cat",
+        r = ready.display()
+    );
+    let mut run = s
+        .cmd(&["run", "--", "sh", "-c", &script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_file(&ready);
+    let child = read_pid(&ready);
+    // Child::wait closes the child's stdin: keep our end open ourselves.
+    let stdin = run.stdin.take();
+    run.kill().unwrap(); // SIGKILL
+    run.wait().unwrap();
+    // The child inherited the flocked descriptor: still provably held.
+    let st = status_json(&s);
+    assert_eq!(st["locks"][0]["state"], "held", "{st}");
+    s.cmd(&["acquire", "-n"]).assert().code(1);
+    // The child ends: now the lock is stale, and is taken over.
+    drop(stdin);
+    wait_until("the child to exit", || !alive(child));
+    let st = status_json(&s);
+    assert_eq!(st["locks"][0]["state"], "stale");
+    assert_eq!(st["locks"][0]["stale_reason"], "holder exited");
+    s.cmd(&["run", "-n", "--", "true"]).assert().success();
+    assert!(!s.lock().exists());
+}
+
+#[test]
+fn as_pid_1_it_reaps_orphans_and_exits_with_the_child() {
+    let s = Scratch::new();
+    let script = r#"
+        # Orphans: their parent exits at once, so they are reparented to PID 1.
+        for i in 1 2 3 4 5; do sh -c 'true & true & sleep 0 & exit 0'; done
+        # Wait (bounded) until no zombie is left in this namespace.
+        i=0
+        while [ $i -lt 3000 ]; do
+            z=$(grep -l '^State:.*Z' /proc/[0-9]*/status 2>/dev/null | wc -l)
+            [ "$z" -eq 0 ] && break
+            i=$((i + 1)); sleep 0.01
+        done
+        echo "zombies=$z pid1=$(cat /proc/1/comm) me=$$"
+        exit 5"#;
+    Command::new("unshare")
+        .args(["--fork", "--pid", "--mount-proc"])
+        .arg(env!("CARGO_BIN_EXE_resin-lock"))
+        .arg("--path")
+        .arg(s.lock())
+        .args(["run", "--", "sh", "-c", script])
+        .assert()
+        .code(5)
+        .stdout(contains("zombies=0 pid1=resin-lock me=2"));
+    assert!(!s.lock().exists());
+}
+
+#[test]
+fn not_pid_1_it_is_a_subreaper_and_reaps_orphans() {
+    let s = Scratch::new();
+    let orphan_file = s.path("orphan");
+    let script = format!(
+        "sh -c 'sleep 1000 & echo $! > {o}.tmp; mv {o}.tmp {o}'; read x || true",
+        o = orphan_file.display()
+    );
+    let mut run = s
+        .cmd(&["run", "--", "sh", "-c", &script])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_file(&orphan_file);
+    let orphan = read_pid(&orphan_file);
+    let status = fs::read_to_string(format!("/proc/{orphan}/status")).unwrap();
+    let ppid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("PPid:"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    assert_eq!(ppid, run.id().to_string(), "the orphan is resin-lock's");
+    Command::new("kill")
+        .args(["-KILL", &orphan.to_string()])
+        .assert()
+        .success();
+    // Reaped: gone from /proc entirely, not a zombie.
+    wait_until("the orphan to be reaped", || {
+        !Path::new(&format!("/proc/{orphan}")).exists()
+    });
+    drop(run.stdin.take());
+    assert!(run.wait().unwrap().success());
+}
+
+#[test]
+fn run_contention_never_overlaps() {
+    let s = Scratch::new();
+    let counter = s.path("counter");
+    let overlaps = s.path("overlaps");
+    let inside = s.path("inside");
+    fs::write(&counter, "0").unwrap();
+    let critical = format!(
+        r#"[ -e {i} ] && echo overlap >> {o}; : > {i}; n=$(cat {c}); echo $((n + 1)) > {c}; rm -f {i}"#,
+        i = inside.display(),
+        o = overlaps.display(),
+        c = counter.display()
+    );
+    let rounds = 25;
+    let loop_script = format!(
+        r#"i=0; while [ $i -lt {rounds} ]; do {bin} --path {l} run -- sh -c '{critical}' || exit 1; i=$((i + 1)); done"#,
+        bin = env!("CARGO_BIN_EXE_resin-lock"),
+        l = s.lock().display(),
+    );
+    let workers: Vec<_> = (0..4)
+        .map(|_| Command::new("sh").args(["-c", &loop_script]).spawn().unwrap())
+        .collect();
+    for mut worker in workers {
+        assert!(worker.wait().unwrap().success());
+    }
+    assert!(!overlaps.exists(), "critical sections overlapped");
+    assert_eq!(
+        fs::read_to_string(&counter).unwrap().trim(),
+        (4 * rounds).to_string()
+    );
+    assert_eq!(s.leftovers(&["counter"]), Vec::<String>::new());
+}
