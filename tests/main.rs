@@ -3,3 +3,4 @@
 mod common;
 mod locate;
 mod lock;
+mod supervisor;
