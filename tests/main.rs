@@ -4,3 +4,4 @@ mod common;
 mod locate;
 mod lock;
 mod run;
+mod supervisor;

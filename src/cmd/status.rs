@@ -12,6 +12,7 @@ use crate::cli::StatusArgs;
 use crate::exit::Exit;
 use crate::locate::Detection;
 use crate::lock::inspect::{Inspection, State, inspect};
+use crate::supervisor::{self, DeviceInfo};
 
 #[derive(Serialize)]
 struct Report<'a> {
@@ -19,6 +20,9 @@ struct Report<'a> {
     locked: bool,
     locks: &'a [Inspection],
     detection: &'a Detection,
+    /// `--supervisor`: what the supervisor API says about updates.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    supervisor: Option<&'a DeviceInfo>,
 }
 
 pub fn run(ctx: &Context, args: StatusArgs) -> Result<u8> {
@@ -33,12 +37,15 @@ pub fn run(ctx: &Context, args: StatusArgs) -> Result<u8> {
     if ctx.ui.quiet {
         return Ok(code);
     }
+    // Only with --supervisor: plain `status` makes no network request.
+    let device = args.supervisor.then(supervisor::device_from_env);
     let mut text = if args.json {
         let report = Report {
             schema: 1,
             locked,
             locks: &locks,
             detection: &ctx.locations.detection,
+            supervisor: device.as_ref(),
         };
         serde_json::to_string(&report)?
     } else {
@@ -47,6 +54,7 @@ pub fn run(ctx: &Context, args: StatusArgs) -> Result<u8> {
             "lock paths: {}",
             ctx.locations.detection.explanation
         ));
+        lines.extend(device.iter().flat_map(DeviceInfo::describe));
         lines.push(
             if locked {
                 "updates are blocked"

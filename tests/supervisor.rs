@@ -1,0 +1,448 @@
+//! `force-update` and `status --supervisor` against a fake supervisor: a
+//! thread with a `TcpListener` on 127.0.0.1 that answers like the real one
+//! and hands every request it got to the test over a channel.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Command, Output};
+use std::sync::mpsc::{self, Receiver, TryRecvError};
+use std::time::Duration;
+
+use crate::common::*;
+
+/// The API key of these tests; it must never show in any output.
+const KEY: &str = "k3y-0f-the-supervisor-5ecret";
+const LABEL: &str = "io.balena.features.supervisor-api";
+
+/// What the real supervisor's `GET /v1/device` answers, with an update waiting.
+const DEVICE: &str = r#"{"api_port":48484,"ip_address":"10.0.0.2","os_version":"balenaOS 2.88.4","supervisor_version":"14.4.1","update_pending":true,"update_failed":false,"update_downloaded":false,"status":"Idle","download_progress":null}"#;
+
+/// One request as the fake supervisor received it.
+#[derive(Debug)]
+struct Received {
+    method: String,
+    path: String,
+    query: String,
+    content_type: Option<String>,
+    body: String,
+}
+
+/// How the fake supervisor answers.
+#[derive(Clone)]
+enum Answer {
+    /// This status, with this body (none for 204).
+    Status(u16, &'static str),
+    /// Read the request, then say nothing until the client hangs up.
+    Silent,
+}
+
+struct FakeSupervisor {
+    /// `http://127.0.0.1:PORT`
+    address: String,
+    received: Receiver<Received>,
+}
+
+impl FakeSupervisor {
+    fn start(answer: Answer) -> FakeSupervisor {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let address = format!("http://{}", listener.local_addr().unwrap());
+        let (tx, received) = mpsc::channel();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { return };
+                let Some(request) = read_request(&stream) else {
+                    continue;
+                };
+                // Tell the test before answering: the command cannot finish
+                // (other than by giving up) before the test knows.
+                if tx.send(request).is_err() {
+                    return;
+                }
+                answer_with(stream, &answer);
+            }
+        });
+        FakeSupervisor { address, received }
+    }
+
+    /// The request the command made (waiting is a hang guard, not a timing check).
+    fn request(&self) -> Received {
+        self.received
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the fake supervisor got no request")
+    }
+
+    /// After the command ended: it sent nothing (more) here.
+    fn assert_no_request(&self) {
+        match self.received.try_recv() {
+            Err(TryRecvError::Empty) => {}
+            other => panic!("unexpected request: {other:?}"),
+        }
+    }
+}
+
+fn read_request(stream: &TcpStream) -> Option<Received> {
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    reader.read_line(&mut line).ok()?;
+    let mut parts = line.split_whitespace();
+    let method = parts.next()?.to_owned();
+    let target = parts.next()?.to_owned();
+    let (path, query) = match target.split_once('?') {
+        Some((path, query)) => (path.to_owned(), query.to_owned()),
+        None => (target, String::new()),
+    };
+    let mut content_length = 0;
+    let mut content_type = None;
+    loop {
+        let mut header = String::new();
+        reader.read_line(&mut header).ok()?;
+        let header = header.trim_end();
+        if header.is_empty() {
+            break;
+        }
+        let (name, value) = header.split_once(':')?;
+        let value = value.trim().to_owned();
+        if name.eq_ignore_ascii_case("content-length") {
+            content_length = value.parse().ok()?;
+        } else if name.eq_ignore_ascii_case("content-type") {
+            content_type = Some(value);
+        }
+    }
+    let mut body = vec![0; content_length];
+    reader.read_exact(&mut body).ok()?;
+    Some(Received {
+        method,
+        path,
+        query,
+        content_type,
+        body: String::from_utf8(body).ok()?,
+    })
+}
+
+fn answer_with(mut stream: TcpStream, answer: &Answer) {
+    match answer {
+        Answer::Status(204, _) => {
+            let _ = stream.write_all(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n");
+        }
+        Answer::Status(code, body) => {
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {code} Whatever\r\nContent-Type: application/json\r\n\
+                 Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+        Answer::Silent => {
+            // Hold the connection open, answering nothing, until the client
+            // gives up and closes it.
+            let mut sink = Vec::new();
+            let _ = stream.read_to_end(&mut sink);
+        }
+    }
+}
+
+/// A port on 127.0.0.1 where nothing listens (bound, then closed).
+fn dead_address() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = format!("http://{}", listener.local_addr().unwrap());
+    drop(listener);
+    address
+}
+
+/// `resin-lock ARGS…` with the supervisor API configured the balena way.
+fn with_api(address: &str, args: &[&str]) -> Command {
+    let mut cmd = resin_lock();
+    cmd.env("BALENA_SUPERVISOR_ADDRESS", address)
+        .env("BALENA_SUPERVISOR_API_KEY", KEY)
+        .args(args);
+    cmd
+}
+
+/// Run, and check the key shows nowhere in what the command said.
+fn run(mut cmd: Command) -> Output {
+    let out = cmd.output().expect("run resin-lock");
+    for (name, text) in [("stdout", &out.stdout), ("stderr", &out.stderr)] {
+        let text = String::from_utf8_lossy(text);
+        assert!(!text.contains(KEY), "the API key leaked to {name}: {text}");
+    }
+    out
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The request of `force-update`, as the supervisor documents it.
+fn assert_force_request(request: &Received, key: &str) {
+    assert_eq!(request.method, "POST");
+    assert_eq!(request.path, "/v1/update");
+    assert_eq!(request.query, format!("apikey={key}"));
+    assert!(
+        request
+            .content_type
+            .as_deref()
+            .is_some_and(|t| t.starts_with("application/json")),
+        "{request:?}"
+    );
+    let body: serde_json::Value = serde_json::from_str(&request.body).expect("JSON body");
+    assert_eq!(body, serde_json::json!({"force": true}));
+}
+
+#[test]
+fn force_update_accepted_with_202_and_204() {
+    for code in [202, 204] {
+        let fake = FakeSupervisor::start(Answer::Status(code, ""));
+        let out = run(with_api(&fake.address, &["force-update"]));
+        assert_eq!(out.status.code(), Some(0), "{code}: {}", stderr(&out));
+        assert!(
+            stdout(&out).contains("accepted"),
+            "{code}: {}",
+            stdout(&out)
+        );
+        assert_force_request(&fake.request(), KEY);
+        fake.assert_no_request();
+    }
+}
+
+#[test]
+fn force_update_quiet_prints_nothing() {
+    let fake = FakeSupervisor::start(Answer::Status(202, ""));
+    let out = run(with_api(&fake.address, &["-q", "force-update"]));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "");
+    assert_eq!(stderr(&out), "");
+    assert_force_request(&fake.request(), KEY);
+}
+
+#[test]
+fn force_update_refused_key_is_77() {
+    for code in [401, 403] {
+        let fake = FakeSupervisor::start(Answer::Status(code, "Unauthorized"));
+        let out = run(with_api(&fake.address, &["-v", "force-update"]));
+        assert_eq!(out.status.code(), Some(77), "{code}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("refused the API key"),
+            "{}",
+            stderr(&out)
+        );
+        assert_force_request(&fake.request(), KEY);
+    }
+}
+
+#[test]
+fn force_update_other_answer_is_70_with_the_status() {
+    let fake = FakeSupervisor::start(Answer::Status(500, r#"{"error":"boom"}"#));
+    let out = run(with_api(&fake.address, &["force-update"]));
+    assert_eq!(out.status.code(), Some(70), "{}", stderr(&out));
+    assert!(stderr(&out).contains("HTTP 500"), "{}", stderr(&out));
+    assert_force_request(&fake.request(), KEY);
+}
+
+#[test]
+fn force_update_silent_supervisor_is_69_in_bounded_time() {
+    let fake = FakeSupervisor::start(Answer::Silent);
+    // The command must end by itself; the output() call returning is the proof.
+    let out = run(with_api(&fake.address, &["-v", "force-update"]));
+    assert_eq!(out.status.code(), Some(69), "{}", stderr(&out));
+    assert!(stderr(&out).contains("no answer"), "{}", stderr(&out));
+    assert_force_request(&fake.request(), KEY);
+}
+
+#[test]
+fn force_update_nothing_listening_is_69() {
+    let out = run(with_api(&dead_address(), &["force-update"]));
+    assert_eq!(out.status.code(), Some(69), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("connection refused"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn force_update_without_configuration_is_69_and_names_the_label() {
+    let mut cmd = resin_lock();
+    cmd.arg("force-update")
+        .env("BALENA_SUPERVISOR_API_KEY", KEY);
+    let out = run(cmd);
+    assert_eq!(out.status.code(), Some(69));
+    let err = stderr(&out);
+    assert!(err.contains("BALENA_SUPERVISOR_ADDRESS"), "{err}");
+    assert!(err.contains(LABEL), "{err}");
+
+    let fake = FakeSupervisor::start(Answer::Status(202, ""));
+    let mut cmd = resin_lock();
+    cmd.arg("force-update")
+        .env("BALENA_SUPERVISOR_ADDRESS", &fake.address);
+    let out = run(cmd);
+    assert_eq!(out.status.code(), Some(69));
+    let err = stderr(&out);
+    assert!(err.contains("BALENA_SUPERVISOR_API_KEY"), "{err}");
+    assert!(err.contains(LABEL), "{err}");
+    fake.assert_no_request();
+}
+
+#[test]
+fn force_update_reads_the_resin_names() {
+    let fake = FakeSupervisor::start(Answer::Status(202, ""));
+    let mut cmd = resin_lock();
+    cmd.arg("force-update")
+        .env("RESIN_SUPERVISOR_ADDRESS", &fake.address)
+        .env("RESIN_SUPERVISOR_API_KEY", KEY);
+    let out = run(cmd);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_force_request(&fake.request(), KEY);
+}
+
+#[test]
+fn force_update_balena_names_win_over_resin_names() {
+    let balena = FakeSupervisor::start(Answer::Status(202, ""));
+    // Had the command used this one, it would have exited 70.
+    let resin = FakeSupervisor::start(Answer::Status(500, ""));
+    let resin_key = "resin-key-not-to-be-used";
+    let mut cmd = with_api(&balena.address, &["force-update"]);
+    cmd.env("RESIN_SUPERVISOR_ADDRESS", &resin.address)
+        .env("RESIN_SUPERVISOR_API_KEY", resin_key);
+    let out = run(cmd);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_force_request(&balena.request(), KEY);
+    resin.assert_no_request();
+}
+
+#[test]
+fn force_update_encodes_the_key() {
+    let fake = FakeSupervisor::start(Answer::Status(204, ""));
+    let mut cmd = resin_lock();
+    cmd.arg("force-update")
+        .env("BALENA_SUPERVISOR_ADDRESS", format!("{}/", fake.address))
+        .env("BALENA_SUPERVISOR_API_KEY", "a+b/c&d");
+    let out = cmd.output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_force_request(&fake.request(), "a%2Bb%2Fc%26d");
+}
+
+/// `status --supervisor --json` for a free lock in a fresh temp dir.
+fn status_supervisor(scratch: &Scratch, mut cmd: Command) -> (Output, serde_json::Value) {
+    cmd.arg("--path")
+        .arg(scratch.lock())
+        .args(["status", "--supervisor", "--json"]);
+    let out = run(cmd);
+    let report = serde_json::from_slice(&out.stdout).expect("status JSON");
+    (out, report)
+}
+
+#[test]
+fn status_supervisor_reports_the_device() {
+    let s = Scratch::new();
+    let fake = FakeSupervisor::start(Answer::Status(200, DEVICE));
+    let (out, report) = status_supervisor(&s, with_api(&fake.address, &[]));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(report["locked"], false);
+    assert_eq!(report["locks"][0]["state"], "free");
+    assert_eq!(
+        report["supervisor"],
+        serde_json::json!({
+            "reachable": true,
+            "supervisor_version": "14.4.1",
+            "os_version": "balenaOS 2.88.4",
+            "update_pending": true,
+            "update_downloaded": false,
+            "update_failed": false,
+            "status": "Idle",
+        })
+    );
+    let request = fake.request();
+    assert_eq!(request.method, "GET");
+    assert_eq!(request.path, "/v1/device");
+    assert_eq!(request.query, format!("apikey={KEY}"));
+    fake.assert_no_request();
+}
+
+#[test]
+fn status_supervisor_text_lines() {
+    let s = Scratch::new();
+    let fake = FakeSupervisor::start(Answer::Status(200, DEVICE));
+    let mut cmd = with_api(&fake.address, &[]);
+    cmd.arg("--path")
+        .arg(s.lock())
+        .args(["status", "--supervisor"]);
+    let out = run(cmd);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("supervisor: v14.4.1 on balenaOS 2.88.4, Idle"),
+        "{text}"
+    );
+    assert!(text.contains("supervisor: an update is pending"), "{text}");
+    assert!(text.contains("updates are allowed"), "{text}");
+    fake.request();
+}
+
+#[test]
+fn status_supervisor_unreachable_keeps_the_lock_report_and_code() {
+    let s = Scratch::new();
+    let (out, report) = status_supervisor(&s, with_api(&dead_address(), &[]));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(report["locks"][0]["state"], "free");
+    assert_eq!(report["supervisor"]["reachable"], false);
+    assert!(report["supervisor"]["error"].is_string(), "{report}");
+    assert!(report["supervisor"]["update_pending"].is_null(), "{report}");
+
+    // A lock file makes it 1, supervisor or not.
+    std::fs::write(s.lock(), "0").unwrap();
+    let (out, report) = status_supervisor(&s, with_api(&dead_address(), &[]));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(report["locked"], true);
+    assert_eq!(report["supervisor"]["reachable"], false);
+}
+
+#[test]
+fn status_supervisor_silent_supervisor_is_bounded() {
+    let s = Scratch::new();
+    let fake = FakeSupervisor::start(Answer::Silent);
+    let (out, report) = status_supervisor(&s, with_api(&fake.address, &[]));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(report["supervisor"]["reachable"], false);
+    let error = report["supervisor"]["error"].as_str().unwrap();
+    assert!(error.contains("no answer"), "{error}");
+    fake.request();
+}
+
+#[test]
+fn status_supervisor_refused_key_is_reachable_with_an_error() {
+    let s = Scratch::new();
+    let fake = FakeSupervisor::start(Answer::Status(401, "Unauthorized"));
+    let (out, report) = status_supervisor(&s, with_api(&fake.address, &[]));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(report["supervisor"]["reachable"], true);
+    let error = report["supervisor"]["error"].as_str().unwrap();
+    assert!(error.contains("refused the API key"), "{error}");
+    fake.request();
+}
+
+#[test]
+fn status_supervisor_without_configuration_names_the_label() {
+    let s = Scratch::new();
+    let (out, report) = status_supervisor(&s, resin_lock());
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(report["supervisor"]["reachable"], false);
+    let error = report["supervisor"]["error"].as_str().unwrap();
+    assert!(error.contains(LABEL), "{error}");
+}
+
+#[test]
+fn plain_status_makes_no_request() {
+    let s = Scratch::new();
+    let fake = FakeSupervisor::start(Answer::Status(200, DEVICE));
+    let mut cmd = with_api(&fake.address, &[]);
+    cmd.arg("--path").arg(s.lock()).args(["status", "--json"]);
+    let out = run(cmd);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(report.get("supervisor").is_none(), "{report}");
+    fake.assert_no_request();
+}
