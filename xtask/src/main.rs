@@ -3,7 +3,10 @@
 //!
 //! - `gen` renders `man/resin-lock.1` and `completions/` from the CLI
 //!   definition; `gen --check` only says whether the committed copies are fresh.
+//! - `dist` builds the static release binary at `target/dist/resin-lock` and
+//!   checks it (static, runs, within the size budget).
 
+mod dist;
 mod generate;
 
 use std::fs;
@@ -15,7 +18,8 @@ usage: cargo xtask <task>
 
 tasks:
   gen           write man/resin-lock.1 and completions/ from the CLI definition
-  gen --check   fail if the committed man page or completions are out of date";
+  gen --check   fail if the committed man page or completions are out of date
+  dist          build the static release binary at target/dist/resin-lock and check it";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -23,6 +27,7 @@ fn main() -> ExitCode {
     let result = match args.as_slice() {
         ["gen"] => gen_write(&root()),
         ["gen", "--check"] => gen_check(&root()),
+        ["dist"] => dist::dist(&root()),
         ["help" | "-h" | "--help"] => {
             println!("{USAGE}");
             Ok(())
