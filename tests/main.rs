@@ -4,4 +4,5 @@ mod common;
 mod locate;
 mod lock;
 mod run;
+mod ship;
 mod supervisor;

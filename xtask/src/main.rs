@@ -1,0 +1,86 @@
+//! Project tasks, run as `cargo xtask <task>` (the alias is in
+//! `.cargo/config.toml`), so that nothing beyond cargo is needed to ship:
+//!
+//! - `gen` renders `man/resin-lock.1` and `completions/` from the CLI
+//!   definition; `gen --check` only says whether the committed copies are fresh.
+//! - `dist` builds the static release binary at `target/dist/resin-lock` and
+//!   checks it (static, runs, within the size budget).
+
+mod dist;
+mod generate;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+const USAGE: &str = "\
+usage: cargo xtask <task>
+
+tasks:
+  gen           write man/resin-lock.1 and completions/ from the CLI definition
+  gen --check   fail if the committed man page or completions are out of date
+  dist          build the static release binary at target/dist/resin-lock and check it";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let result = match args.as_slice() {
+        ["gen"] => gen_write(&root()),
+        ["gen", "--check"] => gen_check(&root()),
+        ["dist"] => dist::dist(&root()),
+        ["help" | "-h" | "--help"] => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        _ => {
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("xtask: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The workspace root (this crate lives in `xtask/` under it).
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives inside the workspace")
+        .to_owned()
+}
+
+/// Write every generated file that is missing or different.
+fn gen_write(root: &Path) -> Result<(), String> {
+    for (path, bytes) in generate::files() {
+        let full = root.join(&path);
+        if fs::read(&full).ok().as_ref() == Some(&bytes) {
+            println!("unchanged {}", path.display());
+            continue;
+        }
+        if let Some(dir) = full.parent() {
+            fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        }
+        fs::write(&full, &bytes).map_err(|e| format!("{}: {e}", full.display()))?;
+        println!("wrote     {}", path.display());
+    }
+    Ok(())
+}
+
+/// Compare without writing; name the stale files.
+fn gen_check(root: &Path) -> Result<(), String> {
+    let stale = generate::stale(root);
+    if stale.is_empty() {
+        println!("man page and completions are up to date");
+        return Ok(());
+    }
+    let names: Vec<String> = stale.iter().map(|p| p.display().to_string()).collect();
+    Err(format!(
+        "out of date: {}; run `cargo xtask gen` and commit the result",
+        names.join(", ")
+    ))
+}
