@@ -279,7 +279,12 @@ fn run_contention_never_overlaps() {
         l = s.lock().display(),
     );
     let workers: Vec<_> = (0..4)
-        .map(|_| Command::new("sh").args(["-c", &loop_script]).spawn().unwrap())
+        .map(|_| {
+            Command::new("sh")
+                .args(["-c", &loop_script])
+                .spawn()
+                .unwrap()
+        })
         .collect();
     for mut worker in workers {
         assert!(worker.wait().unwrap().success());
