@@ -7,12 +7,16 @@
 //! through `BALENA_SUPERVISOR_ADDRESS` / `BALENA_SUPERVISOR_API_KEY` (or the
 //! older `RESIN_` names) when the service has the
 //! `io.balena.features.supervisor-api` label. The API is plain HTTP on a
-//! local address, so the client has no TLS. Every request is bounded in time,
-//! and the API key never reaches a message: it is redacted from anything the
-//! HTTP client says.
+//! local address (an IP literal), so the client is one HTTP/1.1 exchange
+//! over a std `TcpStream`: no TLS, no proxy, no redirects, and no DNS. An
+//! HTTP crate would resolve names through getaddrinfo, which costs about
+//! 300 KiB in the static glibc binary and breaks its 1.5 MiB budget. Every
+//! request is bounded in time (connecting and the whole exchange), and the
+//! API key never reaches a message.
 
-use std::io;
-use std::time::Duration;
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
@@ -27,17 +31,31 @@ pub const LABEL: &str = "io.balena.features.supervisor-api";
 pub struct Config {
     /// `http://host:port`, without a trailing slash.
     pub address: String,
+    /// Where to connect: the address's IP and port (80 when none is given).
+    pub socket: SocketAddr,
     pub api_key: String,
     /// The variable the address came from (for `-v`).
     pub address_source: &'static str,
 }
 
-/// How long `force-update` waits for the whole exchange, connecting included
-/// (the HTTP client has one deadline per request, in whole seconds).
-pub const FORCE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long `force-update` waits: to connect, and for the whole exchange.
+pub const FORCE_TIMEOUT: Bounds = Bounds {
+    connect: Duration::from_secs(2),
+    total: Duration::from_secs(10),
+};
 
 /// How long `status --supervisor` waits: short, so a health check never hangs.
-pub const STATUS_TIMEOUT: Duration = Duration::from_secs(3);
+pub const STATUS_TIMEOUT: Bounds = Bounds {
+    connect: Duration::from_secs(1),
+    total: Duration::from_secs(3),
+};
+
+/// Time limits of one request.
+#[derive(Debug, Clone, Copy)]
+pub struct Bounds {
+    pub connect: Duration,
+    pub total: Duration,
+}
 
 impl Config {
     /// Read the configuration from the process environment.
@@ -78,16 +96,24 @@ impl Config {
         };
         let address = address.trim_end_matches('/').to_owned();
         let host = address.strip_prefix("http://").unwrap_or_default();
-        if host.is_empty() || host.contains(['/', '?', '#', '@']) {
+        let Some(socket) = socket_addr(host) else {
             return Err(format!(
                 "{address_source} is not an address like http://127.0.0.1:48484: {address:?}"
             ));
-        }
+        };
         Ok(Config {
             address,
+            socket,
             api_key,
             address_source,
         })
+    }
+
+    /// The `Host` header value.
+    fn host(&self) -> &str {
+        self.address
+            .strip_prefix("http://")
+            .unwrap_or(&self.address)
     }
 
     /// The full URL of an endpoint, without the key (safe to show).
@@ -102,12 +128,15 @@ impl Config {
 /// be reached, 77 when it refuses the key, 70 for any other answer.
 pub fn force_update(config: &Config) -> Result<u16> {
     let url = config.url("/v1/update");
-    let answer = request(minreq::post(&url), config, FORCE_TIMEOUT)
-        .with_header("Content-Type", "application/json")
-        .with_body(r#"{"force":true}"#)
-        .send();
+    let answer = exchange(
+        config,
+        "POST",
+        "/v1/update",
+        Some(r#"{"force":true}"#),
+        FORCE_TIMEOUT,
+    );
     let status = match answer {
-        Ok(response) => response.status_code,
+        Ok(response) => response.status,
         Err(err) => {
             let (exit, why) = explain(&err, FORCE_TIMEOUT);
             return Err(fail(
@@ -207,9 +236,7 @@ pub fn device_from_env() -> DeviceInfo {
 /// `GET /v1/device`: the supervisor's view of the device and its updates.
 pub fn device(config: &Config) -> DeviceInfo {
     let url = config.url("/v1/device");
-    let answer = request(minreq::get(&url), config, STATUS_TIMEOUT)
-        .with_header("Accept", "application/json")
-        .send();
+    let answer = exchange(config, "GET", "/v1/device", None, STATUS_TIMEOUT);
     let response = match answer {
         Ok(response) => response,
         Err(err) => {
@@ -217,7 +244,7 @@ pub fn device(config: &Config) -> DeviceInfo {
             return DeviceInfo::unreachable(redact(&format!("{url}: {why}"), config));
         }
     };
-    let status = response.status_code;
+    let status = response.status;
     let answered = |error: String| DeviceInfo {
         reachable: true,
         error: Some(redact(&error, config)),
@@ -229,14 +256,7 @@ pub fn device(config: &Config) -> DeviceInfo {
             _ => format!("unexpected answer from GET /v1/device: HTTP {status}"),
         });
     }
-    let body = match response.as_str() {
-        Ok(body) => body,
-        Err(err) => {
-            let why = explain(&err, STATUS_TIMEOUT).1;
-            return answered(format!("cannot read the answer: {why}"));
-        }
-    };
-    match serde_json::from_str::<DeviceInfo>(body) {
+    match serde_json::from_slice::<DeviceInfo>(&response.body) {
         Ok(info) => DeviceInfo {
             reachable: true,
             error: None,
@@ -248,41 +268,195 @@ pub fn device(config: &Config) -> DeviceInfo {
     }
 }
 
-/// `request` set up for the local supervisor: authenticated with `?apikey=`
-/// (accepted by every supervisor version), bounded by `timeout`, no
-/// redirects. minreq has no TLS and no proxy support unless their features
-/// are enabled, and none is.
-fn request(request: minreq::Request, config: &Config, timeout: Duration) -> minreq::Request {
-    request
-        .with_param("apikey", percent_encode(&config.api_key))
-        .with_timeout(timeout.as_secs())
-        .with_follow_redirects(false)
-        .with_header(
-            "User-Agent",
-            concat!("resin-lock/", env!("CARGO_PKG_VERSION")),
-        )
+/// `host[:port]` as a socket address: an IP literal (`[::1]` for IPv6) or
+/// `localhost`; port 80 when none is given. No name is resolved.
+fn socket_addr(host: &str) -> Option<SocketAddr> {
+    let (name, port) = match host.strip_prefix('[') {
+        Some(bracketed) => {
+            let (ip, after) = bracketed.split_once(']')?;
+            match after {
+                "" => (ip, None),
+                _ => (ip, Some(after.strip_prefix(':')?)),
+            }
+        }
+        None => match host.split_once(':') {
+            Some((name, port)) => (name, Some(port)),
+            None => (host, None),
+        },
+    };
+    let port = match port {
+        Some(port) => port.parse().ok()?,
+        None => 80,
+    };
+    let ip = match name {
+        "localhost" => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        literal => literal.parse().ok()?,
+    };
+    Some(SocketAddr::new(ip, port))
+}
+
+/// An HTTP answer: the status code and the body.
+struct Answer {
+    status: u16,
+    body: Vec<u8>,
+}
+
+/// The most of an answer that is read; the supervisor's are a few hundred bytes.
+const MAX_ANSWER: usize = 1 << 20;
+
+/// One HTTP/1.1 request to the supervisor (`Connection: close`),
+/// authenticated with `?apikey=` (accepted by every supervisor version),
+/// within `bounds`.
+fn exchange(
+    config: &Config,
+    method: &str,
+    endpoint: &str,
+    body: Option<&str>,
+    bounds: Bounds,
+) -> io::Result<Answer> {
+    let deadline = Instant::now() + bounds.total;
+    let mut stream = TcpStream::connect_timeout(&config.socket, bounds.connect)?;
+    stream.set_write_timeout(Some(bounds.total))?;
+    let mut request = format!(
+        "{method} {endpoint}?apikey={key} HTTP/1.1\r\nHost: {host}\r\n\
+         User-Agent: resin-lock/{version}\r\nAccept: application/json\r\nConnection: close\r\n",
+        key = percent_encode(&config.api_key),
+        host = config.host(),
+        version = env!("CARGO_PKG_VERSION"),
+    );
+    if let Some(body) = body {
+        request.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ));
+    } else {
+        request.push_str("\r\n");
+    }
+    stream.write_all(request.as_bytes())?;
+
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Some(answer) = parse_answer(&raw, false)? {
+            return Ok(answer);
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        stream.set_read_timeout(Some(left))?;
+        match stream.read(&mut buf) {
+            Ok(0) => {
+                return parse_answer(&raw, true)?.ok_or_else(|| {
+                    io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the connection closed without an answer",
+                    )
+                });
+            }
+            Ok(n) if raw.len() + n > MAX_ANSWER => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "the answer is too large",
+                ));
+            }
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(err) => return Err(err),
+        }
+    }
+}
+
+/// Parse an HTTP/1.x answer once it is complete: when its `Content-Length`
+/// is reached, its last chunk is in, or (`closed`) the server hung up.
+fn parse_answer(raw: &[u8], closed: bool) -> io::Result<Option<Answer>> {
+    let bad = |why: &str| io::Error::new(io::ErrorKind::InvalidData, why.to_owned());
+    let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return if closed {
+            Err(bad("the answer is not HTTP"))
+        } else {
+            Ok(None)
+        };
+    };
+    let head = String::from_utf8_lossy(&raw[..end]);
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .filter(|line| line.starts_with("HTTP/1."))
+        .and_then(|line| line.split(' ').nth(1))
+        .and_then(|code| code.parse::<u16>().ok())
+        .ok_or_else(|| bad("the answer is not HTTP"))?;
+    let header = |name: &str| {
+        head.split("\r\n").skip(1).find_map(|line| {
+            let (key, value) = line.split_once(':')?;
+            key.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| value.trim().to_owned())
+        })
+    };
+    let rest = &raw[end + 4..];
+    let body = if header("Transfer-Encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
+        match dechunk(rest) {
+            Some(body) => body,
+            None if closed => return Err(bad("the chunked answer is cut short")),
+            None => return Ok(None),
+        }
+    } else if let Some(length) = header("Content-Length") {
+        let length: usize = length.parse().map_err(|_| bad("bad Content-Length"))?;
+        if rest.len() < length {
+            return if closed {
+                Err(bad("the answer is cut short"))
+            } else {
+                Ok(None)
+            };
+        }
+        rest[..length].to_vec()
+    } else if closed || matches!(status, 204 | 304) || (100..200).contains(&status) {
+        rest.to_vec()
+    } else {
+        return Ok(None);
+    };
+    Ok(Some(Answer { status, body }))
+}
+
+/// The body of a complete chunked transfer, or `None` if it is not all in yet.
+fn dechunk(mut rest: &[u8]) -> Option<Vec<u8>> {
+    let mut body = Vec::new();
+    loop {
+        let line_end = rest.windows(2).position(|w| w == b"\r\n")?;
+        let size_text = std::str::from_utf8(&rest[..line_end]).ok()?;
+        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
+        rest = &rest[line_end + 2..];
+        if size == 0 {
+            return Some(body);
+        }
+        if rest.len() < size + 2 {
+            return None;
+        }
+        body.extend_from_slice(&rest[..size]);
+        rest = &rest[size + 2..];
+    }
 }
 
 /// Why a request got no answer, in words, and the exit status that stands
 /// for it: 69 when the supervisor could not be talked to (not there, refused,
-/// silent, cut off), 70 for anything else (a garbled answer, a bug).
-/// The words may contain the URL; callers redact them.
-fn explain(err: &minreq::Error, timeout: Duration) -> (Exit, String) {
-    match err {
-        minreq::Error::IoError(io) => (
+/// silent, cut off), 70 for an answer that is not HTTP.
+fn explain(err: &io::Error, bounds: Bounds) -> (Exit, String) {
+    match err.kind() {
+        io::ErrorKind::ConnectionRefused => (
             Exit::Unavailable,
-            match io.kind() {
-                io::ErrorKind::ConnectionRefused => {
-                    "connection refused (is the supervisor running?)".to_owned()
-                }
-                io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => {
-                    format!("no answer within {}", secs(timeout))
-                }
-                _ => io.to_string(),
-            },
+            "connection refused (is the supervisor running?)".to_owned(),
         ),
-        minreq::Error::AddressNotFound => (Exit::Unavailable, "host not found".to_owned()),
-        other => (Exit::Software, other.to_string()),
+        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => (
+            Exit::Unavailable,
+            format!(
+                "no answer within {} (connecting: {})",
+                secs(bounds.total),
+                secs(bounds.connect)
+            ),
+        ),
+        io::ErrorKind::InvalidData => (Exit::Software, err.to_string()),
+        _ => (Exit::Unavailable, err.to_string()),
     }
 }
 
@@ -350,22 +524,22 @@ mod tests {
             ),
             (
                 &[
-                    ("BALENA_SUPERVISOR_ADDRESS", "http://a:1"),
-                    ("RESIN_SUPERVISOR_ADDRESS", "http://b:2"),
+                    ("BALENA_SUPERVISOR_ADDRESS", "http://10.0.0.1:1"),
+                    ("RESIN_SUPERVISOR_ADDRESS", "http://10.0.0.2:2"),
                     ("BALENA_SUPERVISOR_API_KEY", "kb"),
                     ("RESIN_SUPERVISOR_API_KEY", "kr"),
                 ],
-                "http://a:1",
+                "http://10.0.0.1:1",
                 "kb",
                 "BALENA_SUPERVISOR_ADDRESS",
             ),
             (
                 &[
                     ("BALENA_SUPERVISOR_ADDRESS", ""),
-                    ("RESIN_SUPERVISOR_ADDRESS", "http://b:2"),
+                    ("RESIN_SUPERVISOR_ADDRESS", "http://10.0.0.2:2"),
                     ("RESIN_SUPERVISOR_API_KEY", "kr"),
                 ],
-                "http://b:2",
+                "http://10.0.0.2:2",
                 "kr",
                 "RESIN_SUPERVISOR_ADDRESS",
             ),
@@ -418,6 +592,7 @@ mod tests {
     fn redaction_hides_plain_and_encoded_keys() {
         let config = Config {
             address: "http://127.0.0.1:1".to_owned(),
+            socket: "127.0.0.1:1".parse().unwrap(),
             api_key: "a b/c".to_owned(),
             address_source: "BALENA_SUPERVISOR_ADDRESS",
         };
@@ -425,6 +600,67 @@ mod tests {
             redact("bad uri: http://x/v1?apikey=a%20b%2Fc and a b/c", &config),
             "bad uri: http://x/v1?apikey=*** and ***"
         );
+    }
+
+    #[test]
+    fn addresses_are_ip_literals_or_localhost() {
+        let ok = [
+            ("127.0.0.1:48484", "127.0.0.1:48484"),
+            ("172.17.0.1:48484", "172.17.0.1:48484"),
+            ("[::1]:48484", "[::1]:48484"),
+            ("localhost:48484", "127.0.0.1:48484"),
+            ("10.0.0.2", "10.0.0.2:80"),
+            ("[::1]", "[::1]:80"),
+        ];
+        for (host, want) in ok {
+            assert_eq!(socket_addr(host), Some(want.parse().unwrap()), "{host}");
+        }
+        for host in ["", "supervisor:48484", "127.0.0.1:port", "1.2.3.4:99999"] {
+            assert_eq!(socket_addr(host), None, "{host}");
+        }
+    }
+
+    #[test]
+    fn answers_are_parsed_when_complete() {
+        let full = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}";
+        let answer = parse_answer(full, false).unwrap().unwrap();
+        assert_eq!((answer.status, answer.body.as_slice()), (200, &b"{}"[..]));
+        // Not all in yet.
+        assert!(
+            parse_answer(&full[..full.len() - 1], false)
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            parse_answer(b"HTTP/1.1 200 OK\r\n", false)
+                .unwrap()
+                .is_none()
+        );
+        assert!(parse_answer(&full[..full.len() - 1], true).is_err());
+        // No length: until the server closes.
+        let open = b"HTTP/1.0 500 Oops\r\n\r\nbody";
+        assert!(parse_answer(open, false).unwrap().is_none());
+        assert_eq!(parse_answer(open, true).unwrap().unwrap().body, b"body");
+        assert_eq!(
+            parse_answer(b"HTTP/1.1 204 No Content\r\n\r\n", false)
+                .unwrap()
+                .unwrap()
+                .status,
+            204
+        );
+        // Chunked.
+        let chunked = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n2;x=y\r\nde\r\n0\r\n\r\n";
+        assert_eq!(
+            parse_answer(chunked, false).unwrap().unwrap().body,
+            b"abcde"
+        );
+        assert!(
+            parse_answer(&chunked[..chunked.len() - 6], false)
+                .unwrap()
+                .is_none()
+        );
+        // Not HTTP at all.
+        assert!(parse_answer(b"SSH-2.0-OpenSSH\r\n\r\n", true).is_err());
     }
 
     #[test]
