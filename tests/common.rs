@@ -120,3 +120,35 @@ pub fn status_json(scratch: &Scratch) -> serde_json::Value {
     let out = scratch.cmd(&["status", "--json"]).output().unwrap();
     serde_json::from_slice(&out.stdout).expect("status JSON")
 }
+
+/// `acquire`, then SIGKILL its keeper and wait until it is gone: a stale
+/// lock. Returns the dead keeper's pid.
+pub fn acquire_and_kill_keeper(s: &Scratch) -> i32 {
+    s.cmd(&["acquire"]).assert().success();
+    let keeper = record(&s.lock())["pid"].as_i64().unwrap() as i32;
+    Command::new("kill")
+        .args(["-KILL", &keeper.to_string()])
+        .assert()
+        .success();
+    wait_until("the keeper to die", || !alive(keeper));
+    keeper
+}
+
+/// Run `script` in `workers` shells at once; every one must succeed.
+pub fn run_workers(script: &str, workers: usize) {
+    let children: Vec<Child> = (0..workers)
+        .map(|_| Command::new("sh").args(["-c", script]).spawn().unwrap())
+        .collect();
+    for mut child in children {
+        assert!(child.wait().unwrap().success());
+    }
+}
+
+/// The critical sections never overlapped and every increment was counted.
+pub fn assert_counted_without_overlap(counter: &Path, overlaps: &Path, expected: usize) {
+    assert!(!overlaps.exists(), "critical sections overlapped");
+    assert_eq!(
+        std::fs::read_to_string(counter).unwrap().trim(),
+        expected.to_string()
+    );
+}

@@ -156,13 +156,7 @@ fn default_owner_is_the_parent_process() {
 #[test]
 fn killed_keeper_leaves_a_stale_lock_that_is_taken_over() {
     let s = Scratch::new();
-    s.cmd(&["acquire"]).assert().success();
-    let keeper = record(&s.lock())["pid"].as_i64().unwrap() as i32;
-    Command::new("kill")
-        .args(["-KILL", &keeper.to_string()])
-        .assert()
-        .success();
-    wait_until("the keeper to die", || !alive(keeper));
+    let keeper = acquire_and_kill_keeper(&s);
     let st = status_json(&s);
     assert_eq!(st["locks"][0]["state"], "stale");
     assert_eq!(st["locks"][0]["held_by"], "resin-lock");
@@ -176,13 +170,7 @@ fn killed_keeper_leaves_a_stale_lock_that_is_taken_over() {
 #[test]
 fn release_removes_a_stale_lock() {
     let s = Scratch::new();
-    s.cmd(&["acquire"]).assert().success();
-    let keeper = record(&s.lock())["pid"].as_i64().unwrap() as i32;
-    Command::new("kill")
-        .args(["-KILL", &keeper.to_string()])
-        .assert()
-        .success();
-    wait_until("the keeper to die", || !alive(keeper));
+    acquire_and_kill_keeper(&s);
     s.cmd(&["release"]).assert().success();
     assert!(!s.lock().exists());
 }
@@ -191,13 +179,7 @@ fn release_removes_a_stale_lock() {
 fn two_contenders_for_a_stale_lock_never_both_win() {
     let s = Scratch::new();
     for round in 0..15 {
-        s.cmd(&["acquire"]).assert().success();
-        let keeper = record(&s.lock())["pid"].as_i64().unwrap() as i32;
-        Command::new("kill")
-            .args(["-KILL", &keeper.to_string()])
-            .assert()
-            .success();
-        wait_until("the keeper to die", || !alive(keeper));
+        acquire_and_kill_keeper(&s);
         let a = spawn_quiet(s.cmd(&["acquire", "-n"]));
         let b = spawn_quiet(s.cmd(&["acquire", "-n"]));
         let codes: Vec<i32> = [a, b]
@@ -760,17 +742,8 @@ fn contention_never_overlaps() {
         overlaps = overlaps.display(),
         inside = s.path("inside").display(),
     );
-    let workers: Vec<_> = (0..4)
-        .map(|_| Command::new("sh").args(["-c", &script]).spawn().unwrap())
-        .collect();
-    for mut worker in workers {
-        assert!(worker.wait().unwrap().success());
-    }
-    assert!(!overlaps.exists(), "critical sections overlapped");
-    assert_eq!(
-        fs::read_to_string(&counter).unwrap().trim(),
-        (4 * rounds).to_string()
-    );
+    run_workers(&script, 4);
+    assert_counted_without_overlap(&counter, &overlaps, 4 * rounds);
     assert_eq!(s.leftovers(&["counter"]), Vec::<String>::new());
 }
 

@@ -278,21 +278,7 @@ fn run_contention_never_overlaps() {
         bin = env!("CARGO_BIN_EXE_resin-lock"),
         l = s.lock().display(),
     );
-    let workers: Vec<_> = (0..4)
-        .map(|_| {
-            Command::new("sh")
-                .args(["-c", &loop_script])
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    for mut worker in workers {
-        assert!(worker.wait().unwrap().success());
-    }
-    assert!(!overlaps.exists(), "critical sections overlapped");
-    assert_eq!(
-        fs::read_to_string(&counter).unwrap().trim(),
-        (4 * rounds).to_string()
-    );
+    run_workers(&loop_script, 4);
+    assert_counted_without_overlap(&counter, &overlaps, 4 * rounds);
     assert_eq!(s.leftovers(&["counter"]), Vec::<String>::new());
 }
