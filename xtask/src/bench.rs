@@ -20,7 +20,8 @@
 //! waiter's poll period, so polling peers are caught at a random phase.
 //!
 //! Peers are never installed here; missing ones are named and their rows
-//! skipped. The harness makes itself a child subreaper so that the keepers
+//! skipped. A missed budget is reported in the table, not as a failure: on a
+//! shared machine one noisy run should not fail a build. The harness makes itself a child subreaper so that the keepers
 //! `acquire` leaves behind are reaped here even where PID 1 does not reap.
 
 use std::ffi::{OsStr, OsString};
@@ -790,7 +791,7 @@ fn handoff(
 
     let f = scratch.lock("handoff-resin-lock")?;
     let ours = Handoff {
-        name: "resin-lock run (release)".to_owned(),
+        name: "handoff: resin-lock run (release)".to_owned(),
         holder: argv([
             tools.release.as_os_str(),
             "--path".as_ref(),
@@ -819,7 +820,7 @@ fn handoff(
     if let Some(flock) = &tools.peers.flock.path {
         let f = scratch.lock("handoff-flock")?;
         fast.push(Handoff {
-            name: "flock(1)".to_owned(),
+            name: "handoff: flock(1)".to_owned(),
             holder: argv([
                 flock.as_os_str(),
                 &f,
@@ -851,7 +852,7 @@ fn handoff(
         slow.push((
             plan.handoff_lockfile,
             Handoff {
-                name: "lockfile(1) -1 -r -1".to_owned(),
+                name: "handoff: lockfile(1) -1 -r -1".to_owned(),
                 holder: argv([
                     sh,
                     "-c".as_ref(),
@@ -880,7 +881,7 @@ fn handoff(
         slow.push((
             plan.handoff_npm,
             Handoff {
-                name: "npm lockfile (pollPeriod 100 ms)".to_owned(),
+                name: "handoff: npm lockfile (pollPeriod 100 ms)".to_owned(),
                 holder: argv([
                     node.as_os_str(),
                     fixtures.join("locksync.js").as_os_str(),
@@ -914,25 +915,32 @@ fn handoff(
     let holds = ours.median() <= HANDOFF_BUDGET;
     let mut peers: Vec<(&Peer, Option<&Series>)> = vec![(
         &tools.peers.flock,
-        all.iter().skip(1).find(|s| s.name.starts_with("flock")),
+        all.iter().find(|s| s.name.contains("flock(1)")),
     )];
     peers.push((
         &tools.peers.lockfile,
-        all.iter().find(|s| s.name.starts_with("lockfile")),
+        all.iter().find(|s| s.name.contains("lockfile(1)")),
     ));
     let npm_peer = if tools.peers.node.path.is_none() {
         &tools.peers.node
     } else {
         &tools.peers.npm_lockfile
     };
-    peers.push((npm_peer, all.iter().find(|s| s.name.starts_with("npm"))));
+    peers.push((
+        npm_peer,
+        all.iter().find(|s| s.name.contains("npm lockfile")),
+    ));
     for (peer, series) in peers {
         let bench = format!("handoff median, vs {}", peer.name);
         rows.push(match series {
             Some(s) => Row {
                 bench,
                 ours: ms(ours.median()),
-                peer: format!("{} ({})", ms(s.median()), s.name),
+                peer: format!(
+                    "{} ({})",
+                    ms(s.median()),
+                    s.name.trim_start_matches("handoff: ")
+                ),
                 ratio: format!(
                     "{:.3}x",
                     ratio(ours.median().as_secs_f64(), s.median().as_secs_f64())
@@ -1076,7 +1084,9 @@ fn contention(
     let mut cmds: Vec<Argv> = Vec::new();
     for (kind, bin) in tools.resin_locks() {
         let f = scratch.lock(&format!("contention-{kind}"))?;
-        names.push(format!("{CONTENDERS} x resin-lock run -- true ({kind})"));
+        names.push(format!(
+            "contention: {CONTENDERS} x resin-lock run -- true ({kind})"
+        ));
         cmds.push(argv([
             bin.as_os_str(),
             "--path".as_ref(),
@@ -1089,7 +1099,7 @@ fn contention(
     let flock = tools.peers.flock.path.as_ref();
     if let Some(flock) = flock {
         let f = scratch.lock("contention-flock")?;
-        names.push(format!("{CONTENDERS} x flock F true"));
+        names.push(format!("contention: {CONTENDERS} x flock F true"));
         cmds.push(argv([flock.as_os_str(), &f, t]));
     }
     let loops = plan.contention_loops;
