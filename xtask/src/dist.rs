@@ -15,14 +15,14 @@
 //! code folding where rustc links with its bundled lld.
 
 use std::env;
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The size budget: 1.5 MiB, stripped.
-const MAX_SIZE: u64 = 1536 * 1024;
+pub const MAX_SIZE: u64 = 1536 * 1024;
 
 pub fn dist(root: &Path) -> Result<(), String> {
     let cargo = env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
@@ -144,7 +144,7 @@ fn installed_targets() -> Vec<String> {
 }
 
 /// Cargo's target directory (honours CARGO_TARGET_DIR and build.target-dir).
-fn target_dir(cargo: &OsString, root: &Path) -> Result<PathBuf, String> {
+pub fn target_dir(cargo: &OsStr, root: &Path) -> Result<PathBuf, String> {
     let out = Command::new(cargo)
         .current_dir(root)
         .args(["metadata", "--format-version", "1", "--no-deps"])

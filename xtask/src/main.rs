@@ -5,7 +5,11 @@
 //!   definition; `gen --check` only says whether the committed copies are fresh.
 //! - `dist` builds the static release binary at `target/dist/resin-lock` and
 //!   checks it (static, runs, within the size budget).
+//! - `bench` measures resin-lock against flock(1), lockfile(1), dotlockfile(1)
+//!   and the npm lockfile package and prints the budgets of SPEC section 9 as
+//!   a markdown table; `bench --quick` runs fewer rounds.
 
+mod bench;
 mod dist;
 mod generate;
 
@@ -19,7 +23,10 @@ usage: cargo xtask <task>
 tasks:
   gen           write man/resin-lock.1 and completions/ from the CLI definition
   gen --check   fail if the committed man page or completions are out of date
-  dist          build the static release binary at target/dist/resin-lock and check it";
+  dist          build the static release binary at target/dist/resin-lock and check it
+  bench         measure resin-lock against its peers (flock, lockfile, dotlockfile,
+                npm lockfile) and print the performance budgets as a markdown table
+  bench --quick the same with fewer rounds";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -28,6 +35,8 @@ fn main() -> ExitCode {
         ["gen"] => gen_write(&root()),
         ["gen", "--check"] => gen_check(&root()),
         ["dist"] => dist::dist(&root()),
+        ["bench"] => bench::bench(&root(), false),
+        ["bench", "--quick"] => bench::bench(&root(), true),
         ["help" | "-h" | "--help"] => {
             println!("{USAGE}");
             Ok(())
