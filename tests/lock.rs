@@ -492,6 +492,23 @@ fn bad_input_is_a_usage_error() {
 }
 
 #[test]
+fn huge_timeouts_are_taken_or_refused_never_a_crash() {
+    let s = Scratch::new();
+    // Past what the clock can hold: no deadline at all.
+    for dur in ["18446744073709551615", "10000000000y"] {
+        s.cmd(&["run", "-w", dur, "--", "true"]).assert().success();
+    }
+    // Past u64 seconds: a usage error that says why.
+    for dur in ["18446744073709551616", "18446744073709551615s 1000ms"] {
+        s.cmd(&["run", "-w", dur, "--", "true"])
+            .assert()
+            .code(64)
+            .stderr(contains("too large"));
+    }
+    assert_eq!(s.leftovers(&[]), Vec::<String>::new());
+}
+
+#[test]
 fn cannot_create_is_exit_73_naming_the_place() {
     let s = Scratch::new();
     // Missing parent of --path.
