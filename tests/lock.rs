@@ -656,6 +656,28 @@ fn release_stops_a_keeper_whose_file_was_removed() {
 }
 
 #[test]
+fn release_stops_a_keeper_whose_directory_was_removed() {
+    let s = Scratch::new();
+    let dir = s.path("locks");
+    fs::create_dir(&dir).unwrap();
+    let lock = dir.join("updates.lock");
+    let at_lock = |args: &[&str]| {
+        let mut cmd = resin_lock();
+        cmd.arg("--path").arg(&lock).args(args);
+        cmd
+    };
+    at_lock(&["acquire"]).assert().success();
+    let keeper = record(&lock)["pid"].as_i64().unwrap() as i32;
+    fs::remove_file(&lock).unwrap();
+    fs::remove_dir(&dir).unwrap();
+    at_lock(&["release"])
+        .assert()
+        .success()
+        .stderr(contains("removed by someone else"));
+    assert!(!alive(keeper));
+}
+
+#[test]
 fn run_leaves_a_lock_the_supervisor_put_in_its_place() {
     let s = Scratch::new();
     let lock = s.lock();
