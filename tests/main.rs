@@ -7,3 +7,4 @@ mod props;
 mod run;
 mod ship;
 mod supervisor;
+mod torture;
