@@ -474,6 +474,23 @@ fn bad_input_is_a_usage_error() {
 }
 
 #[test]
+fn huge_timeouts_are_taken_or_refused_never_a_crash() {
+    let s = Scratch::new();
+    // Past what the clock can hold: no deadline at all.
+    for dur in ["18446744073709551615", "10000000000y"] {
+        s.cmd(&["run", "-w", dur, "--", "true"]).assert().success();
+    }
+    // Past u64 seconds: a usage error that says why.
+    for dur in ["18446744073709551616", "18446744073709551615s 1000ms"] {
+        s.cmd(&["run", "-w", dur, "--", "true"])
+            .assert()
+            .code(64)
+            .stderr(contains("too large"));
+    }
+    assert_eq!(s.leftovers(&[]), Vec::<String>::new());
+}
+
+#[test]
 fn cannot_create_is_exit_73_naming_the_place() {
     let s = Scratch::new();
     // Missing parent of --path.
@@ -614,6 +631,28 @@ fn release_stops_a_keeper_whose_file_was_removed() {
     let keeper = record(&s.lock())["pid"].as_i64().unwrap() as i32;
     fs::remove_file(s.lock()).unwrap();
     s.cmd(&["release"])
+        .assert()
+        .success()
+        .stderr(contains("removed by someone else"));
+    assert!(!alive(keeper));
+}
+
+#[test]
+fn release_stops_a_keeper_whose_directory_was_removed() {
+    let s = Scratch::new();
+    let dir = s.path("locks");
+    fs::create_dir(&dir).unwrap();
+    let lock = dir.join("updates.lock");
+    let at_lock = |args: &[&str]| {
+        let mut cmd = resin_lock();
+        cmd.arg("--path").arg(&lock).args(args);
+        cmd
+    };
+    at_lock(&["acquire"]).assert().success();
+    let keeper = record(&lock)["pid"].as_i64().unwrap() as i32;
+    fs::remove_file(&lock).unwrap();
+    fs::remove_dir(&dir).unwrap();
+    at_lock(&["release"])
         .assert()
         .success()
         .stderr(contains("removed by someone else"));

@@ -3,6 +3,8 @@
 mod common;
 mod locate;
 mod lock;
+mod props;
 mod run;
 mod ship;
 mod supervisor;
+mod torture;

@@ -9,7 +9,7 @@
 use std::fs::{self, File};
 use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
@@ -128,7 +128,7 @@ fn release_one(path: &Path, force: bool, ui: &Ui) -> Result<()> {
 /// Stop the keepers of our lock at `path` whose file someone else removed
 /// or replaced (they still hold the unlinked inode). True if there were any.
 fn stop_displaced_keepers(path: &Path) -> Result<bool> {
-    let Ok(dir) = crate::lock::create::parent_of(path).canonicalize() else {
+    let Some(dir) = canonical_dir(crate::lock::create::parent_of(path)) else {
         return Ok(false);
     };
     let keepers = sys::displaced_keepers(&dir);
@@ -139,6 +139,17 @@ fn stop_displaced_keepers(path: &Path) -> Result<bool> {
         }
     }
     Ok(!keepers.is_empty())
+}
+
+/// The canonical path of the lock's directory, as the kernel names it in
+/// /proc/PID/fd. When the directory was removed along with the lock, its
+/// keepers still show it there: then its parent's canonical path and its name.
+fn canonical_dir(dir: &Path) -> Option<PathBuf> {
+    if let Ok(dir) = dir.canonicalize() {
+        return Some(dir);
+    }
+    let dir = std::path::absolute(dir).ok()?;
+    Some(dir.parent()?.canonicalize().ok()?.join(dir.file_name()?))
 }
 
 fn report(path: &Path, outcome: std::io::Result<Released>, ui: &Ui, what: &str) -> Result<()> {

@@ -50,7 +50,8 @@ pub fn take_all(
     signals: &mut SignalWatch,
     ui: &Ui,
 ) -> Result<Vec<Held>> {
-    let deadline = opts.timeout.map(|t| Instant::now() + t);
+    // A timeout past what an Instant can hold (`-w 18446744073709551615`) is no deadline.
+    let deadline = opts.timeout.and_then(|t| Instant::now().checked_add(t));
     let mut watcher: Option<Watcher> = None;
     let mut announced = false;
     loop {

@@ -1,0 +1,449 @@
+//! Property tests of the parsers that read outside input: lock records
+//! (anyone can write a lock file), supervisor and host OS versions and
+//! os-release (set by whoever built the device), and `-w` durations (typed
+//! by users). None of them may panic, whatever the input, and each reads
+//! back exactly what resin-lock itself writes or documents.
+//!
+//! Case counts stay modest so `cargo test` stays fast; raise them for a
+//! longer run with `PROPTEST_CASES=10000 cargo test props`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use proptest::prelude::*;
+use resin_lock::duration;
+use resin_lock::locate::{Inputs, Sourced, detect, os_release_pretty_name, parse_version};
+use resin_lock::lock::record::{MAX_LEN, Mode, Record, TOOL};
+use semver::{BuildMetadata, Prerelease, Version};
+
+fn config() -> ProptestConfig {
+    ProptestConfig {
+        // PROPTEST_CASES overrides the default, not an explicit value.
+        cases: std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(384),
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    }
+}
+
+// ---- lock records ----
+
+fn mode() -> impl Strategy<Value = Mode> {
+    prop_oneof![Just(Mode::Acquire), Just(Mode::Run)]
+}
+
+/// Any record resin-lock could write: every field arbitrary within its type.
+fn record() -> impl Strategy<Value = Record> {
+    (
+        (mode(), 1u32.., 1i32.., any::<i32>()),
+        (any::<String>(), any::<String>(), any::<u64>(), any::<u32>()),
+        prop::collection::vec(any::<String>(), 0..6),
+    )
+        .prop_map(
+            |((mode, v, pid, owner), (start, boot_id, pid_ns, uid), cmd)| Record {
+                tool: TOOL.to_owned(),
+                v,
+                mode,
+                pid,
+                owner,
+                start,
+                boot_id,
+                pid_ns,
+                uid,
+                cmd,
+            },
+        )
+}
+
+/// A valid record line with a few bytes changed, dropped or inserted: input
+/// that gets past the JSON parser's first bytes, unlike random noise.
+fn mangled_record() -> impl Strategy<Value = Vec<u8>> {
+    (
+        record(),
+        prop::collection::vec((any::<prop::sample::Index>(), 0u8..3, any::<u8>()), 1..6),
+    )
+        .prop_map(|(record, edits)| {
+            let mut bytes = record.to_line().into_bytes();
+            for (at, op, byte) in edits {
+                let i = at.index(bytes.len() + 1);
+                match op {
+                    0 if i < bytes.len() => bytes[i] = byte,
+                    1 if i < bytes.len() => {
+                        bytes.remove(i);
+                    }
+                    _ => bytes.insert(i, byte),
+                }
+            }
+            bytes
+        })
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    #[test]
+    fn record_parse_never_panics_on_arbitrary_bytes(
+        bytes in prop::collection::vec(any::<u8>(), 0..512),
+    ) {
+        if let Some((record, _)) = Record::parse(&bytes) {
+            // Whatever it accepts is resin-lock's, and can be shown.
+            prop_assert_eq!(record.tool.as_str(), TOOL);
+            let _ = (record.since(), record.command_line());
+        }
+    }
+
+    #[test]
+    fn record_parse_never_panics_on_mangled_records(bytes in mangled_record()) {
+        if let Some((record, _)) = Record::parse(&bytes) {
+            prop_assert_eq!(record.tool.as_str(), TOOL);
+            prop_assert!(record.v >= 1 && record.pid > 0);
+            let _ = (record.since(), record.command_line());
+        }
+    }
+
+    #[test]
+    fn record_round_trips_through_its_line(record in record()) {
+        let line = record.to_line();
+        prop_assert!(line.ends_with('\n'));
+        prop_assert_eq!(line.matches('\n').count(), 1, "one line: {:?}", line);
+        let (parsed, raw) = Record::parse(line.as_bytes()).expect("our own record parses");
+        prop_assert_eq!(&parsed, &record);
+        prop_assert_eq!(raw["tool"].as_str(), Some(TOOL));
+    }
+
+    #[test]
+    fn record_larger_than_the_limit_is_not_read(record in record(), extra in 1usize..64) {
+        // Valid JSON (trailing whitespace), but past MAX_LEN: not a record.
+        let mut line = record.to_line();
+        line.push_str(&" ".repeat(MAX_LEN + extra - line.len().min(MAX_LEN)));
+        prop_assert!(Record::parse(line.as_bytes()).is_none());
+    }
+
+    #[test]
+    fn record_keeps_parsing_with_unknown_fields(
+        record in record(),
+        extra in prop::collection::btree_map("[a-z_]{1,12}", any::<i64>(), 0..4),
+    ) {
+        let mut value = serde_json::to_value(&record).unwrap();
+        let object = value.as_object_mut().unwrap();
+        for (key, n) in extra {
+            if !object.contains_key(&key) {
+                object.insert(key, n.into());
+            }
+        }
+        let line = serde_json::to_string(&value).unwrap();
+        let (parsed, raw) = Record::parse(line.as_bytes()).expect("unknown fields are ignored");
+        prop_assert_eq!(parsed, record);
+        prop_assert_eq!(raw, value);
+    }
+
+    #[test]
+    fn record_is_foreign_unless_tool_version_and_pid_are_right(
+        record in record(),
+        tool in "[a-z-]{0,12}",
+        v in 0u32..3,
+        pid in -2i32..3,
+    ) {
+        let other = Record { tool: tool.clone(), v, pid, ..record };
+        let ours = tool == TOOL && v >= 1 && pid > 0;
+        prop_assert_eq!(Record::parse(other.to_line().as_bytes()).is_some(), ours);
+    }
+}
+
+// ---- versions ----
+
+/// A semver pre-release or build identifier list (may be invalid for
+/// semver, e.g. a leading zero in a numeric identifier).
+fn identifiers() -> impl Strategy<Value = String> {
+    prop::collection::vec("[0-9A-Za-z-]{1,6}", 1..4).prop_map(|ids| ids.join("."))
+}
+
+/// A strictly valid semver string, and the version it means.
+fn semver_text() -> impl Strategy<Value = (String, Version)> {
+    (
+        any::<u64>(),
+        any::<u64>(),
+        any::<u64>(),
+        prop::option::of(identifiers()),
+        prop::option::of(identifiers()),
+    )
+        .prop_filter_map("valid semver", |(major, minor, patch, pre, build)| {
+            let mut text = format!("{major}.{minor}.{patch}");
+            if let Some(pre) = pre {
+                text = format!("{text}-{pre}");
+            }
+            if let Some(build) = build {
+                text = format!("{text}+{build}");
+            }
+            let version = Version::parse(&text).ok()?;
+            Some((text, version))
+        })
+}
+
+/// How the version is presented: bare, `v`-prefixed, or a PRETTY_NAME.
+fn presented(text: &str, how: u8) -> String {
+    match how {
+        0 => text.to_owned(),
+        1 => format!("v{text}"),
+        2 => format!("V{text}"),
+        3 => format!("Resin OS {text}"),
+        4 => format!("balenaOS {text} (prod)"),
+        _ => format!("  {text}\n"),
+    }
+}
+
+fn sourced(value: Option<String>, source: &str) -> Option<Sourced<String>> {
+    value.map(|value| Sourced {
+        value,
+        source: source.to_owned(),
+    })
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    #[test]
+    fn parse_version_never_panics(text in any::<String>()) {
+        let _ = parse_version(&text);
+    }
+
+    #[test]
+    fn parse_version_never_panics_on_near_versions(text in "[vV ]?[0-9.+_a-z-]{0,24}( [0-9.x-]{0,8})?") {
+        let _ = parse_version(&text);
+    }
+
+    #[test]
+    fn parse_version_reads_what_it_prints(text in any::<String>()) {
+        if let Some(version) = parse_version(&text) {
+            prop_assert_eq!(parse_version(&version.to_string()), Some(version));
+        }
+    }
+
+    #[test]
+    fn parse_version_agrees_with_semver_on_valid_versions(
+        (text, want) in semver_text(),
+        how in 0u8..6,
+    ) {
+        prop_assert_eq!(parse_version(&presented(&text, how)), Some(want));
+    }
+
+    #[test]
+    fn missing_minor_and_patch_are_zero(
+        major in any::<u64>(),
+        minor in any::<u64>(),
+        how in 0u8..6,
+    ) {
+        prop_assert_eq!(
+            parse_version(&presented(&major.to_string(), how)),
+            Some(Version::new(major, 0, 0))
+        );
+        prop_assert_eq!(
+            parse_version(&presented(&format!("{major}.{minor}"), how)),
+            Some(Version::new(major, minor, 0))
+        );
+    }
+
+    #[test]
+    fn suffixes_semver_rejects_are_dropped_not_fatal(
+        (major, minor, patch) in (any::<u64>(), any::<u64>(), any::<u64>()),
+        pre in identifiers(),
+        build in identifiers(),
+        junk in "(\\.rev[0-9]{1,2}|_[a-z]{1,9})",
+    ) {
+        let base = Version::new(major, minor, patch);
+        let got = parse_version(&format!("{base}-{pre}+{build}")).expect("a version");
+        prop_assert_eq!((got.major, got.minor, got.patch), (major, minor, patch));
+        prop_assert_eq!(got.pre, Prerelease::new(&pre).unwrap_or(Prerelease::EMPTY));
+        prop_assert_eq!(got.build, BuildMetadata::new(&build).unwrap_or(BuildMetadata::EMPTY));
+        prop_assert_eq!(parse_version(&format!("{base}{junk}")), Some(base));
+    }
+
+    #[test]
+    fn detection_always_picks_a_rule(
+        app in prop::option::of("/[a-z/]{1,20}"),
+        sup in prop::option::of(any::<String>()),
+        os in prop::option::of(any::<String>()),
+        balena_dir in any::<bool>(),
+    ) {
+        let inputs = Inputs {
+            app_lock_path: app.map(|path| Sourced {
+                value: PathBuf::from(path),
+                source: "BALENA_APP_LOCK_PATH".to_owned(),
+            }),
+            supervisor_version: sourced(sup, "BALENA_SUPERVISOR_VERSION"),
+            os_version: sourced(os, "BALENA_HOST_OS_VERSION"),
+            tmp_balena_is_dir: balena_dir,
+        };
+        let got = detect(&inputs);
+        let rule = got.detection.rule.expect("a rule");
+        prop_assert!((1..=10).contains(&rule));
+        prop_assert!(!got.paths.is_empty() && got.paths.len() <= 2);
+        let explained = format!("rule {rule}, ");
+        prop_assert!(got.detection.explanation.contains(&explained), "{}", got.detection.explanation);
+    }
+}
+
+// ---- os-release ----
+
+/// A value written the way os-release(5) allows: double quotes with `\`
+/// escapes, single quotes, or bare (for values that need no quoting).
+fn os_release_value(value: &str, style: u8) -> String {
+    let bare = !value.is_empty()
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-+".contains(c));
+    match style {
+        1 if !value.contains('\'') => format!("'{value}'"),
+        2 if bare => value.to_owned(),
+        _ => {
+            let mut out = String::from("\"");
+            for c in value.chars() {
+                if matches!(c, '"' | '\\' | '$' | '`') {
+                    out.push('\\');
+                }
+                out.push(c);
+            }
+            out.push('"');
+            out
+        }
+    }
+}
+
+/// Lines that are neither `ID` nor `PRETTY_NAME`.
+fn other_lines() -> impl Strategy<Value = Vec<String>> {
+    prop::collection::vec(
+        prop_oneof![
+            "(NAME|VERSION|VERSION_ID|HOME_URL|VARIANT)=\"[^\"\\\\\n\r]{0,20}\"",
+            "#[^\n\r]{0,20}",
+            "[ \t]{0,3}",
+        ],
+        0..5,
+    )
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    #[test]
+    fn os_release_never_panics(text in any::<String>()) {
+        let _ = os_release_pretty_name(&text);
+    }
+
+    #[test]
+    fn os_release_never_panics_on_near_files(
+        text in "((ID|PRETTY_NAME|NAME)[ ]?=[ ]?[\"']?[^\n]{0,12}[\"'\\\\]?\n){0,4}",
+    ) {
+        let _ = os_release_pretty_name(&text);
+    }
+
+    #[test]
+    fn os_release_pretty_name_round_trips(
+        pretty in "[^\n\r]{0,40}",
+        id in prop::sample::select(vec!["balena-os", "resin-os"]),
+        (pretty_style, id_style) in (0u8..3, 0u8..3),
+        pretty_first in any::<bool>(),
+        (before, between, after) in (other_lines(), other_lines(), other_lines()),
+    ) {
+        let id_line = format!("ID={}", os_release_value(id, id_style));
+        let pretty_line = format!("PRETTY_NAME={}", os_release_value(&pretty, pretty_style));
+        let (first, second) = if pretty_first {
+            (pretty_line, id_line)
+        } else {
+            (id_line, pretty_line)
+        };
+        let mut lines = before;
+        lines.push(first);
+        lines.extend(between);
+        lines.push(second);
+        lines.extend(after);
+        let text = lines.join("\n");
+        prop_assert_eq!(os_release_pretty_name(&text), Some(pretty), "{:?}", text);
+    }
+
+    #[test]
+    fn os_release_of_other_systems_is_ignored(
+        pretty in "[^\n\r]{0,40}",
+        id in "[a-z0-9._-]{0,12}",
+        style in 0u8..3,
+    ) {
+        prop_assume!(id != "balena-os" && id != "resin-os");
+        let text = format!(
+            "ID={}\nPRETTY_NAME={}\n",
+            os_release_value(&id, style),
+            os_release_value(&pretty, style)
+        );
+        prop_assert_eq!(os_release_pretty_name(&text), None);
+    }
+}
+
+// ---- durations ----
+
+proptest! {
+    #![proptest_config(config())]
+
+    #[test]
+    fn duration_parse_never_panics(text in any::<String>()) {
+        let _ = duration::parse(&text);
+    }
+
+    #[test]
+    fn duration_parse_never_panics_on_near_durations(
+        text in "[-+ ]?([0-9]{0,21}(\\.[0-9]{0,12})?(e-?[0-9]{1,3})? ?(ns|us|ms|s|sec|m|min|h|d|w|M|y)? ?){1,4}",
+    ) {
+        let _ = duration::parse(&text);
+    }
+
+    #[test]
+    fn milliseconds_round_trip(n in 0u64..=u64::MAX / 1_000_000) {
+        prop_assert_eq!(duration::parse(&format!("{n}ms")), Ok(Duration::from_millis(n)));
+    }
+
+    #[test]
+    fn whole_seconds_round_trip(secs in any::<u64>()) {
+        prop_assert_eq!(duration::parse(&format!("{secs}")), Ok(Duration::from_secs(secs)));
+        prop_assert_eq!(duration::parse(&format!("{secs}s")), Ok(Duration::from_secs(secs)));
+    }
+
+    #[test]
+    fn sums_near_the_largest_duration_are_exact_or_too_large(
+        secs in u64::MAX - 2..=u64::MAX,
+        millis in prop_oneof![0u64..3000, Just(1000), Just(2000)],
+    ) {
+        // humantime itself panics on some of these (its issue #66).
+        let text = format!("{secs}s {millis}ms");
+        let total = u128::from(secs) * 1_000_000_000 + u128::from(millis) * 1_000_000;
+        let got = duration::parse(&text);
+        if total < (u128::from(u64::MAX) + 1) * 1_000_000_000 {
+            prop_assert_eq!(got, Ok(Duration::new((total / 1_000_000_000) as u64, (total % 1_000_000_000) as u32)), "{}", text);
+        } else {
+            prop_assert!(got.unwrap_err().contains("too large"), "{}", text);
+        }
+    }
+
+    #[test]
+    fn decimal_seconds_round_trip(secs in 0u64..1_000_000_000, millis in 0u32..1000) {
+        prop_assert_eq!(
+            duration::parse(&format!("{secs}.{millis:03}")),
+            Ok(Duration::new(secs, millis * 1_000_000))
+        );
+    }
+
+    #[test]
+    fn units_round_trip(n in 0u64..1_000_000, unit in 0usize..4) {
+        let (suffix, secs) = [("s", 1), ("m", 60), ("h", 3600), ("d", 86400)][unit];
+        prop_assert_eq!(
+            duration::parse(&format!("{n}{suffix}")),
+            Ok(Duration::from_secs(n * secs))
+        );
+    }
+
+    #[test]
+    fn negative_durations_are_rejected(n in 1u64.., frac in "(\\.[0-9]{1,3})?") {
+        let seconds = format!("-{n}{frac}");
+        let millis = format!("-{n}ms");
+        prop_assert!(duration::parse(&seconds).is_err(), "{}", seconds);
+        prop_assert!(duration::parse(&millis).is_err(), "{}", millis);
+    }
+}
