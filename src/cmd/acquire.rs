@@ -106,6 +106,8 @@ pub fn run(ctx: &Context, args: AcquireArgs) -> Result<u8> {
     ));
     // Our copies of the descriptors close here; the keeper's keep the flock.
     drop(held);
+    // The process exits next: no need to unregister the handlers one by one.
+    std::mem::forget(signals);
     Ok(Exit::Ok.code())
 }
 
