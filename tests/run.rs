@@ -14,6 +14,18 @@ fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
+/// SIGKILLs a process when dropped (also when a test panics).
+struct KillOnDrop(i32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-KILL", &self.0.to_string()])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
 fn read_pid(path: &Path) -> i32 {
     fs::read_to_string(path).unwrap().trim().parse().unwrap()
 }
@@ -239,14 +251,23 @@ fn not_pid_1_it_is_a_subreaper_and_reaps_orphans() {
         .unwrap();
     wait_for_file(&orphan_file);
     let orphan = read_pid(&orphan_file);
-    let status = fs::read_to_string(format!("/proc/{orphan}/status")).unwrap();
-    let ppid = status
-        .lines()
-        .find_map(|l| l.strip_prefix("PPid:"))
-        .unwrap()
-        .trim()
-        .to_owned();
-    assert_eq!(ppid, run.id().to_string(), "the orphan is resin-lock's");
+    // Whatever happens below, the orphan does not outlive the test.
+    let _reaper = KillOnDrop(orphan);
+    // The orphan is reparented once its shell has exited, which may be
+    // just after the file appeared.
+    let ppid = || -> Option<String> {
+        let status = fs::read_to_string(format!("/proc/{orphan}/status")).ok()?;
+        Some(
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("PPid:"))?
+                .trim()
+                .to_owned(),
+        )
+    };
+    wait_until("the orphan to be reparented to resin-lock", || {
+        ppid().as_deref() == Some(run.id().to_string().as_str())
+    });
     Command::new("kill")
         .args(["-KILL", &orphan.to_string()])
         .assert()
