@@ -554,6 +554,37 @@ fn skipped(bench: String, peer: &Peer) -> Row {
 
 // ---------------------------------------------------------------- per call
 
+/// `resin-lock --path F run -- true` for each resin-lock build, then
+/// `flock F true` when flock(1) is there: names and commands, lock files
+/// named after `prefix`.
+fn run_true_cases(
+    tools: &Tools,
+    scratch: &Scratch,
+    prefix: &str,
+) -> Result<(Vec<String>, Vec<Argv>), String> {
+    let t = tools.true_.as_os_str();
+    let mut names = Vec::new();
+    let mut cases = Vec::new();
+    for (kind, bin) in tools.resin_locks() {
+        let f = scratch.lock(&format!("{prefix}-{kind}"))?;
+        names.push(format!("resin-lock run -- true ({kind})"));
+        cases.push(argv([
+            bin.as_os_str(),
+            "--path".as_ref(),
+            &f,
+            "run".as_ref(),
+            "--".as_ref(),
+            t,
+        ]));
+    }
+    if let Some(flock) = &tools.peers.flock.path {
+        let f = scratch.lock(&format!("{prefix}-flock"))?;
+        names.push("flock F true".to_owned());
+        cases.push(argv([flock.as_os_str(), &f, t]));
+    }
+    Ok((names, cases))
+}
+
 /// `run -- true` vs `flock F true`; `acquire` + `release` vs `lockfile -r0
 /// F; rm -f F` and vs `dotlockfile -l -r0 F; dotlockfile -u F`.
 fn per_call(
@@ -567,26 +598,9 @@ fn per_call(
     let t = tools.true_.as_os_str();
 
     // `run -- true`, flock, and the floor: spawning `true` itself.
-    let mut names = Vec::new();
-    let mut cases: Vec<Vec<Argv>> = Vec::new();
-    for (kind, bin) in tools.resin_locks() {
-        let f = scratch.lock(&format!("run-{kind}"))?;
-        names.push(format!("resin-lock run -- true ({kind})"));
-        cases.push(vec![argv([
-            bin.as_os_str(),
-            "--path".as_ref(),
-            &f,
-            "run".as_ref(),
-            "--".as_ref(),
-            t,
-        ])]);
-    }
+    let (mut names, cases) = run_true_cases(tools, scratch, "run")?;
+    let mut cases: Vec<Vec<Argv>> = cases.into_iter().map(|c| vec![c]).collect();
     let flock = tools.peers.flock.path.as_ref();
-    if let Some(flock) = flock {
-        let f = scratch.lock("flock")?;
-        names.push("flock F true".to_owned());
-        cases.push(vec![argv([flock.as_os_str(), &f, t])]);
-    }
     names.push("true (spawn floor)".to_owned());
     cases.push(vec![argv([t])]);
     eprintln!(
@@ -698,26 +712,8 @@ fn rss(
         return Ok(());
     };
     let t = tools.true_.as_os_str();
-    let mut names = Vec::new();
-    let mut cases: Vec<Argv> = Vec::new();
-    for (kind, bin) in tools.resin_locks() {
-        let f = scratch.lock(&format!("rss-{kind}"))?;
-        names.push(format!("resin-lock run -- true ({kind})"));
-        cases.push(argv([
-            bin.as_os_str(),
-            "--path".as_ref(),
-            &f,
-            "run".as_ref(),
-            "--".as_ref(),
-            t,
-        ]));
-    }
+    let (mut names, mut cases) = run_true_cases(tools, scratch, "rss")?;
     let flock = tools.peers.flock.path.as_ref();
-    if let Some(flock) = flock {
-        let f = scratch.lock("rss-flock")?;
-        names.push("flock F true".to_owned());
-        cases.push(argv([flock.as_os_str(), &f, t]));
-    }
     names.push("true (floor of the method)".to_owned());
     cases.push(argv([t]));
     let report = scratch.0.join("time.out");
