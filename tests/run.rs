@@ -237,6 +237,21 @@ fn as_pid_1_it_reaps_orphans_and_exits_with_the_child() {
 }
 
 #[test]
+fn acquire_as_pid_1_has_no_owner_and_says_so() {
+    let s = Scratch::new();
+    Command::new("unshare")
+        .args(["--fork", "--pid", "--mount-proc"])
+        .arg(env!("CARGO_BIN_EXE_resin-lock"))
+        .arg("--path")
+        .arg(s.lock())
+        .arg("acquire")
+        .assert()
+        .code(64)
+        .stderr(contains("--owner").and(contains("PID 1")));
+    assert!(!s.lock().exists());
+}
+
+#[test]
 fn not_pid_1_it_is_a_subreaper_and_reaps_orphans() {
     let s = Scratch::new();
     let orphan_file = s.path("orphan");

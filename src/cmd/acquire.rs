@@ -40,6 +40,14 @@ pub fn run(ctx: &Context, args: AcquireArgs) -> Result<u8> {
     refuse_nobody()?;
     let owner = match args.owner {
         Some(pid) => checked_owner(pid)?,
+        // PID 1 of a container has no parent to follow (getppid is 0).
+        None if getppid().as_raw() <= 0 => {
+            return Err(fail(
+                Exit::Usage,
+                "acquire has no parent process to keep the lock for (it runs as PID 1?); \
+                 pass --owner PID, or use `resin-lock run -- CMD`",
+            ));
+        }
         None => getppid(),
     };
     let owner_fd = match sys::pidfd_open(owner) {
