@@ -281,7 +281,7 @@ fn find_or_build_dist(root: &Path, target_dir: &Path) -> Option<PathBuf> {
         return Some(path);
     }
     eprintln!("no static binary yet: running `cargo xtask dist`");
-    if let Err(err) = dist::dist(root) {
+    if let Err(err) = dist::dist(root, false) {
         eprintln!("xtask dist: {err} (measuring the binary anyway)");
     }
     path.is_file().then_some(path)

@@ -24,7 +24,11 @@ use std::process::Command;
 /// The size budget: 1.5 MiB, stripped.
 pub const MAX_SIZE: u64 = 1536 * 1024;
 
-pub fn dist(root: &Path) -> Result<(), String> {
+/// Build and check. A binary that is not static or does not run is an
+/// error; one over the size budget is an error only with `strict` (CI, the
+/// budget's own check) and otherwise a loud warning, so that a Dockerfile's
+/// `cargo xtask dist` still produces a working binary.
+pub fn dist(root: &Path, strict: bool) -> Result<(), String> {
     let cargo = env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
     let rustc = rustc_info()?;
     let target = match musl_of(&rustc.host) {
@@ -76,12 +80,21 @@ pub fn dist(root: &Path) -> Result<(), String> {
         .map_err(|e| format!("copy {} to {}: {e}", built.display(), dist.display()))?;
     println!("copied to {}", dist.display());
 
-    let failures: Vec<String> = [check_static(&dist), check_runs(&dist), check_size(&dist)]
+    let mut failures: Vec<String> = [check_static(&dist), check_runs(&dist)]
         .into_iter()
         .filter_map(Result::err)
         .collect();
+    let mut verdict = "ok";
+    if let Err(over) = check_size(&dist) {
+        if strict {
+            failures.push(over);
+        } else {
+            eprintln!("xtask: warning: {over} (`cargo xtask dist --strict` fails on this)");
+            verdict = "built (static, runs) but over the size budget";
+        }
+    }
     if failures.is_empty() {
-        println!("dist ok: {}", dist.display());
+        println!("dist {verdict}: {}", dist.display());
         Ok(())
     } else {
         Err(format!("dist checks failed: {}", failures.join("; ")))

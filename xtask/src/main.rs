@@ -24,6 +24,8 @@ tasks:
   gen           write man/resin-lock.1 and completions/ from the CLI definition
   gen --check   fail if the committed man page or completions are out of date
   dist          build the static release binary at target/dist/resin-lock and check it
+                (static, runs; the 1.5 MiB size budget only warns)
+  dist --strict the same, and fail when the binary is over the size budget
   bench         measure resin-lock against its peers (flock, lockfile, dotlockfile,
                 npm lockfile) and print the performance budgets as a markdown table
   bench --quick the same with fewer rounds";
@@ -34,7 +36,8 @@ fn main() -> ExitCode {
     let result = match args.as_slice() {
         ["gen"] => gen_write(&root()),
         ["gen", "--check"] => gen_check(&root()),
-        ["dist"] => dist::dist(&root()),
+        ["dist"] => dist::dist(&root(), false),
+        ["dist", "--strict"] => dist::dist(&root(), true),
         ["bench"] => bench::bench(&root(), false),
         ["bench", "--quick"] => bench::bench(&root(), true),
         ["help" | "-h" | "--help"] => {
