@@ -1075,29 +1075,12 @@ fn contention(
     rows: &mut Vec<Row>,
     details: &mut Vec<Series>,
 ) -> Result<(), String> {
-    let t = tools.true_.as_os_str();
-    let mut names = Vec::new();
-    let mut cmds: Vec<Argv> = Vec::new();
-    for (kind, bin) in tools.resin_locks() {
-        let f = scratch.lock(&format!("contention-{kind}"))?;
-        names.push(format!(
-            "contention: {CONTENDERS} x resin-lock run -- true ({kind})"
-        ));
-        cmds.push(argv([
-            bin.as_os_str(),
-            "--path".as_ref(),
-            &f,
-            "run".as_ref(),
-            "--".as_ref(),
-            t,
-        ]));
-    }
+    let (names, cmds) = run_true_cases(tools, scratch, "contention")?;
+    let names: Vec<String> = names
+        .iter()
+        .map(|name| format!("contention: {CONTENDERS} x {name}"))
+        .collect();
     let flock = tools.peers.flock.path.as_ref();
-    if let Some(flock) = flock {
-        let f = scratch.lock("contention-flock")?;
-        names.push(format!("contention: {CONTENDERS} x flock F true"));
-        cmds.push(argv([flock.as_os_str(), &f, t]));
-    }
     let loops = plan.contention_loops;
     let trials = plan.contention_trials;
     eprintln!(
