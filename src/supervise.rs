@@ -58,10 +58,7 @@ pub fn run_child(
         }
     };
     let child = Pid::from_raw(child.id() as i32);
-    ui.verbose(format!(
-        "started {} as pid {child}",
-        program.to_string_lossy()
-    ));
+    ui.verbose(|| format!("started {} as pid {child}", program.to_string_lossy()));
     let status = loop {
         if let Some(status) = reap(child) {
             break status;
@@ -78,9 +75,7 @@ pub fn run_child(
         }
     };
     let code = child_code(status);
-    ui.verbose(format!(
-        "pid {child} ended ({status:?}); releasing the lock"
-    ));
+    ui.verbose(|| format!("pid {child} ended ({status:?}); releasing the lock"));
     if let Err(err) = release_all(held, ui) {
         eprintln!("resin-lock: {err:#}");
     }
@@ -146,7 +141,7 @@ fn forward(received: Received, child: Pid, ui: &Ui) {
         }
     }
     if let Ok(sig) = Signal::try_from(signal) {
-        ui.verbose(format!("forwarding {sig} to pid {child}"));
+        ui.verbose(|| format!("forwarding {sig} to pid {child}"));
         let _ = kill(child, sig);
     }
 }

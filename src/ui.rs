@@ -10,10 +10,11 @@ pub struct Ui {
 }
 
 impl Ui {
-    /// A note only `-v` asks for.
-    pub fn verbose(&self, message: impl AsRef<str>) {
+    /// A note only `-v` asks for; the message is built only then (some are
+    /// on every start and every `run`).
+    pub fn verbose(&self, message: impl FnOnce() -> String) {
         if self.verbose {
-            eprintln!("resin-lock: {}", message.as_ref());
+            eprintln!("resin-lock: {}", message());
         }
     }
 

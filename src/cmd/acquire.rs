@@ -108,7 +108,7 @@ pub fn run(ctx: &Context, args: AcquireArgs) -> Result<u8> {
         let _ = release_all(held, &ctx.ui);
         return Err(err);
     }
-    ctx.ui.verbose(format!(
+    ctx.ui.verbose(|| format!(
         "acquired {}; keeper pid {keeper} holds it until `resin-lock release` or until pid {owner} exits",
         paths_of(&held)
     ));

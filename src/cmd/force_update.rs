@@ -14,11 +14,13 @@ use crate::supervisor::{self, Config};
 
 pub fn run(ctx: &Context) -> Result<u8> {
     let config = Config::from_env().map_err(|missing| fail(Exit::Unavailable, missing))?;
-    ctx.ui.verbose(format!(
-        "POST {} (address from {}, API key given as ?apikey=)",
-        config.url("/v1/update"),
-        config.address_source
-    ));
+    ctx.ui.verbose(|| {
+        format!(
+            "POST {} (address from {}, API key given as ?apikey=)",
+            config.url("/v1/update"),
+            config.address_source
+        )
+    });
     let status = supervisor::force_update(&config)?;
     if ctx.ui.quiet {
         return Ok(Exit::Ok.code());

@@ -40,16 +40,18 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
         ui,
         locations: locate::resolve(&cli.paths, cli.root.as_deref()),
     };
-    ctx.ui.verbose(format!(
-        "lock paths: {} ({})",
-        ctx.locations
-            .targets
-            .iter()
-            .map(|t| t.path.display().to_string())
-            .collect::<Vec<_>>()
-            .join(", "),
-        ctx.locations.detection.explanation
-    ));
+    ctx.ui.verbose(|| {
+        format!(
+            "lock paths: {} ({})",
+            ctx.locations
+                .targets
+                .iter()
+                .map(|t| t.path.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            ctx.locations.detection.explanation
+        )
+    });
     match cli.command {
         Command::Acquire(args) => acquire::run(&ctx, args),
         Command::Release(args) => release::run(&ctx, args),

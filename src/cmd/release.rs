@@ -55,7 +55,7 @@ fn release_one(path: &Path, force: bool, ui: &Ui) -> Result<()> {
                     "{shown}: our lock file had been removed by someone else (the supervisor may have forced an update); stopped its keeper"
                 ));
             } else {
-                ui.verbose(format!("{shown}: no lock there; nothing to release"));
+                ui.verbose(|| format!("{shown}: no lock there; nothing to release"));
             }
             Ok(())
         }
@@ -155,8 +155,8 @@ fn canonical_dir(dir: &Path) -> Option<PathBuf> {
 fn report(path: &Path, outcome: std::io::Result<Released>, ui: &Ui, what: &str) -> Result<()> {
     let shown = path.display();
     match outcome.with_context(|| format!("cannot remove lock {shown}"))? {
-        Released::Removed => ui.verbose(format!("{shown}: {what}")),
-        Released::Gone => ui.verbose(format!("{shown}: already removed")),
+        Released::Removed => ui.verbose(|| format!("{shown}: {what}")),
+        Released::Gone => ui.verbose(|| format!("{shown}: already removed")),
         Released::Replaced => ui.warn(format!(
             "{shown} is no longer the lock file we looked at (the supervisor may have forced an update); left it alone"
         )),
@@ -269,7 +269,7 @@ fn stop_keeper(
             Ok(())
         }
         Err(_) => {
-            ui.verbose(format!("released {shown} (keeper pid {keeper} stopped)"));
+            ui.verbose(|| format!("released {shown} (keeper pid {keeper} stopped)"));
             Ok(())
         }
     }

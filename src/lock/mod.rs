@@ -98,7 +98,7 @@ pub fn release_all(held: Vec<Held>, ui: &Ui) -> Result<()> {
     for lock in held.into_iter().rev() {
         let path = lock.path.clone();
         match lock.release() {
-            Ok(Released::Removed) => ui.verbose(format!("released {}", path.display())),
+            Ok(Released::Removed) => ui.verbose(|| format!("released {}", path.display())),
             Ok(Released::Gone) => ui.warn(format!(
                 "{} was already removed by someone else",
                 path.display()
@@ -171,12 +171,14 @@ pub fn try_take(target: &Target, content: &[u8], ui: &Ui) -> Result<Attempt> {
                         .map_err(|err| create_error(path, err))?
                         == Released::Removed
                     {
-                        ui.verbose(format!(
-                            "took over stale lock {} ({reason}; was resin-lock {} pid {})",
-                            path.display(),
-                            record.mode.as_str(),
-                            record.pid
-                        ));
+                        ui.verbose(|| {
+                            format!(
+                                "took over stale lock {} ({reason}; was resin-lock {} pid {})",
+                                path.display(),
+                                record.mode.as_str(),
+                                record.pid
+                            )
+                        });
                     }
                 }
             },

@@ -88,10 +88,12 @@ pub fn take_all(
         }
         let timeout = remaining.map_or(POLL, |r| r.min(POLL));
         if let Some(signal) = watcher.wait(path, timeout, signals)? {
-            ui.verbose(format!(
-                "stopped waiting for {}: got signal {signal}",
-                path.display()
-            ));
+            ui.verbose(|| {
+                format!(
+                    "stopped waiting for {}: got signal {signal}",
+                    path.display()
+                )
+            });
             return Err(fail_with(signal_code(signal), ""));
         }
     }
