@@ -167,7 +167,7 @@ pub fn recv_fds(sock: &OwnedFd) -> io::Result<Option<(Vec<u8>, Vec<OwnedFd>)>> {
 }
 
 /// The process name of `acquire` keepers (at most 15 bytes), as `ps` shows it.
-pub const KEEPER_NAME: &str = "resin-lock-keep";
+pub const KEEPER_NAME: &std::ffi::CStr = c"resin-lock-keep";
 
 /// Keeper processes holding a lock file in `dir` that is no longer linked
 /// anywhere: keepers whose lock someone else removed or replaced. They
@@ -185,7 +185,7 @@ pub fn displaced_keepers(dir: &Path) -> Vec<Pid> {
                 return None;
             }
             let comm = fs::read_to_string(format!("/proc/{name}/comm")).ok()?;
-            if comm.trim_end() != KEEPER_NAME {
+            if comm.trim_end().as_bytes() != KEEPER_NAME.to_bytes() {
                 return None;
             }
             let displaced = fs::read_dir(format!("/proc/{name}/fd"))

@@ -176,7 +176,7 @@ fn keeper_main(sock: OwnedFd, owner_fd: Option<OwnedFd>, owner: Pid) -> ! {
 }
 
 fn keep(sock: OwnedFd, owner_fd: Option<OwnedFd>, owner: Pid) -> Result<()> {
-    let _ = nix::sys::prctl::set_name(c"resin-lock-keep");
+    let _ = nix::sys::prctl::set_name(sys::KEEPER_NAME);
     let _ = nix::unistd::setsid();
     let _ = std::env::set_current_dir("/");
     sys::detach_stdio()?;

@@ -65,10 +65,6 @@ impl Held {
         self.file.as_fd()
     }
 
-    pub fn into_file(self) -> File {
-        self.file
-    }
-
     /// Remove the lock file if the path still names our inode (checked while
     /// we hold the flock), then let go of the flock.
     pub fn release(self) -> io::Result<Released> {
