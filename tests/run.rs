@@ -57,6 +57,29 @@ fn record_names_run_and_the_command() {
     assert_eq!(rec["cmd"][0], "cp");
 }
 
+/// Started with stdin, stdout and stderr closed (as some init systems and
+/// `cmd <&- >&-` do), resin-lock opens /dev/null on them first: the lock file
+/// must never become the child's fd 0-2, and output must not land in it.
+#[test]
+fn closed_standard_descriptors_become_dev_null_not_the_lock() {
+    let s = Scratch::new();
+    let out = s.path("fds");
+    let report = "import os, sys; open(sys.argv[1], 'w').write(''.join(os.readlink(f'/proc/self/fd/{n}') + chr(10) for n in range(3)))";
+    let script = format!(
+        "{bin} --path {lock} run -- python3 -c \"{report}\" {out} <&- >&- 2>&-",
+        bin = env!("CARGO_BIN_EXE_resin-lock"),
+        lock = s.lock().display(),
+        out = out.display(),
+    );
+    Command::new("bash").args(["-c", &script]).assert().success();
+    assert_eq!(
+        fs::read_to_string(&out).unwrap(),
+        "/dev/null\n/dev/null\n/dev/null\n"
+    );
+    assert!(!s.lock().exists());
+    assert_eq!(s.leftovers(&["fds"]), Vec::<String>::new());
+}
+
 #[test]
 fn exit_codes_follow_the_child() {
     let s = Scratch::new();
