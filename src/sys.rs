@@ -49,6 +49,48 @@ pub fn start_up() {
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
 }
 
+/// Take flock(LOCK_EX) on `file`, waiting at most `limit` (rounded up to
+/// whole seconds), the way flock(1) -w does: SIGALRM from alarm(2), caught
+/// by a handler installed without SA_RESTART, interrupts the wait. False if
+/// the time ran out. Only for single-threaded callers that do not use SIGALRM
+/// otherwise (`release`): the signal goes to the process, and any thread may
+/// take it. (timer_create could aim it at this thread, but static glibc then
+/// links pthread_create and its resolver state, +80 KB.) The previous
+/// disposition is restored.
+pub fn lock_within(file: &fs::File, limit: std::time::Duration) -> io::Result<bool> {
+    use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
+    use nix::unistd::alarm;
+
+    extern "C" fn interrupt(_: libc::c_int) {}
+    let action = SigAction::new(
+        SigHandler::Handler(interrupt),
+        SaFlags::empty(),
+        SigSet::empty(),
+    );
+    // SAFETY: the handler does nothing, so it is async-signal-safe, and the
+    // caller is single-threaded: no other code relies on SIGALRM meanwhile.
+    let previous = unsafe { sigaction(Signal::SIGALRM, &action) }?;
+    let deadline = std::time::Instant::now() + limit;
+    let secs = limit.as_secs() + u64::from(limit.subsec_nanos() > 0);
+    alarm::set(u32::try_from(secs.max(1)).unwrap_or(u32::MAX));
+    let taken = loop {
+        match file.lock() {
+            Ok(()) => break Ok(true),
+            // Our alarm, or another signal: go on until the deadline.
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {
+                if std::time::Instant::now() >= deadline {
+                    break Ok(false);
+                }
+            }
+            Err(err) => break Err(err),
+        }
+    };
+    alarm::cancel();
+    // SAFETY: restores the disposition saved above; the alarm is cancelled.
+    unsafe { sigaction(Signal::SIGALRM, &previous) }?;
+    taken
+}
+
 /// The current boot's id (`/proc/sys/kernel/random/boot_id`).
 pub fn boot_id() -> io::Result<String> {
     Ok(fs::read_to_string("/proc/sys/kernel/random/boot_id")?
@@ -243,4 +285,41 @@ pub fn displaced_keepers(dir: &Path) -> Vec<Pid> {
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn lock_within_takes_a_free_lock_and_gives_up_on_a_held_one() {
+        let file = tempfile::tempfile().unwrap();
+        let path = format!("/proc/self/fd/{}", file.as_raw_fd());
+        let other = fs::File::open(&path).unwrap(); // its own open file description
+        assert!(lock_within(&file, Duration::from_secs(5)).unwrap());
+
+        // The test harness has other threads, and alarm(2) signals the
+        // process: time out in a forked, single-threaded child, as in
+        // `release`. It only makes system calls before _exit.
+        match fork().unwrap() {
+            ForkResult::Child => {
+                let code = match lock_within(&other, Duration::from_millis(10)) {
+                    Ok(false) => 0,
+                    Ok(true) => 1,
+                    Err(_) => 2,
+                };
+                // SAFETY: _exit ends the child without running the parent's
+                // atexit handlers or destructors.
+                unsafe { libc::_exit(code) }
+            }
+            ForkResult::Parent { child } => {
+                let status = nix::sys::wait::waitpid(child, None).unwrap();
+                assert_eq!(status, nix::sys::wait::WaitStatus::Exited(child, 0));
+            }
+        }
+
+        drop(file);
+        assert!(lock_within(&other, Duration::from_secs(5)).unwrap());
+    }
 }

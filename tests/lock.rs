@@ -31,6 +31,33 @@ fn acquire_then_release_round_trip() {
     assert_eq!(s.leftovers(&[]), Vec::<String>::new());
 }
 
+/// With several paths the keeper lets go of them in reverse order; `release`
+/// must find every one gone without mistaking the keeper, still exiting, for
+/// one whose file the supervisor removed (no warning), on every round.
+#[test]
+fn release_of_several_paths_is_quiet_and_complete() {
+    let s = Scratch::new();
+    let second = s.path("second.lock");
+    let with_both = |args: &[&str]| {
+        let mut cmd = resin_lock();
+        cmd.arg("--path")
+            .arg(s.lock())
+            .arg("--path")
+            .arg(&second)
+            .args(args);
+        cmd
+    };
+    for _ in 0..20 {
+        with_both(&["acquire"]).assert().success();
+        let keeper = record(&second)["pid"].as_i64().unwrap() as i32;
+        assert_eq!(record(&s.lock())["pid"], keeper);
+        with_both(&["release"]).assert().success().stderr("");
+        assert!(!s.lock().exists() && !second.exists());
+        wait_until("the keeper exits", || !alive(keeper));
+    }
+    assert_eq!(s.leftovers(&[]), Vec::<String>::new());
+}
+
 #[test]
 fn lock_file_is_one_line_record_mode_0644_despite_umask() {
     let s = Scratch::new();

@@ -71,7 +71,10 @@ fn closed_standard_descriptors_become_dev_null_not_the_lock() {
         lock = s.lock().display(),
         out = out.display(),
     );
-    Command::new("bash").args(["-c", &script]).assert().success();
+    Command::new("bash")
+        .args(["-c", &script])
+        .assert()
+        .success();
     assert_eq!(
         fs::read_to_string(&out).unwrap(),
         "/dev/null\n/dev/null\n/dev/null\n"

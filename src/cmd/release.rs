@@ -32,7 +32,9 @@ const KEEPER_GRACE: Duration = Duration::from_secs(10);
 
 pub fn run(ctx: &Context, args: ReleaseArgs) -> Result<u8> {
     let mut last_error = None;
-    for target in ctx.locations.targets.iter().rev() {
+    // In order: a keeper lets go of its paths in reverse, so by the time the
+    // first path is free, the others are (see `stop_keeper`).
+    for target in &ctx.locations.targets {
         if let Err(err) = release_one(&target.path, args.force, &ctx.ui)
             && let Some(previous) = last_error.replace(err)
         {
@@ -235,11 +237,6 @@ fn stop_keeper(
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    let pidfd = match sys::pidfd_open(keeper) {
-        Ok(fd) => Some(fd),
-        Err(err) if err.raw_os_error() == Some(libc::ESRCH) => None,
-        Err(_) => None,
-    };
     match kill(keeper, Signal::SIGUSR1) {
         Ok(()) | Err(Errno::ESRCH) => {}
         Err(err) => {
@@ -247,14 +244,24 @@ fn stop_keeper(
                 .context(format!("cannot signal keeper pid {keeper} of {shown}")));
         }
     }
-    wait_for_exit(keeper, pidfd.as_ref().map(|fd| fd.as_fd()))?;
+    // The keeper removes the file under its flock, then closes it: the flock
+    // coming free is the end of its part, without waiting for it to exit.
+    // (It lets go of several paths in reverse order of taking them, and
+    // `release` visits them in order, so this first wait covers them all.)
+    if !sys::lock_within(&file, KEEPER_GRACE).with_context(|| format!("cannot lock {shown}"))? {
+        return Err(fail(
+            Exit::OsErr,
+            format!(
+                "keeper pid {keeper} did not let go of {shown} within {}s",
+                KEEPER_GRACE.as_secs()
+            ),
+        ));
+    }
     // The keeper removed the file (or found it replaced and left it).
     match fs::symlink_metadata(path) {
         Ok(now) if (now.dev(), now.ino()) == (meta.dev(), meta.ino()) => {
-            // It exited without removing it: stale now, remove it ourselves.
-            file.try_lock()
-                .map_err(std::io::Error::from)
-                .with_context(|| format!("cannot lock {shown}"))?;
+            // It exited without removing it: stale now, and our flock is
+            // held, so remove it ourselves.
             report(
                 path,
                 unlink_if_same(path, meta.dev(), meta.ino()),
