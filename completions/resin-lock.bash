@@ -81,12 +81,20 @@ _resin__lock() {
             return 0
             ;;
         resin__subcmd__lock__subcmd__acquire)
-            opts="-n -w -E -v -q -h -V --nonblock --timeout --conflict-exit-code --owner --path --root --verbose --quiet --help --version"
+            opts="-v -q -n -w -E -h -V --path --root --verbose --quiet --nonblock --timeout --conflict-exit-code --owner --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --path)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --root)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --timeout)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -104,14 +112,6 @@ _resin__lock() {
                     return 0
                     ;;
                 --owner)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --path)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --root)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -243,7 +243,7 @@ _resin__lock() {
             return 0
             ;;
         resin__subcmd__lock__subcmd__release)
-            opts="-f -v -q -h -V --force --path --root --verbose --quiet --help --version"
+            opts="-v -q -f -h -V --path --root --verbose --quiet --force --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -265,12 +265,20 @@ _resin__lock() {
             return 0
             ;;
         resin__subcmd__lock__subcmd__run)
-            opts="-n -w -E -v -q -h -V --nonblock --timeout --conflict-exit-code --path --root --verbose --quiet --help --version"
+            opts="-v -q -n -w -E -h -V --path --root --verbose --quiet --nonblock --timeout --conflict-exit-code --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --path)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --root)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --timeout)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -287,14 +295,6 @@ _resin__lock() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
-                --path)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --root)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -303,7 +303,7 @@ _resin__lock() {
             return 0
             ;;
         resin__subcmd__lock__subcmd__status)
-            opts="-v -q -h -V --json --supervisor --path --root --verbose --quiet --help --version"
+            opts="-v -q -h -V --path --root --verbose --quiet --json --supervisor --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

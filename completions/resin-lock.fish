@@ -36,38 +36,38 @@ complete -c resin-lock -n "__fish_resin_lock_needs_command" -f -a "run" -d 'Take
 complete -c resin-lock -n "__fish_resin_lock_needs_command" -f -a "status" -d 'Report every lock path, its holder, and how the paths were chosen'
 complete -c resin-lock -n "__fish_resin_lock_needs_command" -f -a "force-update" -d 'Ask the supervisor to update now, overriding update locks'
 complete -c resin-lock -n "__fish_resin_lock_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c resin-lock -n "__fish_resin_lock_using_subcommand acquire" -l path -d 'Lock this file instead of the detected location (repeatable; taken in order, all or nothing)' -r -F
+complete -c resin-lock -n "__fish_resin_lock_using_subcommand acquire" -l root -d 'Resolve detected lock paths and detection files under DIR (never --path)' -r -F
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand acquire" -s w -l timeout -d 'Give up after DUR (seconds, or with a unit: 250ms, 30s, 5m, 1h)' -r
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand acquire" -s E -l conflict-exit-code -d 'Exit with CODE instead of 1 when the lock is busy (-n) or the wait times out (-w)' -r
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand acquire" -l owner -d 'Keep the lock while process PID lives (default: the parent process)' -r
-complete -c resin-lock -n "__fish_resin_lock_using_subcommand acquire" -l path -d 'Lock this file instead of the detected location (repeatable; taken in order, all or nothing)' -r -F
-complete -c resin-lock -n "__fish_resin_lock_using_subcommand acquire" -l root -d 'Resolve detected lock paths and detection files under DIR (never --path)' -r -F
-complete -c resin-lock -n "__fish_resin_lock_using_subcommand acquire" -s n -l nonblock -d 'Fail at once if the lock is busy instead of waiting'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand acquire" -s v -l verbose -d 'Say what was done and why (also: who holds the lock while waiting)'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand acquire" -s q -l quiet -d 'Print nothing but errors'
+complete -c resin-lock -n "__fish_resin_lock_using_subcommand acquire" -s n -l nonblock -d 'Fail at once if the lock is busy instead of waiting'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand acquire" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand acquire" -s V -l version -d 'Print version'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand release" -l path -d 'Lock this file instead of the detected location (repeatable; taken in order, all or nothing)' -r -F
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand release" -l root -d 'Resolve detected lock paths and detection files under DIR (never --path)' -r -F
-complete -c resin-lock -n "__fish_resin_lock_using_subcommand release" -s f -l force -d 'Also remove foreign locks and locks held by a running `resin-lock run`'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand release" -s v -l verbose -d 'Say what was done and why (also: who holds the lock while waiting)'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand release" -s q -l quiet -d 'Print nothing but errors'
+complete -c resin-lock -n "__fish_resin_lock_using_subcommand release" -s f -l force -d 'Also remove foreign locks and locks held by a running `resin-lock run`'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand release" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand release" -s V -l version -d 'Print version'
-complete -c resin-lock -n "__fish_resin_lock_using_subcommand run" -s w -l timeout -d 'Give up after DUR (seconds, or with a unit: 250ms, 30s, 5m, 1h)' -r
-complete -c resin-lock -n "__fish_resin_lock_using_subcommand run" -s E -l conflict-exit-code -d 'Exit with CODE instead of 1 when the lock is busy (-n) or the wait times out (-w)' -r
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand run" -l path -d 'Lock this file instead of the detected location (repeatable; taken in order, all or nothing)' -r -F
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand run" -l root -d 'Resolve detected lock paths and detection files under DIR (never --path)' -r -F
-complete -c resin-lock -n "__fish_resin_lock_using_subcommand run" -s n -l nonblock -d 'Fail at once if the lock is busy instead of waiting'
+complete -c resin-lock -n "__fish_resin_lock_using_subcommand run" -s w -l timeout -d 'Give up after DUR (seconds, or with a unit: 250ms, 30s, 5m, 1h)' -r
+complete -c resin-lock -n "__fish_resin_lock_using_subcommand run" -s E -l conflict-exit-code -d 'Exit with CODE instead of 1 when the lock is busy (-n) or the wait times out (-w)' -r
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand run" -s v -l verbose -d 'Say what was done and why (also: who holds the lock while waiting)'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand run" -s q -l quiet -d 'Print nothing but errors'
+complete -c resin-lock -n "__fish_resin_lock_using_subcommand run" -s n -l nonblock -d 'Fail at once if the lock is busy instead of waiting'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand run" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand run" -s V -l version -d 'Print version'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand status" -l path -d 'Lock this file instead of the detected location (repeatable; taken in order, all or nothing)' -r -F
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand status" -l root -d 'Resolve detected lock paths and detection files under DIR (never --path)' -r -F
-complete -c resin-lock -n "__fish_resin_lock_using_subcommand status" -l json -d 'Print one JSON object instead of text'
-complete -c resin-lock -n "__fish_resin_lock_using_subcommand status" -l supervisor -d 'Also ask the supervisor API whether an update is pending'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand status" -s v -l verbose -d 'Say what was done and why (also: who holds the lock while waiting)'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand status" -s q -l quiet -d 'Print nothing but errors'
+complete -c resin-lock -n "__fish_resin_lock_using_subcommand status" -l json -d 'Print one JSON object instead of text'
+complete -c resin-lock -n "__fish_resin_lock_using_subcommand status" -l supervisor -d 'Also ask the supervisor API whether an update is pending'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand status" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand status" -s V -l version -d 'Print version'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand force-update" -l path -d 'Lock this file instead of the detected location (repeatable; taken in order, all or nothing)' -r -F

@@ -69,7 +69,11 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// `defer`: a subcommand's arguments are built only when it is the one
+/// invoked (or for help, the man page and completions). Building all of
+/// them cost every start about as much as the work of `status`.
 #[derive(Debug, Subcommand)]
+#[command(defer = true)]
 pub enum Command {
     /// Take the update lock and keep it after this command returns, until `release`.
     ///
@@ -117,7 +121,8 @@ pub enum Command {
     ForceUpdate,
 }
 
-/// How to wait for a busy lock (shared by `acquire` and `run`).
+// How to wait for a busy lock (shared by `acquire` and `run`). Not a doc
+// comment: a deferred subcommand would take it as its own description.
 #[derive(Debug, Clone, Args)]
 pub struct WaitArgs {
     /// Fail at once if the lock is busy instead of waiting.
@@ -177,7 +182,8 @@ pub struct StatusArgs {
     pub supervisor: bool,
 }
 
-/// The clap command, for the man page and completion generators.
+/// The clap command, for the man page and completion generators. Its
+/// subcommands get their arguments when built (see `Command`).
 pub fn command() -> clap::Command {
     Cli::command()
 }

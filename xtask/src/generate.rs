@@ -103,12 +103,15 @@ fn commands_section(cmd: &clap::Command, preamble: &str) -> String {
     let mut out = render(preamble, |w| intro.to_writer(w));
     for sub in cmd.get_subcommands().filter(|sub| !sub.is_hide_set()) {
         let name = sub.get_name();
-        let man = Man::new(
-            sub.clone()
-                .bin_name(format!("{BIN} {name}"))
-                .disable_help_flag(true)
-                .disable_version_flag(true),
-        );
+        let mut sub = sub
+            .clone()
+            .bin_name(format!("{BIN} {name}"))
+            .disable_help_flag(true)
+            .disable_version_flag(true);
+        // Built on its own, the subcommand gets its deferred arguments but
+        // not the global ones, which are described once, above.
+        sub.build();
+        let man = Man::new(sub);
         let mut heading = Roff::new();
         heading.control("SS", [name]);
         out.push_str(&render(preamble, |w| heading.to_writer(w)));
