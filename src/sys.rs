@@ -129,6 +129,39 @@ pub fn fork() -> io::Result<ForkResult> {
 /// Close every descriptor of this process except 0, 1, 2 and `keep`, so a
 /// long-lived keeper holds no pipe of its caller open.
 pub fn close_other_fds(keep: &[RawFd]) -> io::Result<()> {
+    let mut kept: Vec<RawFd> = keep.iter().copied().filter(|fd| *fd > 2).collect();
+    kept.sort_unstable();
+    kept.dedup();
+    // The gaps between the kept descriptors, from 3 up: a few close_range(2)
+    // calls instead of listing /proc/self/fd.
+    let mut first = 3;
+    let mut gaps = Vec::with_capacity(kept.len() + 1);
+    for &fd in &kept {
+        if fd > first {
+            gaps.push((first, fd - 1));
+        }
+        first = fd + 1;
+    }
+    for (low, high) in gaps
+        .into_iter()
+        .map(|(low, high)| (low as libc::c_uint, high as libc::c_uint))
+        .chain([(first as libc::c_uint, libc::c_uint::MAX)])
+    {
+        // SAFETY: closes only descriptors outside `keep`, none of which this
+        // process uses after this point: the keeper owns only those in `keep`.
+        if unsafe { libc::close_range(low, high, 0) } != 0 {
+            let err = io::Error::last_os_error();
+            if err.raw_os_error() == Some(libc::ENOSYS) {
+                // Linux before 5.9 (nothing was closed yet).
+                return close_listed_fds(&kept);
+            }
+            return Err(err);
+        }
+    }
+    Ok(())
+}
+
+fn close_listed_fds(keep: &[RawFd]) -> io::Result<()> {
     let open: Vec<RawFd> = fs::read_dir("/proc/self/fd")?
         .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
         .collect();

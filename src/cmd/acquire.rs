@@ -19,7 +19,8 @@ use std::time::Duration;
 use anyhow::{Context as _, Result};
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-use nix::sys::signal::{SIGUSR1, kill};
+use nix::sys::signal::{SigSet, SigmaskHow, Signal, kill};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
 use nix::unistd::{ForkResult, Pid, getppid};
 
@@ -70,7 +71,19 @@ pub fn run(ctx: &Context, args: AcquireArgs) -> Result<u8> {
     .map_err(io::Error::from)
     .context("cannot create the keeper's socket")?;
 
-    let keeper = match sys::fork().context("cannot start the keeper process")? {
+    // The keeper is born with SIGUSR1 (release's request) blocked, so that
+    // one sent before it reads it from a signalfd stays pending, while it
+    // first takes the descriptors and answers (see `keep`).
+    let usr1 = SigSet::from(Signal::SIGUSR1);
+    let mask = usr1
+        .thread_swap_mask(SigmaskHow::SIG_BLOCK)
+        .map_err(io::Error::from)
+        .context("cannot block SIGUSR1")?;
+    let forked = sys::fork();
+    if matches!(forked, Err(_) | Ok(ForkResult::Parent { .. })) {
+        let _ = mask.thread_set_mask();
+    }
+    let keeper = match forked.context("cannot start the keeper process")? {
         ForkResult::Child => {
             drop(ours);
             keeper_main(theirs, owner_fd, owner)
@@ -176,17 +189,11 @@ fn keeper_main(sock: OwnedFd, owner_fd: Option<OwnedFd>, owner: Pid) -> ! {
 }
 
 fn keep(sock: OwnedFd, owner_fd: Option<OwnedFd>, owner: Pid) -> Result<()> {
-    let _ = nix::sys::prctl::set_name(sys::KEEPER_NAME);
+    // Out of the caller's session at once, so that a Ctrl-C or hangup meant
+    // for the caller's shell never reaches the keeper.
     let _ = nix::unistd::setsid();
-    let _ = std::env::set_current_dir("/");
-    sys::detach_stdio()?;
-    let mut keep_fds = vec![sock.as_raw_fd()];
-    keep_fds.extend(owner_fd.as_ref().map(|fd| fd.as_raw_fd()));
-    sys::close_other_fds(&keep_fds)?;
-    // `release` asks with SIGUSR1. It only signals a keeper that holds the
-    // lock file open, which happens below, after this handler is in place.
-    let mut signals = SignalWatch::new(&[SIGUSR1 as i32])?;
-
+    // `acquire` is waiting for the answer: take the descriptors and answer
+    // first, everything else after.
     let Some((payload, fds)) = sys::recv_fds(&sock)? else {
         return Ok(()); // acquire gave up (busy, timeout, signal)
     };
@@ -203,12 +210,27 @@ fn keep(sock: OwnedFd, owner_fd: Option<OwnedFd>, owner: Pid) -> Result<()> {
     nix::unistd::write(&sock, ACK)?;
     drop(sock);
 
+    let _ = nix::sys::prctl::set_name(sys::KEEPER_NAME);
+    let _ = std::env::set_current_dir("/");
+    // Closes the caller's stdout, which `$(resin-lock acquire)` reads to its end.
+    sys::detach_stdio()?;
+    let mut keep_fds: Vec<_> = held.iter().map(|h| h.fd().as_raw_fd()).collect();
+    keep_fds.extend(owner_fd.as_ref().map(|fd| fd.as_raw_fd()));
+    sys::close_other_fds(&keep_fds)?;
+    // SIGUSR1 has been blocked since fork: one that `release` sent meanwhile
+    // is read here.
+    let signals = SignalFd::with_flags(
+        &SigSet::from(Signal::SIGUSR1),
+        SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK,
+    )
+    .map_err(io::Error::from)?;
+
     let quiet = Ui {
         verbose: false,
         quiet: true,
     };
     loop {
-        let mut fds = vec![PollFd::new(signals.fd(), PollFlags::POLLIN)];
+        let mut fds = vec![PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
         if let Some(fd) = &owner_fd {
             fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
         }
@@ -227,7 +249,9 @@ fn keep(sock: OwnedFd, owner_fd: Option<OwnedFd>, owner: Pid) -> Result<()> {
             None => kill(owner, None) == Err(Errno::ESRCH),
         };
         drop(fds);
-        if signals.pending().iter().any(|s| s.signal == SIGUSR1 as i32) {
+        if let Ok(Some(info)) = signals.read_signal()
+            && info.ssi_signo == Signal::SIGUSR1 as u32
+        {
             return release_all(held, &quiet);
         }
         if owner_gone {
