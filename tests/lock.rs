@@ -248,6 +248,28 @@ fn nonblock_timeout_and_conflict_exit_code() {
 /// Spawn a waiter with -v and return once it reports that it waits.
 // The caller waits for the returned child.
 #[allow(clippy::zombie_processes)]
+/// Files in `dir` that are unlinked but still open in some process. (An
+/// O_TMPFILE shows as "(deleted)" even once linked: the link count tells.)
+fn deleted_files_open_in(dir: &std::path::Path) -> Vec<String> {
+    let mut found = Vec::new();
+    for proc_entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(fds) = std::fs::read_dir(proc_entry.path().join("fd")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            if let Ok(target) = std::fs::read_link(fd.path()) {
+                let shown = target.to_string_lossy().into_owned();
+                let unlinked = std::fs::metadata(fd.path())
+                    .is_ok_and(|m| std::os::unix::fs::MetadataExt::nlink(&m) == 0);
+                if target.parent() == Some(dir) && shown.ends_with(" (deleted)") && unlinked {
+                    found.push(format!("{}: {shown}", fd.path().display()));
+                }
+            }
+        }
+    }
+    found
+}
+
 fn spawn_waiter(
     s: &Scratch,
     args: &[&str],
@@ -257,17 +279,15 @@ fn spawn_waiter(
     let mut child = spawn_quiet(cmd);
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
     let mut line = String::new();
-    loop {
-        line.clear();
-        if stderr.read_line(&mut line).unwrap() == 0 {
-            let status = child.wait().unwrap();
-            panic!("waiter ended early: {status}");
-        }
+    while stderr.read_line(&mut line).unwrap() > 0 {
         if line.contains("waiting for") {
             assert!(line.contains("held by"), "says who holds it: {line}");
             return (child, stderr);
         }
+        line.clear();
     }
+    let status = child.wait().unwrap();
+    panic!("waiter ended early: {status}");
 }
 
 #[test]
@@ -276,7 +296,12 @@ fn waiter_takes_the_lock_when_it_is_released() {
     s.cmd(&["acquire"]).assert().success();
     let first = record(&s.lock())["pid"].clone();
     let (waiter, _stderr) = spawn_waiter(&s, &["acquire"]);
-    s.cmd(&["release"]).assert().success();
+    // The waiter's keeper let go of the file it prepared for the fast path.
+    wait_until("no unlinked file is held open while waiting", || {
+        deleted_files_open_in(s.dir.path()).is_empty()
+    });
+    // Quiet, also when the waiter has taken the lock before release looks.
+    s.cmd(&["release"]).assert().success().stderr("");
     let out = waiter.wait_with_output().unwrap();
     assert!(out.status.success());
     assert_ne!(

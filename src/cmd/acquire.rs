@@ -27,15 +27,24 @@ use nix::unistd::{ForkResult, Pid, getppid};
 use super::{Context, refuse_nobody};
 use crate::cli::AcquireArgs;
 use crate::exit::{Exit, fail};
+use crate::lock::create::{self, Created};
 use crate::lock::record::{Mode, Record};
 use crate::lock::wait::{WaitOpts, take_all};
-use crate::lock::{Held, release_all};
+use crate::lock::{Held, Target, ensure_parent, release_all};
 use crate::signals::{ABORT_WAIT, SignalWatch};
 use crate::sys;
 use crate::ui::Ui;
 
-/// The keeper's answer once it holds the descriptors.
+/// The keeper's answer once it holds the descriptors it was sent.
 const ACK: &[u8] = b"K";
+
+/// acquire to keeper: the files prepared before the fork are linked, and
+/// so held (the fast path, see `run`).
+const LINKED: &[u8] = b"L";
+
+/// acquire to keeper: the prepared files were not linked; let go of them
+/// and wait for the lock to be sent (the slow path).
+const SLOW: &[u8] = b"S";
 
 pub fn run(ctx: &Context, args: AcquireArgs) -> Result<u8> {
     refuse_nobody()?;
@@ -71,9 +80,16 @@ pub fn run(ctx: &Context, args: AcquireArgs) -> Result<u8> {
     .map_err(io::Error::from)
     .context("cannot create the keeper's socket")?;
 
+    // The fast path: a flocked O_TMPFILE per lock made before the fork, so
+    // the keeper holds them from birth. If they can all be linked at once,
+    // acquire only has to tell the keeper so, and need not wait for it.
+    // Otherwise (busy, stale, no O_TMPFILE, any error) the slow path below
+    // takes the lock and hands it over (SCM_RIGHTS), as before.
+    let prepared = prepare_all(&ctx.locations.targets);
+
     // The keeper is born with SIGUSR1 (release's request) blocked, so that
     // one sent before it reads it from a signalfd stays pending, while it
-    // first takes the descriptors and answers (see `keep`).
+    // first takes the lock and answers (see `keep`).
     let usr1 = SigSet::from(Signal::SIGUSR1);
     let mask = usr1
         .thread_swap_mask(SigmaskHow::SIG_BLOCK)
@@ -86,7 +102,9 @@ pub fn run(ctx: &Context, args: AcquireArgs) -> Result<u8> {
     let keeper = match forked.context("cannot start the keeper process")? {
         ForkResult::Child => {
             drop(ours);
-            keeper_main(theirs, owner_fd, owner)
+            let paths = ctx.locations.targets.iter().map(|t| t.path.clone());
+            let prepared = prepared.map(|files| paths.zip(files).collect());
+            keeper_main(theirs, owner_fd, owner, prepared.unwrap_or_default())
         }
         ForkResult::Parent { child } => child,
     };
@@ -99,6 +117,20 @@ pub fn run(ctx: &Context, args: AcquireArgs) -> Result<u8> {
         owner.as_raw(),
         sys::process_cmdline(owner),
     );
+    let fast = prepared.map(|files| link_all(&ctx.locations.targets, files, &record));
+    if let Some(Some(held)) = fast {
+        if let Err(err) = nix::unistd::write(&ours, LINKED) {
+            let _ = kill(keeper, nix::sys::signal::SIGKILL);
+            let _ = nix::sys::wait::waitpid(keeper, None);
+            let _ = release_all(held, &ctx.ui);
+            return Err(io::Error::from(err)).context("cannot hand the lock to the keeper");
+        }
+        return Ok(acquired(ctx, held, keeper, owner));
+    }
+    if fast.is_some() {
+        // If this fails, so will the hand-over, which says so.
+        let _ = nix::unistd::write(&ours, SLOW);
+    }
     let mut signals = SignalWatch::new(ABORT_WAIT).context("cannot install signal handlers")?;
     let held = match take_all(
         &ctx.locations.targets,
@@ -121,15 +153,51 @@ pub fn run(ctx: &Context, args: AcquireArgs) -> Result<u8> {
         let _ = release_all(held, &ctx.ui);
         return Err(err);
     }
+    // The process exits next: no need to unregister the handlers one by one.
+    std::mem::forget(signals);
+    Ok(acquired(ctx, held, keeper, owner))
+}
+
+fn acquired(ctx: &Context, held: Vec<Held>, keeper: Pid, owner: Pid) -> u8 {
     ctx.ui.verbose(|| format!(
         "acquired {}; keeper pid {keeper} holds it until `resin-lock release` or until pid {owner} exits",
         paths_of(&held)
     ));
     // Our copies of the descriptors close here; the keeper's keep the flock.
     drop(held);
-    // The process exits next: no need to unregister the handlers one by one.
-    std::mem::forget(signals);
-    Ok(Exit::Ok.code())
+    Exit::Ok.code()
+}
+
+/// The fast path's files (see `run`), or None where it is not open.
+fn prepare_all(targets: &[Target]) -> Option<Vec<File>> {
+    targets
+        .iter()
+        .map(|target| {
+            if target.create_parent {
+                ensure_parent(&target.path).ok()?;
+            }
+            create::prepare_tmpfile(&target.path).ok()
+        })
+        .collect()
+}
+
+/// Link every prepared file, in order; None (and nothing left linked) if
+/// any path is taken or anything fails: the slow path takes over.
+fn link_all(targets: &[Target], files: Vec<File>, record: &Record) -> Option<Vec<Held>> {
+    let content = record.to_line();
+    let mut held = Vec::with_capacity(files.len());
+    for (target, file) in targets.iter().zip(files) {
+        match create::link_prepared(&target.path, file, content.as_bytes()) {
+            Ok(Created::Taken(lock)) => held.push(lock),
+            Ok(Created::Exists) | Err(_) => {
+                for lock in held.into_iter().rev() {
+                    let _ = lock.release();
+                }
+                return None;
+            }
+        }
+    }
+    Some(held)
 }
 
 /// `--owner PID` must name a live process (EPERM still means it exists).
@@ -180,35 +248,63 @@ fn hand_over(sock: &OwnedFd, held: &[Held]) -> Result<()> {
 }
 
 /// The keeper: never returns.
-fn keeper_main(sock: OwnedFd, owner_fd: Option<OwnedFd>, owner: Pid) -> ! {
-    let code = match keep(sock, owner_fd, owner) {
+fn keeper_main(
+    sock: OwnedFd,
+    owner_fd: Option<OwnedFd>,
+    owner: Pid,
+    prepared: Vec<(PathBuf, File)>,
+) -> ! {
+    let code = match keep(sock, owner_fd, owner, prepared) {
         Ok(()) => 0,
         Err(_) => 1,
     };
     std::process::exit(code)
 }
 
-fn keep(sock: OwnedFd, owner_fd: Option<OwnedFd>, owner: Pid) -> Result<()> {
+fn keep(
+    sock: OwnedFd,
+    owner_fd: Option<OwnedFd>,
+    owner: Pid,
+    mut prepared: Vec<(PathBuf, File)>,
+) -> Result<()> {
     // Out of the caller's session at once, so that a Ctrl-C or hangup meant
     // for the caller's shell never reaches the keeper.
     let _ = nix::unistd::setsid();
-    // `acquire` is waiting for the answer: take the descriptors and answer
-    // first, everything else after.
-    let Some((payload, fds)) = sys::recv_fds(&sock)? else {
-        return Ok(()); // acquire gave up (busy, timeout, signal)
+    // `acquire` may be waiting for the answer: take the descriptors and
+    // answer first, everything else after.
+    let (payload, fds) = loop {
+        let Some((payload, fds)) = sys::recv_fds(&sock)? else {
+            return Ok(()); // acquire gave up (busy, timeout, signal)
+        };
+        if fds.is_empty() && payload == SLOW {
+            prepared.clear();
+            continue;
+        }
+        break (payload, fds);
     };
-    let held: Vec<Held> = payload
-        .split(|b| *b == 0)
-        .zip(fds)
-        .map(|(path, fd)| {
-            Held::new(
-                &PathBuf::from(OsString::from_vec(path.to_vec())),
-                File::from(fd),
-            )
-        })
-        .collect::<io::Result<_>>()?;
-    nix::unistd::write(&sock, ACK)?;
-    drop(sock);
+    let held: Vec<Held> = if fds.is_empty() && payload == LINKED {
+        // The fast path: acquire linked the files we have held since fork.
+        drop(sock);
+        prepared
+            .into_iter()
+            .map(|(path, file)| Held::new(&path, file))
+            .collect::<io::Result<_>>()?
+    } else {
+        drop(prepared);
+        let held = payload
+            .split(|b| *b == 0)
+            .zip(fds)
+            .map(|(path, fd)| {
+                Held::new(
+                    &PathBuf::from(OsString::from_vec(path.to_vec())),
+                    File::from(fd),
+                )
+            })
+            .collect::<io::Result<_>>()?;
+        nix::unistd::write(&sock, ACK)?;
+        drop(sock);
+        held
+    };
 
     let _ = nix::sys::prctl::set_name(sys::KEEPER_NAME);
     let _ = std::env::set_current_dir("/");

@@ -269,12 +269,26 @@ fn stop_keeper(
                 "removed the lock its keeper left",
             )
         }
-        Ok(_) => {
-            ui.warn(format!(
-                "{shown} is no longer the lock file resin-lock created (the supervisor may have forced an update); left it alone"
-            ));
-            Ok(())
-        }
+        // Another file: a waiting resin-lock took the lock the moment the
+        // keeper let go (a record of ours), or the supervisor had put its
+        // own lock in our place, which the keeper left alone.
+        Ok(_) => match examine(path) {
+            Ok(Found::Ours { record, .. }) => {
+                ui.verbose(|| {
+                    format!(
+                        "released {shown} (keeper pid {keeper} stopped); pid {} has taken it since",
+                        record.pid
+                    )
+                });
+                Ok(())
+            }
+            _ => {
+                ui.warn(format!(
+                    "{shown} is no longer the lock file resin-lock created (the supervisor may have forced an update); left it alone"
+                ));
+                Ok(())
+            }
+        },
         Err(_) => {
             ui.verbose(|| format!("released {shown} (keeper pid {keeper} stopped)"));
             Ok(())

@@ -57,6 +57,34 @@ pub fn create(path: &Path, content: &[u8]) -> io::Result<Created> {
     create_via_named_temp(path, dir, content)
 }
 
+/// An O_TMPFILE in `path`'s directory, mode 0644 and flocked, but neither
+/// written nor linked yet: `acquire` makes these before it forks its keeper,
+/// which so holds them from birth (see `cmd::acquire`). Errors only mean
+/// this way is not open; `create` then reports them properly.
+pub fn prepare_tmpfile(path: &Path) -> io::Result<File> {
+    let file = open_tmpfile(parent_of(path))?;
+    file.set_permissions(fs::Permissions::from_mode(MODE))?;
+    file.try_lock().map_err(io::Error::from)?;
+    Ok(file)
+}
+
+/// Write `content` into a file from `prepare_tmpfile` and link it at `path`.
+pub fn link_prepared(path: &Path, file: File, content: &[u8]) -> io::Result<Created> {
+    (&file).write_all(content)?;
+    let proc_path = format!("/proc/self/fd/{}", file.as_raw_fd());
+    match linkat(
+        nix::fcntl::AT_FDCWD,
+        proc_path.as_str(),
+        nix::fcntl::AT_FDCWD,
+        path,
+        AtFlags::AT_SYMLINK_FOLLOW,
+    ) {
+        Ok(()) => Held::new(path, file).map(Created::Taken),
+        Err(Errno::EEXIST) => Ok(Created::Exists),
+        Err(err) => Err(err.into()),
+    }
+}
+
 /// The directory a lock path lives in ("." for a bare name).
 pub fn parent_of(path: &Path) -> &Path {
     match path.parent() {
