@@ -91,11 +91,19 @@ pub fn lock_within(file: &fs::File, limit: std::time::Duration) -> io::Result<bo
     taken
 }
 
+/// A small /proc file. /proc reports a size of 0, so std's `fs::read`
+/// would find its length by reading 32 bytes, then 32, then 64...
+fn read_proc(path: impl AsRef<Path>) -> io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut bytes = Vec::with_capacity(4096);
+    fs::File::open(path)?.read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
 /// The current boot's id (`/proc/sys/kernel/random/boot_id`).
 pub fn boot_id() -> io::Result<String> {
-    Ok(fs::read_to_string("/proc/sys/kernel/random/boot_id")?
-        .trim()
-        .to_owned())
+    let bytes = read_proc("/proc/sys/kernel/random/boot_id")?;
+    Ok(String::from_utf8_lossy(&bytes).trim().to_owned())
 }
 
 /// The inode number of this process's pid namespace, to tell whether a
@@ -211,7 +219,7 @@ pub fn process_holds_inode(pid: Pid, dev: u64, ino: u64) -> io::Result<bool> {
 
 /// The command line of process `pid`, for messages.
 pub fn process_cmdline(pid: Pid) -> Vec<String> {
-    fs::read(format!("/proc/{}/cmdline", pid.as_raw()))
+    read_proc(format!("/proc/{}/cmdline", pid.as_raw()))
         .map(|bytes| {
             bytes
                 .split(|b| *b == 0)

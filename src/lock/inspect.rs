@@ -121,7 +121,8 @@ pub fn examine(path: &Path) -> io::Result<Found> {
         if (opened.dev(), opened.ino()) != (meta.dev(), meta.ino()) {
             continue;
         }
-        let mut bytes = Vec::new();
+        // Sized to the file: one read and the one that sees its end.
+        let mut bytes = Vec::with_capacity(opened.len().min(MAX_LEN as u64) as usize + 1);
         (&mut file)
             .take(MAX_LEN as u64 + 1)
             .read_to_end(&mut bytes)?;
