@@ -1,12 +1,17 @@
 //! `resin-lock acquire`: take the lock and keep it after returning.
 //!
-//! A keeper process is forked first (so the record can name it), then this
-//! process waits for and takes the lock, hands the flocked descriptors to
-//! the keeper over a socket (SCM_RIGHTS), and returns 0 once the keeper has
-//! confirmed it holds them. The keeper detaches (new session, stdio on
-//! /dev/null, no inherited descriptors) and holds the lock until `release`
-//! (SIGUSR1) or until the owner process exits; in the latter case the file
-//! stays, stale, so updates stay blocked until someone takes it over.
+//! A keeper process is forked first, so that the record can name it. In
+//! the fast path the lock files are flocked O_TMPFILEs made before the fork,
+//! so the keeper holds them from birth: this process writes the records,
+//! links the files and tells the keeper, without waiting for it. When that
+//! first try does not take every path (busy, stale, no O_TMPFILE, an error),
+//! this process waits for and takes the lock, hands the flocked descriptors
+//! to the keeper over a socket (SCM_RIGHTS), and returns 0 once the keeper
+//! has confirmed it holds them. The keeper then detaches (new session, stdio
+//! on /dev/null, no inherited descriptors) and holds the lock until
+//! `release` (SIGUSR1) or until the owner process exits; in the latter case
+//! the file stays, stale, so updates stay blocked until someone takes it
+//! over.
 
 use std::ffi::OsString;
 use std::fs::File;
