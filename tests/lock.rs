@@ -336,6 +336,36 @@ fn signal_while_waiting_ends_the_wait_holding_nothing() {
     }
 }
 
+/// A SIGTERM that comes after acquire has linked the lock file but before
+/// it has handed it to its keeper (held there by strace's fault injection:
+/// linkat(2) returns 4 s late) ends acquire with 128+15 and leaves nothing:
+/// no lock file, stale or not, and no keeper.
+#[test]
+fn signal_while_taking_the_lock_leaves_nothing_held() {
+    let s = Scratch::new();
+    let mut acquire = Command::new("strace");
+    acquire
+        .args(["-o", "/dev/null", "-e", "trace=linkat"])
+        .args(["-e", "inject=linkat:delay_exit=4000000", "--"])
+        .arg(env!("CARGO_BIN_EXE_resin-lock"))
+        .arg("--path")
+        .arg(s.lock())
+        .arg("acquire");
+    let mut strace = spawn_quiet(acquire);
+    wait_until("acquire links the lock file", || s.lock().exists());
+    let keeper = record(&s.lock())["pid"].as_i64().unwrap() as i32;
+    let tracee =
+        std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", strace.id())).unwrap();
+    Command::new("kill")
+        .args(["-TERM", tracee.trim()])
+        .assert()
+        .success();
+    assert_eq!(strace.wait().unwrap().code(), Some(143));
+    assert!(!s.lock().exists(), "the lock file is removed");
+    wait_until("the keeper exits", || !alive(keeper));
+    assert_eq!(s.leftovers(&[]), Vec::<String>::new());
+}
+
 #[test]
 fn status_json_follows_the_schema() {
     let s = Scratch::new();

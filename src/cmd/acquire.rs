@@ -31,7 +31,7 @@ use nix::unistd::{ForkResult, Pid, getppid};
 
 use super::{Context, refuse_nobody};
 use crate::cli::AcquireArgs;
-use crate::exit::{Exit, fail};
+use crate::exit::{Exit, fail, signal_code};
 use crate::lock::create::{self, Created};
 use crate::lock::record::{Mode, Record};
 use crate::lock::wait::{WaitOpts, take_all};
@@ -92,21 +92,30 @@ pub fn run(ctx: &Context, args: AcquireArgs) -> Result<u8> {
     // takes the lock and hands it over (SCM_RIGHTS), as before.
     let prepared = prepare_all(&ctx.locations.targets);
 
-    // The keeper is born with SIGUSR1 (release's request) blocked, so that
-    // one sent before it reads it from a signalfd stays pending, while it
-    // first takes the lock and answers (see `keep`).
-    let usr1 = SigSet::from(Signal::SIGUSR1);
-    let mask = usr1
+    // The signals that end a wait (ABORT_WAIT) stay blocked until a handler
+    // is in place (slow path) or for good (fast path): one that comes while
+    // the lock is being taken then ends acquire with 128+S and nothing held,
+    // rather than killing it with a lock half taken. The keeper is born with
+    // them blocked too, and keeps SIGUSR1 (release's request) blocked, so
+    // that one sent before it reads it from a signalfd stays pending.
+    let aborting: SigSet = ABORT_WAIT
+        .iter()
+        .filter_map(|&signal| Signal::try_from(signal).ok())
+        .collect();
+    let mask = aborting
         .thread_swap_mask(SigmaskHow::SIG_BLOCK)
         .map_err(io::Error::from)
-        .context("cannot block SIGUSR1")?;
+        .context("cannot block signals")?;
     let forked = sys::fork();
-    if matches!(forked, Err(_) | Ok(ForkResult::Parent { .. })) {
+    if forked.is_err() {
         let _ = mask.thread_set_mask();
     }
     let keeper = match forked.context("cannot start the keeper process")? {
         ForkResult::Child => {
             drop(ours);
+            let mut keeper_mask = mask;
+            keeper_mask.add(Signal::SIGUSR1);
+            let _ = keeper_mask.thread_set_mask();
             let paths = ctx.locations.targets.iter().map(|t| t.path.clone());
             let prepared = prepared.map(|files| paths.zip(files).collect());
             keeper_main(theirs, owner_fd, owner, prepared.unwrap_or_default())
@@ -124,6 +133,15 @@ pub fn run(ctx: &Context, args: AcquireArgs) -> Result<u8> {
     );
     let fast = prepared.map(|files| link_all(&ctx.locations.targets, files, &record));
     if let Some(Some(held)) = fast {
+        if let Some(signal) = pending_signal(&aborting) {
+            // The keeper sees the socket close and exits; reap it.
+            drop(ours);
+            let _ = nix::sys::wait::waitpid(keeper, None);
+            release_all(held, &ctx.ui)?;
+            return Ok(signal_code(signal));
+        }
+        // The signals stay blocked: from here on acquire succeeds, and one
+        // that comes now is dropped at exit.
         if let Err(err) = nix::unistd::write(&ours, LINKED) {
             let _ = kill(keeper, nix::sys::signal::SIGKILL);
             let _ = nix::sys::wait::waitpid(keeper, None);
@@ -136,7 +154,10 @@ pub fn run(ctx: &Context, args: AcquireArgs) -> Result<u8> {
         // If this fails, so will the hand-over, which says so.
         let _ = nix::unistd::write(&ours, SLOW);
     }
-    let mut signals = SignalWatch::new(ABORT_WAIT).context("cannot install signal handlers")?;
+    let signals = SignalWatch::new(ABORT_WAIT).context("cannot install signal handlers");
+    // Pending ones now reach the handlers, and end the wait.
+    let _ = mask.thread_set_mask();
+    let mut signals = signals?;
     let held = match take_all(
         &ctx.locations.targets,
         record.to_line().as_bytes(),
@@ -161,6 +182,13 @@ pub fn run(ctx: &Context, args: AcquireArgs) -> Result<u8> {
     // The process exits next: no need to unregister the handlers one by one.
     std::mem::forget(signals);
     Ok(acquired(ctx, held, keeper, owner))
+}
+
+/// A signal of `set` that came while it was blocked, if any (consumed).
+fn pending_signal(set: &SigSet) -> Option<i32> {
+    let fd = SignalFd::with_flags(set, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK).ok()?;
+    let info = fd.read_signal().ok()??;
+    i32::try_from(info.ssi_signo).ok()
 }
 
 fn acquired(ctx: &Context, held: Vec<Held>, keeper: Pid, owner: Pid) -> u8 {
