@@ -244,6 +244,10 @@ fn signals() -> Roff {
                     "SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2 and SIGALRM end \
                      the wait of acquire and run: nothing is left held, no command is \
                      started, and resin-lock exits with 128+S.",
+                    "acquire also holds them back while it takes a free lock: one that \
+                     arrives before the keeper has the lock makes acquire remove what it \
+                     created and exit with 128+S; one that arrives after is ignored, and \
+                     acquire succeeds.",
                 ],
             ),
             (
