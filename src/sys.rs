@@ -203,8 +203,14 @@ pub fn detach_stdio() -> io::Result<()> {
 
 /// Whether process `pid` has a descriptor open on the inode (dev, ino): the
 /// proof that it is the keeper of a lock, whatever its pid was reused for.
-pub fn process_holds_inode(pid: Pid, dev: u64, ino: u64) -> io::Result<bool> {
+/// `hint`: the descriptor to look at first (from the record).
+pub fn process_holds_inode(pid: Pid, dev: u64, ino: u64, hint: Option<i32>) -> io::Result<bool> {
     let dir = Path::new("/proc").join(pid.as_raw().to_string()).join("fd");
+    if let Some(fd) = hint
+        && fs::metadata(dir.join(fd.to_string())).is_ok_and(|m| (m.dev(), m.ino()) == (dev, ino))
+    {
+        return Ok(true);
+    }
     for entry in fs::read_dir(dir)? {
         let Ok(entry) = entry else { continue };
         if let Ok(meta) = fs::metadata(entry.path())
@@ -362,5 +368,22 @@ mod tests {
 
         drop(file);
         assert!(lock_within(&other, Duration::from_secs(5)).unwrap());
+    }
+
+    #[test]
+    fn holding_an_inode_is_proven_by_the_hint_or_by_the_listing() {
+        let file = tempfile::tempfile().unwrap();
+        let meta = file.metadata().unwrap();
+        let (dev, ino) = (meta.dev(), meta.ino());
+        let me = Pid::this();
+        let fd = file.as_raw_fd();
+        assert!(process_holds_inode(me, dev, ino, Some(fd)).unwrap());
+        // A wrong hint (another file, or no such descriptor) falls back to
+        // the listing; it can neither prove nor hide anything.
+        assert!(process_holds_inode(me, dev, ino, Some(0)).unwrap());
+        assert!(process_holds_inode(me, dev, ino, Some(99_999)).unwrap());
+        assert!(process_holds_inode(me, dev, ino, None).unwrap());
+        drop(file);
+        assert!(!process_holds_inode(me, dev, ino, Some(fd)).unwrap());
     }
 }

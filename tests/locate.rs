@@ -389,10 +389,16 @@ fn two_paths_are_taken_and_released_together() {
     let device = resin_os_1_device();
     device.cmd(&["acquire", "-n"]).assert().success();
 
-    let persistent = record(&device.at(PERSISTENT));
-    let tmpfs = record(&device.at(TMPFS));
+    let mut persistent = record(&device.at(PERSISTENT));
+    let mut tmpfs = record(&device.at(TMPFS));
     assert_eq!(persistent["tool"], "resin-lock");
     assert_eq!(persistent["mode"], "acquire");
+    // The keeper holds each file under its own descriptor; all else is one.
+    let fds = [persistent["fd"].take(), tmpfs["fd"].take()];
+    assert!(
+        fds[0].is_i64() && fds[1].is_i64() && fds[0] != fds[1],
+        "{fds:?}"
+    );
     assert_eq!(persistent, tmpfs, "one holder, one record");
     for dir in ["data", "tmp/resin"] {
         assert_eq!(

@@ -40,9 +40,10 @@ fn record() -> impl Strategy<Value = Record> {
         (mode(), 1u32.., 1i32.., any::<i32>()),
         (any::<String>(), any::<String>(), any::<u64>(), any::<u32>()),
         prop::collection::vec(any::<String>(), 0..6),
+        prop::option::of(any::<i32>()),
     )
         .prop_map(
-            |((mode, v, pid, owner), (start, boot_id, pid_ns, uid), cmd)| Record {
+            |((mode, v, pid, owner), (start, boot_id, pid_ns, uid), cmd, fd)| Record {
                 tool: TOOL.to_owned(),
                 v,
                 mode,
@@ -53,6 +54,7 @@ fn record() -> impl Strategy<Value = Record> {
                 pid_ns,
                 uid,
                 cmd,
+                fd,
             },
         )
 }

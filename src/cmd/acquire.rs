@@ -91,6 +91,14 @@ pub fn run(ctx: &Context, args: AcquireArgs) -> Result<u8> {
     // Otherwise (busy, stale, no O_TMPFILE, any error) the slow path below
     // takes the lock and hands it over (SCM_RIGHTS), as before.
     let prepared = prepare_all(&ctx.locations.targets);
+    // Everything but the keeper's pid, read before the fork, while the
+    // memory written is not yet shared copy-on-write with the keeper.
+    let mut record = Record::new(
+        Mode::Acquire,
+        0,
+        owner.as_raw(),
+        sys::process_cmdline(owner),
+    );
 
     // The signals that end a wait (ABORT_WAIT) stay blocked until a handler
     // is in place (slow path) or for good (fast path): one that comes while
@@ -125,12 +133,7 @@ pub fn run(ctx: &Context, args: AcquireArgs) -> Result<u8> {
     drop(theirs);
     drop(owner_fd);
 
-    let record = Record::new(
-        Mode::Acquire,
-        keeper.as_raw(),
-        owner.as_raw(),
-        sys::process_cmdline(owner),
-    );
+    record.pid = keeper.as_raw();
     let fast = prepared.map(|files| link_all(&ctx.locations.targets, files, &record));
     if let Some(Some(held)) = fast {
         if let Some(signal) = pending_signal(&aborting) {
@@ -217,9 +220,14 @@ fn prepare_all(targets: &[Target]) -> Option<Vec<File>> {
 /// Link every prepared file, in order; None (and nothing left linked) if
 /// any path is taken or anything fails: the slow path takes over.
 fn link_all(targets: &[Target], files: Vec<File>, record: &Record) -> Option<Vec<Held>> {
-    let content = record.to_line();
     let mut held = Vec::with_capacity(files.len());
     for (target, file) in targets.iter().zip(files) {
+        // The keeper inherited the file under the same descriptor number.
+        let content = Record {
+            fd: Some(file.as_raw_fd()),
+            ..record.clone()
+        }
+        .to_line();
         match create::link_prepared(&target.path, file, content.as_bytes()) {
             Ok(Created::Taken(lock)) => held.push(lock),
             Ok(Created::Exists) | Err(_) => {

@@ -203,7 +203,7 @@ fn stop_keeper(
     // a prober or an acquire still handing over. Give those a moment.
     let started = Instant::now();
     loop {
-        if sys::process_holds_inode(keeper, meta.dev(), meta.ino()).unwrap_or(false) {
+        if sys::process_holds_inode(keeper, meta.dev(), meta.ino(), record.fd).unwrap_or(false) {
             break;
         }
         match file.try_lock() {

@@ -48,6 +48,11 @@ pub struct Record {
     pub uid: u32,
     #[serde(default)]
     pub cmd: Vec<String>,
+    /// The descriptor number under which `pid` holds this file, when known
+    /// (an `acquire` keeper that holds it since its fork): `release` then
+    /// checks that one descriptor instead of listing them all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fd: Option<i32>,
 }
 
 impl Record {
@@ -64,6 +69,7 @@ impl Record {
             pid_ns: crate::sys::pid_namespace().unwrap_or(0),
             uid: nix::unistd::geteuid().as_raw(),
             cmd,
+            fd: None,
         }
     }
 
@@ -129,6 +135,7 @@ mod tests {
             pid_ns: 4026531836,
             uid: 0,
             cmd: vec!["./critical.sh".into()],
+            fd: None,
         }
     }
 
