@@ -92,7 +92,7 @@ pub fn bench(root: &Path, quick: bool) -> Result<(), String> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
     let target_dir = dist::target_dir(&cargo, root)?;
     let release = build_release(&cargo, root, &target_dir)?;
-    let static_bin = find_or_build_dist(root, &target_dir);
+    let static_bin = build_dist(root, &target_dir);
 
     set_child_subreaper();
     let scratch = Scratch::new()?;
@@ -269,18 +269,13 @@ fn build_release(cargo: &OsStr, root: &Path, target_dir: &Path) -> Result<PathBu
     Ok(target_dir.join("release").join("resin-lock"))
 }
 
-/// `target/dist/resin-lock` as found, or built by `cargo xtask dist` (whose
-/// failed checks, such as the size budget, are reported but do not stop us).
-fn find_or_build_dist(root: &Path, target_dir: &Path) -> Option<PathBuf> {
+/// `target/dist/resin-lock`, (re)built by `cargo xtask dist` (whose failed
+/// checks, such as the size budget, are reported but do not stop us).
+fn build_dist(root: &Path, target_dir: &Path) -> Option<PathBuf> {
+    // Always through `xtask dist` (cargo rebuilds only what changed), so
+    // that the binary measured is the one the sources make, never a stale
+    // copy left in target/dist.
     let path = target_dir.join("dist").join("resin-lock");
-    if path.is_file() {
-        eprintln!(
-            "using the existing {} (`cargo xtask dist` rebuilds it)",
-            path.display()
-        );
-        return Some(path);
-    }
-    eprintln!("no static binary yet: running `cargo xtask dist`");
     if let Err(err) = dist::dist(root, false) {
         eprintln!("xtask dist: {err} (measuring the binary anyway)");
     }
