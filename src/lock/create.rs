@@ -33,14 +33,7 @@ pub fn create(path: &Path, content: &[u8]) -> io::Result<Created> {
     match open_tmpfile(dir) {
         Ok(file) => {
             prepare(&file, content)?;
-            let proc_path = format!("/proc/self/fd/{}", file.as_raw_fd());
-            match linkat(
-                nix::fcntl::AT_FDCWD,
-                proc_path.as_str(),
-                nix::fcntl::AT_FDCWD,
-                path,
-                AtFlags::AT_SYMLINK_FOLLOW,
-            ) {
+            match link_unnamed(&file, path) {
                 Ok(()) => return Held::new(path, file).map(Created::Taken),
                 Err(Errno::EEXIST) => return Ok(Created::Exists),
                 // No /proc to name the unnamed file by: use a named one.
@@ -63,26 +56,31 @@ pub fn create(path: &Path, content: &[u8]) -> io::Result<Created> {
 /// this way is not open; `create` then reports them properly.
 pub fn prepare_tmpfile(path: &Path) -> io::Result<File> {
     let file = open_tmpfile(parent_of(path))?;
-    file.set_permissions(fs::Permissions::from_mode(MODE))?;
-    file.try_lock().map_err(io::Error::from)?;
+    set_mode_and_lock(&file)?;
     Ok(file)
 }
 
 /// Write `content` into a file from `prepare_tmpfile` and link it at `path`.
 pub fn link_prepared(path: &Path, file: File, content: &[u8]) -> io::Result<Created> {
     (&file).write_all(content)?;
+    match link_unnamed(&file, path) {
+        Ok(()) => Held::new(path, file).map(Created::Taken),
+        Err(Errno::EEXIST) => Ok(Created::Exists),
+        Err(err) => Err(err.into()),
+    }
+}
+
+/// Give an O_TMPFILE the name `path`, through /proc/self/fd (linkat with
+/// AT_EMPTY_PATH would need CAP_DAC_READ_SEARCH).
+fn link_unnamed(file: &File, path: &Path) -> nix::Result<()> {
     let proc_path = format!("/proc/self/fd/{}", file.as_raw_fd());
-    match linkat(
+    linkat(
         nix::fcntl::AT_FDCWD,
         proc_path.as_str(),
         nix::fcntl::AT_FDCWD,
         path,
         AtFlags::AT_SYMLINK_FOLLOW,
-    ) {
-        Ok(()) => Held::new(path, file).map(Created::Taken),
-        Err(Errno::EEXIST) => Ok(Created::Exists),
-        Err(err) => Err(err.into()),
-    }
+    )
 }
 
 /// The directory a lock path lives in ("." for a bare name).
@@ -112,10 +110,15 @@ fn tmpfile_unsupported(err: &io::Error) -> bool {
 
 /// Write the record, set the mode regardless of umask, take the flock.
 fn prepare(file: &File, content: &[u8]) -> io::Result<()> {
+    set_mode_and_lock(file)?;
+    (&*file).write_all(content)
+}
+
+/// Set the mode regardless of umask and take the flock of a new file.
+fn set_mode_and_lock(file: &File) -> io::Result<()> {
     file.set_permissions(fs::Permissions::from_mode(MODE))?;
     // A fresh inode nobody else can name yet: the lock cannot be busy.
-    file.try_lock().map_err(io::Error::from)?;
-    (&*file).write_all(content)
+    file.try_lock().map_err(io::Error::from)
 }
 
 /// A temp file with an unpredictable name next to the lock; removed on every path.
