@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::{Args, CommandFactory, Parser, Subcommand};
 
 use crate::exit::Exit;
+use crate::lock::owner::OwnerChoice;
 
 /// Block balena / resin.io supervisor updates while critical work runs.
 ///
@@ -78,18 +79,24 @@ pub enum Command {
     /// Take the update lock and keep it after this command returns, until `release`.
     ///
     /// A small keeper process holds the lock until `resin-lock release` or
-    /// until the owner process exits (the parent of this command, or --owner).
-    /// If the owner exits without releasing, the lock file stays (updates stay
-    /// blocked) but is stale, and the next acquire or run takes it over.
-    /// Callers that start resin-lock through a transient shell (Node's
-    /// execSync, Python's shell=True) must pass --owner with their own pid.
+    /// until the owner process exits. The owner is the nearest ancestor that
+    /// is not a transient wrapper: a shell running `-c STRING` (Node's
+    /// execSync, Python's shell=True, system(3)) or sudo, doas, su, timeout,
+    /// time, chronic, strace, setsid are skipped; PID 1 never is. --owner
+    /// parent means exactly the parent; --owner PID names it. If the owner
+    /// exits without releasing, the lock file stays (updates stay blocked) but
+    /// is stale, and the next acquire or run takes it over. An acquire whose
+    /// owner already holds the lock fails at once.
     Acquire(AcquireArgs),
 
     /// Give the lock back.
     ///
-    /// Removes a lock taken by `resin-lock acquire` (stopping its keeper) or a
-    /// stale resin-lock lock. Refuses a lock held by a running `resin-lock run`
-    /// and any foreign lock (the supervisor's, another tool's, a directory, a
+    /// Removes a lock taken by `resin-lock acquire` (stopping its keeper) when
+    /// the caller owns it: the lock's owner is the caller, one of its
+    /// ancestors, or --owner (owners are matched by pid and start time).
+    /// Removes a stale resin-lock lock for anyone. Refuses (exit 1) someone
+    /// else's acquire lock, a lock held by a running `resin-lock run` and any
+    /// foreign lock (the supervisor's, another tool's, a directory, a
     /// symlink) unless --force. Releasing a lock that is not there is not an
     /// error.
     Release(ReleaseArgs),
@@ -143,16 +150,33 @@ pub struct AcquireArgs {
     #[command(flatten)]
     pub wait: WaitArgs,
 
-    /// Keep the lock while process PID lives (default: the parent process).
-    #[arg(long, value_name = "PID")]
-    pub owner: Option<i32>,
+    /// Keep the lock while process PID lives; `parent`: exactly the parent
+    /// (default: the nearest ancestor that is not a transient wrapper).
+    #[arg(long, value_name = "PID|parent", value_parser = parse_owner)]
+    pub owner: Option<OwnerChoice>,
 }
 
 #[derive(Debug, Args)]
 pub struct ReleaseArgs {
-    /// Also remove foreign locks and locks held by a running `resin-lock run`.
+    /// Also remove someone else's acquire lock, foreign locks and locks held
+    /// by a running `resin-lock run`.
     #[arg(short, long)]
     pub force: bool,
+
+    /// Release the lock of owner PID (an ancestor of the caller always counts).
+    #[arg(long, value_name = "PID|parent", value_parser = parse_owner)]
+    pub owner: Option<OwnerChoice>,
+}
+
+/// `--owner`: a process id, or `parent`.
+fn parse_owner(value: &str) -> Result<OwnerChoice, String> {
+    if value == "parent" {
+        return Ok(OwnerChoice::Parent);
+    }
+    match value.parse::<i32>() {
+        Ok(pid) if pid > 0 => Ok(OwnerChoice::Pid(pid)),
+        _ => Err(format!("`{value}` is not a process id or `parent`")),
+    }
 }
 
 #[derive(Debug, Args)]

@@ -108,6 +108,7 @@ pub fn resolve(explicit: &[PathBuf], root: Option<&Path>) -> Locations {
                 .map(|path| Target {
                     path: path.clone(),
                     create_parent: false,
+                    root: None,
                 })
                 .collect(),
             detection: Detection {
@@ -134,6 +135,7 @@ pub fn resolve(explicit: &[PathBuf], root: Option<&Path>) -> Locations {
             .map(|path| Target {
                 path: under_root(root, path),
                 create_parent: true,
+                root: (root != Path::new("/")).then(|| root.to_owned()),
             })
             .collect(),
         detection,
@@ -822,7 +824,8 @@ mod tests {
             got.targets,
             [Target {
                 path: explicit[0].clone(),
-                create_parent: false
+                create_parent: false,
+                root: None,
             }]
         );
         assert_eq!(got.detection.rule, None);

@@ -22,7 +22,7 @@ use nix::unistd::{Pid, getpgid, getpgrp, getpid, getsid};
 use signal_hook::consts::signal::*;
 
 use crate::exit::{Exit, child_code, fail};
-use crate::lock::{Held, release_all};
+use crate::lock::{Held, Notify, release_all};
 use crate::signals::{Received, SignalWatch};
 use crate::ui::Ui;
 
@@ -32,9 +32,10 @@ pub fn run_child(
     held: Vec<Held>,
     signals: &mut SignalWatch,
     ui: &Ui,
+    notify: Notify,
 ) -> Result<u8> {
     let Some((program, args)) = cmd.split_first() else {
-        release_all(held, ui)?;
+        release_all(held, notify)?;
         return Err(fail(Exit::Usage, "run: missing command after --"));
     };
     if getpid().as_raw() != 1 {
@@ -53,7 +54,7 @@ pub fn run_child(
     {
         Ok(child) => child,
         Err(err) => {
-            release_all(held, ui)?;
+            release_all(held, notify)?;
             return Err(spawn_error(program, &err));
         }
     };
@@ -76,7 +77,7 @@ pub fn run_child(
     };
     let code = child_code(status);
     ui.verbose(|| format!("pid {child} ended ({status:?}); releasing the lock"));
-    if let Err(err) = release_all(held, ui) {
+    if let Err(err) = release_all(held, notify) {
         eprintln!("resin-lock: {err:#}");
     }
     reap(Pid::from_raw(-1));

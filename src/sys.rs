@@ -93,7 +93,7 @@ pub fn lock_within(file: &fs::File, limit: std::time::Duration) -> io::Result<bo
 
 /// A small /proc file. /proc reports a size of 0, so std's `fs::read`
 /// would find its length by reading 32 bytes, then 32, then 64...
-fn read_proc(path: impl AsRef<Path>) -> io::Result<Vec<u8>> {
+pub fn read_proc(path: impl AsRef<Path>) -> io::Result<Vec<u8>> {
     use std::io::Read;
     let mut bytes = Vec::with_capacity(4096);
     fs::File::open(path)?.read_to_end(&mut bytes)?;
@@ -135,8 +135,10 @@ pub fn fork() -> io::Result<ForkResult> {
 }
 
 /// Close every descriptor of this process except 0, 1, 2 and `keep`, so a
-/// long-lived keeper holds no pipe of its caller open.
-pub fn close_other_fds(keep: &[RawFd]) -> io::Result<()> {
+/// long-lived keeper holds no pipe of its caller open. Cannot fail: where
+/// close_range(2) is missing (Linux before 5.9) each descriptor up to the
+/// limit is closed in turn.
+pub fn close_other_fds(keep: &[RawFd]) {
     let mut kept: Vec<RawFd> = keep.iter().copied().filter(|fd| *fd > 2).collect();
     kept.sort_unstable();
     kept.dedup();
@@ -158,47 +160,87 @@ pub fn close_other_fds(keep: &[RawFd]) -> io::Result<()> {
         // SAFETY: closes only descriptors outside `keep`, none of which this
         // process uses after this point: the keeper owns only those in `keep`.
         if unsafe { libc::close_range(low, high, 0) } != 0 {
-            let err = io::Error::last_os_error();
-            if err.raw_os_error() == Some(libc::ENOSYS) {
-                // Linux before 5.9 (nothing was closed yet).
-                return close_listed_fds(&kept);
-            }
-            return Err(err);
+            // Linux before 5.9 (nothing was closed yet).
+            return close_one_by_one(&kept);
         }
     }
-    Ok(())
 }
 
-fn close_listed_fds(keep: &[RawFd]) -> io::Result<()> {
-    let open: Vec<RawFd> = fs::read_dir("/proc/self/fd")?
-        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
-        .collect();
-    for fd in open {
-        if fd > 2 && !keep.contains(&fd) {
-            // SAFETY: the descriptor was open when listed (the directory's own
-            // descriptor may already be closed, hence ignoring EBADF); nothing
-            // in this process uses it after this point: the keeper owns only
-            // the descriptors in `keep`.
+fn close_one_by_one(keep: &[RawFd]) {
+    let limit = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map_or(1024, |(soft, _)| soft.min(65_536));
+    for fd in 3..RawFd::try_from(limit).unwrap_or(1024) {
+        if !keep.contains(&fd) {
+            // SAFETY: closing a descriptor that is not open is a harmless
+            // EBADF; nothing in this process uses any descriptor outside
+            // `keep` after this point.
             unsafe { libc::close(fd) };
         }
     }
+}
+
+/// Point stdin, stdout and stderr at `null` (/dev/null, closed here), or
+/// close them where there is no /dev/null. Cannot fail.
+pub fn detach_stdio(null: Option<fs::File>) {
+    for target in 0..=2 {
+        match &null {
+            // SAFETY: dup2 onto the standard descriptors; both are valid
+            // descriptors and std's handles for 0-2 stay valid (they now name
+            // /dev/null).
+            Some(null) => unsafe { libc::dup2(null.as_raw_fd(), target) },
+            // SAFETY: the keeper never reads or writes its standard
+            // descriptors after this point.
+            None => unsafe { libc::close(target) },
+        };
+    }
+}
+
+/// Whether /proc is mounted (a minimal container may have none).
+pub fn proc_mounted() -> bool {
+    Path::new("/proc/self/fd").exists()
+}
+
+/// The text of an errno value, without Rust's " (os error N)".
+pub fn strerror(code: i32) -> String {
+    nix::errno::Errno::from_raw(code).desc().to_owned()
+}
+
+/// Whether a process with this pid exists (EPERM still means it does).
+pub fn process_exists(pid: Pid) -> bool {
+    matches!(
+        nix::sys::signal::kill(pid, None),
+        Ok(()) | Err(nix::errno::Errno::EPERM)
+    )
+}
+
+/// `pidfd_send_signal(2)`: signal the process a pidfd names, which cannot
+/// be a later process that reused its pid.
+pub fn pidfd_send_signal(pidfd: &OwnedFd, signal: i32) -> io::Result<()> {
+    // SAFETY: the descriptor is a valid pidfd we own; a null siginfo and
+    // zero flags are what the call documents for a plain kill(2)-like send.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            signal,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
     Ok(())
 }
 
-/// Point stdin, stdout and stderr at /dev/null.
-pub fn detach_stdio() -> io::Result<()> {
-    let null = fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/null")?;
-    for target in 0..=2 {
-        // SAFETY: dup2 onto the standard descriptors; both are valid descriptors
-        // and std's handles for 0-2 stay valid (they now name /dev/null).
-        if unsafe { libc::dup2(null.as_raw_fd(), target) } < 0 {
-            return Err(io::Error::last_os_error());
-        }
-    }
-    Ok(())
+/// The effective uid of process `pid` (the owner of /proc/PID).
+pub fn process_uid(pid: Pid) -> io::Result<u32> {
+    let status = read_proc(format!("/proc/{}/status", pid.as_raw()))?;
+    String::from_utf8_lossy(&status)
+        .lines()
+        .find_map(|line| line.strip_prefix("Uid:"))
+        .and_then(|ids| ids.split_ascii_whitespace().nth(1)?.parse().ok())
+        .ok_or_else(|| io::Error::other("no Uid line"))
 }
 
 /// Whether process `pid` has a descriptor open on the inode (dev, ino): the
@@ -236,8 +278,11 @@ pub fn process_cmdline(pid: Pid) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// The most lock files one `acquire` hands to its keeper.
+/// The most descriptors one message to the keeper carries.
 pub const MAX_PASSED_FDS: usize = 64;
+/// The most lock paths one `acquire` hands to its keeper (a file and its
+/// directory each).
+pub const MAX_PATHS: usize = MAX_PASSED_FDS / 2;
 
 /// Send `fds` and `payload` in one SOCK_SEQPACKET message (SCM_RIGHTS).
 pub fn send_fds(sock: &OwnedFd, payload: &[u8], fds: &[RawFd]) -> io::Result<()> {
@@ -297,9 +342,11 @@ pub fn recv_fds(sock: &OwnedFd) -> io::Result<Option<(Vec<u8>, Vec<OwnedFd>)>> {
 pub const KEEPER_NAME: &std::ffi::CStr = c"resin-lock-keep";
 
 /// Keeper processes holding a lock file in `dir` that is no longer linked
-/// anywhere: keepers whose lock someone else removed or replaced. They
-/// protect nothing any more. `dir` must be canonical, as /proc shows paths.
-pub fn displaced_keepers(dir: &Path) -> Vec<Pid> {
+/// anywhere (keepers whose lock someone else removed or replaced), each
+/// with the /proc path of that descriptor. Only candidates: anyone can name
+/// a process `resin-lock-keep`; the caller proves the rest. `dir` must be
+/// canonical, as /proc shows paths.
+pub fn displaced_keepers(dir: &Path) -> Vec<(Pid, std::path::PathBuf)> {
     let me = std::process::id().to_string();
     let Ok(procs) = fs::read_dir("/proc") else {
         return Vec::new();
@@ -311,27 +358,29 @@ pub fn displaced_keepers(dir: &Path) -> Vec<Pid> {
             if name == me || !name.bytes().all(|b| b.is_ascii_digit()) {
                 return None;
             }
-            let comm = fs::read_to_string(format!("/proc/{name}/comm")).ok()?;
-            if comm.trim_end().as_bytes() != KEEPER_NAME.to_bytes() {
+            let comm = read_proc(format!("/proc/{name}/comm")).ok()?;
+            if comm.trim_ascii_end() != KEEPER_NAME.to_bytes() {
                 return None;
             }
-            let displaced = fs::read_dir(format!("/proc/{name}/fd"))
+            let fd = fs::read_dir(format!("/proc/{name}/fd"))
                 .ok()?
                 .filter_map(|fd| fd.ok())
-                .any(|fd| {
+                .find(|fd| {
                     let deleted_here = fs::read_link(fd.path()).is_ok_and(|target| {
                         target.parent() == Some(dir)
                             && target.as_os_str().as_bytes().ends_with(b" (deleted)")
                     });
                     deleted_here && fs::metadata(fd.path()).is_ok_and(|m| m.nlink() == 0)
-                });
-            if displaced {
-                name.parse().ok().map(Pid::from_raw)
-            } else {
-                None
-            }
+                })?;
+            Some((Pid::from_raw(name.parse().ok()?), fd.path()))
         })
         .collect()
+}
+
+/// The path the kernel gives an open descriptor (a lock directory's
+/// canonical path), through /proc.
+pub fn fd_path(fd: std::os::fd::BorrowedFd<'_>) -> Option<std::path::PathBuf> {
+    fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).ok()
 }
 
 #[cfg(test)]

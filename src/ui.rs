@@ -31,3 +31,32 @@ impl Ui {
         !self.quiet && (self.verbose || std::io::stderr().is_terminal())
     }
 }
+
+/// Text from outside (records, process command lines, API answers) with
+/// control characters escaped, so that one lock is always one line.
+pub fn escape_controls(text: &str) -> String {
+    if !text.chars().any(char::is_control) {
+        return text.to_owned();
+    }
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::escape_controls;
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(escape_controls("plain ünïcode"), "plain ünïcode");
+        assert_eq!(escape_controls("a\nb\tc\x1b[31m"), "a\\nb\\tc\\u{1b}[31m");
+        assert_eq!(escape_controls("\r\u{85}"), "\\r\\u{85}");
+    }
+}

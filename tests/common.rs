@@ -152,3 +152,31 @@ pub fn assert_counted_without_overlap(counter: &Path, overlaps: &Path, expected:
         expected.to_string()
     );
 }
+
+/// A process to name with `--owner`: a second owner besides the test
+/// process itself (an `acquire` of the owner that holds the lock fails at
+/// once instead of waiting). Killed when dropped.
+pub struct Sleeper(Child);
+
+impl Sleeper {
+    pub fn new() -> Sleeper {
+        Sleeper(
+            Command::new("sleep")
+                .arg("1000")
+                .stdin(Stdio::null())
+                .spawn()
+                .expect("sleep"),
+        )
+    }
+
+    pub fn pid(&self) -> String {
+        self.0.id().to_string()
+    }
+}
+
+impl Drop for Sleeper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -155,29 +155,142 @@ fn keeper_follows_its_owner_and_survives_the_callers_shell() {
     s.cmd(&["release"]).assert().success();
 }
 
+/// `sh -c 'resin-lock acquire && …'` (Node's execSync, Python's
+/// shell=True): the transient shell is skipped and the owner is the process
+/// that ran it; `--owner parent` means exactly the shell, and the lock goes
+/// stale when that shell exits.
 #[test]
-fn default_owner_is_the_parent_process() {
+fn default_owner_skips_a_transient_shell_and_owner_parent_does_not() {
+    for owner_parent in [false, true] {
+        let s = Scratch::new();
+        let ready = s.path("ready");
+        let script = format!(
+            "{} --path {} acquire {} && touch {} && read line",
+            env!("CARGO_BIN_EXE_resin-lock"),
+            s.lock().display(),
+            if owner_parent { "--owner parent" } else { "" },
+            ready.display()
+        );
+        let mut shell = Command::new("sh")
+            .args(["-c", &script])
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap();
+        wait_for_file(&ready);
+        let rec = record(&s.lock());
+        let expected = if owner_parent {
+            shell.id()
+        } else {
+            std::process::id()
+        };
+        assert_eq!(rec["owner"], expected, "owner_parent={owner_parent}: {rec}");
+        assert!(rec["owner_start"].as_u64().is_some(), "{rec}");
+        drop(shell.stdin.take()); // the shell reads EOF and exits
+        shell.wait().unwrap();
+        if owner_parent {
+            wait_until("the lock to go stale", || {
+                status_json(&s)["locks"][0]["state"] == "stale"
+            });
+        } else {
+            // The owner (this test) lives: the lock stays held.
+            assert_eq!(status_json(&s)["locks"][0]["state"], "held");
+        }
+        s.cmd(&["release"]).assert().success();
+        assert!(!s.lock().exists());
+    }
+}
+
+/// Wrappers that fork and exit with their command (`timeout`, `setsid`)
+/// are skipped too, and `release` through the same wrapper pairs up.
+#[test]
+fn wrappers_are_skipped_and_release_through_them_pairs_up() {
     let s = Scratch::new();
-    let ready = s.path("ready");
-    let script = format!(
-        "{} --path {} acquire && touch {} && read line",
-        env!("CARGO_BIN_EXE_resin-lock"),
-        s.lock().display(),
-        ready.display()
-    );
-    let mut shell = Command::new("sh")
-        .args(["-c", &script])
-        .stdin(Stdio::piped())
-        .spawn()
+    let bin = env!("CARGO_BIN_EXE_resin-lock");
+    let lock = s.lock();
+    let script = s.path("job.sh");
+    fs::write(
+        &script,
+        format!(
+            "timeout 30 {bin} -v --path {l} acquire 2> {err} || exit 1\n\
+             echo $$ > {pid}\n\
+             timeout 30 {bin} --path {l} release || exit 2\n",
+            l = lock.display(),
+            err = s.path("err").display(),
+            pid = s.path("pid").display()
+        ),
+    )
+    .unwrap();
+    Command::new("sh").arg(&script).assert().success();
+    let shell: u32 = fs::read_to_string(s.path("pid"))
+        .unwrap()
+        .trim()
+        .parse()
         .unwrap();
-    wait_for_file(&ready);
-    assert_eq!(record(&s.lock())["owner"], shell.id());
-    assert_eq!(status_json(&s)["locks"][0]["state"], "held");
-    drop(shell.stdin.take()); // the shell reads EOF and exits
-    shell.wait().unwrap();
-    wait_until("the lock to go stale", || {
-        status_json(&s)["locks"][0]["state"] == "stale"
-    });
+    let err = fs::read_to_string(s.path("err")).unwrap();
+    assert!(
+        err.contains(&format!("owner: pid {shell} "))
+            && err.contains("skipped the transient wrappers"),
+        "{err}"
+    );
+    assert!(!lock.exists(), "release through timeout released it");
+}
+
+/// Another script's `release` (e.g. a `trap … EXIT` after a failed
+/// `acquire -n`) never removes a lock it does not own; `--force` does.
+#[test]
+fn release_refuses_someone_elses_acquire_lock() {
+    let s = Scratch::new();
+    let owner = Sleeper::new();
+    s.cmd(&["acquire", "--owner", &owner.pid()])
+        .assert()
+        .success();
+    let keeper = record(&s.lock())["pid"].as_i64().unwrap() as i32;
+    // Script B: `trap 'resin-lock release' EXIT; resin-lock acquire -n || exit 0`.
+    let script_b = format!(
+        "trap '{bin} --path {l} release; echo $? > {rc}' EXIT; {bin} --path {l} acquire -n --owner parent || exit 0",
+        bin = env!("CARGO_BIN_EXE_resin-lock"),
+        l = s.lock().display(),
+        rc = s.path("rc").display()
+    );
+    Command::new("sh")
+        .args(["-c", &script_b])
+        .assert()
+        .success();
+    assert_eq!(fs::read_to_string(s.path("rc")).unwrap().trim(), "1");
+    assert!(alive(keeper), "the owner's keeper still holds it");
+    assert_eq!(record(&s.lock())["pid"], keeper);
+    s.cmd(&["release"]).assert().code(1).stderr(
+        contains("only its owner releases it").and(contains(format!("owner pid {}", owner.pid()))),
+    );
+    // The owner (named with --owner) releases it; so would --force.
+    s.cmd(&["release", "--owner", &owner.pid()])
+        .assert()
+        .success();
+    assert!(!s.lock().exists());
+    s.cmd(&["acquire", "--owner", &owner.pid()])
+        .assert()
+        .success();
+    s.cmd(&["release", "--force"]).assert().success();
+    assert!(!s.lock().exists());
+    wait_until("the keeper to exit", || !alive(keeper));
+}
+
+/// A second `acquire` by the owner that holds the lock fails at once with a
+/// line naming the keeper, instead of waiting for itself forever.
+#[test]
+fn acquire_by_the_same_owner_fails_at_once() {
+    let s = Scratch::new();
+    s.cmd(&["acquire"]).assert().success();
+    let keeper = record(&s.lock())["pid"].clone();
+    assert_cmd::Command::from_std(s.cmd(&["acquire"]))
+        .timeout(Duration::from_secs(60))
+        .assert()
+        .code(1)
+        .stderr(
+            contains("already held by this owner").and(contains(format!("keeper pid {keeper}"))),
+        );
+    s.cmd(&["acquire", "-E", "75"]).assert().code(75);
+    s.cmd(&["release"]).assert().success();
 }
 
 #[test]
@@ -226,7 +339,10 @@ fn two_contenders_for_a_stale_lock_never_both_win() {
 #[test]
 fn nonblock_timeout_and_conflict_exit_code() {
     let s = Scratch::new();
-    s.cmd(&["acquire"]).assert().success();
+    let owner = Sleeper::new();
+    s.cmd(&["acquire", "--owner", &owner.pid()])
+        .assert()
+        .success();
     s.cmd(&["acquire", "-n"])
         .assert()
         .code(1)
@@ -241,7 +357,9 @@ fn nonblock_timeout_and_conflict_exit_code() {
     s.cmd(&["run", "-n", "-E", "9", "--", "true"])
         .assert()
         .code(9);
-    s.cmd(&["release"]).assert().success();
+    s.cmd(&["release", "--owner", &owner.pid()])
+        .assert()
+        .success();
     assert_eq!(s.leftovers(&[]), Vec::<String>::new());
 }
 
@@ -293,7 +411,10 @@ fn spawn_waiter(
 #[test]
 fn waiter_takes_the_lock_when_it_is_released() {
     let s = Scratch::new();
-    s.cmd(&["acquire"]).assert().success();
+    let owner = Sleeper::new();
+    s.cmd(&["acquire", "--owner", &owner.pid()])
+        .assert()
+        .success();
     let first = record(&s.lock())["pid"].clone();
     let (waiter, _stderr) = spawn_waiter(&s, &["acquire"]);
     // The waiter's keeper let go of the file it prepared for the fast path.
@@ -301,7 +422,10 @@ fn waiter_takes_the_lock_when_it_is_released() {
         deleted_files_open_in(s.dir.path()).is_empty()
     });
     // Quiet, also when the waiter has taken the lock before release looks.
-    s.cmd(&["release"]).assert().success().stderr("");
+    s.cmd(&["release", "--owner", &owner.pid()])
+        .assert()
+        .success()
+        .stderr("");
     let out = waiter.wait_with_output().unwrap();
     assert!(out.status.success());
     assert_ne!(
@@ -316,7 +440,10 @@ fn waiter_takes_the_lock_when_it_is_released() {
 fn signal_while_waiting_ends_the_wait_holding_nothing() {
     for (signal, code) in [("TERM", 143), ("INT", 130), ("HUP", 129)] {
         let s = Scratch::new();
-        s.cmd(&["acquire"]).assert().success();
+        let owner = Sleeper::new();
+        s.cmd(&["acquire", "--owner", &owner.pid()])
+            .assert()
+            .success();
         let holder = record(&s.lock());
         let started = s.path("started");
         let touch = started.to_str().unwrap();
@@ -332,7 +459,9 @@ fn signal_while_waiting_ends_the_wait_holding_nothing() {
             assert!(!started.exists(), "no child started");
         }
         assert_eq!(s.leftovers(&["updates.lock"]), Vec::<String>::new());
-        s.cmd(&["release"]).assert().success();
+        s.cmd(&["release", "--owner", &owner.pid()])
+            .assert()
+            .success();
     }
 }
 
@@ -850,7 +979,7 @@ fn contention_never_overlaps() {
         r#"L={lock}; C={counter}; O={overlaps}; I={inside}
         i=0
         while [ $i -lt {rounds} ]; do
-            {bin} --path "$L" acquire || exit 10
+            {bin} --path "$L" acquire --owner parent || exit 10
             [ -e "$I" ] && echo overlap >> "$O"
             : > "$I"
             n=$(cat "$C"); echo $((n + 1)) > "$C"

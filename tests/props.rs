@@ -40,10 +40,19 @@ fn record() -> impl Strategy<Value = Record> {
         (mode(), 1u32.., 1i32.., any::<i32>()),
         (any::<String>(), any::<String>(), any::<u64>(), any::<u32>()),
         prop::collection::vec(any::<String>(), 0..6),
-        prop::option::of(any::<i32>()),
+        (
+            prop::option::of(any::<i32>()),
+            prop::option::of(any::<u64>()),
+            prop::option::of(any::<String>()),
+        ),
     )
         .prop_map(
-            |((mode, v, pid, owner), (start, boot_id, pid_ns, uid), cmd, fd)| Record {
+            |(
+                (mode, v, pid, owner),
+                (start, boot_id, pid_ns, uid),
+                cmd,
+                (fd, owner_start, reason),
+            )| Record {
                 tool: TOOL.to_owned(),
                 v,
                 mode,
@@ -54,6 +63,9 @@ fn record() -> impl Strategy<Value = Record> {
                 pid_ns,
                 uid,
                 cmd,
+                cmd_cut: false,
+                reason,
+                owner_start,
                 fd,
             },
         )
@@ -113,6 +125,25 @@ proptest! {
         let (parsed, raw) = Record::parse(line.as_bytes()).expect("our own record parses");
         prop_assert_eq!(&parsed, &record);
         prop_assert_eq!(raw["tool"].as_str(), Some(TOOL));
+    }
+
+    #[test]
+    fn every_record_we_write_is_ours(
+        record in record(),
+        count in 0usize..3_000,
+        width in 0usize..600,
+    ) {
+        // However long the command line (a JVM's, `sh -c … $(seq 15000)`),
+        // the line stays within MAX_WRITE and reads back as resin-lock's.
+        let record = Record {
+            cmd: (0..count).map(|i| format!("{i:0width$}")).collect(),
+            ..record
+        };
+        let line = record.to_line();
+        prop_assert!(line.len() <= resin_lock::lock::record::MAX_WRITE, "{}", line.len());
+        let (parsed, _) = Record::parse(line.as_bytes()).expect("our own record parses");
+        prop_assert_eq!(parsed.pid, record.pid);
+        prop_assert_eq!(parsed.owner, record.owner);
     }
 
     #[test]

@@ -292,7 +292,7 @@ echo $i > "$D/$WHO.done""#;
 const ACQUIRE_LOOP: &str = r#"set -- $THINK
 i=0
 while [ $i -lt $N ] || [ ! -e "$STOP" ]; do
-    "$BIN" --path "$L" acquire || exit 1
+    "$BIN" --path "$L" acquire --owner parent || exit 1
     sh "$CRIT" "$WHO"
     "$BIN" --path "$L" release || exit 2
     i=$((i + 1))
@@ -430,7 +430,7 @@ impl Victim {
             Kill::Keeper | Kill::Owner | Kill::OwnerAndKeeper => {
                 let mut cmd = Command::new("sh");
                 cmd.arg("-c").arg(format!(
-                    r#""$BIN" --path "$L" acquire || exit 9; {VICTIM_CS}"#
+                    r#""$BIN" --path "$L" acquire --owner parent || exit 9; {VICTIM_CS}"#
                 ));
                 cmd
             }
@@ -934,7 +934,7 @@ fn lock_directory_removed_under_a_waiter_is_exit_73() {
             resin_lock()
                 .arg("--path")
                 .arg(&lock)
-                .arg("release")
+                .args(["release", "--owner", &owner.id().to_string()])
                 .assert()
                 .success()
                 .stderr(contains("removed by someone else"));
@@ -967,11 +967,29 @@ fn detected_lock_directory_removed_under_a_waiter_is_recreated() {
         .assert()
         .success();
     let keeper = record(&lock)["pid"].as_i64().unwrap() as i32;
-    let (mut waiter, _stderr) = waiting(&[], Some(root), &["acquire"]);
+    let (mut waiter, mut stderr) = waiting(&[], Some(root), &["acquire"]);
     kill(Pid::from_raw(waiter.pid()), Signal::SIGSTOP).unwrap();
     fs::remove_file(&lock).unwrap();
     fs::remove_dir(&dir).unwrap();
     kill(Pid::from_raw(waiter.pid()), Signal::SIGCONT).unwrap();
+    // SPEC 2a: the removed lock is still held by its keeper, so the waiter
+    // goes on waiting, and says why.
+    let mut line = String::new();
+    while !line.contains("its lock file was removed") {
+        line.clear();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "the waiter ended early"
+        );
+    }
+    assert!(
+        !lock.exists(),
+        "no lock while the displaced keeper holds it"
+    );
+    // Its owner ends: the keeper lets go, and the waiter takes the lock.
+    drop(owner_stdin);
+    owner.wait().unwrap();
+    wait_gone(keeper, "the displaced keeper");
     assert!(waiter.wait().success());
     assert_eq!(record(&lock)["mode"], "acquire", "the waiter holds it");
     assert_ne!(record(&lock)["pid"], keeper);
@@ -982,7 +1000,4 @@ fn detected_lock_directory_removed_under_a_waiter_is_recreated() {
         0,
         "nothing left behind"
     );
-    drop(owner_stdin);
-    owner.wait().unwrap();
-    wait_gone(keeper, "the displaced keeper");
 }

@@ -8,10 +8,15 @@ pub mod status;
 
 use anyhow::Result;
 
-use crate::cli::{Cli, Command};
+use std::path::Path;
+
+use crate::cli::{Cli, Command, WaitArgs};
 use crate::exit::{Exit, fail};
 use crate::locate::{self, Locations};
-use crate::lock::inspect::SUPERVISOR_UID;
+use crate::lock::inspect::{HeldBy, SUPERVISOR_UID};
+use crate::lock::owner::ProcId;
+use crate::lock::wait::WaitOpts;
+use crate::lock::{Event, Released};
 use crate::ui::Ui;
 
 /// What every command needs: how to talk, and where the locks are.
@@ -26,13 +31,13 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
         verbose: cli.verbose,
         quiet: cli.quiet,
     };
-    if cli.paths.len() > crate::sys::MAX_PASSED_FDS {
+    if cli.paths.len() > crate::sys::MAX_PATHS {
         return Err(fail(
             Exit::Usage,
             format!(
                 "too many --path options ({}, at most {})",
                 cli.paths.len(),
-                crate::sys::MAX_PASSED_FDS
+                crate::sys::MAX_PATHS
             ),
         ));
     }
@@ -73,4 +78,71 @@ pub fn refuse_nobody() -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// How to wait, from `-n`, `-w`, `-E`; `owner`: an `acquire`'s owner.
+pub fn wait_opts(args: &WaitArgs, owner: Option<ProcId>) -> WaitOpts {
+    WaitOpts {
+        nonblock: args.nonblock,
+        timeout: args.timeout,
+        busy_code: args.conflict_exit_code.unwrap_or(Exit::Busy.code()),
+        owner,
+    }
+}
+
+/// Why a removed or replaced lock file matters: the one way this is said.
+pub fn maybe_forced(path: &Path) -> String {
+    format!(
+        "{}: our lock file was removed by someone else while we held it (the supervisor may have forced an update)",
+        path.display()
+    )
+}
+
+/// Say what the lock protocol did, as `-q` and `-v` allow.
+pub fn tell(ui: &Ui, event: Event<'_>) {
+    match event {
+        Event::Waiting { path, holder } => {
+            let hint = match holder.held_by {
+                Some(HeldBy::Supervisor) => {
+                    "; the supervisor is updating, the wait ends when it is done"
+                }
+                Some(HeldBy::Other) => {
+                    "; not a resin-lock lock, so only a person can end this wait \
+                     (remove it, or `resin-lock release --force`)"
+                }
+                _ => "",
+            };
+            ui.warn(format!(
+                "waiting for {}: held by {}{hint}",
+                path.display(),
+                holder.holder()
+            ));
+        }
+        Event::WaitingForDisplaced { path, record } => ui.warn(format!(
+            "waiting for {}: its lock file was removed (the supervisor may have forced an update), \
+             but its holder still runs: {}; waiting for it to end",
+            path.display(),
+            crate::lock::inspect::Inspection::record_holder(record)
+        )),
+        Event::TookOverStale {
+            path,
+            reason,
+            record,
+        } => ui.verbose(|| {
+            format!(
+                "took over stale lock {} ({reason}; was resin-lock {} pid {})",
+                path.display(),
+                record.mode.as_str(),
+                record.pid
+            )
+        }),
+        Event::Released { path, how } => match how {
+            Released::Removed => ui.verbose(|| format!("released {}", path.display())),
+            Released::Gone => ui.warn(maybe_forced(path)),
+            Released::Replaced => ui.warn(format!(
+                "{}; another file is there now, left it alone",
+                maybe_forced(path)
+            )),
+        },
+    }
 }

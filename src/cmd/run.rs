@@ -5,10 +5,10 @@ use anyhow::{Context as _, Result};
 use nix::unistd::getpid;
 use signal_hook::consts::SIGCHLD;
 
-use super::{Context, refuse_nobody};
+use super::{Context, refuse_nobody, tell, wait_opts};
 use crate::cli::RunArgs;
 use crate::lock::record::{Mode, Record};
-use crate::lock::wait::{WaitOpts, take_all};
+use crate::lock::wait::take_all;
 use crate::signals::{FORWARD, SignalWatch};
 use crate::supervise;
 
@@ -26,14 +26,15 @@ pub fn run(ctx: &Context, args: RunArgs) -> Result<u8> {
         .map(|arg| arg.to_string_lossy().into_owned())
         .collect();
     let record = Record::new(Mode::Run, me, me, cmd_words);
+    let notify = |event: crate::lock::Event<'_>| tell(&ctx.ui, event);
     let held = take_all(
         &ctx.locations.targets,
         record.to_line().as_bytes(),
-        WaitOpts::from_args(&args.wait),
+        wait_opts(&args.wait, None),
         &mut signals,
-        &ctx.ui,
+        &notify,
     )?;
-    let code = supervise::run_child(&args.cmd, held, &mut signals, &ctx.ui);
+    let code = supervise::run_child(&args.cmd, held, &mut signals, &ctx.ui, &notify);
     // Unregistering 14 handlers one by one is a tenth of our start-up cost;
     // the process is about to exit, which drops them all at once.
     std::mem::forget(signals);

@@ -30,7 +30,7 @@ pub fn run(ctx: &Context, args: StatusArgs) -> Result<u8> {
         .locations
         .targets
         .iter()
-        .map(|t| inspect(&t.path).with_context(|| format!("cannot read lock {}", t.path.display())))
+        .map(|t| inspect(t).with_context(|| format!("cannot read lock {}", t.path.display())))
         .collect::<Result<Vec<_>>>()?;
     let locked = locks.iter().any(|l| l.state != State::Free);
     let code = if locked { Exit::Busy } else { Exit::Ok }.code();

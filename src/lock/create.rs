@@ -1,22 +1,23 @@
 //! Making a lock file appear atomically with its content, already flocked:
 //! an O_TMPFILE (or a named temp file) is written and flocked, then link(2)ed
 //! into place, where EEXIST means busy. Where link(2) is not supported the
-//! fallback is O_CREAT|O_EXCL, then lock and write. No temp file survives.
+//! fallback is O_CREAT|O_EXCL, then lock and write. No temp file survives,
+//! and one left by a process killed mid-way is removed by the next call.
 
 use std::collections::hash_map::RandomState;
-use std::ffi::OsString;
-use std::fs::{self, File, OpenOptions};
+use std::ffi::{OsStr, OsString};
+use std::fs::{self, File};
 use std::hash::BuildHasher;
 use std::io::{self, Write};
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
 
 use nix::errno::Errno;
-use nix::fcntl::AtFlags;
-use nix::unistd::linkat;
+use nix::fcntl::OFlag;
 
 use super::Held;
+use super::dir::{LockDir, lock_name};
 
 /// Lock files are world-readable so the supervisor and `status` can read them.
 pub const MODE: u32 = 0o644;
@@ -27,19 +28,19 @@ pub enum Created {
     Exists,
 }
 
-/// Create `path` with `content`, flocked, or report that it exists.
-pub fn create(path: &Path, content: &[u8]) -> io::Result<Created> {
-    let dir = parent_of(path);
-    match open_tmpfile(dir) {
+/// Create lock `path` (in `dir`) with `content`, flocked, or report that it exists.
+pub fn create(dir: LockDir, path: &Path, content: &[u8]) -> io::Result<Created> {
+    let name = lock_name(path)?;
+    match dir.tmpfile(MODE) {
         Ok(file) => {
             prepare(&file, content)?;
-            match link_unnamed(&file, path) {
-                Ok(()) => return Held::new(path, file).map(Created::Taken),
+            match dir.link_unnamed(&file, name) {
+                Ok(()) => return Held::new(path, dir, file).map(Created::Taken),
                 Err(Errno::EEXIST) => return Ok(Created::Exists),
                 // No /proc to name the unnamed file by: use a named one.
-                Err(Errno::ENOENT) if !Path::new("/proc/self/fd").exists() => {}
+                Err(Errno::ENOENT) if !crate::sys::proc_mounted() => {}
                 Err(Errno::EPERM | Errno::EOPNOTSUPP | Errno::ENOSYS) => {
-                    return create_exclusive(path, content);
+                    return create_exclusive(dir, path, content);
                 }
                 Err(err) => return Err(err.into()),
             }
@@ -47,57 +48,28 @@ pub fn create(path: &Path, content: &[u8]) -> io::Result<Created> {
         Err(err) if !tmpfile_unsupported(&err) => return Err(err),
         Err(_) => {}
     }
-    create_via_named_temp(path, dir, content)
+    create_via_named_temp(dir, path, content)
 }
 
-/// An O_TMPFILE in `path`'s directory, mode 0644 and flocked, but neither
+/// An O_TMPFILE in the lock's directory, mode 0644 and flocked, but neither
 /// written nor linked yet: `acquire` makes these before it forks its keeper,
-/// which so holds them from birth (see `cmd::acquire`). Errors only mean
-/// this way is not open; `create` then reports them properly.
-pub fn prepare_tmpfile(path: &Path) -> io::Result<File> {
-    let file = open_tmpfile(parent_of(path))?;
+/// which so holds them from birth (see `keeper`). Errors only mean this way
+/// is not open; `create` then reports them properly.
+pub fn prepare_tmpfile(dir: &LockDir) -> io::Result<File> {
+    let file = dir.tmpfile(MODE)?;
     set_mode_and_lock(&file)?;
     Ok(file)
 }
 
 /// Write `content` into a file from `prepare_tmpfile` and link it at `path`.
-pub fn link_prepared(path: &Path, file: File, content: &[u8]) -> io::Result<Created> {
+pub fn link_prepared(dir: LockDir, path: &Path, file: File, content: &[u8]) -> io::Result<Created> {
+    let name = lock_name(path)?;
     (&file).write_all(content)?;
-    match link_unnamed(&file, path) {
-        Ok(()) => Held::new(path, file).map(Created::Taken),
+    match dir.link_unnamed(&file, name) {
+        Ok(()) => Held::new(path, dir, file).map(Created::Taken),
         Err(Errno::EEXIST) => Ok(Created::Exists),
         Err(err) => Err(err.into()),
     }
-}
-
-/// Give an O_TMPFILE the name `path`, through /proc/self/fd (linkat with
-/// AT_EMPTY_PATH would need CAP_DAC_READ_SEARCH).
-fn link_unnamed(file: &File, path: &Path) -> nix::Result<()> {
-    let proc_path = format!("/proc/self/fd/{}", file.as_raw_fd());
-    linkat(
-        nix::fcntl::AT_FDCWD,
-        proc_path.as_str(),
-        nix::fcntl::AT_FDCWD,
-        path,
-        AtFlags::AT_SYMLINK_FOLLOW,
-    )
-}
-
-/// The directory a lock path lives in ("." for a bare name).
-pub fn parent_of(path: &Path) -> &Path {
-    match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    }
-}
-
-fn open_tmpfile(dir: &Path) -> io::Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .mode(MODE)
-        .custom_flags(libc::O_TMPFILE)
-        .open(dir)
 }
 
 /// O_TMPFILE is refused by some file systems and old kernels with these.
@@ -121,67 +93,144 @@ fn set_mode_and_lock(file: &File) -> io::Result<()> {
     file.try_lock().map_err(io::Error::from)
 }
 
-/// A temp file with an unpredictable name next to the lock; removed on every path.
-struct TempName(PathBuf);
+/// The temp-file names of lock `name`: `.NAME.<16 hex digits>.tmp`.
+fn temp_name(name: &OsStr) -> OsString {
+    let mut temp = OsString::from(".");
+    temp.push(name);
+    temp.push(format!(
+        ".{:016x}.tmp",
+        RandomState::new().hash_one(std::process::id())
+    ));
+    temp
+}
 
-impl Drop for TempName {
-    fn drop(&mut self) {
-        let _ = fs::remove_file(&self.0);
+/// Whether `candidate` is one of `name`'s temp-file names.
+pub fn is_temp_name(name: &OsStr, candidate: &OsStr) -> bool {
+    let (name, candidate) = (name.as_bytes(), candidate.as_bytes());
+    let Some(rest) = candidate
+        .strip_prefix(b".")
+        .and_then(|c| c.strip_prefix(name))
+        .and_then(|c| c.strip_prefix(b"."))
+        .and_then(|c| c.strip_suffix(b".tmp"))
+    else {
+        return false;
+    };
+    rest.len() == 16 && rest.iter().all(u8::is_ascii_hexdigit)
+}
+
+/// Remove temp files of lock `name` left by a process killed between
+/// creating and removing them: each is flocked for as long as its creator
+/// lives, so one that nobody flocks is a leftover. One that the lock name
+/// also links (killed after linking) is left to the stale-lock takeover.
+pub fn clean_leftover_temps(dir: &LockDir, name: &OsStr) {
+    let Ok(names) = dir.names() else { return };
+    for candidate in names.iter().filter(|c| is_temp_name(name, c)) {
+        let Ok(file) = dir.open_file(candidate, OFlag::O_RDONLY | OFlag::O_NONBLOCK, 0) else {
+            continue;
+        };
+        let Ok(meta) = file.metadata() else { continue };
+        if !meta.is_file() || file.try_lock().is_err() {
+            continue;
+        }
+        let same = |stat: Option<nix::sys::stat::FileStat>| {
+            stat.is_some_and(|s| (s.st_dev, s.st_ino) == (meta.dev(), meta.ino()))
+        };
+        // Under our flock: the name still names what we locked, and the
+        // lock name does not.
+        if same(dir.stat(candidate).ok().flatten()) && !same(dir.stat(name).ok().flatten()) {
+            let _ = dir.unlink(candidate);
+        }
     }
 }
 
-fn create_via_named_temp(path: &Path, dir: &Path, content: &[u8]) -> io::Result<Created> {
-    let (file, temp) = loop {
-        let mut name = OsString::from(".");
-        name.push(path.file_name().unwrap_or_default());
-        name.push(format!(
-            ".{:016x}.tmp",
-            RandomState::new().hash_one(std::process::id())
-        ));
-        let candidate = dir.join(name);
-        match OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .mode(MODE)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&candidate)
-        {
-            Ok(file) => break (file, TempName(candidate)),
-            Err(err) if err.kind() == io::ErrorKind::AlreadyExists => continue,
-            Err(err) => return Err(err),
+/// A temp file with an unpredictable name next to the lock; removed on every path.
+struct TempName<'a> {
+    dir: &'a LockDir,
+    name: OsString,
+}
+
+impl Drop for TempName<'_> {
+    fn drop(&mut self) {
+        let _ = self.dir.unlink(&self.name);
+    }
+}
+
+fn create_via_named_temp(dir: LockDir, path: &Path, content: &[u8]) -> io::Result<Created> {
+    let name = lock_name(path)?;
+    clean_leftover_temps(&dir, name);
+    let outcome = {
+        let (file, temp) = loop {
+            let candidate = temp_name(name);
+            match dir.open_file(
+                &candidate,
+                OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_EXCL,
+                MODE,
+            ) {
+                Ok(file) => {
+                    break (
+                        file,
+                        TempName {
+                            dir: &dir,
+                            name: candidate,
+                        },
+                    );
+                }
+                Err(err) if err.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(err) => return Err(err),
+            }
+        };
+        prepare(&file, content)?;
+        let linked = dir.link(&temp.name, name);
+        drop(temp);
+        match linked {
+            Ok(()) => Ok(Some(file)),
+            Err(Errno::EEXIST) => Ok(None),
+            Err(Errno::EPERM | Errno::EOPNOTSUPP) => Err(None),
+            Err(err) => Err(Some(io::Error::from(err))),
         }
     };
-    prepare(&file, content)?;
-    match fs::hard_link(&temp.0, path) {
-        Ok(()) => Held::new(path, file).map(Created::Taken),
-        Err(err) if err.kind() == io::ErrorKind::AlreadyExists => Ok(Created::Exists),
-        Err(err) if matches!(err.raw_os_error(), Some(libc::EPERM | libc::EOPNOTSUPP)) => {
-            drop(temp);
-            create_exclusive(path, content)
-        }
-        Err(err) => Err(err),
+    match outcome {
+        Ok(Some(file)) => Held::new(path, dir, file).map(Created::Taken),
+        Ok(None) => Ok(Created::Exists),
+        Err(None) => create_exclusive(dir, path, content),
+        Err(Some(err)) => Err(err),
     }
 }
 
 /// The fallback where link(2) is unsupported: O_CREAT|O_EXCL, lock, write.
-fn create_exclusive(path: &Path, content: &[u8]) -> io::Result<Created> {
-    match OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .mode(MODE)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)
-    {
+fn create_exclusive(dir: LockDir, path: &Path, content: &[u8]) -> io::Result<Created> {
+    let name = lock_name(path)?;
+    match dir.open_file(name, OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_EXCL, MODE) {
         Ok(file) => {
             if let Err(err) = prepare(&file, content) {
-                let _ = fs::remove_file(path);
+                let _ = dir.unlink(name);
                 return Err(err);
             }
-            Held::new(path, file).map(Created::Taken)
+            Held::new(path, dir, file).map(Created::Taken)
         }
         Err(err) if err.kind() == io::ErrorKind::AlreadyExists => Ok(Created::Exists),
         Err(err) => Err(err),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn temp_names_are_recognised_and_nothing_else() {
+        let name = OsStr::new("updates.lock");
+        let temp = temp_name(name);
+        assert!(is_temp_name(name, &temp), "{temp:?}");
+        for other in [
+            "updates.lock",
+            ".updates.lock.tmp",
+            ".updates.lock.0123456789abcdeg.tmp",
+            ".updates.lock.0123456789abcdef.tmpx",
+            ".other.lock.0123456789abcdef.tmp",
+            ".updates.lock.0123456789abcdef0.tmp",
+        ] {
+            assert!(!is_temp_name(name, OsStr::new(other)), "{other}");
+        }
     }
 }

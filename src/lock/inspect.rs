@@ -2,13 +2,17 @@
 //! disturbing it: free, held (by resin-lock, the supervisor, another tool)
 //! or stale, and why.
 
-use std::fs::{self, File, OpenOptions};
+use std::ffi::OsStr;
+use std::fs::{self, File};
 use std::io::{self, Read};
-use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+
+use nix::fcntl::OFlag;
 
 use serde::Serialize;
 
+use super::dir::{LockDir, lock_name};
 use super::record::{MAX_LEN, Record};
 
 /// Supervisors >= v13.1 create their lock files as this uid (`nobody`).
@@ -38,6 +42,9 @@ pub enum Kind {
     Symlink,
 }
 
+/// The identity of a file: (st_dev, st_ino).
+pub type Ident = (u64, u64);
+
 /// What is at a lock path.
 pub enum Found {
     Missing,
@@ -48,40 +55,40 @@ pub enum Found {
         held_by: HeldBy,
         /// Why it is foreign, in words ("a symlink", "lockfile(1)'s `0`" …).
         what: String,
-        meta: fs::Metadata,
+        ident: Ident,
     },
     /// A resin-lock record, with the open file for probing its flock.
     Ours {
         file: File,
-        meta: fs::Metadata,
+        ident: Ident,
+        uid: u32,
         record: Record,
         raw: serde_json::Value,
     },
 }
 
-/// Examine `path` (never following a symlink there).
-pub fn examine(path: &Path) -> io::Result<Found> {
+/// Examine the lock `name` in `dir` (never following a symlink there, never
+/// opening anything but a regular file, never blocking).
+pub fn examine(dir: &LockDir, name: &OsStr) -> io::Result<Found> {
     // A file replaced between lstat and open is looked at again.
     for _ in 0..8 {
-        let meta = match fs::symlink_metadata(path) {
-            Ok(meta) => meta,
-            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Found::Missing),
-            Err(err) => return Err(err),
+        let Some(stat) = dir.stat(name)? else {
+            return Ok(Found::Missing);
         };
-        let uid = meta.uid();
+        let uid = stat.st_uid;
+        let ident = (stat.st_dev, stat.st_ino);
         let foreign = |kind, held_by, what: &str| Found::Foreign {
             kind,
             uid,
             held_by,
             what: what.to_owned(),
-            meta: meta.clone(),
+            ident,
         };
-        let file_type = meta.file_type();
-        if file_type.is_symlink() {
-            return Ok(foreign(Kind::Symlink, HeldBy::Other, "a symlink"));
-        }
-        if file_type.is_dir() {
-            return Ok(foreign(Kind::Directory, HeldBy::Other, "a directory"));
+        let format = stat.st_mode & libc::S_IFMT;
+        match format {
+            libc::S_IFLNK => return Ok(foreign(Kind::Symlink, HeldBy::Other, "a symlink")),
+            libc::S_IFDIR => return Ok(foreign(Kind::Directory, HeldBy::Other, "a directory")),
+            _ => {}
         }
         if uid == SUPERVISOR_UID {
             return Ok(foreign(
@@ -90,21 +97,19 @@ pub fn examine(path: &Path) -> io::Result<Found> {
                 "the supervisor (owned by uid 65534)",
             ));
         }
-        if !file_type.is_file() {
-            let what = if file_type.is_fifo() {
-                "a FIFO"
-            } else if file_type.is_socket() {
-                "a socket"
-            } else {
-                "a device node"
+        if format != libc::S_IFREG {
+            let what = match format {
+                libc::S_IFIFO => "a FIFO",
+                libc::S_IFSOCK => "a socket",
+                _ => "a device node",
             };
             return Ok(foreign(Kind::File, HeldBy::Other, what));
         }
-        let mut file = match OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
-            .open(path)
-        {
+        let mut file = match dir.open_file(
+            name,
+            OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_NOCTTY,
+            0,
+        ) {
             Ok(file) => file,
             Err(err) if err.kind() == io::ErrorKind::NotFound => continue,
             Err(err) if err.raw_os_error() == Some(libc::ELOOP) => continue,
@@ -118,7 +123,7 @@ pub fn examine(path: &Path) -> io::Result<Found> {
             Err(err) => return Err(err),
         };
         let opened = file.metadata()?;
-        if (opened.dev(), opened.ino()) != (meta.dev(), meta.ino()) {
+        if (opened.dev(), opened.ino()) != ident || !opened.is_file() {
             continue;
         }
         // Sized to the file: one read and the one that sees its end.
@@ -129,7 +134,8 @@ pub fn examine(path: &Path) -> io::Result<Found> {
         return Ok(match Record::parse(&bytes) {
             Some((record, raw)) => Found::Ours {
                 file,
-                meta: opened,
+                ident,
+                uid,
                 record,
                 raw,
             },
@@ -147,8 +153,9 @@ fn describe_foreign(bytes: &[u8]) -> String {
     }
 }
 
-/// Whether anyone holds the flock on `file` (probed with a shared lock,
-/// which never blocks a holder and is dropped at once).
+/// Whether anyone holds the flock on `file`. Probed with a shared lock,
+/// which never blocks a holder; a prober's own brief shared lock is what
+/// `try_exclusive` looks past.
 pub fn flock_held(file: &File) -> io::Result<bool> {
     match file.try_lock_shared() {
         Ok(()) => {
@@ -158,6 +165,40 @@ pub fn flock_held(file: &File) -> io::Result<bool> {
         Err(fs::TryLockError::WouldBlock) => Ok(true),
         Err(fs::TryLockError::Error(err)) => Err(err),
     }
+}
+
+/// How `try_exclusive` found the flock.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Exclusive {
+    /// We hold LOCK_EX now.
+    Taken,
+    /// Someone holds LOCK_EX.
+    Held,
+    /// Only shared holders, for longer than any prober holds one.
+    Shared,
+}
+
+/// Take LOCK_EX on `file` without waiting. A shared lock that only a
+/// `status` or a waiter probing the lock holds for a moment (SPEC 12.7: a
+/// probe must never change another caller's answer) is waited out briefly.
+pub fn try_exclusive(file: &File) -> io::Result<Exclusive> {
+    let mut pause = std::time::Duration::from_micros(100);
+    for _ in 0..8 {
+        match file.try_lock() {
+            Ok(()) => return Ok(Exclusive::Taken),
+            Err(fs::TryLockError::WouldBlock) => {}
+            Err(fs::TryLockError::Error(err)) => return Err(err),
+        }
+        // An exclusive holder also blocks a shared lock; probers do not.
+        match file.try_lock_shared() {
+            Ok(()) => file.unlock()?,
+            Err(fs::TryLockError::WouldBlock) => return Ok(Exclusive::Held),
+            Err(fs::TryLockError::Error(err)) => return Err(err),
+        }
+        std::thread::sleep(pause);
+        pause *= 2;
+    }
+    Ok(Exclusive::Shared)
 }
 
 /// Why a resin-lock record is stale, if it is.
@@ -224,7 +265,7 @@ impl Inspection {
                 ..Inspection::free(path)
             },
             Found::Ours {
-                meta, record, raw, ..
+                uid, record, raw, ..
             } => {
                 let reason = stale_reason(record, flocked);
                 Inspection {
@@ -235,7 +276,7 @@ impl Inspection {
                     },
                     held_by: Some(HeldBy::ResinLock),
                     kind: Some(Kind::File),
-                    owner_uid: Some(meta.uid()),
+                    owner_uid: Some(*uid),
                     record: Some(raw.clone()),
                     stale_reason: reason.map(str::to_owned),
                     parsed: Some(record.clone()),
@@ -248,22 +289,30 @@ impl Inspection {
     /// Who holds it, in words: "resin-lock run (pid 42: ./flash.sh) since …".
     pub fn holder(&self) -> String {
         match (&self.parsed, &self.what) {
-            (Some(record), _) => {
-                let pid = if record.mode == super::record::Mode::Acquire {
-                    format!("keeper pid {}, owner {}", record.pid, record.owner)
-                } else {
-                    format!("pid {}", record.pid)
-                };
-                format!(
-                    "resin-lock {} ({pid}: {}) {}",
-                    record.mode.as_str(),
-                    record.command_line(),
-                    record.since()
-                )
-            }
+            (Some(record), _) => Inspection::record_holder(record),
             (None, Some(what)) => what.clone(),
             (None, None) => "nobody".to_owned(),
         }
+    }
+
+    /// A resin-lock holder, in words, from its record.
+    pub fn record_holder(record: &Record) -> String {
+        let pid = if record.mode == super::record::Mode::Acquire {
+            format!("keeper pid {}, owner pid {}", record.pid, record.owner)
+        } else {
+            format!("pid {}", record.pid)
+        };
+        let reason = record
+            .reason
+            .as_deref()
+            .map(|r| format!(", reason: {}", crate::ui::escape_controls(r)))
+            .unwrap_or_default();
+        format!(
+            "resin-lock {} ({pid}: {}{reason}) {}",
+            record.mode.as_str(),
+            crate::ui::escape_controls(&record.command_line()),
+            record.since()
+        )
     }
 
     /// One line for `status`.
@@ -282,8 +331,18 @@ impl Inspection {
 }
 
 /// Inspect a lock path for reporting.
-pub fn inspect(path: &Path) -> io::Result<Inspection> {
-    let found = examine(path)?;
+pub fn inspect(target: &super::Target) -> io::Result<Inspection> {
+    let path = &target.path;
+    let dir = match LockDir::open(&super::Target {
+        create_parent: false,
+        ..target.clone()
+    }) {
+        Ok(dir) => dir,
+        // No directory, no lock.
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Inspection::free(path)),
+        Err(err) => return Err(err),
+    };
+    let found = examine(&dir, lock_name(path)?)?;
     let flocked = match &found {
         Found::Ours { file, .. } => flock_held(file)?,
         _ => false,

@@ -4,42 +4,78 @@
 //! inode; race-free takeover of stale locks; all-or-nothing over several paths.
 
 pub mod create;
+pub mod dir;
 pub mod inspect;
+pub mod keeper;
+pub mod owner;
 pub mod record;
+pub mod release;
 pub mod wait;
 
-use std::fs::{self, File};
+use std::ffi::OsStr;
+use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 
 use crate::exit::{Exit, fail};
-use crate::ui::Ui;
 use create::Created;
-use inspect::{Found, Inspection};
+use dir::{LockDir, lock_name, parent_of};
+use inspect::{Exclusive, Found, Ident, Inspection};
+use record::Record;
 
-/// A lock path, and whether its missing parent directory may be created
-/// (detected paths) or is an error (`--path`).
+/// A lock path, whether its missing parent directory may be created
+/// (detected paths) or is an error (`--path`), and the `--root` it must be
+/// resolved in (detected paths under `--root`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
     pub path: PathBuf,
     pub create_parent: bool,
+    pub root: Option<PathBuf>,
 }
 
-/// A lock we hold: the open, flocked lock file and its identity.
+/// What the protocol did that a user may want to hear about. The commands
+/// turn these into words (`cmd::tell`); `lock/` never prints.
+#[derive(Debug)]
+pub enum Event<'a> {
+    /// A wait begins: who holds the lock.
+    Waiting {
+        path: &'a Path,
+        holder: &'a Inspection,
+    },
+    /// The path was removed while its holder still holds the old file: we
+    /// wait for that holder to let go before creating a new lock (SPEC 2a).
+    WaitingForDisplaced { path: &'a Path, record: &'a Record },
+    /// A stale resin-lock lock was removed to take its place.
+    TookOverStale {
+        path: &'a Path,
+        reason: &'a str,
+        record: &'a Record,
+    },
+    /// A lock was let go of.
+    Released { path: &'a Path, how: Released },
+}
+
+/// Where events go.
+pub type Notify<'a> = &'a dyn Fn(Event<'_>);
+
+/// Events nobody listens to (the keeper).
+pub fn ignore(_: Event<'_>) {}
+
+/// A lock we hold: the open, flocked lock file, its directory and identity.
 #[derive(Debug)]
 pub struct Held {
     pub path: PathBuf,
+    dir: LockDir,
     file: File,
-    dev: u64,
-    ino: u64,
+    ident: Ident,
 }
 
-/// What `Held::release` did.
-#[derive(Debug, PartialEq, Eq)]
+/// What releasing a lock found at its path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Released {
     Removed,
     /// The path names another file now (e.g. the supervisor forced an update
@@ -50,14 +86,15 @@ pub enum Released {
 }
 
 impl Held {
-    /// Adopt an open, flocked lock file (also how the keeper receives its locks).
-    pub fn new(path: &Path, file: File) -> io::Result<Held> {
+    /// Adopt an open, flocked lock file and its directory (also how the
+    /// keeper receives its locks).
+    pub fn new(path: &Path, dir: LockDir, file: File) -> io::Result<Held> {
         let meta = file.metadata()?;
         Ok(Held {
             path: path.to_owned(),
+            dir,
             file,
-            dev: meta.dev(),
-            ino: meta.ino(),
+            ident: (meta.dev(), meta.ino()),
         })
     }
 
@@ -65,44 +102,47 @@ impl Held {
         self.file.as_fd()
     }
 
+    pub fn dir_fd(&self) -> BorrowedFd<'_> {
+        self.dir.fd()
+    }
+
+    /// Whether the path still names our file.
+    pub fn in_place(&self) -> bool {
+        lock_name(&self.path)
+            .and_then(|name| self.dir.stat(name))
+            .is_ok_and(|stat| stat.is_some_and(|s| (s.st_dev, s.st_ino) == self.ident))
+    }
+
     /// Remove the lock file if the path still names our inode (checked while
     /// we hold the flock), then let go of the flock.
     pub fn release(self) -> io::Result<Released> {
-        let outcome = unlink_if_same(&self.path, self.dev, self.ino)?;
+        let outcome = unlink_if_same(&self.dir, lock_name(&self.path)?, self.ident)?;
         drop(self.file);
         Ok(outcome)
     }
 }
 
-/// Unlink `path` only if it names (dev, ino).
-pub fn unlink_if_same(path: &Path, dev: u64, ino: u64) -> io::Result<Released> {
-    match fs::symlink_metadata(path) {
-        Ok(meta) if (meta.dev(), meta.ino()) == (dev, ino) => match fs::remove_file(path) {
+/// Unlink `name` in `dir` only if it names `ident`.
+pub fn unlink_if_same(dir: &LockDir, name: &OsStr, ident: Ident) -> io::Result<Released> {
+    match dir.stat(name)? {
+        Some(stat) if (stat.st_dev, stat.st_ino) == ident => match dir.unlink(name) {
             Ok(()) => Ok(Released::Removed),
             Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(Released::Gone),
             Err(err) => Err(err),
         },
-        Ok(_) => Ok(Released::Replaced),
-        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(Released::Gone),
-        Err(err) => Err(err),
+        Some(_) => Ok(Released::Replaced),
+        None => Ok(Released::Gone),
     }
 }
 
-/// Release every lock, reporting (not failing on) a replaced file.
-pub fn release_all(held: Vec<Held>, ui: &Ui) -> Result<()> {
+/// Release every lock (in reverse order of taking them), telling what was
+/// found at each path; the first error is returned after trying them all.
+pub fn release_all(held: Vec<Held>, notify: Notify) -> Result<()> {
     let mut first_error = None;
     for lock in held.into_iter().rev() {
         let path = lock.path.clone();
         match lock.release() {
-            Ok(Released::Removed) => ui.verbose(|| format!("released {}", path.display())),
-            Ok(Released::Gone) => ui.warn(format!(
-                "{} was already removed by someone else",
-                path.display()
-            )),
-            Ok(Released::Replaced) => ui.warn(format!(
-                "{} is no longer our lock file (the supervisor may have forced an update); left it alone",
-                path.display()
-            )),
+            Ok(how) => notify(Event::Released { path: &path, how }),
             Err(err) => {
                 first_error.get_or_insert(
                     anyhow::Error::new(err)
@@ -117,68 +157,61 @@ pub fn release_all(held: Vec<Held>, ui: &Ui) -> Result<()> {
 /// One attempt at one path.
 pub enum Attempt {
     Taken(Held),
-    Busy(Box<Inspection>),
+    /// Busy: who holds it, and for a resin-lock lock the open file (kept by
+    /// a waiter to follow that holder, SPEC 2a).
+    Busy(Box<Inspection>, Option<(File, Ident)>),
 }
 
 /// Try to take `target` once: create it, or take over a stale resin-lock
 /// lock there and create it afresh. Busy when anyone else holds it.
-pub fn try_take(target: &Target, content: &[u8], ui: &Ui) -> Result<Attempt> {
+pub fn try_take(target: &Target, content: &[u8], notify: Notify) -> Result<Attempt> {
     let path = &target.path;
-    if target.create_parent {
-        ensure_parent(path)?;
-    }
+    let name = lock_name(path).map_err(|err| create_error(path, err))?;
     // Each round either takes the lock, reports it busy, or removed a stale
     // lock (someone else's progress or ours); bounded against a livelock.
     for _ in 0..64 {
-        match create::create(path, content) {
+        let dir = LockDir::open(target).map_err(|err| create_error(path, err))?;
+        let dir = match create::create(dir, path, content) {
             Ok(Created::Taken(held)) => return Ok(Attempt::Taken(held)),
-            Ok(Created::Exists) => {}
+            Ok(Created::Exists) => LockDir::open(target).map_err(|err| create_error(path, err))?,
             Err(err) => return Err(create_error(path, err)),
+        };
+        let found = inspect::examine(&dir, name).map_err(|err| inspect_error(path, err))?;
+        if let Found::Missing = found {
+            continue;
         }
-        let found = inspect::examine(path).map_err(|err| inspect_error(path, err))?;
-        match found {
-            Found::Missing => continue,
-            Found::Foreign { .. } => {
-                return Ok(Attempt::Busy(Box::new(Inspection::from_found(
-                    path, &found, true,
-                ))));
+        if let Found::Ours {
+            file,
+            ident,
+            record,
+            ..
+        } = &found
+        {
+            let exclusive = inspect::try_exclusive(file).map_err(|err| {
+                anyhow::Error::new(err).context(format!("cannot lock {}", path.display()))
+            })?;
+            if exclusive == Exclusive::Taken {
+                // Nobody holds it: stale. We hold its flock now, so no
+                // other contender can take it over at the same time.
+                let reason = inspect::stale_reason(record, false).unwrap_or("holder exited");
+                if unlink_if_same(&dir, name, *ident).map_err(|err| create_error(path, err))?
+                    == Released::Removed
+                {
+                    notify(Event::TookOverStale {
+                        path,
+                        reason,
+                        record,
+                    });
+                }
+                continue;
             }
-            Found::Ours {
-                ref file,
-                ref meta,
-                ref record,
-                ..
-            } => match file.try_lock() {
-                Err(fs::TryLockError::WouldBlock) => {
-                    return Ok(Attempt::Busy(Box::new(Inspection::from_found(
-                        path, &found, true,
-                    ))));
-                }
-                Err(fs::TryLockError::Error(err)) => {
-                    return Err(
-                        anyhow::Error::new(err).context(format!("cannot lock {}", path.display()))
-                    );
-                }
-                Ok(()) => {
-                    // Nobody holds it: stale. We hold its flock now, so no
-                    // other contender can take it over at the same time.
-                    let reason = inspect::stale_reason(record, false).unwrap_or("holder exited");
-                    if unlink_if_same(path, meta.dev(), meta.ino())
-                        .map_err(|err| create_error(path, err))?
-                        == Released::Removed
-                    {
-                        ui.verbose(|| {
-                            format!(
-                                "took over stale lock {} ({reason}; was resin-lock {} pid {})",
-                                path.display(),
-                                record.mode.as_str(),
-                                record.pid
-                            )
-                        });
-                    }
-                }
-            },
         }
+        let inspection = Box::new(Inspection::from_found(path, &found, true));
+        let followed = match found {
+            Found::Ours { file, ident, .. } => Some((file, ident)),
+            _ => None,
+        };
+        return Ok(Attempt::Busy(inspection, followed));
     }
     Err(fail(
         Exit::OsErr,
@@ -189,22 +222,39 @@ pub fn try_take(target: &Target, content: &[u8], ui: &Ui) -> Result<Attempt> {
     ))
 }
 
-/// All the locks, or the index of the first busy target and who holds it.
-pub type AllOrBusy = std::result::Result<Vec<Held>, (usize, Box<Inspection>)>;
+/// Who holds the first busy target: its index, the report, and (for a
+/// resin-lock lock) its open file and identity.
+pub struct Busy {
+    pub index: usize,
+    pub holder: Box<Inspection>,
+    pub followed: Option<(File, Ident)>,
+}
 
 /// Take every target in order, all or nothing: when one is busy, release
-/// those already taken and report which one is busy.
-pub fn try_take_all(targets: &[Target], content: &[u8], ui: &Ui) -> Result<AllOrBusy> {
-    let mut held = Vec::with_capacity(targets.len());
+/// those already taken and report which one is busy. Two targets that name
+/// the same file are one lock, taken once.
+pub fn try_take_all(
+    targets: &[Target],
+    content: &[u8],
+    notify: Notify,
+) -> Result<std::result::Result<Vec<Held>, Busy>> {
+    let mut held: Vec<Held> = Vec::with_capacity(targets.len());
     for (index, target) in targets.iter().enumerate() {
-        match try_take(target, content, ui) {
+        if same_file_taken(&held, target) {
+            continue;
+        }
+        match try_take(target, content, notify) {
             Ok(Attempt::Taken(lock)) => held.push(lock),
-            Ok(Attempt::Busy(inspection)) => {
-                release_all(held, ui)?;
-                return Ok(Err((index, inspection)));
+            Ok(Attempt::Busy(holder, followed)) => {
+                release_all(held, notify)?;
+                return Ok(Err(Busy {
+                    index,
+                    holder,
+                    followed,
+                }));
             }
             Err(err) => {
-                release_all(held, ui)?;
+                release_all(held, notify)?;
                 return Err(err);
             }
         }
@@ -212,23 +262,27 @@ pub fn try_take_all(targets: &[Target], content: &[u8], ui: &Ui) -> Result<AllOr
     Ok(Ok(held))
 }
 
-/// Create the missing parent directories of a detected lock path (0755).
-pub fn ensure_parent(path: &Path) -> Result<()> {
-    let dir = create::parent_of(path);
-    if dir.is_dir() {
-        return Ok(());
-    }
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o755)
-        .create(dir)
-        .map_err(|err| create_error(path, err))
+/// Whether `target` names a lock file already in `held` (the same
+/// directory reached twice, e.g. through a symlink or a bind mount).
+fn same_file_taken(held: &[Held], target: &Target) -> bool {
+    let Ok(name) = lock_name(&target.path) else {
+        return false;
+    };
+    held.iter().any(|lock| {
+        lock_name(&lock.path).is_ok_and(|n| n == name)
+            && LockDir::open(&Target {
+                create_parent: false,
+                ..target.clone()
+            })
+            .and_then(|dir| dir.stat(name))
+            .is_ok_and(|stat| stat.is_some_and(|s| (s.st_dev, s.st_ino) == lock.ident))
+    })
 }
 
 /// Map a failure to create the lock to exit 73 (or 71 for resource
 /// exhaustion), naming the path and, where it helps, the directory.
 pub fn create_error(path: &Path, err: io::Error) -> anyhow::Error {
-    let dir = create::parent_of(path);
+    let dir = parent_of(path);
     let why = match err.raw_os_error() {
         Some(libc::ENOENT) if !dir.exists() => {
             format!("directory {} does not exist", dir.display())
@@ -240,7 +294,8 @@ pub fn create_error(path: &Path, err: io::Error) -> anyhow::Error {
         Some(libc::EROFS) => format!("{} is on a read-only file system", dir.display()),
         Some(libc::ENOSPC | libc::EDQUOT) => format!("no space left in {}", dir.display()),
         Some(libc::ENAMETOOLONG) => "file name too long".to_owned(),
-        _ => err.to_string(),
+        Some(code) => crate::sys::strerror(code),
+        None => err.to_string(),
     };
     let code = match err.raw_os_error() {
         Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM) => Exit::OsErr,

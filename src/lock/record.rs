@@ -11,6 +11,11 @@ pub const TOOL: &str = "resin-lock";
 pub const VERSION: u32 = 1;
 /// Lock files larger than this are not records (and are not read further).
 pub const MAX_LEN: usize = 64 * 1024;
+/// The most a record that resin-lock writes takes (SPEC 2): well inside
+/// `MAX_LEN`, so every record we write is one we read back as ours.
+pub const MAX_WRITE: usize = 4 * 1024;
+/// The most one command-line argument or reason keeps in a record.
+const MAX_ARG: usize = 256;
 
 /// Who holds a resin-lock lock: an `acquire` keeper or a `run` process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,6 +43,10 @@ pub struct Record {
     pub pid: i32,
     /// The process whose life the lock follows (acquire's owner; run's own pid).
     pub owner: i32,
+    /// The owner's start time (clock ticks after boot, /proc/PID/stat), so
+    /// that `release` never matches an owner by pid alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner_start: Option<u64>,
     /// When the lock was taken, RFC 3339 UTC.
     pub start: String,
     #[serde(default)]
@@ -48,6 +57,12 @@ pub struct Record {
     pub uid: u32,
     #[serde(default)]
     pub cmd: Vec<String>,
+    /// Set when `cmd` was cut to keep the record within `MAX_WRITE`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cmd_cut: bool,
+    /// Why the lock is held (`--reason`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
     /// The descriptor number under which `pid` holds this file, when known
     /// (an `acquire` keeper that holds it since its fork): `release` then
     /// checks that one descriptor instead of listing them all.
@@ -68,16 +83,52 @@ impl Record {
             boot_id: crate::sys::boot_id().unwrap_or_default(),
             pid_ns: crate::sys::pid_namespace().unwrap_or(0),
             uid: nix::unistd::geteuid().as_raw(),
+            owner_start: None,
             cmd,
+            cmd_cut: false,
+            reason: None,
             fd: None,
         }
     }
 
-    /// The file content: one line of JSON.
+    /// The file content: one line of JSON, at most `MAX_WRITE` bytes. Long
+    /// arguments and a long reason are cut, then arguments are dropped from
+    /// the end, with `cmd_cut` and a last argument that say so.
     pub fn to_line(&self) -> String {
         let mut line = serde_json::to_string(self).expect("a record always serializes");
+        if line.len() >= MAX_WRITE {
+            line = self.bounded().into_line_within();
+        }
         line.push('\n');
         line
+    }
+
+    fn bounded(&self) -> Record {
+        let mut record = self.clone();
+        record.cmd = record.cmd.iter().map(|a| cut(a, MAX_ARG)).collect();
+        record.reason = record.reason.as_deref().map(|r| cut(r, MAX_ARG));
+        record.cmd_cut = record.cmd_cut || record.cmd != self.cmd;
+        record
+    }
+
+    /// Drop arguments from the end until the line fits, leaving a marker
+    /// argument that says how many were cut.
+    fn into_line_within(mut self) -> String {
+        let all = std::mem::take(&mut self.cmd);
+        let mut keep = all.len();
+        self.cmd = all.clone();
+        loop {
+            let line = serde_json::to_string(&self).expect("a record always serializes");
+            if line.len() < MAX_WRITE || self.cmd.is_empty() || (keep == 0 && self.cmd_cut) {
+                return line;
+            }
+            // Halving: a few rounds even for 100 000 arguments.
+            keep /= 2;
+            self.cmd = all[..keep].to_vec();
+            self.cmd
+                .push(format!("[{} more arguments cut]", all.len() - keep));
+            self.cmd_cut = true;
+        }
     }
 
     /// Read a lock file's content. `None` means it is not resin-lock's
@@ -93,6 +144,9 @@ impl Record {
 
     /// The command line to show for the holder.
     pub fn command_line(&self) -> String {
+        if self.cmd_cut && !self.cmd.is_empty() {
+            return format!("{} …", self.cmd.join(" "));
+        }
         if self.cmd.is_empty() {
             "?".to_owned()
         } else {
@@ -119,6 +173,18 @@ impl Record {
     }
 }
 
+/// `text` cut to at most `max` bytes (on a character boundary), with "…".
+fn cut(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max.saturating_sub('…'.len_utf8());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -135,7 +201,7 @@ mod tests {
             pid_ns: 4026531836,
             uid: 0,
             cmd: vec!["./critical.sh".into()],
-            fd: None,
+            ..Record::new(Mode::Run, 4242, 4242, Vec::new())
         }
     }
 
@@ -176,6 +242,33 @@ mod tests {
                 String::from_utf8_lossy(bytes)
             );
         }
+    }
+
+    #[test]
+    fn long_command_lines_are_cut_and_still_ours() {
+        for (count, width) in [(15_000usize, 5usize), (3, 60_000), (200, 300), (1, 10)] {
+            let record = Record {
+                cmd: (0..count).map(|i| format!("{i:0width$}")).collect(),
+                reason: Some("r".repeat(width)),
+                ..sample()
+            };
+            let line = record.to_line();
+            assert!(line.len() <= MAX_WRITE, "{count}x{width}: {}", line.len());
+            let (back, _) = Record::parse(line.as_bytes()).expect("still a record");
+            assert_eq!(back.pid, record.pid);
+            let fits = serde_json::to_string(&record).unwrap().len() < MAX_WRITE;
+            assert_eq!(back.cmd_cut, !fits, "{count}x{width}");
+            if count >= 100 {
+                assert!(back.command_line().contains("more arguments cut"));
+            }
+        }
+    }
+
+    #[test]
+    fn cutting_keeps_whole_characters() {
+        assert_eq!(cut("ééé", 5), "é…");
+        assert_eq!(cut("ééé", 3), "…");
+        assert_eq!(cut("abc", 3), "abc");
     }
 
     #[test]

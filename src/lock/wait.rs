@@ -1,26 +1,38 @@
 //! Waiting for a busy lock: inotify on the lock's directory wakes us the
 //! moment the file is removed, a slow poll catches what inotify cannot see
 //! (a holder that died and left a stale lock), and a signal ends the wait
-//! with nothing held.
+//! with nothing held. Without inotify (no instance left) it polls.
+//!
+//! A waiter keeps open every resin-lock lock file it saw held. When such a
+//! file is removed while its holder still has it flocked (the supervisor's
+//! forced update, `release --force`), the waiter goes on waiting until that
+//! holder lets go, and only then creates a lock (SPEC 2a): the supervisor's
+//! own `lockfile` wins that race, and two resin-lock holders never overlap.
 
 use std::collections::HashMap;
 use std::ffi::OsString;
-use std::os::fd::AsFd;
+use std::fs::File;
+use std::os::fd::{AsFd, AsRawFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
 
-use super::create::parent_of;
-use super::{Held, Target, try_take_all};
-use crate::exit::{Exit, fail, fail_with, signal_code};
+use super::dir::{LockDir, lock_name, parent_of};
+use super::inspect::{Ident, Inspection, State, flock_held};
+use super::owner::ProcId;
+use super::record::{Mode, Record};
+use super::{Busy, Event, Held, Notify, Target, try_take_all};
+use crate::exit::{fail_with, signal_code};
 use crate::signals::{ABORT_WAIT, SignalWatch};
-use crate::ui::Ui;
 
 /// The safety-net poll interval.
 const POLL: Duration = Duration::from_secs(1);
+/// The poll interval where inotify cannot tell us (no instance left, or an
+/// unlinked file that cannot be watched).
+const FAST_POLL: Duration = Duration::from_millis(20);
 
 /// How long and how to wait (from `-n`, `-w`, `-E`).
 #[derive(Debug, Clone, Copy)]
@@ -29,15 +41,40 @@ pub struct WaitOpts {
     pub timeout: Option<Duration>,
     /// Exit status when busy or timed out (1, or `-E CODE`).
     pub busy_code: u8,
+    /// The owner an `acquire` takes the lock for: an `acquire` lock of that
+    /// same owner is never waited for (it would wait for itself).
+    pub owner: Option<ProcId>,
 }
 
-impl WaitOpts {
-    pub fn from_args(args: &crate::cli::WaitArgs) -> WaitOpts {
-        WaitOpts {
-            nonblock: args.nonblock,
-            timeout: args.timeout,
-            busy_code: args.conflict_exit_code.unwrap_or(Exit::Busy.code()),
-        }
+/// Why we cannot take the lock now.
+enum Blocked {
+    Busy(Busy),
+    /// A lock file we saw held was removed, and its holder holds it still.
+    Displaced {
+        index: usize,
+        record: Record,
+    },
+}
+
+/// A resin-lock lock file we saw held: kept open to follow its holder.
+struct Followed {
+    index: usize,
+    file: File,
+    ident: Ident,
+    record: Record,
+}
+
+impl Followed {
+    fn in_place(&self, target: &Target) -> bool {
+        let Ok(name) = lock_name(&target.path) else {
+            return false;
+        };
+        LockDir::open(&Target {
+            create_parent: false,
+            ..target.clone()
+        })
+        .and_then(|dir| dir.stat(name))
+        .is_ok_and(|stat| stat.is_some_and(|s| (s.st_dev, s.st_ino) == self.ident))
     }
 }
 
@@ -48,61 +85,155 @@ pub fn take_all(
     content: &[u8],
     opts: WaitOpts,
     signals: &mut SignalWatch,
-    ui: &Ui,
+    notify: Notify,
 ) -> Result<Vec<Held>> {
     // A timeout past what an Instant can hold (`-w 18446744073709551615`) is no deadline.
     let deadline = opts.timeout.and_then(|t| Instant::now().checked_add(t));
     let mut watcher: Option<Watcher> = None;
     let mut announced = false;
+    let mut announced_displaced = false;
+    let mut followed: Vec<Followed> = Vec::new();
     loop {
-        let (index, holder) = match try_take_all(targets, content, ui)? {
-            Ok(held) => {
-                if let Some(watcher) = watcher {
-                    watcher.retire();
+        // Holders that let go are not followed any more.
+        followed.retain(|f| flock_held(&f.file).unwrap_or(false));
+        let displaced = followed
+            .iter()
+            .find(|f| !f.in_place(&targets[f.index]))
+            .map(|f| Blocked::Displaced {
+                index: f.index,
+                record: f.record.clone(),
+            });
+        if let Some(Blocked::Displaced { index, .. }) = &displaced
+            && !targets[*index].create_parent
+            && let Err(err) = LockDir::open(&targets[*index])
+        {
+            // The lock could not be created anyway (its `--path` directory
+            // is gone): say so now rather than after the holder is done.
+            return Err(super::create_error(&targets[*index].path, err));
+        }
+        let blocked = match displaced {
+            Some(blocked) => blocked,
+            None => match try_take_all(targets, content, notify)? {
+                Ok(held) => {
+                    if let Some(watcher) = watcher {
+                        watcher.retire();
+                    }
+                    return Ok(held);
                 }
-                return Ok(held);
-            }
-            Err(busy) => busy,
+                Err(mut busy) => {
+                    refuse_own_lock(targets, &busy, opts)?;
+                    if let (Some((file, ident)), Some(record)) =
+                        (busy.followed.take(), busy.holder.parsed.clone())
+                        && !followed.iter().any(|f| f.ident == ident)
+                    {
+                        followed.push(Followed {
+                            index: busy.index,
+                            file,
+                            ident,
+                            record,
+                        });
+                    }
+                    Blocked::Busy(busy)
+                }
+            },
         };
-        let path = &targets[index].path;
+        let path = match &blocked {
+            Blocked::Busy(busy) => &targets[busy.index].path,
+            Blocked::Displaced { index, .. } => &targets[*index].path,
+        };
         let remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
         if opts.nonblock || remaining == Some(Duration::ZERO) {
             let how = if opts.nonblock { "" } else { " (timed out)" };
+            let holder = match &blocked {
+                Blocked::Busy(busy) => busy.holder.holder(),
+                Blocked::Displaced { record, .. } => format!(
+                    "{} (its file was removed, but it still runs)",
+                    Inspection::record_holder(record)
+                ),
+            };
             return Err(fail_with(
                 opts.busy_code,
-                format!("{} is held by {}{how}", path.display(), holder.holder()),
+                format!("{} is held by {holder}{how}", path.display()),
             ));
         }
         let Some(watcher) = watcher.as_mut() else {
             // Watch before the next attempt, so no removal is missed.
-            watcher = Some(Watcher::new(targets)?);
+            watcher = Some(Watcher::new(targets));
             continue;
         };
-        if !announced && ui.announce_waits() {
-            eprintln!(
-                "resin-lock: waiting for {}: held by {}",
-                path.display(),
-                holder.holder()
-            );
-            announced = true;
+        if matches!(blocked, Blocked::Displaced { .. }) {
+            // Only files no longer at their path: our own attempts open
+            // and close the ones in place, which would wake us at once.
+            for f in followed.iter().filter(|f| !f.in_place(&targets[f.index])) {
+                watcher.watch_file(f);
+            }
         }
-        let timeout = remaining.map_or(POLL, |r| r.min(POLL));
-        if let Some(signal) = watcher.wait(path, timeout, signals)? {
-            ui.verbose(|| {
-                format!(
-                    "stopped waiting for {}: got signal {signal}",
-                    path.display()
-                )
-            });
-            return Err(fail_with(signal_code(signal), ""));
+        // Each kind of wait is said once: who holds it, and (SPEC 2a) that
+        // its file was removed while its holder still runs.
+        match &blocked {
+            Blocked::Busy(busy) if !announced => {
+                notify(Event::Waiting {
+                    path,
+                    holder: &busy.holder,
+                });
+                announced = true;
+            }
+            Blocked::Displaced { record, .. } if !announced_displaced => {
+                notify(Event::WaitingForDisplaced { path, record });
+                announced = true;
+                announced_displaced = true;
+            }
+            _ => {}
+        }
+        let mut timeout = if watcher.inotify.is_some() {
+            POLL
+        } else {
+            FAST_POLL
+        };
+        if matches!(blocked, Blocked::Displaced { .. }) && !watcher.watches_all_files(&followed) {
+            timeout = FAST_POLL;
+        }
+        let timeout = remaining.map_or(timeout, |r| r.min(timeout));
+        if let Some(signal) = watcher.wait(targets, timeout, signals)? {
+            return Err(fail_with(
+                signal_code(signal),
+                // Silent: the caller was asked to stop, and did.
+                "",
+            ));
         }
     }
 }
 
-/// Inotify watches on the directories of the lock paths.
+/// An `acquire` whose owner already holds the lock fails at once instead of
+/// waiting for itself (SPEC 2b).
+fn refuse_own_lock(targets: &[Target], busy: &Busy, opts: WaitOpts) -> Result<()> {
+    let (Some(owner), Some(record)) = (opts.owner, busy.holder.parsed.as_ref()) else {
+        return Ok(());
+    };
+    if busy.holder.state != State::Held
+        || record.mode != Mode::Acquire
+        || !owner.is(record.owner, record.owner_start)
+    {
+        return Ok(());
+    }
+    Err(fail_with(
+        opts.busy_code,
+        format!(
+            "{} is already held by this owner (pid {}) through keeper pid {}; \
+             run `resin-lock release` first",
+            targets[busy.index].path.display(),
+            record.owner,
+            record.pid
+        ),
+    ))
+}
+
+/// Inotify watches on the directories of the lock paths and on the lock
+/// files followed; none when no inotify instance can be had (then we poll).
 struct Watcher {
-    inotify: Inotify,
+    inotify: Option<Inotify>,
     dirs: HashMap<WatchDescriptor, PathBuf>,
+    files: HashMap<WatchDescriptor, Ident>,
 }
 
 const MASK: AddWatchFlags = AddWatchFlags::IN_DELETE
@@ -110,6 +241,11 @@ const MASK: AddWatchFlags = AddWatchFlags::IN_DELETE
     .union(AddWatchFlags::IN_DELETE_SELF)
     .union(AddWatchFlags::IN_MOVE_SELF)
     .union(AddWatchFlags::IN_ONLYDIR);
+
+/// A followed file: its holder closing it may be the lock coming free.
+const FILE_MASK: AddWatchFlags = AddWatchFlags::IN_CLOSE_WRITE
+    .union(AddWatchFlags::IN_CLOSE_NOWRITE)
+    .union(AddWatchFlags::IN_DELETE_SELF);
 
 impl Watcher {
     /// Stop watching without closing the inotify descriptor now. Closing an
@@ -119,66 +255,74 @@ impl Watcher {
     /// the watches is quick; the descriptor (close-on-exec) is closed when
     /// the process exits, after the lock is released.
     fn retire(self) {
-        for wd in self.dirs.keys() {
-            let _ = self.inotify.rm_watch(*wd);
+        if let Some(inotify) = self.inotify {
+            for wd in self.dirs.keys().chain(self.files.keys()) {
+                let _ = inotify.rm_watch(*wd);
+            }
+            std::mem::forget(inotify);
         }
-        std::mem::forget(self.inotify);
     }
 
-    fn new(targets: &[Target]) -> Result<Watcher> {
-        let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)
-            .map_err(std::io::Error::from)
-            .context("cannot set up inotify to wait for the lock")?;
+    fn new(targets: &[Target]) -> Watcher {
+        // No instance left (fs.inotify.max_user_instances) or no inotify at
+        // all: poll instead.
+        let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC).ok();
         let mut watcher = Watcher {
             inotify,
             dirs: HashMap::new(),
+            files: HashMap::new(),
         };
         for target in targets {
-            watcher.watch(parent_of(&target.path))?;
+            watcher.watch(parent_of(&target.path));
         }
-        Ok(watcher)
+        watcher
     }
 
-    fn watch(&mut self, dir: &Path) -> Result<()> {
+    /// Watch a directory; where that is not possible (gone, watch limit),
+    /// the poll covers it.
+    fn watch(&mut self, dir: &Path) {
+        let Some(inotify) = &self.inotify else { return };
         if self.dirs.values().any(|d| d == dir) {
-            return Ok(());
+            return;
         }
-        match self.inotify.add_watch(dir, MASK) {
-            Ok(wd) => {
-                self.dirs.insert(wd, dir.to_owned());
-                Ok(())
-            }
-            // The directory is gone: the next attempt reports or recreates it.
-            Err(nix::errno::Errno::ENOENT | nix::errno::Errno::ENOTDIR) => Ok(()),
-            Err(nix::errno::Errno::ENOSPC) => Err(fail(
-                Exit::OsErr,
-                format!(
-                    "cannot watch {}: inotify watch limit reached (fs.inotify.max_user_watches)",
-                    dir.display()
-                ),
-            )),
-            Err(err) => Err(anyhow::Error::new(std::io::Error::from(err))
-                .context(format!("cannot watch {}", dir.display()))),
+        if let Ok(wd) = inotify.add_watch(dir, MASK) {
+            self.dirs.insert(wd, dir.to_owned());
         }
     }
 
-    /// Sleep until `path` may have been freed, `timeout` passes, or an
+    /// Watch a followed file through its descriptor (it may be unlinked).
+    fn watch_file(&mut self, followed: &Followed) {
+        let Some(inotify) = &self.inotify else { return };
+        if self.files.values().any(|ident| *ident == followed.ident) {
+            return;
+        }
+        let fd_path = format!("/proc/self/fd/{}", followed.file.as_raw_fd());
+        if let Ok(wd) = inotify.add_watch(fd_path.as_str(), FILE_MASK) {
+            self.files.insert(wd, followed.ident);
+        }
+    }
+
+    fn watches_all_files(&self, followed: &[Followed]) -> bool {
+        followed
+            .iter()
+            .all(|f| self.files.values().any(|ident| *ident == f.ident))
+    }
+
+    /// Sleep until a lock may have been freed, `timeout` passes, or an
     /// aborting signal arrives (returned).
     fn wait(
         &mut self,
-        path: &Path,
+        targets: &[Target],
         timeout: Duration,
         signals: &mut SignalWatch,
     ) -> Result<Option<i32>> {
-        let dir = parent_of(path);
-        let name: OsString = path.file_name().unwrap_or_default().to_owned();
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let mut fds = [
-                PollFd::new(self.inotify.as_fd(), PollFlags::POLLIN),
-                PollFd::new(signals.fd(), PollFlags::POLLIN),
-            ];
+            let mut fds = vec![PollFd::new(signals.fd(), PollFlags::POLLIN)];
+            if let Some(inotify) = &self.inotify {
+                fds.push(PollFd::new(inotify.as_fd(), PollFlags::POLLIN));
+            }
             let ms = PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX);
             match poll(&mut fds, ms) {
                 Ok(0) => return Ok(None),
@@ -188,8 +332,9 @@ impl Watcher {
                     return Err(anyhow::Error::new(std::io::Error::from(err)).context("poll"));
                 }
             }
-            let signal_ready = fds[1].any().unwrap_or(false);
-            let inotify_ready = fds[0].any().unwrap_or(false);
+            let signal_ready = fds[0].any().unwrap_or(false);
+            let inotify_ready = fds.get(1).and_then(PollFd::any).unwrap_or(false);
+            drop(fds);
             if signal_ready {
                 for received in signals.pending() {
                     if ABORT_WAIT.contains(&received.signal) {
@@ -198,7 +343,7 @@ impl Watcher {
                     crate::supervise::stop_self_if_terminal_stop(received);
                 }
             }
-            if inotify_ready && self.relevant(dir, &name)? {
+            if inotify_ready && self.relevant(targets) {
                 return Ok(None);
             }
             if left.is_zero() {
@@ -207,23 +352,30 @@ impl Watcher {
         }
     }
 
-    /// Drain the events; true when one concerns the lock we wait for (or its
-    /// directory, which then needs watching again).
-    fn relevant(&mut self, dir: &Path, name: &OsString) -> Result<bool> {
+    /// Drain the events; true when one concerns a lock we wait for, a file
+    /// we follow, or a watched directory (which then needs watching again).
+    fn relevant(&mut self, targets: &[Target]) -> bool {
+        let Some(inotify) = &self.inotify else {
+            return false;
+        };
+        let names: Vec<(&Path, OsString)> = targets
+            .iter()
+            .filter_map(|t| Some((parent_of(&t.path), lock_name(&t.path).ok()?.to_owned())))
+            .collect();
         let mut relevant = false;
-        loop {
-            let events = match self.inotify.read_events() {
-                Ok(events) => events,
-                Err(nix::errno::Errno::EAGAIN) => break,
-                Err(err) => {
-                    return Err(anyhow::Error::new(std::io::Error::from(err))
-                        .context("reading inotify events"));
-                }
-            };
+        let mut lost = Vec::new();
+        while let Ok(events) = inotify.read_events() {
             if events.is_empty() {
                 break;
             }
             for event in events {
+                if let Some(ident) = self.files.get(&event.wd).copied() {
+                    relevant = true;
+                    if event.mask.contains(AddWatchFlags::IN_IGNORED) {
+                        self.files.retain(|_, i| *i != ident);
+                    }
+                    continue;
+                }
                 let Some(event_dir) = self.dirs.get(&event.wd).cloned() else {
                     continue;
                 };
@@ -233,15 +385,18 @@ impl Watcher {
                         | AddWatchFlags::IN_MOVE_SELF,
                 ) {
                     self.dirs.remove(&event.wd);
-                    relevant |= event_dir == dir;
-                } else if event_dir == dir && event.name.as_ref() == Some(name) {
+                    lost.push(event_dir);
+                    relevant = true;
+                } else if let Some(name) = &event.name
+                    && names.iter().any(|(d, n)| *d == event_dir && n == name)
+                {
                     relevant = true;
                 }
             }
         }
-        if !self.dirs.values().any(|d| d == dir) {
-            self.watch(dir)?;
+        for dir in lost {
+            self.watch(&dir);
         }
-        Ok(relevant)
+        relevant
     }
 }

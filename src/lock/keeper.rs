@@ -1,0 +1,413 @@
+//! The keeper: the small process that holds an `acquire` lock after
+//! `acquire` returns, until `release` (SIGUSR1) or until the owner exits;
+//! in the latter case the file stays, stale, so updates stay blocked until
+//! someone takes it over.
+//!
+//! The keeper is forked first, so that the record can name it. In the fast
+//! path the lock files are flocked O_TMPFILEs made before the fork, so the
+//! keeper holds them from birth: `acquire` writes the records, links the
+//! files and tells the keeper (LINKED), without waiting for it. When that
+//! first try does not take every path (busy, stale, no O_TMPFILE, an
+//! error), `acquire` tells it so (SLOW), waits for and takes the lock, hands
+//! the flocked descriptors and their directories to the keeper over a
+//! socket (SCM_RIGHTS) and returns once the keeper confirmed (ACK).
+//!
+//! Everything the keeper needs that can fail (the signalfd that `release`
+//! signals through, /dev/null, the owner's pidfd) is made before the fork:
+//! once `acquire` returns 0, nothing is left that can fail (SPEC 4).
+
+use std::ffi::OsString;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::signal::{SigSet, SigmaskHow, Signal, kill};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
+use nix::unistd::{ForkResult, Pid};
+
+use super::create::{self, Created};
+use super::dir::LockDir;
+use super::owner::Owner;
+use super::record::Record;
+use super::wait::{WaitOpts, take_all};
+use super::{Held, Notify, Target, ignore, release_all};
+use crate::exit::{Exit, fail};
+use crate::signals::{ABORT_WAIT, SignalWatch};
+use crate::sys;
+
+/// The keeper's answer once it holds the descriptors it was sent.
+const ACK: &[u8] = b"K";
+/// acquire to keeper: the files prepared before the fork are linked, and
+/// so held (the fast path).
+const LINKED: &[u8] = b"L";
+/// acquire to keeper: the prepared files were not linked; let go of them
+/// and wait for the lock to be sent (the slow path).
+const SLOW: &[u8] = b"S";
+
+/// How `start` ended.
+#[derive(Debug)]
+pub enum Started {
+    /// The keeper holds the lock.
+    Holding { keeper: Pid, paths: Vec<PathBuf> },
+    /// A signal (ABORT_WAIT) came while taking the lock: nothing is held.
+    Interrupted(i32),
+}
+
+/// What the keeper is born with: made before the fork, so that nothing the
+/// keeper needs can fail after `acquire` has returned.
+struct Provisions {
+    sock: OwnedFd,
+    owner_fd: Option<OwnedFd>,
+    owner: Pid,
+    release_signal: SignalFd,
+    null: Option<File>,
+}
+
+/// Take the lock for `owner` and start the keeper that holds it.
+pub fn start(
+    targets: &[Target],
+    mut record: Record,
+    owner: &Owner,
+    opts: WaitOpts,
+    notify: Notify,
+) -> Result<Started> {
+    let owner_pid = Pid::from_raw(owner.id.pid);
+    // Kernels before 5.3 have no pidfd: the keeper polls the owner instead.
+    let owner_fd = sys::pidfd_open(owner_pid).ok();
+    let (ours, theirs) = socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(io::Error::from)
+    .context("cannot create the keeper's socket")?;
+    // `release` asks with SIGUSR1, read from this signalfd. It works in the
+    // keeper too: a signalfd reads the signals of the process reading it.
+    let release_signal = SignalFd::with_flags(
+        &SigSet::from(Signal::SIGUSR1),
+        SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK,
+    )
+    .map_err(io::Error::from)
+    .context("cannot create the keeper's signal descriptor")?;
+    // No /dev/null in a minimal container: the keeper closes its stdio.
+    let null = File::options()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+        .ok();
+
+    // The fast path: a flocked O_TMPFILE per lock made before the fork, so
+    // the keeper holds them from birth.
+    let prepared = prepare_all(targets);
+
+    // The signals that end a wait (ABORT_WAIT) stay blocked until a handler
+    // is in place (slow path) or for good (fast path): one that comes while
+    // the lock is being taken then ends acquire with 128+S and nothing held,
+    // rather than killing it with a lock half taken. The keeper is born with
+    // them blocked too, and keeps SIGUSR1 (release's request) blocked, so
+    // that one sent before it reads it stays pending.
+    let aborting: SigSet = ABORT_WAIT
+        .iter()
+        .filter_map(|&signal| Signal::try_from(signal).ok())
+        .collect();
+    let mask = aborting
+        .thread_swap_mask(SigmaskHow::SIG_BLOCK)
+        .map_err(io::Error::from)
+        .context("cannot block signals")?;
+    let forked = sys::fork();
+    if forked.is_err() {
+        let _ = mask.thread_set_mask();
+    }
+    let keeper = match forked.context("cannot start the keeper process")? {
+        ForkResult::Child => {
+            drop(ours);
+            let mut keeper_mask = mask;
+            keeper_mask.add(Signal::SIGUSR1);
+            let _ = keeper_mask.thread_set_mask();
+            let prepared = prepared
+                .map(|files| {
+                    targets
+                        .iter()
+                        .map(|t| t.path.clone())
+                        .zip(files)
+                        .filter_map(|(path, (dir, file))| Held::new(&path, dir, file).ok())
+                        .collect()
+                })
+                .unwrap_or_default();
+            let provisions = Provisions {
+                sock: theirs,
+                owner_fd,
+                owner: owner_pid,
+                release_signal,
+                null,
+            };
+            keeper_main(provisions, prepared)
+        }
+        ForkResult::Parent { child } => child,
+    };
+    drop((theirs, owner_fd, release_signal, null));
+
+    record.pid = keeper.as_raw();
+    let fast = prepared.map(|files| link_all(targets, files, &record));
+    if let Some(Some(held)) = fast {
+        if let Some(signal) = pending_signal(&aborting) {
+            // The keeper sees the socket close and exits; reap it.
+            drop(ours);
+            let _ = nix::sys::wait::waitpid(keeper, None);
+            release_all(held, notify)?;
+            return Ok(Started::Interrupted(signal));
+        }
+        // The signals stay blocked: from here on acquire succeeds, and one
+        // that comes now is dropped at exit.
+        if let Err(err) = nix::unistd::write(&ours, LINKED) {
+            abandon(keeper);
+            let _ = release_all(held, notify);
+            return Err(io::Error::from(err)).context("cannot hand the lock to the keeper");
+        }
+        return Ok(holding(keeper, held));
+    }
+    if fast.is_some() {
+        // If this fails, so will the hand-over, which says so.
+        let _ = nix::unistd::write(&ours, SLOW);
+    }
+    let signals = SignalWatch::new(ABORT_WAIT).context("cannot install signal handlers");
+    // Pending ones now reach the handlers, and end the wait.
+    let _ = mask.thread_set_mask();
+    let mut signals = signals?;
+    let taken = take_all(
+        targets,
+        record.to_line().as_bytes(),
+        opts,
+        &mut signals,
+        notify,
+    );
+    let held = match taken {
+        Ok(held) => held,
+        Err(err) => {
+            // The keeper sees the socket close and exits; reap it.
+            drop(ours);
+            let _ = nix::sys::wait::waitpid(keeper, None);
+            return Err(err);
+        }
+    };
+    if let Err(err) = hand_over(&ours, &held) {
+        abandon(keeper);
+        let _ = release_all(held, notify);
+        return Err(err);
+    }
+    // The process exits next: no need to unregister the handlers one by one.
+    std::mem::forget(signals);
+    Ok(holding(keeper, held))
+}
+
+fn holding(keeper: Pid, held: Vec<Held>) -> Started {
+    let paths = held.iter().map(|h| h.path.clone()).collect();
+    // Our copies of the descriptors close here; the keeper's keep the flock.
+    drop(held);
+    Started::Holding { keeper, paths }
+}
+
+fn abandon(keeper: Pid) {
+    let _ = kill(keeper, Signal::SIGKILL);
+    let _ = nix::sys::wait::waitpid(keeper, None);
+}
+
+/// A signal of `set` that came while it was blocked, if any (consumed).
+fn pending_signal(set: &SigSet) -> Option<i32> {
+    let fd = SignalFd::with_flags(set, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK).ok()?;
+    let info = fd.read_signal().ok()??;
+    i32::try_from(info.ssi_signo).ok()
+}
+
+/// The fast path's directories and files, or None where it is not open.
+fn prepare_all(targets: &[Target]) -> Option<Vec<(LockDir, File)>> {
+    targets
+        .iter()
+        .map(|target| {
+            let dir = LockDir::open(target).ok()?;
+            let file = create::prepare_tmpfile(&dir).ok()?;
+            Some((dir, file))
+        })
+        .collect()
+}
+
+/// Link every prepared file, in order; None (and nothing left linked) if
+/// any path is taken or anything fails: the slow path takes over.
+fn link_all(targets: &[Target], files: Vec<(LockDir, File)>, record: &Record) -> Option<Vec<Held>> {
+    let mut held: Vec<Held> = Vec::with_capacity(files.len());
+    for (target, (dir, file)) in targets.iter().zip(files) {
+        // The same file twice (the same directory reached twice): the
+        // slow path takes it once.
+        // The keeper inherited the file under the same descriptor number.
+        let content = Record {
+            fd: Some(file.as_raw_fd()),
+            ..record.clone()
+        }
+        .to_line();
+        match create::link_prepared(dir, &target.path, file, content.as_bytes()) {
+            Ok(Created::Taken(lock)) => held.push(lock),
+            Ok(Created::Exists) | Err(_) => {
+                let _ = release_all(held, &ignore);
+                return None;
+            }
+        }
+    }
+    Some(held)
+}
+
+/// Send the descriptors (file and directory of each lock, and their paths)
+/// to the keeper and wait for its ack.
+fn hand_over(sock: &OwnedFd, held: &[Held]) -> Result<()> {
+    let fds: Vec<_> = held
+        .iter()
+        .flat_map(|h| [h.fd().as_raw_fd(), h.dir_fd().as_raw_fd()])
+        .collect();
+    let payload = held
+        .iter()
+        .map(|h| h.path.as_os_str().as_bytes())
+        .collect::<Vec<_>>()
+        .join(&0u8);
+    sys::send_fds(sock, &payload, &fds).context("cannot hand the lock to the keeper")?;
+    let mut answer = [0u8; 1];
+    let n = loop {
+        match nix::unistd::read(sock.as_fd(), &mut answer) {
+            Err(Errno::EINTR) => continue,
+            other => break other.map_err(io::Error::from)?,
+        }
+    };
+    if &answer[..n] != ACK {
+        return Err(fail(
+            Exit::OsErr,
+            "the keeper process exited before taking the lock",
+        ));
+    }
+    Ok(())
+}
+
+/// The keeper: never returns.
+fn keeper_main(provisions: Provisions, prepared: Vec<Held>) -> ! {
+    let code = match keep(provisions, prepared) {
+        Ok(()) => 0,
+        Err(_) => 1,
+    };
+    std::process::exit(code)
+}
+
+/// Receive the lock (fast or slow path), then hold it.
+fn keep(provisions: Provisions, mut prepared: Vec<Held>) -> io::Result<()> {
+    let Provisions {
+        sock,
+        owner_fd,
+        owner,
+        release_signal,
+        null,
+    } = provisions;
+    // Out of the caller's session at once, so that a Ctrl-C or hangup meant
+    // for the caller's shell never reaches the keeper.
+    let _ = nix::unistd::setsid();
+    // `acquire` may be waiting for the answer: take the descriptors and
+    // answer first, everything else after.
+    let (payload, fds) = loop {
+        let Some((payload, fds)) = sys::recv_fds(&sock)? else {
+            return Ok(()); // acquire gave up (busy, timeout, signal)
+        };
+        if fds.is_empty() && payload == SLOW {
+            prepared.clear();
+            continue;
+        }
+        break (payload, fds);
+    };
+    let held: Vec<Held> = if fds.is_empty() && payload == LINKED {
+        // The fast path: acquire linked the files we have held since fork.
+        drop(sock);
+        prepared
+    } else {
+        drop(prepared);
+        let held = adopt(&payload, fds)?;
+        nix::unistd::write(&sock, ACK)?;
+        drop(sock);
+        held
+    };
+    settle(&held, owner_fd.as_ref(), &release_signal, null);
+    hold(held, owner_fd, owner, &release_signal);
+    Ok(())
+}
+
+/// The locks sent by `hand_over`.
+fn adopt(payload: &[u8], fds: Vec<OwnedFd>) -> io::Result<Vec<Held>> {
+    let mut fds = fds.into_iter();
+    payload
+        .split(|b| *b == 0)
+        .map(|path| {
+            let path = PathBuf::from(OsString::from_vec(path.to_vec()));
+            let (Some(file), Some(dir)) = (fds.next(), fds.next()) else {
+                return Err(io::Error::other("a lock came without its directory"));
+            };
+            let dir = LockDir::from_fd(dir, super::dir::parent_of(&path).to_owned());
+            Held::new(&path, dir, File::from(file))
+        })
+        .collect()
+}
+
+/// Become a quiet background process. Nothing here can fail in a way that
+/// matters: every step that could was done before the fork.
+fn settle(held: &[Held], owner_fd: Option<&OwnedFd>, release: &SignalFd, null: Option<File>) {
+    let _ = nix::sys::prctl::set_name(sys::KEEPER_NAME);
+    let _ = std::env::set_current_dir("/");
+    // Lets go of the caller's stdout, which `$(resin-lock acquire)` reads to its end.
+    sys::detach_stdio(null);
+    let mut keep_fds: Vec<_> = held
+        .iter()
+        .flat_map(|h| [h.fd().as_raw_fd(), h.dir_fd().as_raw_fd()])
+        .collect();
+    keep_fds.extend(owner_fd.map(|fd| fd.as_raw_fd()));
+    keep_fds.push(release.as_fd().as_raw_fd());
+    sys::close_other_fds(&keep_fds);
+}
+
+/// Hold the locks until `release` asks (SIGUSR1: remove them) or the owner
+/// exits (leave them: stale now, they keep blocking updates).
+fn hold(held: Vec<Held>, owner_fd: Option<OwnedFd>, owner: Pid, release: &SignalFd) {
+    loop {
+        let mut fds = vec![PollFd::new(release.as_fd(), PollFlags::POLLIN)];
+        if let Some(fd) = &owner_fd {
+            fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
+        }
+        // Without a pidfd, look at the owner once a second.
+        let timeout = if owner_fd.is_some() {
+            PollTimeout::NONE
+        } else {
+            PollTimeout::try_from(Duration::from_secs(1)).unwrap_or(PollTimeout::MAX)
+        };
+        if let Err(err) = poll(&mut fds, timeout)
+            && err != Errno::EINTR
+        {
+            // Out of memory for the poll table, say: never let go because
+            // of it. Try again in a while.
+            std::thread::sleep(Duration::from_millis(100));
+            continue;
+        }
+        let owner_gone = match &owner_fd {
+            Some(_) => fds.get(1).and_then(PollFd::any).unwrap_or(false),
+            None => kill(owner, None) == Err(Errno::ESRCH),
+        };
+        drop(fds);
+        if let Ok(Some(info)) = release.read_signal()
+            && info.ssi_signo == Signal::SIGUSR1 as u32
+        {
+            let _ = release_all(held, &ignore);
+            return;
+        }
+        if owner_gone {
+            return;
+        }
+    }
+}

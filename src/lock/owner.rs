@@ -1,0 +1,308 @@
+//! Who owns an `acquire` lock (SPEC 2b): the process whose exit ends it.
+//! By default the nearest ancestor that is not a transient wrapper (a shell
+//! running `-c STRING`, `sudo`, `timeout` …), since those exit as soon as
+//! their one command does and would end the lock while the work runs.
+//! Processes are named by pid *and* start time, never by pid alone.
+
+use std::path::Path;
+
+use nix::unistd::{Pid, getpid, getppid};
+
+/// A process: its pid and, where /proc says, its start time (clock ticks
+/// after boot), which tells it apart from a later process with its pid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcId {
+    pub pid: i32,
+    pub start: Option<u64>,
+}
+
+impl ProcId {
+    /// Whether this is the process a record names. A start time missing on
+    /// either side (no /proc, an old record) leaves the pid: it is only
+    /// asked while the lock's keeper lives, and a keeper ends with its owner.
+    pub fn is(&self, pid: i32, start: Option<u64>) -> bool {
+        self.pid == pid
+            && match (self.start, start) {
+                (Some(a), Some(b)) => a == b,
+                _ => true,
+            }
+    }
+}
+
+/// How the owner was asked for (`--owner`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OwnerChoice {
+    /// The nearest ancestor that is not a transient wrapper.
+    Default,
+    /// Exactly the parent.
+    Parent,
+    Pid(i32),
+}
+
+/// The owner chosen, and the wrappers skipped on the way (for `-v`).
+#[derive(Debug, Clone)]
+pub struct Owner {
+    pub id: ProcId,
+    pub cmd: Vec<String>,
+    pub skipped: Vec<(i32, String)>,
+}
+
+/// Why no owner could be chosen.
+#[derive(Debug, PartialEq, Eq)]
+pub enum NoOwner {
+    /// `--owner PID` names no process (or not a pid at all).
+    NoSuchProcess(i32),
+    /// There is no parent to follow (PID 1 of a container).
+    NoParent,
+}
+
+/// What /proc says about a process.
+#[derive(Debug, Clone)]
+pub struct ProcInfo {
+    pub ppid: i32,
+    pub start: u64,
+    pub cmd: Vec<String>,
+}
+
+/// Read `/proc/PID/stat` and `/proc/PID/cmdline`; None without /proc or
+/// once the process is gone.
+pub fn proc_info(pid: i32) -> Option<ProcInfo> {
+    let stat = crate::sys::read_proc(format!("/proc/{pid}/stat")).ok()?;
+    let (ppid, start) = parse_stat(&stat)?;
+    Some(ProcInfo {
+        ppid,
+        start,
+        cmd: crate::sys::process_cmdline(Pid::from_raw(pid)),
+    })
+}
+
+/// (ppid, starttime) from the text of /proc/PID/stat. The command name in
+/// parentheses may hold anything, spaces and `)` included: fields are
+/// counted after its last `)`.
+pub fn parse_stat(stat: &[u8]) -> Option<(i32, u64)> {
+    let close = stat.iter().rposition(|b| *b == b')')?;
+    let rest = std::str::from_utf8(&stat[close + 1..]).ok()?;
+    let fields: Vec<&str> = rest.split_ascii_whitespace().collect();
+    // Field 3 is the state; ppid is field 4 and starttime field 22.
+    let ppid = fields.get(1)?.parse().ok()?;
+    let start = fields.get(19)?.parse().ok()?;
+    Some((ppid, start))
+}
+
+/// This process's id.
+pub fn this_process() -> ProcId {
+    let pid = getpid().as_raw();
+    ProcId {
+        pid,
+        start: proc_info(pid).map(|info| info.start),
+    }
+}
+
+/// Choose the owner as `choice` says.
+pub fn choose(choice: OwnerChoice) -> Result<Owner, NoOwner> {
+    let parent = getppid().as_raw();
+    let pid = match choice {
+        OwnerChoice::Pid(pid) => {
+            if pid <= 0 || !crate::sys::process_exists(Pid::from_raw(pid)) {
+                return Err(NoOwner::NoSuchProcess(pid));
+            }
+            pid
+        }
+        // PID 1 of a container has no parent to follow (getppid is 0).
+        _ if parent <= 0 => return Err(NoOwner::NoParent),
+        OwnerChoice::Parent => parent,
+        OwnerChoice::Default => return Ok(nearest_lasting(parent)),
+    };
+    let info = proc_info(pid);
+    Ok(Owner {
+        id: ProcId {
+            pid,
+            start: info.as_ref().map(|i| i.start),
+        },
+        cmd: info.map(|i| i.cmd).unwrap_or_default(),
+        skipped: Vec::new(),
+    })
+}
+
+/// From `pid` up, the first process that is not a transient wrapper.
+/// PID 1 is never skipped; without /proc the parent is the owner.
+fn nearest_lasting(mut pid: i32) -> Owner {
+    let mut skipped = Vec::new();
+    // Bounded: a pid chain cannot be longer than the pids there are, but a
+    // race with exiting processes must not loop.
+    for _ in 0..64 {
+        let Some(info) = proc_info(pid) else { break };
+        if pid == 1 || info.ppid <= 0 || !is_transient(&info.cmd) {
+            return Owner {
+                id: ProcId {
+                    pid,
+                    start: Some(info.start),
+                },
+                cmd: info.cmd,
+                skipped,
+            };
+        }
+        skipped.push((pid, info.cmd.join(" ")));
+        pid = info.ppid;
+    }
+    Owner {
+        id: ProcId { pid, start: None },
+        cmd: Vec::new(),
+        skipped,
+    }
+}
+
+/// The processes from this one up to PID 1 (this one first).
+pub fn ancestors() -> Vec<ProcId> {
+    let mut chain = vec![this_process()];
+    let mut pid = getppid().as_raw();
+    for _ in 0..256 {
+        if pid <= 0 {
+            break;
+        }
+        match proc_info(pid) {
+            Some(info) => {
+                chain.push(ProcId {
+                    pid,
+                    start: Some(info.start),
+                });
+                pid = info.ppid;
+            }
+            None => {
+                // No /proc: only the parent is known.
+                if chain.len() == 1 {
+                    chain.push(ProcId { pid, start: None });
+                }
+                break;
+            }
+        }
+    }
+    chain
+}
+
+/// Programs that fork the command they are given and exit with it.
+const WRAPPERS: &[&str] = &[
+    "sudo", "doas", "su", "timeout", "time", "chronic", "strace", "setsid", "nice", "ionice",
+    "nohup", "env", "stdbuf", "setpriv", "runuser", "unshare",
+];
+
+/// Shells: transient when they run `-c STRING`.
+const SHELLS: &[&str] = &["sh", "bash", "dash", "ash", "ksh", "mksh", "zsh", "busybox"];
+
+/// Whether a process with this command line is a transient wrapper: a shell
+/// running `-c STRING` (Node's execSync, Python's shell=True, system(3)),
+/// or a wrapper that forks its command and exits with it. (A wrapper that
+/// exec()s instead is never anyone's parent.)
+pub fn is_transient(cmd: &[String]) -> bool {
+    let Some(first) = cmd.first() else {
+        return false;
+    };
+    let mut name = program_name(first);
+    let mut args = &cmd[1..];
+    // `busybox sh -c …`
+    if name == "busybox"
+        && let Some(applet) = args.first()
+    {
+        name = program_name(applet);
+        args = &args[1..];
+    }
+    if WRAPPERS.contains(&name) {
+        return true;
+    }
+    if !SHELLS.contains(&name) {
+        return false;
+    }
+    // Options before the first operand; `-c` may be combined (`-ec`, `-lc`).
+    for arg in args {
+        if arg == "--" || !arg.starts_with('-') {
+            return false;
+        }
+        if !arg.starts_with("--") && arg[1..].contains('c') {
+            return true;
+        }
+    }
+    false
+}
+
+/// The program's name: the last path component, without a login shell's `-`.
+fn program_name(arg0: &str) -> &str {
+    let base = Path::new(arg0)
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or(arg0);
+    base.strip_prefix('-').unwrap_or(base)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn words(line: &str) -> Vec<String> {
+        line.split(' ').map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn transient_wrappers_are_recognised() {
+        let transient = [
+            "/bin/sh -c resin-lock acquire && work",
+            "sh -ec resin-lock acquire",
+            "bash -lc resin-lock acquire",
+            "/usr/bin/dash -c x",
+            "busybox sh -c x",
+            "sudo resin-lock acquire",
+            "/usr/bin/timeout 30 resin-lock acquire",
+            "time resin-lock acquire",
+            "chronic resin-lock acquire",
+            "strace -f resin-lock acquire",
+            "setsid resin-lock acquire",
+            "bash --norc -c x",
+        ];
+        for line in transient {
+            assert!(is_transient(&words(line)), "{line}");
+        }
+        let lasting = [
+            "bash",
+            "-bash",
+            "/bin/sh ./script.sh",
+            "bash script.sh -c",
+            "node app.js",
+            "python3 -c print(1)",
+            "/sbin/init",
+            "sh -e ./job.sh",
+            "",
+        ];
+        for line in lasting {
+            assert!(!is_transient(&words(line)), "{line}");
+        }
+        assert!(!is_transient(&[]));
+    }
+
+    #[test]
+    fn stat_fields_are_counted_after_the_last_parenthesis() {
+        let stat =
+            b"42 (we ird) (name)) S 7 42 42 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 123456 0 0";
+        assert_eq!(parse_stat(stat), Some((7, 123456)));
+        assert_eq!(parse_stat(b"42 (x) S"), None);
+        assert_eq!(parse_stat(b"garbage"), None);
+    }
+
+    #[test]
+    fn a_missing_start_time_leaves_the_pid() {
+        let p = ProcId {
+            pid: 5,
+            start: Some(9),
+        };
+        assert!(p.is(5, Some(9)));
+        assert!(!p.is(5, Some(10)));
+        assert!(p.is(5, None));
+        assert!(!p.is(6, Some(9)));
+    }
+
+    #[test]
+    fn this_process_and_its_ancestors_are_found() {
+        let chain = ancestors();
+        assert_eq!(chain[0].pid, std::process::id() as i32);
+        assert!(chain[0].start.is_some());
+        assert!(chain.len() >= 2);
+    }
+}

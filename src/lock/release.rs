@@ -1,0 +1,462 @@
+//! What `release` decides for one lock path (SPEC 2b, 4): a lock taken by
+//! `acquire` is released by its keeper, and only for its owner; a stale
+//! resin-lock lock by anyone; a live `run` lock and any foreign lock only
+//! with `--force`. Keepers are signalled only once proven to hold the lock
+//! inode and to run as the caller's uid or root, through a pidfd opened
+//! before the checks. The decision is returned; `cmd::release` says it.
+
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result};
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+
+use super::dir::{LockDir, lock_name};
+use super::inspect::{Exclusive, Found, Ident, Inspection, Kind, examine, stale_reason};
+use super::owner::ProcId;
+use super::record::{Mode, Record};
+use super::{Released, Target, unlink_if_same};
+use crate::sys;
+
+/// How long a keeper gets to let go after being asked.
+const KEEPER_GRACE: Duration = Duration::from_secs(10);
+
+/// Who asks, and how.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// This process and its ancestors: a record's owner among them owns it.
+    pub ancestors: Vec<ProcId>,
+    /// `--owner PID`: also counts as the caller's owner.
+    pub owner: Option<ProcId>,
+    pub force: bool,
+    pub euid: u32,
+}
+
+impl Caller {
+    fn owns(&self, record: &Record) -> bool {
+        self.ancestors
+            .iter()
+            .chain(self.owner.iter())
+            .any(|p| p.is(record.owner, record.owner_start))
+    }
+
+    /// Whether a process running as `uid` may be signalled on our behalf.
+    fn trusts_uid(&self, uid: u32) -> bool {
+        uid == self.euid || uid == 0
+    }
+}
+
+/// What `release` did at one path.
+#[derive(Debug)]
+pub enum Outcome {
+    NothingThere,
+    RemovedStale {
+        reason: &'static str,
+    },
+    /// The keeper let go and removed the file. `taken_by`: a waiting
+    /// resin-lock took the lock the moment it was free.
+    KeeperReleased {
+        keeper: i32,
+        taken_by: Option<i32>,
+    },
+    /// The keeper let go but left the file, which we removed.
+    KeeperLeftFile {
+        keeper: i32,
+    },
+    /// The path names another file than ours now (the supervisor forced an
+    /// update and put its own lock there): left alone. Keepers still holding
+    /// our removed file were stopped.
+    Replaced {
+        what: Option<String>,
+        keepers_stopped: usize,
+    },
+    /// `--force` removed what was there.
+    ForcedForeign {
+        what: String,
+    },
+    ForcedRun {
+        pid: i32,
+    },
+    ForcedUnproven {
+        keeper: i32,
+    },
+    Refused(Refusal),
+}
+
+/// Why `release` left a lock alone (exit 1).
+#[derive(Debug)]
+pub enum Refusal {
+    Foreign {
+        what: String,
+    },
+    LiveRun {
+        holder: String,
+    },
+    NotOwner {
+        holder: String,
+    },
+    /// The lock is held, but not provably by its keeper.
+    Unproven {
+        keeper: i32,
+        why: &'static str,
+    },
+    NonEmptyDirectory,
+}
+
+/// Decide and do `release` for `target`.
+pub fn release(target: &Target, caller: &Caller) -> Result<Outcome> {
+    let path = &target.path;
+    let shown = path.display();
+    let dir = match LockDir::open(&Target {
+        create_parent: false,
+        ..target.clone()
+    }) {
+        Ok(dir) => dir,
+        // The directory went with the lock: its keepers still show it in
+        // /proc as the parent's canonical path and its name.
+        Err(err) if err.kind() == io::ErrorKind::NotFound => {
+            let removed_dir = canonical_removed_dir(super::dir::parent_of(path));
+            return Ok(
+                match removed_dir.map(|d| stop_displaced_keepers(&d, caller)) {
+                    Some(stopped) if stopped > 0 => Outcome::Replaced {
+                        what: None,
+                        keepers_stopped: stopped,
+                    },
+                    _ => Outcome::NothingThere,
+                },
+            );
+        }
+        Err(err) => {
+            return Err(
+                anyhow::Error::new(err).context(format!("cannot open the directory of {shown}"))
+            );
+        }
+    };
+    let name = lock_name(path)?;
+    let found = examine(&dir, name).with_context(|| format!("cannot read lock {shown}"))?;
+    let outcome = match found {
+        Found::Missing => match stop_displaced_keepers_in(&dir, caller) {
+            0 => Outcome::NothingThere,
+            stopped => Outcome::Replaced {
+                what: None,
+                keepers_stopped: stopped,
+            },
+        },
+        Found::Foreign { kind, what, .. } => {
+            let stopped = stop_displaced_keepers_in(&dir, caller);
+            if caller.force {
+                if let Some(refusal) = remove_foreign(&dir, name, kind, path)? {
+                    return Ok(Outcome::Refused(refusal));
+                }
+                Outcome::ForcedForeign { what }
+            } else if stopped > 0 {
+                Outcome::Replaced {
+                    what: Some(what),
+                    keepers_stopped: stopped,
+                }
+            } else {
+                Outcome::Refused(Refusal::Foreign { what })
+            }
+        }
+        Found::Ours {
+            file,
+            ident,
+            record,
+            ..
+        } => release_ours(&dir, name, path, file, ident, &record, caller)?,
+    };
+    Ok(outcome)
+}
+
+fn release_ours(
+    dir: &LockDir,
+    name: &OsStr,
+    path: &Path,
+    file: File,
+    ident: Ident,
+    record: &Record,
+    caller: &Caller,
+) -> Result<Outcome> {
+    let shown = path.display();
+    let exclusive =
+        super::inspect::try_exclusive(&file).with_context(|| format!("cannot lock {shown}"))?;
+    if exclusive == Exclusive::Taken {
+        let reason = stale_reason(record, false).unwrap_or("holder exited");
+        return removed(dir, name, ident, Outcome::RemovedStale { reason }, path);
+    }
+    match record.mode {
+        Mode::Run if caller.force => removed(
+            dir,
+            name,
+            ident,
+            Outcome::ForcedRun { pid: record.pid },
+            path,
+        ),
+        Mode::Run => Ok(Outcome::Refused(Refusal::LiveRun {
+            holder: Inspection::record_holder(record),
+        })),
+        Mode::Acquire if !caller.force && !caller.owns(record) => {
+            Ok(Outcome::Refused(Refusal::NotOwner {
+                holder: Inspection::record_holder(record),
+            }))
+        }
+        Mode::Acquire => stop_keeper(dir, name, path, &file, ident, record, caller),
+    }
+}
+
+/// Unlink our file (we hold its flock or were told to force), reporting
+/// `done`, or that the path names another file now.
+fn removed(
+    dir: &LockDir,
+    name: &OsStr,
+    ident: Ident,
+    done: Outcome,
+    path: &Path,
+) -> Result<Outcome> {
+    match unlink_if_same(dir, name, ident)
+        .with_context(|| format!("cannot remove lock {}", path.display()))?
+    {
+        Released::Removed | Released::Gone => Ok(done),
+        Released::Replaced => Ok(Outcome::Replaced {
+            what: None,
+            keepers_stopped: 0,
+        }),
+    }
+}
+
+/// Ask the keeper of an `acquire` lock to release it, and wait until it has.
+fn stop_keeper(
+    dir: &LockDir,
+    name: &OsStr,
+    path: &Path,
+    file: &File,
+    ident: Ident,
+    record: &Record,
+    caller: &Caller,
+) -> Result<Outcome> {
+    let shown = path.display();
+    let keeper = Pid::from_raw(record.pid);
+    // The flock is held: by the keeper, or for a moment by an acquire still
+    // handing over to it. Give those a moment.
+    let started = Instant::now();
+    let pidfd = loop {
+        match prove_keeper(keeper, ident, record.fd, caller) {
+            Ok(pidfd) => break pidfd,
+            Err(why) => {
+                match super::inspect::try_exclusive(file)
+                    .with_context(|| format!("cannot lock {shown}"))?
+                {
+                    Exclusive::Taken => {
+                        return removed(
+                            dir,
+                            name,
+                            ident,
+                            Outcome::RemovedStale {
+                                reason: "holder exited",
+                            },
+                            path,
+                        );
+                    }
+                    Exclusive::Held | Exclusive::Shared => {}
+                }
+                if started.elapsed() > Duration::from_secs(1) || why == NO_PROC {
+                    if caller.force {
+                        return removed(
+                            dir,
+                            name,
+                            ident,
+                            Outcome::ForcedUnproven { keeper: record.pid },
+                            path,
+                        );
+                    }
+                    return Ok(Outcome::Refused(Refusal::Unproven {
+                        keeper: record.pid,
+                        why,
+                    }));
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    };
+    signal_keeper(&pidfd, keeper)
+        .with_context(|| format!("cannot signal keeper pid {keeper} of {shown}"))?;
+    // The keeper removes the file under its flock, then closes it: the flock
+    // coming free is the end of its part, without waiting for it to exit.
+    // (It lets go of several paths in reverse order of taking them, and
+    // `release` visits them in order, so this first wait covers them all.)
+    if !sys::lock_within(file, KEEPER_GRACE).with_context(|| format!("cannot lock {shown}"))? {
+        return Err(crate::exit::fail(
+            crate::exit::Exit::OsErr,
+            format!(
+                "keeper pid {keeper} did not let go of {shown} within {}s",
+                KEEPER_GRACE.as_secs()
+            ),
+        ));
+    }
+    let keeper = record.pid;
+    match dir.stat(name)? {
+        // It exited without removing it: stale now, and our flock is held.
+        Some(now) if (now.st_dev, now.st_ino) == ident => {
+            removed(dir, name, ident, Outcome::KeeperLeftFile { keeper }, path)
+        }
+        // Another file: a waiting resin-lock took the lock the moment the
+        // keeper let go (a record of ours), or the supervisor had put its
+        // own lock in our place, which the keeper left alone.
+        Some(_) => Ok(match examine(dir, name) {
+            Ok(Found::Ours { record, .. }) => Outcome::KeeperReleased {
+                keeper,
+                taken_by: Some(record.pid),
+            },
+            Ok(Found::Foreign { what, .. }) => Outcome::Replaced {
+                what: Some(what),
+                keepers_stopped: 1,
+            },
+            _ => Outcome::KeeperReleased {
+                keeper,
+                taken_by: None,
+            },
+        }),
+        None => Ok(Outcome::KeeperReleased {
+            keeper,
+            taken_by: None,
+        }),
+    }
+}
+
+const NO_PROC: &str = "no /proc to prove it";
+
+/// A pidfd of `keeper`, once proven: it holds the lock inode and runs as
+/// the caller's uid or root. The pidfd is opened before the checks, so the
+/// process checked is the one signalled.
+fn prove_keeper(
+    keeper: Pid,
+    ident: Ident,
+    fd_hint: Option<i32>,
+    caller: &Caller,
+) -> std::result::Result<Option<OwnedFd>, &'static str> {
+    if !sys::proc_mounted() {
+        return Err(NO_PROC);
+    }
+    let pidfd = match sys::pidfd_open(keeper) {
+        Ok(fd) => Some(fd),
+        Err(err) if err.raw_os_error() == Some(libc::ESRCH) => return Err("it is not running"),
+        // Kernels before 5.3.
+        Err(_) => None,
+    };
+    if !sys::process_holds_inode(keeper, ident.0, ident.1, fd_hint).unwrap_or(false) {
+        return Err("it does not hold the lock (another pid namespace, or no permission to check)");
+    }
+    match sys::process_uid(keeper) {
+        Ok(uid) if caller.trusts_uid(uid) => Ok(pidfd),
+        Ok(_) => Err("it runs as another user"),
+        Err(_) => Err("its user cannot be read"),
+    }
+}
+
+fn signal_keeper(pidfd: &Option<OwnedFd>, keeper: Pid) -> io::Result<()> {
+    let sent = match pidfd {
+        Some(fd) => sys::pidfd_send_signal(fd, Signal::SIGUSR1 as i32),
+        None => nix::sys::signal::kill(keeper, Signal::SIGUSR1).map_err(io::Error::from),
+    };
+    match sent {
+        // Gone meanwhile: its flock is free, which the wait sees.
+        Err(err) if err.raw_os_error() == Some(libc::ESRCH) => Ok(()),
+        other => other,
+    }
+}
+
+/// Stop the keepers of our lock in `dir` whose file someone else removed
+/// or replaced (they still hold the unlinked inode), when proven ours: a
+/// keeper running as the caller's uid or root, whose file is a record that
+/// names it and, unless `--force`, whose owner is the caller's. Returns how
+/// many were stopped. Never fails because of a process that is not ours.
+fn stop_displaced_keepers_in(dir: &LockDir, caller: &Caller) -> usize {
+    sys::fd_path(dir.fd()).map_or(0, |canonical| stop_displaced_keepers(&canonical, caller))
+}
+
+/// A removed directory's canonical path: its parent's and its name.
+fn canonical_removed_dir(dir: &Path) -> Option<std::path::PathBuf> {
+    let dir = std::path::absolute(dir).ok()?;
+    Some(dir.parent()?.canonicalize().ok()?.join(dir.file_name()?))
+}
+
+fn stop_displaced_keepers(canonical: &Path, caller: &Caller) -> usize {
+    let mut stopped = 0;
+    for (keeper, fd_path) in sys::displaced_keepers(canonical) {
+        // Opened first: the process checked below is the one signalled.
+        let Ok(pidfd) = sys::pidfd_open(keeper) else {
+            continue;
+        };
+        let ours = sys::process_uid(keeper).is_ok_and(|uid| caller.trusts_uid(uid))
+            && displaced_record(&fd_path).is_some_and(|record| {
+                record.pid == keeper.as_raw() && (caller.force || caller.owns(&record))
+            });
+        if ours
+            && sys::pidfd_send_signal(&pidfd, Signal::SIGUSR1 as i32).is_ok()
+            && wait_for_exit(&pidfd)
+        {
+            stopped += 1;
+        }
+    }
+    stopped
+}
+
+/// The record in a displaced keeper's file (read through /proc, bounded).
+fn displaced_record(fd_path: &Path) -> Option<Record> {
+    use std::io::Read;
+    let file = File::open(fd_path).ok()?;
+    if !file.metadata().ok()?.is_file() {
+        return None;
+    }
+    let mut bytes = Vec::new();
+    file.take(super::record::MAX_LEN as u64 + 1)
+        .read_to_end(&mut bytes)
+        .ok()?;
+    Record::parse(&bytes).map(|(record, _)| record)
+}
+
+/// Wait (bounded) until the process behind `pidfd` exits.
+fn wait_for_exit(pidfd: &OwnedFd) -> bool {
+    let deadline = Instant::now() + KEEPER_GRACE;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
+        match poll(
+            &mut fds,
+            PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX),
+        ) {
+            Ok(n) if n > 0 => return true,
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(_) => return false,
+        }
+    }
+}
+
+/// `--force` on a foreign lock: remove it (a symlink itself, never its
+/// target; a directory only if empty).
+fn remove_foreign(dir: &LockDir, name: &OsStr, kind: Kind, path: &Path) -> Result<Option<Refusal>> {
+    let result = match kind {
+        Kind::Directory => dir.rmdir(name),
+        Kind::File | Kind::Symlink => dir.unlink(name),
+    };
+    match result {
+        Ok(()) => Ok(None),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(err) if err.raw_os_error() == Some(libc::ENOTEMPTY) => {
+            Ok(Some(Refusal::NonEmptyDirectory))
+        }
+        Err(err) => {
+            Err(anyhow::Error::new(err).context(format!("cannot remove {}", path.display())))
+        }
+    }
+}
