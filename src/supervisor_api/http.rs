@@ -312,7 +312,7 @@ fn dechunk(mut rest: &[u8], closed: bool) -> Result<Option<Vec<u8>>, Malformed> 
                 .is_some_and(|end| end <= MAX_ANSWER)
         }) else {
             return Err(malformed(format!(
-                "a chunk of the answer is larger than the {} KiB an answer may have",
+                "a chunk of the answer is too large (over {} KiB)",
                 MAX_ANSWER / 1024
             )));
         };
