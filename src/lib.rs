@@ -2,7 +2,7 @@
 //! sections. The binary is a thin `main`; everything lives here so that the
 //! integration tests and the xtask generators can reach the CLI definition.
 //!
-//! Data flows one way: `cli` -> `cmd` -> (`locate`, `lock`, `supervise`, `supervisor`) -> `sys`.
+//! Data flows one way: `cli` -> `cmd` -> (`locate`, `lock`, `supervise`, `supervisor_api`) -> `sys`.
 
 pub mod cli;
 pub mod cmd;
@@ -12,6 +12,6 @@ pub mod locate;
 pub mod lock;
 pub mod signals;
 pub mod supervise;
-pub mod supervisor;
+pub mod supervisor_api;
 pub mod sys;
 pub mod ui;

@@ -1,7 +1,7 @@
 //! What resin-lock says on stderr besides errors: nothing by default,
 //! warnings unless `-q`, and the reasons for what it did with `-v`.
 
-use std::io::IsTerminal;
+use std::fmt::Write as _;
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Ui {
@@ -24,39 +24,52 @@ impl Ui {
             eprintln!("resin-lock: {}", message.as_ref());
         }
     }
-
-    /// Whether to say who holds a lock while waiting: with `-v`, or when a
-    /// person is watching stderr.
-    pub fn announce_waits(&self) -> bool {
-        !self.quiet && (self.verbose || std::io::stderr().is_terminal())
-    }
 }
 
-/// Text from outside (records, process command lines, API answers) with
-/// control characters escaped, so that one lock is always one line.
-pub fn escape_controls(text: &str) -> String {
-    if !text.chars().any(char::is_control) {
-        return text.to_owned();
-    }
-    text.chars()
-        .map(|c| {
-            if c.is_control() {
-                c.escape_default().to_string()
-            } else {
-                c.to_string()
+/// `s` with its control characters written as escapes (`\n`, `\r`, `\t`,
+/// else `\u{1b}`), so that text from outside (an API answer, a lock record)
+/// stays on its line and cannot drive the terminal. Unicode line and
+/// paragraph separators and bidirectional overrides count as control
+/// characters; everything else, backslashes included, is kept as it is.
+pub fn escape_controls(s: &str) -> String {
+    let hidden = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if hidden(c) => {
+                let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
             }
-        })
-        .collect()
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 #[cfg(test)]
 mod tests {
-    use super::escape_controls;
+    use super::*;
 
     #[test]
-    fn control_characters_are_escaped() {
-        assert_eq!(escape_controls("plain ünïcode"), "plain ünïcode");
-        assert_eq!(escape_controls("a\nb\tc\x1b[31m"), "a\\nb\\tc\\u{1b}[31m");
-        assert_eq!(escape_controls("\r\u{85}"), "\\r\\u{85}");
+    fn escape_controls_keeps_one_line_one_line() {
+        let cases = [
+            ("Idle", "Idle"),
+            ("", ""),
+            ("a\nb\r\tc", r"a\nb\r\tc"),
+            ("\u{1b}[2J\u{0}\u{7f}\u{85}", r"\u{1b}[2J\u{0}\u{7f}\u{85}"),
+            ("x\u{2028}y\u{202e}z", r"x\u{2028}y\u{202e}z"),
+            ("ünïcode ✓ C:\\path", "ünïcode ✓ C:\\path"),
+        ];
+        for (text, want) in cases {
+            let escaped = escape_controls(text);
+            assert_eq!(escaped, want, "{text:?}");
+            // Escaping what is escaped changes nothing.
+            assert_eq!(escape_controls(&escaped), escaped, "{text:?}");
+        }
     }
 }

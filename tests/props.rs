@@ -1,7 +1,7 @@
 //! Property tests of the parsers that read outside input: lock records
 //! (anyone can write a lock file), supervisor and host OS versions and
-//! os-release (set by whoever built the device), and `-w` durations (typed
-//! by users). None of them may panic, whatever the input, and each reads
+//! os-release (set by whoever built the device), `-w` durations (typed
+//! by users), and the supervisor API's HTTP answers (from the network). None of them may panic, whatever the input, and each reads
 //! back exactly what resin-lock itself writes or documents.
 //!
 //! Case counts stay modest so `cargo test` stays fast; raise them for a
@@ -14,6 +14,7 @@ use proptest::prelude::*;
 use resin_lock::duration;
 use resin_lock::locate::{Inputs, Sourced, detect, os_release_pretty_name, parse_version};
 use resin_lock::lock::record::{MAX_LEN, Mode, Record, TOOL};
+use resin_lock::supervisor_api::http::{Answer, MAX_ANSWER, parse_answer};
 use semver::{BuildMetadata, Prerelease, Version};
 
 fn config() -> ProptestConfig {
@@ -478,5 +479,282 @@ proptest! {
         let millis = format!("-{n}ms");
         prop_assert!(duration::parse(&seconds).is_err(), "{}", seconds);
         prop_assert!(duration::parse(&millis).is_err(), "{}", millis);
+    }
+}
+
+// ---- HTTP answers of the supervisor API ----
+
+/// A header name that is not one of the two that frame a body.
+fn header_name() -> impl Strategy<Value = String> {
+    "[A-Za-z][A-Za-z0-9-]{0,15}".prop_map(|name| {
+        let framing = ["content-length", "transfer-encoding"];
+        if framing.iter().any(|f| name.eq_ignore_ascii_case(f)) {
+            format!("X-{name}")
+        } else {
+            name
+        }
+    })
+}
+
+/// Header fields that say nothing about the body.
+fn plain_headers() -> impl Strategy<Value = String> {
+    prop::collection::vec((header_name(), "[!-~]([ -~]{0,30}[!-~])?"), 0..5).prop_map(|fields| {
+        fields
+            .iter()
+            .map(|(name, value)| format!("{name}: {value}\r\n"))
+            .collect()
+    })
+}
+
+/// How a well-formed answer frames its body.
+#[derive(Debug, Clone)]
+enum Framing {
+    Length,
+    /// Chunk lengths (the rest of the body is one last chunk), size digits
+    /// with leading zeros and in upper case or not, an extension or not,
+    /// and trailer fields.
+    Chunked {
+        cuts: Vec<prop::sample::Index>,
+        zeros: usize,
+        upper: bool,
+        extension: bool,
+        trailers: String,
+    },
+    /// Until the server closes the connection.
+    Close,
+}
+
+fn framing() -> impl Strategy<Value = Framing> {
+    prop_oneof![
+        Just(Framing::Length),
+        (
+            prop::collection::vec(any::<prop::sample::Index>(), 0..6),
+            0usize..12,
+            any::<bool>(),
+            any::<bool>(),
+            plain_headers(),
+        )
+            .prop_map(
+                |(cuts, zeros, upper, extension, trailers)| Framing::Chunked {
+                    cuts,
+                    zeros,
+                    upper,
+                    extension,
+                    trailers,
+                }
+            ),
+        Just(Framing::Close),
+    ]
+}
+
+/// A well-formed answer: interim 1xx answers, then the final one; its bytes
+/// and what it says.
+fn well_formed_answer() -> impl Strategy<Value = (Vec<u8>, Answer, bool)> {
+    (
+        prop::collection::vec(
+            (prop_oneof![Just(100u16), 102u16..200], plain_headers()),
+            0..3,
+        ),
+        prop_oneof![200u16..204, 205u16..304, 305u16..600],
+        "[ -~]{0,20}",
+        plain_headers(),
+        prop::collection::vec(any::<u8>(), 0..600),
+        framing(),
+        any::<bool>(),
+    )
+        .prop_map(|(interim, status, reason, headers, body, framing, lower)| {
+            let mut raw = Vec::new();
+            for (code, fields) in interim {
+                raw.extend_from_slice(format!("HTTP/1.1 {code} Wait\r\n{fields}\r\n").as_bytes());
+            }
+            let name = |name: &str| {
+                if lower {
+                    name.to_lowercase()
+                } else {
+                    name.to_owned()
+                }
+            };
+            let head = format!("HTTP/1.1 {status} {reason}\r\n{headers}");
+            raw.extend_from_slice(head.as_bytes());
+            let close = matches!(framing, Framing::Close);
+            match framing {
+                Framing::Length => {
+                    let length = format!("{}: {}\r\n\r\n", name("Content-Length"), body.len());
+                    raw.extend_from_slice(length.as_bytes());
+                    raw.extend_from_slice(&body);
+                }
+                Framing::Chunked {
+                    cuts,
+                    zeros,
+                    upper,
+                    extension,
+                    trailers,
+                } => {
+                    let coding = format!("{}: chunked\r\n\r\n", name("Transfer-Encoding"));
+                    raw.extend_from_slice(coding.as_bytes());
+                    let mut cuts: Vec<usize> =
+                        cuts.iter().map(|i| i.index(body.len() + 1)).collect();
+                    cuts.push(body.len());
+                    cuts.sort_unstable();
+                    cuts.dedup();
+                    let mut start = 0;
+                    for end in cuts.into_iter().filter(|&end| end > 0) {
+                        let size = end - start;
+                        let digits = if upper {
+                            format!("{:0w$X}", size, w = zeros)
+                        } else {
+                            format!("{:0w$x}", size, w = zeros)
+                        };
+                        let ext = if extension { ";name=\"value\"" } else { "" };
+                        raw.extend_from_slice(format!("{digits}{ext}\r\n").as_bytes());
+                        raw.extend_from_slice(&body[start..end]);
+                        raw.extend_from_slice(b"\r\n");
+                        start = end;
+                    }
+                    raw.extend_from_slice(format!("0\r\n{trailers}\r\n").as_bytes());
+                }
+                Framing::Close => {
+                    raw.extend_from_slice(b"\r\n");
+                    raw.extend_from_slice(&body);
+                }
+            }
+            (raw, Answer { status, body }, close)
+        })
+}
+
+/// Answers that look like HTTP but state anything at all: random status
+/// lines, framing header fields with any value, chunk size lines with any
+/// digits (2^64-1 among them), chunks that do or do not end where they say.
+fn near_answer() -> impl Strategy<Value = Vec<u8>> {
+    let status_line = prop_oneof![
+        (0u16..1000, "[ -~]{0,12}")
+            .prop_map(|(code, reason)| format!("HTTP/1.1 {code:03} {reason}\r\n")),
+        "HTTP/1\\.[019] [0-9]{0,4}( [ -~]{0,8})?\r?\n",
+        Just("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n".to_owned()),
+    ];
+    let value = prop_oneof![
+        "[0-9]{1,22}",
+        Just("18446744073709551615".to_owned()),
+        Just("chunked".to_owned()),
+        Just("gzip, chunked".to_owned()),
+        "[ -~]{0,12}",
+    ];
+    let header = (
+        prop_oneof![
+            Just("Content-Length".to_owned()),
+            Just("Transfer-Encoding".to_owned()),
+            header_name(),
+        ],
+        value,
+    )
+        .prop_map(|(name, value)| format!("{name}: {value}\r\n"));
+    let size = prop_oneof![
+        any::<u64>().prop_map(|n| format!("{n:x}")),
+        Just("ffffffffffffffff".to_owned()),
+        Just("fffffffffffffffe".to_owned()),
+        "[0-9a-fA-F]{0,20}",
+        "[0-9a-f]{1,3}(;[ -~]{0,8})?",
+        "[ -~]{0,6}",
+    ];
+    let chunk = (
+        size,
+        prop::collection::vec(any::<u8>(), 0..40),
+        prop_oneof![Just("\r\n"), Just(""), Just("\n"), Just("xx")],
+    )
+        .prop_map(|(size, data, end)| {
+            let mut bytes = format!("{size}\r\n").into_bytes();
+            bytes.extend_from_slice(&data);
+            bytes.extend_from_slice(end.as_bytes());
+            bytes
+        });
+    (
+        status_line,
+        prop::collection::vec(header, 0..5),
+        prop::collection::vec(chunk, 0..5),
+        prop_oneof![Just(""), Just("0\r\n\r\n"), Just("0\r\n")],
+    )
+        .prop_map(|(status, headers, chunks, end)| {
+            let mut raw = format!("{status}{}\r\n", headers.concat()).into_bytes();
+            raw.extend(chunks.concat());
+            raw.extend_from_slice(end.as_bytes());
+            raw
+        })
+}
+
+/// What holds for any answer, whatever the bytes: no panic (the call
+/// returning is the proof), and a body no larger than the bytes or the bound.
+fn parses_sanely(raw: &[u8], closed: bool) -> Result<(), TestCaseError> {
+    match parse_answer(raw, closed) {
+        Ok(Some(answer)) => {
+            prop_assert!(answer.body.len() <= raw.len());
+            prop_assert!(answer.body.len() <= MAX_ANSWER);
+            prop_assert!(!(100..200).contains(&answer.status) || answer.status == 101);
+        }
+        Ok(None) => prop_assert!(!closed, "waits for more after the server closed"),
+        Err(err) => prop_assert!(!err.0.is_empty()),
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    #[test]
+    fn http_answer_parse_never_panics_on_arbitrary_bytes(
+        raw in prop::collection::vec(any::<u8>(), 0..512),
+        closed in any::<bool>(),
+    ) {
+        parses_sanely(&raw, closed)?;
+    }
+
+    #[test]
+    fn http_answer_parse_never_panics_on_near_answers(
+        raw in near_answer(),
+        cut in any::<prop::sample::Index>(),
+        closed in any::<bool>(),
+    ) {
+        parses_sanely(&raw, closed)?;
+        parses_sanely(&raw[..cut.index(raw.len() + 1)], closed)?;
+    }
+
+    #[test]
+    fn http_answer_parse_never_panics_on_mangled_answers(
+        (raw, _, _) in well_formed_answer(),
+        edits in prop::collection::vec((any::<prop::sample::Index>(), 0u8..3, any::<u8>()), 1..6),
+        closed in any::<bool>(),
+    ) {
+        let mut raw = raw;
+        for (at, op, byte) in edits {
+            let i = at.index(raw.len() + 1);
+            match op {
+                0 if i < raw.len() => raw[i] = byte,
+                1 if i < raw.len() => {
+                    raw.remove(i);
+                }
+                _ => raw.insert(i, byte),
+            }
+        }
+        parses_sanely(&raw, closed)?;
+    }
+
+    #[test]
+    fn http_answers_round_trip(
+        (raw, answer, close) in well_formed_answer(),
+        cuts in prop::collection::vec(any::<prop::sample::Index>(), 1..8),
+    ) {
+        // Complete: the final answer, interim ones skipped. An answer that
+        // ends with the connection is complete only once it is closed.
+        let open = parse_answer(&raw, false);
+        if close {
+            prop_assert_eq!(open, Ok(None));
+        } else {
+            prop_assert_eq!(open, Ok(Some(answer.clone())));
+        }
+        prop_assert_eq!(parse_answer(&raw, true), Ok(Some(answer)));
+        // Not all in yet: wait for more, never a wrong answer or an error.
+        for cut in cuts {
+            let part = &raw[..cut.index(raw.len())];
+            prop_assert_eq!(parse_answer(part, false), Ok(None), "cut at {}", part.len());
+        }
     }
 }

@@ -34,6 +34,8 @@ enum Answer {
     Status(u16, &'static str),
     /// Read the request, then say nothing until the client hangs up.
     Silent,
+    /// These bytes exactly, then hang up.
+    Raw(Vec<u8>),
 }
 
 struct FakeSupervisor {
@@ -138,7 +140,15 @@ fn answer_with(mut stream: TcpStream, answer: &Answer) {
             let mut sink = Vec::new();
             let _ = stream.read_to_end(&mut sink);
         }
+        Answer::Raw(bytes) => {
+            let _ = stream.write_all(bytes);
+        }
     }
+}
+
+/// An answer of these bytes (a test's own HTTP, well-formed or not).
+fn raw(text: impl Into<Vec<u8>>) -> Answer {
+    Answer::Raw(text.into())
 }
 
 /// A port on 127.0.0.1 where nothing listens (bound, then closed).
@@ -445,4 +455,251 @@ fn plain_status_makes_no_request() {
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(report.get("supervisor").is_none(), "{report}");
     fake.assert_no_request();
+}
+
+/// stderr is exactly one line: `resin-lock: …`, and no panic message.
+fn assert_one_error_line(out: &Output, what: &str) {
+    let err = stderr(out);
+    assert!(
+        err.starts_with("resin-lock: ") && err.ends_with('\n') && err.lines().count() == 1,
+        "{what}: not one error line: {err:?}"
+    );
+    assert!(!err.contains("panicked"), "{what}: {err}");
+}
+
+/// Answers that are not acceptable HTTP, with a word of the error each gets.
+fn bad_answers() -> Vec<(&'static str, Vec<u8>, &'static str)> {
+    let chunked = |size: &str| {
+        format!(
+            "HTTP/1.1 202 Accepted\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n\
+             {size}\r\nabc\r\n0\r\n\r\n"
+        )
+        .into_bytes()
+    };
+    vec![
+        // `size + 2` overflowed in the old decoder: a panic, or an abort (134).
+        ("chunk size 2^64-1", chunked("ffffffffffffffff"), "chunk"),
+        ("chunk size 2^64-2", chunked("fffffffffffffffe"), "chunk"),
+        ("chunk size 2^63", chunked("8000000000000000"), "chunk"),
+        (
+            "chunk size of 17 digits",
+            chunked("10000000000000000"),
+            "chunk",
+        ),
+        ("chunk size not hex", chunked("zz"), "chunk"),
+        (
+            "chunk not ended by CRLF",
+            b"HTTP/1.1 202 Accepted\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nabc\r\n0\r\n\r\n"
+                .to_vec(),
+            "chunk",
+        ),
+        (
+            "Content-Length 2^64-1",
+            b"HTTP/1.1 202 Accepted\r\nContent-Length: 18446744073709551615\r\n\r\n{}".to_vec(),
+            "too large",
+        ),
+        (
+            "Content-Length not a number",
+            b"HTTP/1.1 202 Accepted\r\nContent-Length: +2\r\n\r\n{}".to_vec(),
+            "Content-Length",
+        ),
+        (
+            "two Content-Lengths",
+            b"HTTP/1.1 202 Accepted\r\nContent-Length: 2\r\nContent-Length: 0\r\n\r\n{}".to_vec(),
+            "Content-Length",
+        ),
+        (
+            "a transfer coding other than chunked",
+            b"HTTP/1.1 202 Accepted\r\nTransfer-Encoding: gzip\r\n\r\n{}".to_vec(),
+            "transfer coding",
+        ),
+        (
+            "not HTTP",
+            b"SSH-2.0-OpenSSH_9.2\r\n\r\n".to_vec(),
+            "not HTTP",
+        ),
+        (
+            "cut short",
+            b"HTTP/1.1 202 Accepted\r\nContent-Length: 10\r\n\r\n{}".to_vec(),
+            "cut short",
+        ),
+        (
+            "only an interim answer",
+            b"HTTP/1.1 100 Continue\r\n\r\n".to_vec(),
+            "cut short",
+        ),
+    ]
+}
+
+#[test]
+fn force_update_bad_answers_are_70_in_one_line() {
+    for (what, answer, word) in bad_answers() {
+        let fake = FakeSupervisor::start(Answer::Raw(answer));
+        let out = run(with_api(&fake.address, &["force-update"]));
+        assert_eq!(out.status.code(), Some(70), "{what}: {}", stderr(&out));
+        assert_one_error_line(&out, what);
+        assert!(stderr(&out).contains(word), "{what}: {}", stderr(&out));
+        assert_eq!(stdout(&out), "", "{what}");
+        fake.request();
+    }
+}
+
+#[test]
+fn status_supervisor_bad_answers_are_one_error_line() {
+    let s = Scratch::new();
+    for (what, answer, word) in bad_answers() {
+        let fake = FakeSupervisor::start(Answer::Raw(answer.clone()));
+        let (out, report) = status_supervisor(&s, with_api(&fake.address, &[]));
+        assert_eq!(out.status.code(), Some(0), "{what}: {}", stderr(&out));
+        let error = report["supervisor"]["error"].as_str().unwrap_or_default();
+        assert!(error.contains(word), "{what}: {report}");
+        assert!(report["supervisor"]["update_pending"].is_null(), "{what}");
+        fake.request();
+
+        let fake = FakeSupervisor::start(Answer::Raw(answer));
+        let mut cmd = with_api(&fake.address, &[]);
+        cmd.arg("--path")
+            .arg(s.lock())
+            .args(["status", "--supervisor"]);
+        let out = run(cmd);
+        assert_eq!(out.status.code(), Some(0), "{what}: {}", stderr(&out));
+        let text = stdout(&out);
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("supervisor:"))
+            .collect();
+        assert_eq!(lines.len(), 1, "{what}: {text}");
+        assert!(lines[0].contains(word), "{what}: {text}");
+        fake.request();
+    }
+}
+
+#[test]
+fn force_update_closed_without_an_answer_is_69() {
+    let fake = FakeSupervisor::start(raw(""));
+    let out = run(with_api(&fake.address, &["force-update"]));
+    assert_eq!(out.status.code(), Some(69), "{}", stderr(&out));
+    assert_one_error_line(&out, "closed");
+    assert!(
+        stderr(&out).contains("without an answer"),
+        "{}",
+        stderr(&out)
+    );
+    fake.request();
+}
+
+#[test]
+fn interim_answers_are_skipped() {
+    let interim = "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 102 Processing\r\n\r\n";
+    for (what, final_answer) in [
+        (
+            "length",
+            "HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n".to_owned(),
+        ),
+        ("no body", "HTTP/1.1 204 No Content\r\n\r\n".to_owned()),
+        (
+            "chunked",
+            "HTTP/1.1 202 Accepted\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n"
+                .to_owned(),
+        ),
+    ] {
+        let fake = FakeSupervisor::start(raw(format!("{interim}{final_answer}")));
+        let out = run(with_api(&fake.address, &["force-update"]));
+        assert_eq!(out.status.code(), Some(0), "{what}: {}", stderr(&out));
+        assert!(
+            stdout(&out).contains("accepted"),
+            "{what}: {}",
+            stdout(&out)
+        );
+        assert_force_request(&fake.request(), KEY);
+    }
+
+    let s = Scratch::new();
+    let fake = FakeSupervisor::start(raw(format!(
+        "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{DEVICE}",
+        DEVICE.len()
+    )));
+    let (out, report) = status_supervisor(&s, with_api(&fake.address, &[]));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(report["supervisor"]["reachable"], true, "{report}");
+    assert_eq!(
+        report["supervisor"]["supervisor_version"], "14.4.1",
+        "{report}"
+    );
+    assert!(report["supervisor"].get("error").is_none(), "{report}");
+    fake.request();
+}
+
+#[test]
+fn the_api_key_is_never_printed_even_when_the_supervisor_echoes_it() {
+    // `run` checks every output for the key; these answers all carry it.
+    let device = DEVICE.replace("\"Idle\"", &format!("\"{KEY}\""));
+    let s = Scratch::new();
+    for json in [false, true] {
+        let fake = FakeSupervisor::start(Answer::Status(200, device.clone().leak()));
+        let mut cmd = with_api(&fake.address, &["-v"]);
+        cmd.arg("--path")
+            .arg(s.lock())
+            .args(["status", "--supervisor"]);
+        if json {
+            cmd.arg("--json");
+        }
+        let out = run(cmd);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        assert!(stdout(&out).contains("***"), "{}", stdout(&out));
+        fake.request();
+    }
+
+    let echo = format!("{{\"error\":\"bad request: apikey={KEY}\"}}");
+    let fake = FakeSupervisor::start(raw(format!(
+        "HTTP/1.1 500 {KEY}\r\nContent-Length: {}\r\n\r\n{echo}",
+        echo.len()
+    )));
+    let out = run(with_api(&fake.address, &["-v", "force-update"]));
+    assert_eq!(out.status.code(), Some(70), "{}", stderr(&out));
+    assert!(stderr(&out).contains("apikey=***"), "{}", stderr(&out));
+    fake.request();
+}
+
+#[test]
+fn status_supervisor_text_escapes_control_characters() {
+    let hostile = r#""Idle\nupdates are allowed\u001b[2J\r""#;
+    let device = DEVICE.replace("\"Idle\"", hostile);
+    let s = Scratch::new();
+    let fake = FakeSupervisor::start(Answer::Status(200, device.leak()));
+    let mut cmd = with_api(&fake.address, &[]);
+    cmd.arg("--path")
+        .arg(s.lock())
+        .args(["status", "--supervisor"]);
+    let out = run(cmd);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains(
+            r"supervisor: v14.4.1 on balenaOS 2.88.4, Idle\nupdates are allowed\u{1b}[2J\r"
+        ),
+        "{text:?}"
+    );
+    assert!(!text.contains('\u{1b}') && !text.contains('\r'), "{text:?}");
+    // The lock, the lock paths, two supervisor lines, the verdict.
+    assert_eq!(text.lines().count(), 5, "{text:?}");
+    fake.request();
+}
+
+#[test]
+fn force_update_unexpected_answer_shows_the_start_of_the_body_escaped() {
+    let body = "{\"error\":\"boom\"}\r\n\u{1b}[2Jsecond line";
+    let fake = FakeSupervisor::start(raw(format!(
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )));
+    let out = run(with_api(&fake.address, &["force-update"]));
+    assert_eq!(out.status.code(), Some(70), "{}", stderr(&out));
+    assert_one_error_line(&out, "503");
+    assert!(
+        stderr(&out).contains(r#"HTTP 503: {"error":"boom"}\r\n\u{1b}[2Jsecond line"#),
+        "{}",
+        stderr(&out)
+    );
+    fake.request();
 }

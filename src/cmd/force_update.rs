@@ -10,7 +10,7 @@ use anyhow::Result;
 
 use super::Context;
 use crate::exit::{Exit, fail};
-use crate::supervisor::{self, Config};
+use crate::supervisor_api::{self, Config};
 
 pub fn run(ctx: &Context) -> Result<u8> {
     let config = Config::from_env().map_err(|missing| fail(Exit::Unavailable, missing))?;
@@ -21,7 +21,7 @@ pub fn run(ctx: &Context) -> Result<u8> {
             config.address_source
         )
     });
-    let status = supervisor::force_update(&config)?;
+    let status = supervisor_api::force_update(&config)?;
     if ctx.ui.quiet {
         return Ok(Exit::Ok.code());
     }

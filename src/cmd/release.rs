@@ -7,7 +7,7 @@ use anyhow::Result;
 
 use super::{Context, maybe_forced};
 use crate::cli::ReleaseArgs;
-use crate::exit::{Exit, fail};
+use crate::exit::Exit;
 use crate::lock::owner::{self, OwnerChoice, ProcId};
 use crate::lock::release::{self, Caller, Outcome, Refusal};
 
@@ -122,9 +122,4 @@ fn refusal_text(path: &std::path::Path, refusal: &Refusal) -> String {
             format!("{shown} is a non-empty directory; not removing it")
         }
     }
-}
-
-/// `Exit` for a refusal message, for callers that need an error value.
-pub fn refused(path: &std::path::Path, refusal: &Refusal) -> anyhow::Error {
-    fail(Exit::Busy, refusal_text(path, refusal))
 }

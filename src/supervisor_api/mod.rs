@@ -6,22 +6,25 @@
 //! The supervisor tells a service where its API is and which key to use
 //! through `BALENA_SUPERVISOR_ADDRESS` / `BALENA_SUPERVISOR_API_KEY` (or the
 //! older `RESIN_` names) when the service has the
-//! `io.balena.features.supervisor-api` label. The API is plain HTTP on a
-//! local address (an IP literal), so the client is one HTTP/1.1 exchange
-//! over a std `TcpStream`: no TLS, no proxy, no redirects, and no DNS. An
-//! HTTP crate would resolve names through getaddrinfo, which costs about
-//! 300 KiB in the static glibc binary and breaks its 1.5 MiB budget. Every
-//! request is bounded in time (connecting and the whole exchange), and the
-//! API key never reaches a message.
+//! `io.balena.features.supervisor-api` label. This module knows the
+//! endpoints, the key, and what each answer means; `http` carries one
+//! request and its answer. Every request is bounded in time (connecting
+//! and the whole exchange), every answer in size; the API key never
+//! reaches a message (it is redacted, even when the supervisor echoes it),
+//! and text from an answer reaches one with its control characters escaped.
 
-use std::io::{self, Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
-use std::time::{Duration, Instant};
+pub mod http;
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
 
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
 use crate::exit::{Exit, fail};
+use crate::ui::escape_controls;
+use http::{Answer, Bounds, Request};
 
 /// The service label that makes the supervisor expose its API to a service.
 pub const LABEL: &str = "io.balena.features.supervisor-api";
@@ -49,13 +52,6 @@ pub const STATUS_TIMEOUT: Bounds = Bounds {
     connect: Duration::from_secs(1),
     total: Duration::from_secs(3),
 };
-
-/// Time limits of one request.
-#[derive(Debug, Clone, Copy)]
-pub struct Bounds {
-    pub connect: Duration,
-    pub total: Duration,
-}
 
 impl Config {
     /// Read the configuration from the process environment.
@@ -128,45 +124,52 @@ impl Config {
 /// be reached, 77 when it refuses the key, 70 for any other answer.
 pub fn force_update(config: &Config) -> Result<u16> {
     let url = config.url("/v1/update");
-    let answer = exchange(
+    let answer = match call(
         config,
         "POST",
         "/v1/update",
         Some(r#"{"force":true}"#),
         FORCE_TIMEOUT,
-    );
-    let status = match answer {
-        Ok(response) => response.status,
+    ) {
+        Ok(answer) => answer,
         Err(err) => {
             let (exit, why) = explain(&err, FORCE_TIMEOUT);
+            let what = match exit {
+                Exit::Software => "bad answer from",
+                _ => "cannot reach",
+            };
             return Err(fail(
                 exit,
-                redact(
-                    &format!("cannot reach the supervisor at {url}: {why}"),
-                    config,
-                ),
+                say(&format!("{what} the supervisor at {url}: {why}"), config),
             ));
         }
     };
-    match status {
-        202 | 204 => Ok(status),
-        401 | 403 => Err(fail(
+    match answer.status {
+        status @ (202 | 204) => Ok(status),
+        status @ (401 | 403) => Err(fail(
             Exit::NoPerm,
             format!(
                 "the supervisor refused the API key (HTTP {status}); check \
                  BALENA_SUPERVISOR_API_KEY and the label {LABEL}"
             ),
         )),
-        _ => Err(fail(
+        status => Err(fail(
             Exit::Software,
-            format!("unexpected answer from the supervisor at {url}: HTTP {status}"),
+            say(
+                &format!(
+                    "unexpected answer from the supervisor at {url}: HTTP {status}{}",
+                    excerpt(&answer.body, config)
+                ),
+                config,
+            ),
         )),
     }
 }
 
 /// What `status --supervisor` reports: the supervisor's view of updates.
-/// `reachable` says whether an HTTP answer came back; `error` says why the
-/// other fields are unknown (null) when they are.
+/// `reachable` says whether the supervisor answered; `error` says why the
+/// other fields are unknown (null) when they are. Strings are as the
+/// supervisor sent them (the API key aside): escape them to print them.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeviceInfo {
     #[serde(default)]
@@ -190,38 +193,13 @@ impl DeviceInfo {
         }
     }
 
-    /// The human lines of `status --supervisor`.
-    pub fn describe(&self) -> Vec<String> {
-        let mut lines = Vec::new();
-        if !self.reachable {
-            lines.push(format!(
-                "supervisor: unreachable: {}",
-                self.error.as_deref().unwrap_or("unknown error")
-            ));
-            return lines;
+    /// The report when the supervisor answered, but not with device JSON.
+    fn answered(error: impl Into<String>) -> DeviceInfo {
+        DeviceInfo {
+            reachable: true,
+            error: Some(error.into()),
+            ..DeviceInfo::default()
         }
-        if let Some(error) = &self.error {
-            lines.push(format!("supervisor: {error}"));
-            return lines;
-        }
-        let unknown = || "unknown".to_owned();
-        lines.push(format!(
-            "supervisor: v{} on {}, {}",
-            self.supervisor_version.clone().unwrap_or_else(unknown),
-            self.os_version.clone().unwrap_or_else(unknown),
-            self.status.clone().unwrap_or_else(unknown),
-        ));
-        let update = match (self.update_pending, self.update_downloaded) {
-            (Some(true), Some(true)) => "an update is pending (downloaded)",
-            (Some(true), _) => "an update is pending",
-            (Some(false), _) => "no update pending",
-            (None, _) => "whether an update is pending is unknown",
-        };
-        lines.push(format!("supervisor: {update}"));
-        if self.update_failed == Some(true) {
-            lines.push("supervisor: the last update failed".to_owned());
-        }
-        lines
     }
 }
 
@@ -236,34 +214,45 @@ pub fn device_from_env() -> DeviceInfo {
 /// `GET /v1/device`: the supervisor's view of the device and its updates.
 pub fn device(config: &Config) -> DeviceInfo {
     let url = config.url("/v1/device");
-    let answer = exchange(config, "GET", "/v1/device", None, STATUS_TIMEOUT);
-    let response = match answer {
-        Ok(response) => response,
+    let answer = match call(config, "GET", "/v1/device", None, STATUS_TIMEOUT) {
+        Ok(answer) => answer,
         Err(err) => {
-            let (_, why) = explain(&err, STATUS_TIMEOUT);
-            return DeviceInfo::unreachable(redact(&format!("{url}: {why}"), config));
+            return match explain(&err, STATUS_TIMEOUT) {
+                (Exit::Software, why) => {
+                    DeviceInfo::answered(say(&format!("bad answer from {url}: {why}"), config))
+                }
+                (_, why) => DeviceInfo::unreachable(say(&format!("{url}: {why}"), config)),
+            };
         }
     };
-    let status = response.status;
-    let answered = |error: String| DeviceInfo {
-        reachable: true,
-        error: Some(redact(&error, config)),
-        ..DeviceInfo::default()
-    };
+    let status = answer.status;
     if !(200..300).contains(&status) {
-        return answered(match status {
-            401 | 403 => format!("the supervisor refused the API key (HTTP {status})"),
-            _ => format!("unexpected answer from GET /v1/device: HTTP {status}"),
-        });
+        return DeviceInfo::answered(say(
+            &match status {
+                401 | 403 => format!("the supervisor refused the API key (HTTP {status})"),
+                _ => format!(
+                    "unexpected answer from GET /v1/device: HTTP {status}{}",
+                    excerpt(&answer.body, config)
+                ),
+            },
+            config,
+        ));
     }
-    match serde_json::from_slice::<DeviceInfo>(&response.body) {
-        Ok(info) => DeviceInfo {
-            reachable: true,
-            error: None,
-            ..info
-        },
-        Err(err) => answered(format!(
-            "GET /v1/device answered something other than device JSON: {err}"
+    match serde_json::from_slice::<DeviceInfo>(&answer.body) {
+        Ok(info) => {
+            let hide = |field: Option<String>| field.map(|text| redact(&text, config));
+            DeviceInfo {
+                reachable: true,
+                supervisor_version: hide(info.supervisor_version),
+                os_version: hide(info.os_version),
+                status: hide(info.status),
+                error: None,
+                ..info
+            }
+        }
+        Err(err) => DeviceInfo::answered(say(
+            &format!("GET /v1/device answered something other than device JSON: {err}"),
+            config,
         )),
     }
 }
@@ -295,153 +284,34 @@ fn socket_addr(host: &str) -> Option<SocketAddr> {
     Some(SocketAddr::new(ip, port))
 }
 
-/// An HTTP answer: the status code and the body.
-struct Answer {
-    status: u16,
-    body: Vec<u8>,
-}
-
-/// The most of an answer that is read; the supervisor's are a few hundred bytes.
-const MAX_ANSWER: usize = 1 << 20;
-
-/// One HTTP/1.1 request to the supervisor (`Connection: close`),
-/// authenticated with `?apikey=` (accepted by every supervisor version),
-/// within `bounds`.
-fn exchange(
+/// One request to an endpoint, authenticated with `?apikey=` (accepted by
+/// every supervisor version), within `bounds`.
+fn call(
     config: &Config,
     method: &str,
     endpoint: &str,
-    body: Option<&str>,
+    json: Option<&str>,
     bounds: Bounds,
-) -> io::Result<Answer> {
-    let deadline = Instant::now() + bounds.total;
-    let mut stream = TcpStream::connect_timeout(&config.socket, bounds.connect)?;
-    stream.set_write_timeout(Some(bounds.total))?;
-    let mut request = format!(
-        "{method} {endpoint}?apikey={key} HTTP/1.1\r\nHost: {host}\r\n\
-         User-Agent: resin-lock/{version}\r\nAccept: application/json\r\nConnection: close\r\n",
-        key = percent_encode(&config.api_key),
-        host = config.host(),
-        version = env!("CARGO_PKG_VERSION"),
-    );
-    if let Some(body) = body {
-        request.push_str(&format!(
-            "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        ));
-    } else {
-        request.push_str("\r\n");
-    }
-    stream.write_all(request.as_bytes())?;
-
-    let mut raw = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        if let Some(answer) = parse_answer(&raw, false)? {
-            return Ok(answer);
-        }
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(io::ErrorKind::TimedOut.into());
-        }
-        stream.set_read_timeout(Some(left))?;
-        match stream.read(&mut buf) {
-            Ok(0) => {
-                return parse_answer(&raw, true)?.ok_or_else(|| {
-                    io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "the connection closed without an answer",
-                    )
-                });
-            }
-            Ok(n) if raw.len() + n > MAX_ANSWER => {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "the answer is too large",
-                ));
-            }
-            Ok(n) => raw.extend_from_slice(&buf[..n]),
-            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-            Err(err) => return Err(err),
-        }
-    }
+) -> Result<Answer, http::Error> {
+    let target = format!("{endpoint}?apikey={}", percent_encode(&config.api_key));
+    let request = Request {
+        method,
+        target: &target,
+        host: config.host(),
+        json,
+    };
+    http::exchange(config.socket, &request, bounds)
 }
 
-/// Parse an HTTP/1.x answer once it is complete: when its `Content-Length`
-/// is reached, its last chunk is in, or (`closed`) the server hung up.
-fn parse_answer(raw: &[u8], closed: bool) -> io::Result<Option<Answer>> {
-    let bad = |why: &str| io::Error::new(io::ErrorKind::InvalidData, why.to_owned());
-    let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
-        return if closed {
-            Err(bad("the answer is not HTTP"))
-        } else {
-            Ok(None)
-        };
+/// Why a request got no usable answer, in words, and the exit status that
+/// stands for it: 69 when the supervisor could not be talked to (not there,
+/// refused, silent, cut off before answering), 70 for an answer that is not
+/// acceptable HTTP.
+fn explain(err: &http::Error, bounds: Bounds) -> (Exit, String) {
+    let err = match err {
+        http::Error::Malformed(why) => return (Exit::Software, why.to_string()),
+        http::Error::Io(err) => err,
     };
-    let head = String::from_utf8_lossy(&raw[..end]);
-    let mut lines = head.split("\r\n");
-    let status = lines
-        .next()
-        .filter(|line| line.starts_with("HTTP/1."))
-        .and_then(|line| line.split(' ').nth(1))
-        .and_then(|code| code.parse::<u16>().ok())
-        .ok_or_else(|| bad("the answer is not HTTP"))?;
-    let header = |name: &str| {
-        head.split("\r\n").skip(1).find_map(|line| {
-            let (key, value) = line.split_once(':')?;
-            key.trim()
-                .eq_ignore_ascii_case(name)
-                .then(|| value.trim().to_owned())
-        })
-    };
-    let rest = &raw[end + 4..];
-    let body = if header("Transfer-Encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
-        match dechunk(rest) {
-            Some(body) => body,
-            None if closed => return Err(bad("the chunked answer is cut short")),
-            None => return Ok(None),
-        }
-    } else if let Some(length) = header("Content-Length") {
-        let length: usize = length.parse().map_err(|_| bad("bad Content-Length"))?;
-        if rest.len() < length {
-            return if closed {
-                Err(bad("the answer is cut short"))
-            } else {
-                Ok(None)
-            };
-        }
-        rest[..length].to_vec()
-    } else if closed || matches!(status, 204 | 304) || (100..200).contains(&status) {
-        rest.to_vec()
-    } else {
-        return Ok(None);
-    };
-    Ok(Some(Answer { status, body }))
-}
-
-/// The body of a complete chunked transfer, or `None` if it is not all in yet.
-fn dechunk(mut rest: &[u8]) -> Option<Vec<u8>> {
-    let mut body = Vec::new();
-    loop {
-        let line_end = rest.windows(2).position(|w| w == b"\r\n")?;
-        let size_text = std::str::from_utf8(&rest[..line_end]).ok()?;
-        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
-        rest = &rest[line_end + 2..];
-        if size == 0 {
-            return Some(body);
-        }
-        if rest.len() < size + 2 {
-            return None;
-        }
-        body.extend_from_slice(&rest[..size]);
-        rest = &rest[size + 2..];
-    }
-}
-
-/// Why a request got no answer, in words, and the exit status that stands
-/// for it: 69 when the supervisor could not be talked to (not there, refused,
-/// silent, cut off), 70 for an answer that is not HTTP.
-fn explain(err: &io::Error, bounds: Bounds) -> (Exit, String) {
     match err.kind() {
         io::ErrorKind::ConnectionRefused => (
             Exit::Unavailable,
@@ -455,13 +325,37 @@ fn explain(err: &io::Error, bounds: Bounds) -> (Exit, String) {
                 secs(bounds.connect)
             ),
         ),
-        io::ErrorKind::InvalidData => (Exit::Software, err.to_string()),
         _ => (Exit::Unavailable, err.to_string()),
     }
 }
 
 fn secs(d: Duration) -> String {
     format!("{} s", d.as_secs_f32())
+}
+
+/// How much of an answer's body a message quotes, in characters.
+const EXCERPT: usize = 120;
+
+/// `: ` and the start of a body, the key redacted before it is cut (so no
+/// part of the key is left), or nothing for an empty body.
+fn excerpt(body: &[u8], config: &Config) -> String {
+    let text = redact(&String::from_utf8_lossy(body), config);
+    let text = text.trim();
+    if text.is_empty() {
+        return String::new();
+    }
+    let mut chars = text.chars();
+    let mut short: String = chars.by_ref().take(EXCERPT).collect();
+    if chars.next().is_some() {
+        short.push_str("...");
+    }
+    format!(": {short}")
+}
+
+/// A message that may hold text from an answer: the key redacted, control
+/// characters escaped (one message, one line).
+fn say(text: &str, config: &Config) -> String {
+    escape_controls(&redact(text, config))
 }
 
 /// `text` with the API key (plain or percent-encoded) replaced by `***`.
@@ -618,74 +512,6 @@ mod tests {
         for host in ["", "supervisor:48484", "127.0.0.1:port", "1.2.3.4:99999"] {
             assert_eq!(socket_addr(host), None, "{host}");
         }
-    }
-
-    #[test]
-    fn answers_are_parsed_when_complete() {
-        let full = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}";
-        let answer = parse_answer(full, false).unwrap().unwrap();
-        assert_eq!((answer.status, answer.body.as_slice()), (200, &b"{}"[..]));
-        // Not all in yet.
-        assert!(
-            parse_answer(&full[..full.len() - 1], false)
-                .unwrap()
-                .is_none()
-        );
-        assert!(
-            parse_answer(b"HTTP/1.1 200 OK\r\n", false)
-                .unwrap()
-                .is_none()
-        );
-        assert!(parse_answer(&full[..full.len() - 1], true).is_err());
-        // No length: until the server closes.
-        let open = b"HTTP/1.0 500 Oops\r\n\r\nbody";
-        assert!(parse_answer(open, false).unwrap().is_none());
-        assert_eq!(parse_answer(open, true).unwrap().unwrap().body, b"body");
-        assert_eq!(
-            parse_answer(b"HTTP/1.1 204 No Content\r\n\r\n", false)
-                .unwrap()
-                .unwrap()
-                .status,
-            204
-        );
-        // Chunked.
-        let chunked = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n2;x=y\r\nde\r\n0\r\n\r\n";
-        assert_eq!(
-            parse_answer(chunked, false).unwrap().unwrap().body,
-            b"abcde"
-        );
-        assert!(
-            parse_answer(&chunked[..chunked.len() - 6], false)
-                .unwrap()
-                .is_none()
-        );
-        // Not HTTP at all.
-        assert!(parse_answer(b"SSH-2.0-OpenSSH\r\n\r\n", true).is_err());
-    }
-
-    #[test]
-    fn device_lines() {
-        let info = DeviceInfo {
-            reachable: true,
-            supervisor_version: Some("14.4.1".to_owned()),
-            os_version: Some("balenaOS 2.88.4".to_owned()),
-            update_pending: Some(true),
-            update_downloaded: Some(true),
-            update_failed: Some(false),
-            status: Some("Idle".to_owned()),
-            error: None,
-        };
-        assert_eq!(
-            info.describe(),
-            [
-                "supervisor: v14.4.1 on balenaOS 2.88.4, Idle",
-                "supervisor: an update is pending (downloaded)"
-            ]
-        );
-        assert_eq!(
-            DeviceInfo::unreachable("connection refused").describe(),
-            ["supervisor: unreachable: connection refused"]
-        );
     }
 
     #[test]
