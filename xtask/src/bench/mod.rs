@@ -14,9 +14,10 @@
 //! the static dist binary are measured: they start differently.
 //!
 //! This module drives the run and prints the table; each benchmark family
-//! is a module of its own (`per_call` and `shell_loop`, `peak_rss`,
-//! `handoff`, `contention`, `sizes`), on the shared `process` (spawning,
-//! reaping, scratch files) and `stats` (interleaving, quantiles) modules.
+//! is a module of its own (`per_call` and `shell_loop`, `peak_rss` and
+//! `idle`, `handoff`, `contention`, `sizes`), on the shared `process`
+//! (spawning, reaping, scratch files) and `stats` (interleaving, quantiles)
+//! modules.
 //!
 //! Peers are never installed here; missing ones are named and their rows
 //! skipped. A missed budget is reported in the table, not as a failure: on a
@@ -26,6 +27,7 @@
 
 mod contention;
 mod handoff;
+mod idle;
 mod peak_rss;
 mod peers;
 mod per_call;
@@ -54,6 +56,8 @@ struct Plan {
     shell_blocks: usize,
     /// Peak RSS: rounds of each interleaved case.
     rss: usize,
+    /// Idle RSS: rounds of each interleaved case.
+    idle: usize,
     /// Handoff rounds for the event-driven tools (resin-lock, flock).
     handoff_fast: usize,
     /// Handoff rounds for the npm package (polls every 100 ms).
@@ -69,6 +73,7 @@ const FULL: Plan = Plan {
     per_call: 200,
     shell_blocks: 6,
     rss: 30,
+    idle: 5,
     handoff_fast: 50,
     handoff_npm: 20,
     handoff_lockfile: 5,
@@ -80,6 +85,7 @@ const QUICK: Plan = Plan {
     per_call: 30,
     shell_blocks: 2,
     rss: 5,
+    idle: 2,
     handoff_fast: 10,
     handoff_npm: 5,
     handoff_lockfile: 2,
@@ -112,6 +118,7 @@ pub fn bench(root: &Path, quick: bool) -> Result<(), String> {
         true_: required("true")?,
         echo: required("echo")?,
         rm: required("rm")?,
+        sleep: required("sleep")?,
     };
 
     let mut report = Report::default();
@@ -120,6 +127,7 @@ pub fn bench(root: &Path, quick: bool) -> Result<(), String> {
     per_call::acquire_release(&tools, &scratch, plan, &mut report)?;
     shell_loop::acquire_release(&tools, &scratch, plan, &mut report)?;
     peak_rss::measure(&tools, &scratch, plan, &mut report)?;
+    idle::measure(&tools, &scratch, plan, &mut report)?;
     handoff::measure(&tools, root, &scratch, plan, &mut report)?;
     contention::measure(&tools, &scratch, plan, &mut report)?;
     sizes::measure(&release, static_bin.as_deref(), &mut report.rows);
@@ -139,6 +147,7 @@ struct Tools {
     true_: PathBuf,
     echo: PathBuf,
     rm: PathBuf,
+    sleep: PathBuf,
 }
 
 impl Tools {
@@ -192,6 +201,8 @@ struct Report {
     walls: Vec<Series>,
     /// Peak RSS samples (KiB) of every case.
     peak_rss: Vec<(String, Vec<u64>)>,
+    /// Idle RSS samples of every case.
+    idle: Vec<(String, Vec<idle::Resident>)>,
 }
 
 enum Holds {
@@ -275,6 +286,7 @@ fn print_report(root: &Path, plan: &Plan, quick: bool, report: &Report) {
     }
     print_walls(&report.walls);
     print_peak_rss(&report.peak_rss);
+    print_idle(&report.idle);
 }
 
 /// The title, and what was measured on what.
@@ -299,13 +311,14 @@ fn print_header(root: &Path, plan: &Plan, quick: bool) {
     );
     println!(
         "- rounds: per-call {} (direct spawn), {} runs x {} blocks of {} (shell loop), \
-         peak RSS {}, handoff {} (resin-lock, flock) / {} (npm) / {} (lockfile), \
+         peak RSS {}, idle RSS {}, handoff {} (resin-lock, flock) / {} (npm) / {} (lockfile), \
          contention {} trials of {CONTENDERS} x {}; medians, commands interleaved",
         plan.per_call,
         shell_loop::RUNS,
         plan.shell_blocks,
         shell_loop::BLOCK,
         plan.rss,
+        plan.idle,
         plan.handoff_fast,
         plan.handoff_npm,
         plan.handoff_lockfile,
@@ -348,6 +361,27 @@ fn print_peak_rss(peak_rss: &[(String, Vec<u64>)]) {
             kib.iter().min().unwrap_or(&0),
             median_u64(kib),
             kib.iter().max().unwrap_or(&0),
+        );
+    }
+}
+
+fn print_idle(idle: &[(String, Vec<idle::Resident>)]) {
+    if idle.is_empty() {
+        return;
+    }
+    println!();
+    println!("Idle RSS (`/proc/PID/status` once settled, KiB, medians):");
+    println!();
+    println!("| case | n | VmRSS | RssAnon | RssFile |");
+    println!("|---|---|---|---|---|");
+    for (name, samples) in idle {
+        let m = idle::Resident::median(samples);
+        println!(
+            "| {name} | {} | {} | {} | {} |",
+            samples.len(),
+            m.total,
+            m.anon,
+            m.file
         );
     }
 }

@@ -31,6 +31,9 @@ pub(super) struct Peers {
     pub(super) node: Peer,
     pub(super) npm_lockfile: Peer,
     pub(super) time: Peer,
+    pub(super) tini: Peer,
+    pub(super) tini_static: Peer,
+    pub(super) dumb_init: Peer,
 }
 
 impl Peers {
@@ -51,10 +54,13 @@ impl Peers {
                 package: "time",
                 path: Some(PathBuf::from("/usr/bin/time")).filter(|p| p.is_file()),
             },
+            tini: Peer::on_path("tini", "tini"),
+            tini_static: Peer::on_path("tini-static", "tini"),
+            dumb_init: Peer::on_path("dumb-init", "dumb-init"),
         }
     }
 
-    fn all(&self) -> [&Peer; 6] {
+    fn all(&self) -> [&Peer; 9] {
         [
             &self.flock,
             &self.lockfile,
@@ -62,6 +68,9 @@ impl Peers {
             &self.node,
             &self.npm_lockfile,
             &self.time,
+            &self.tini,
+            &self.tini_static,
+            &self.dumb_init,
         ]
     }
 
