@@ -5,9 +5,9 @@
 //!   definition; `gen --check` only says whether the committed copies are fresh.
 //! - `dist` builds the static release binary at `target/dist/resin-lock` and
 //!   checks it (static, runs, within the size budget).
-//! - `bench` measures resin-lock against flock(1), lockfile(1), dotlockfile(1)
-//!   and the npm lockfile package and prints the budgets of SPEC section 9 as
-//!   a markdown table; `bench --quick` runs fewer rounds.
+//! - `bench` measures resin-lock against flock(1), lockfile(1), dotlockfile(1),
+//!   the npm lockfile package, tini and dumb-init and prints the budgets of
+//!   SPEC section 9 as a markdown table; `bench --quick` runs fewer rounds.
 
 mod bench;
 mod dist;
@@ -27,7 +27,8 @@ tasks:
                 (static, runs; the 1.5 MiB size budget only warns)
   dist --strict the same, and fail when the binary is over the size budget
   bench         measure resin-lock against its peers (flock, lockfile, dotlockfile,
-                npm lockfile) and print the performance budgets as a markdown table
+                npm lockfile, tini, dumb-init) and print the performance budgets as a
+                markdown table
   bench --quick the same with fewer rounds";
 
 fn main() -> ExitCode {

@@ -1,0 +1,428 @@
+//! `cargo xtask bench`: resin-lock against its peers, in one run on one
+//! machine, reported as ratios against the budgets of SPEC section 9.
+//!
+//! The machine is shared and noisy, so every comparison interleaves the
+//! commands: in round r the cases run in an order rotated by r (for two
+//! cases: A then B, then B then A), and the report uses medians. Each case
+//! is timed with `Instant` around spawning its process(es) and waiting for
+//! them, so the harness's own spawn cost is in every number alike (the
+//! `spawn true` floor shows how big it is). The per-call budgets are judged
+//! the way scripts call the tool: a bash loop, one `bash -c` process timed
+//! per block of iterations (`shell_loop`). Peak RSS is what
+//! `/usr/bin/time -f %M` reports (see `peak_rss` for why not from here).
+//! Both the release binary (`cargo build --release`) and, when there is one,
+//! the static dist binary are measured: they start differently.
+//!
+//! This module drives the run and prints the table; each benchmark family
+//! is a module of its own (`per_call` and `shell_loop`, `peak_rss` and
+//! `idle`, `handoff`, `contention`, `sizes`), on the shared `process`
+//! (spawning, reaping, scratch files) and `stats` (interleaving, quantiles)
+//! modules.
+//!
+//! Peers are never installed here; missing ones are named and their rows
+//! skipped. A missed budget is reported in the table, not as a failure: on a
+//! shared machine one noisy run should not fail a build. The harness makes
+//! itself a child subreaper so that the keepers `acquire` leaves behind are
+//! reaped here even where PID 1 does not reap.
+
+mod contention;
+mod handoff;
+mod idle;
+mod peak_rss;
+mod peers;
+mod per_call;
+mod process;
+mod shell_loop;
+mod sizes;
+mod stats;
+
+use std::ffi::{OsStr, OsString};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::dist;
+use contention::CONTENDERS;
+use peers::{Peer, Peers, required};
+use process::Scratch;
+use stats::{Series, median_u64, quantile};
+
+/// How many rounds of each measurement.
+struct Plan {
+    /// Per-call cost, direct spawn: rounds of each interleaved case.
+    per_call: usize,
+    /// Per-call cost, shell loop: blocks of each case in each of the runs.
+    shell_blocks: usize,
+    /// Peak RSS: rounds of each interleaved case.
+    rss: usize,
+    /// Idle RSS: rounds of each interleaved case.
+    idle: usize,
+    /// Handoff rounds for the event-driven tools (resin-lock, flock).
+    handoff_fast: usize,
+    /// Handoff rounds for the npm package (polls every 100 ms).
+    handoff_npm: usize,
+    /// Handoff rounds for lockfile(1) (sleeps whole seconds).
+    handoff_lockfile: usize,
+    /// Contention: trials per tool, and loops per process in each trial.
+    contention_trials: usize,
+    contention_loops: usize,
+}
+
+const FULL: Plan = Plan {
+    per_call: 200,
+    shell_blocks: 6,
+    rss: 30,
+    idle: 5,
+    handoff_fast: 50,
+    handoff_npm: 20,
+    handoff_lockfile: 5,
+    contention_trials: 5,
+    contention_loops: 100,
+};
+
+const QUICK: Plan = Plan {
+    per_call: 30,
+    shell_blocks: 2,
+    rss: 5,
+    idle: 2,
+    handoff_fast: 10,
+    handoff_npm: 5,
+    handoff_lockfile: 2,
+    contention_trials: 2,
+    contention_loops: 25,
+};
+
+/// Untimed runs of each case before a comparison starts.
+const WARMUP: usize = 3;
+
+pub fn bench(root: &Path, quick: bool) -> Result<(), String> {
+    let plan = if quick { &QUICK } else { &FULL };
+    let peers = Peers::find(root);
+    peers.report();
+
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
+    let target_dir = dist::target_dir(&cargo, root)?;
+    let release = build_release(&cargo, root, &target_dir)?;
+    let static_bin = build_dist(root, &target_dir);
+
+    process::set_child_subreaper();
+    let scratch = Scratch::new()?;
+    eprintln!("lock files under {}", scratch.path().display());
+    let tools = Tools {
+        release: release.clone(),
+        static_bin: static_bin.clone(),
+        peers,
+        sh: required("sh")?,
+        bash: required("bash")?,
+        true_: required("true")?,
+        echo: required("echo")?,
+        rm: required("rm")?,
+        sleep: required("sleep")?,
+    };
+
+    let mut report = Report::default();
+    per_call::run_true(&tools, &scratch, plan, &mut report)?;
+    shell_loop::run_true(&tools, &scratch, plan, &mut report)?;
+    per_call::acquire_release(&tools, &scratch, plan, &mut report)?;
+    shell_loop::acquire_release(&tools, &scratch, plan, &mut report)?;
+    peak_rss::measure(&tools, &scratch, plan, &mut report)?;
+    idle::measure(&tools, &scratch, plan, &mut report)?;
+    handoff::measure(&tools, root, &scratch, plan, &mut report)?;
+    contention::measure(&tools, &scratch, plan, &mut report)?;
+    sizes::measure(&release, static_bin.as_deref(), &mut report.rows);
+    process::reap_orphans();
+
+    print_report(root, plan, quick, &report);
+    Ok(())
+}
+
+/// Everything the cases run.
+struct Tools {
+    release: PathBuf,
+    static_bin: Option<PathBuf>,
+    peers: Peers,
+    sh: PathBuf,
+    bash: PathBuf,
+    true_: PathBuf,
+    echo: PathBuf,
+    rm: PathBuf,
+    sleep: PathBuf,
+}
+
+impl Tools {
+    /// The resin-lock binaries to measure: the release build, and the static
+    /// dist binary when there is one.
+    fn resin_locks(&self) -> Vec<(&'static str, &Path)> {
+        let mut bins = vec![("release", self.release.as_path())];
+        if let Some(bin) = &self.static_bin {
+            bins.push(("static", bin.as_path()));
+        }
+        bins
+    }
+}
+
+// ---------------------------------------------------------------- builds
+
+fn build_release(cargo: &OsStr, root: &Path, target_dir: &Path) -> Result<PathBuf, String> {
+    eprintln!("building resin-lock (cargo build --release)");
+    let status = Command::new(cargo)
+        .current_dir(root)
+        .args(["build", "--release", "--locked", "--package", "resin-lock"])
+        .args(["--bin", "resin-lock"])
+        .status()
+        .map_err(|e| format!("cannot run cargo: {e}"))?;
+    if !status.success() {
+        return Err(format!("cargo build --release failed ({status})"));
+    }
+    Ok(target_dir.join("release").join("resin-lock"))
+}
+
+/// `target/dist/resin-lock`, (re)built by `cargo xtask dist` (whose failed
+/// checks, such as the size budget, are reported but do not stop us).
+fn build_dist(root: &Path, target_dir: &Path) -> Option<PathBuf> {
+    // Always through `xtask dist` (cargo rebuilds only what changed), so
+    // that the binary measured is the one the sources make, never a stale
+    // copy left in target/dist.
+    let path = target_dir.join("dist").join("resin-lock");
+    if let Err(err) = dist::dist(root, false) {
+        eprintln!("xtask dist: {err} (measuring the binary anyway)");
+    }
+    path.is_file().then_some(path)
+}
+
+// ---------------------------------------------------------------- the table
+
+/// What the families measured: the table's rows and the samples behind them.
+#[derive(Default)]
+struct Report {
+    rows: Vec<Row>,
+    /// Wall times of every case.
+    walls: Vec<Series>,
+    /// Peak RSS samples (KiB) of every case.
+    peak_rss: Vec<(String, Vec<u64>)>,
+    /// Idle RSS samples of every case.
+    idle: Vec<(String, Vec<idle::Resident>)>,
+}
+
+enum Holds {
+    Yes,
+    No,
+    Info,
+    Skipped,
+}
+
+struct Row {
+    bench: String,
+    ours: String,
+    peer: String,
+    ratio: String,
+    budget: String,
+    holds: Holds,
+}
+
+fn ms(d: Duration) -> String {
+    let ms = d.as_secs_f64() * 1000.0;
+    if ms >= 100.0 {
+        format!("{ms:.1} ms")
+    } else if ms >= 10.0 {
+        format!("{ms:.2} ms")
+    } else {
+        format!("{ms:.3} ms")
+    }
+}
+
+fn ratio(a: f64, b: f64) -> f64 {
+    if b > 0.0 { a / b } else { f64::INFINITY }
+}
+
+fn verdict(ok: bool) -> Holds {
+    if ok { Holds::Yes } else { Holds::No }
+}
+
+/// A row comparing two wall-time medians against a maximum ratio (None: no
+/// budget, for information).
+fn wall_row(bench: String, ours: &Series, peer: &Series, max_ratio: Option<f64>) -> Row {
+    let r = ratio(ours.median().as_secs_f64(), peer.median().as_secs_f64());
+    Row {
+        bench,
+        ours: ms(ours.median()),
+        peer: format!("{} ({})", ms(peer.median()), peer.name),
+        ratio: format!("{r:.2}x"),
+        budget: max_ratio.map_or("—".to_owned(), |m| format!("≤ {m:.1}x")),
+        holds: max_ratio.map_or(Holds::Info, |m| verdict(r <= m)),
+    }
+}
+
+fn skipped(bench: String, peer: &Peer) -> Row {
+    Row {
+        bench,
+        ours: "—".to_owned(),
+        peer: format!("{} missing ({})", peer.name, peer.package),
+        ratio: "—".to_owned(),
+        budget: "—".to_owned(),
+        holds: Holds::Skipped,
+    }
+}
+
+// ---------------------------------------------------------------- report
+
+fn print_report(root: &Path, plan: &Plan, quick: bool, report: &Report) {
+    print_header(root, plan, quick);
+    println!();
+    println!("| benchmark | resin-lock | peer | ratio | budget | holds? |");
+    println!("|---|---|---|---|---|---|");
+    for row in &report.rows {
+        let holds = match row.holds {
+            Holds::Yes => "yes",
+            Holds::No => "**no**",
+            Holds::Info => "(info)",
+            Holds::Skipped => "skipped",
+        };
+        println!(
+            "| {} | {} | {} | {} | {} | {holds} |",
+            row.bench, row.ours, row.peer, row.ratio, row.budget
+        );
+    }
+    print_walls(&report.walls);
+    print_peak_rss(&report.peak_rss);
+    print_idle(&report.idle);
+}
+
+/// The title, and what was measured on what.
+fn print_header(root: &Path, plan: &Plan, quick: bool) {
+    println!();
+    println!(
+        "## resin-lock benchmarks{}",
+        if quick { " (--quick)" } else { "" }
+    );
+    println!();
+    println!("- date: {}", date());
+    println!(
+        "- machine: {} CPUs (nproc), {}, Linux {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        cpu_model(),
+        command_line("uname", &["-r"]).unwrap_or_else(|| "unknown".to_owned())
+    );
+    println!(
+        "- resin-lock: commit {}",
+        command_line_in(root, "git", &["describe", "--always", "--dirty"])
+            .unwrap_or_else(|| "unknown".to_owned())
+    );
+    println!(
+        "- rounds: per-call {} (direct spawn), {} runs x {} blocks of {} (shell loop), \
+         peak RSS {}, idle RSS {}, handoff {} (resin-lock, flock) / {} (npm) / {} (lockfile), \
+         contention {} trials of {CONTENDERS} x {}; medians, commands interleaved",
+        plan.per_call,
+        shell_loop::RUNS,
+        plan.shell_blocks,
+        shell_loop::BLOCK,
+        plan.rss,
+        plan.idle,
+        plan.handoff_fast,
+        plan.handoff_npm,
+        plan.handoff_lockfile,
+        plan.contention_trials,
+        plan.contention_loops
+    );
+}
+
+fn print_walls(walls: &[Series]) {
+    println!();
+    println!("Every case, wall time:");
+    println!();
+    println!("| case | n | p10 | median | p90 |");
+    println!("|---|---|---|---|---|");
+    for s in walls {
+        println!(
+            "| {} | {} | {} | {} | {} |",
+            s.name,
+            s.walls.len(),
+            ms(quantile(&s.walls, 0.1)),
+            ms(s.median()),
+            ms(quantile(&s.walls, 0.9)),
+        );
+    }
+}
+
+fn print_peak_rss(peak_rss: &[(String, Vec<u64>)]) {
+    if peak_rss.is_empty() {
+        return;
+    }
+    println!();
+    println!("Peak RSS (`/usr/bin/time -f %M`, KiB):");
+    println!();
+    println!("| case | n | min | median | max |");
+    println!("|---|---|---|---|---|");
+    for (name, kib) in peak_rss {
+        println!(
+            "| {name} | {} | {} | {} | {} |",
+            kib.len(),
+            kib.iter().min().unwrap_or(&0),
+            median_u64(kib),
+            kib.iter().max().unwrap_or(&0),
+        );
+    }
+}
+
+fn print_idle(idle: &[(String, Vec<idle::Resident>)]) {
+    if idle.is_empty() {
+        return;
+    }
+    println!();
+    println!("Idle RSS (`/proc/PID/status` once settled, KiB, medians):");
+    println!();
+    println!("| case | n | VmRSS | RssAnon | RssFile |");
+    println!("|---|---|---|---|---|");
+    for (name, samples) in idle {
+        let m = idle::Resident::median(samples);
+        println!(
+            "| {name} | {} | {} | {} | {} |",
+            samples.len(),
+            m.total,
+            m.anon,
+            m.file
+        );
+    }
+}
+
+fn cpu_model() -> String {
+    let info = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    info.lines()
+        .find_map(|line| {
+            let (key, value) = line.split_once(':')?;
+            matches!(
+                key.trim(),
+                "model name" | "Model" | "Hardware" | "cpu model"
+            )
+            .then(|| value.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".to_owned())
+}
+
+fn date() -> String {
+    command_line("date", &["-u", "+%Y-%m-%d %H:%M:%S UTC"]).unwrap_or_else(|| {
+        let secs = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        format!("{secs} s since the epoch")
+    })
+}
+
+/// The first line a command prints, if it succeeds.
+fn command_line(program: &str, args: &[&str]) -> Option<String> {
+    command_line_in(Path::new("."), program, args)
+}
+
+fn command_line_in(dir: &Path, program: &str, args: &[&str]) -> Option<String> {
+    let out = Command::new(program)
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .ok()?;
+    out.status.success().then_some(())?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .map(str::to_owned)
+}
