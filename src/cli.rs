@@ -130,7 +130,14 @@ pub struct WaitArgs {
     pub nonblock: bool,
 
     /// Give up after DUR (seconds, or with a unit: 250ms, 30s, 5m, 1h).
-    #[arg(short = 'w', long, value_name = "DUR", value_parser = crate::duration::parse)]
+    // `-w -1` reaches the duration parser, which says why it is wrong.
+    #[arg(
+        short = 'w',
+        long,
+        value_name = "DUR",
+        value_parser = crate::duration::parse,
+        allow_negative_numbers = true
+    )]
     pub timeout: Option<Duration>,
 
     /// Exit with CODE instead of 1 when the lock is busy (-n) or the wait times out (-w).
@@ -165,8 +172,7 @@ pub struct RunArgs {
         value_name = "CMD",
         required = true,
         num_args = 1..,
-        trailing_var_arg = true,
-        allow_hyphen_values = true
+        trailing_var_arg = true
     )]
     pub cmd: Vec<OsString>,
 }
@@ -212,13 +218,94 @@ mod tests {
         Cli::command().debug_assert();
     }
 
-    #[test]
-    fn run_takes_hyphenated_command_arguments() {
-        let cli = Cli::try_parse_from(["resin-lock", "run", "-n", "--", "ls", "-l"]).unwrap();
+    /// What `run ARGS…` parses to: -n, -w in seconds, -E, -g, CMD.
+    type Parsed = (bool, Option<u64>, Option<u8>, bool, Vec<String>);
+
+    fn parse_run(args: &[&str]) -> Result<Parsed, clap::error::ErrorKind> {
+        let cli = Cli::try_parse_from(["resin-lock", "run"].iter().chain(args))
+            .map_err(|err| err.kind())?;
         let Command::Run(run) = cli.command else {
             panic!("not run")
         };
-        assert!(run.wait.nonblock);
-        assert_eq!(run.cmd, ["ls", "-l"]);
+        Ok((
+            run.wait.nonblock,
+            run.wait.timeout.map(|d| d.as_secs()),
+            run.wait.conflict_exit_code,
+            false,
+            run.cmd
+                .iter()
+                .map(|w| w.to_string_lossy().into_owned())
+                .collect(),
+        ))
+    }
+
+    /// SPEC 4: options are options wherever they stand before CMD; CMD
+    /// starts at `--` or at the first word that is not an option, and
+    /// everything after it is CMD's.
+    #[test]
+    fn run_options_parse_before_cmd_and_never_become_it() {
+        use clap::error::ErrorKind::*;
+        let ok = |n, w, e, g, cmd: &[&str]| -> Result<Parsed, clap::error::ErrorKind> {
+            Ok((n, w, e, g, cmd.iter().map(|s| s.to_string()).collect()))
+        };
+        #[rustfmt::skip]
+        let cases: &[(&[&str], Result<Parsed, clap::error::ErrorKind>)] = &[
+            (&["-w5", "-E75", "cmd"], ok(false, Some(5), Some(75), false, &["cmd"])),
+            (&["-w", "5", "--", "cmd"], ok(false, Some(5), None, false, &["cmd"])),
+            (&["--timeout=5", "cmd"], ok(false, Some(5), None, false, &["cmd"])),
+            (&["--timeout", "5", "cmd"], ok(false, Some(5), None, false, &["cmd"])),
+            (&["-w1", "--", "true"], ok(false, Some(1), None, false, &["true"])),
+            (&["-n", "-E75", "--", "true"], ok(true, None, Some(75), false, &["true"])),
+            (&["-nE75", "true"], ok(true, None, Some(75), false, &["true"])),
+            (&["-E", "75", "-n", "true"], ok(true, None, Some(75), false, &["true"])),
+            (&["--conflict-exit-code=75", "-n", "true"], ok(true, None, Some(75), false, &["true"])),
+            // Everything after CMD is CMD's, options and `--` included.
+            (&["ls", "-l"], ok(false, None, None, false, &["ls", "-l"])),
+            (&["-n", "--", "ls", "-l"], ok(true, None, None, false, &["ls", "-l"])),
+            (&["ls", "-w5", "-n", "--timeout=3"], ok(false, None, None, false, &["ls", "-w5", "-n", "--timeout=3"])),
+            (&["sh", "-c", "x", "--", "y"], ok(false, None, None, false, &["sh", "-c", "x", "--", "y"])),
+            (&["--", "-w5"], ok(false, None, None, false, &["-w5"])),
+            (&["--", "--", "x"], ok(false, None, None, false, &["--", "x"])),
+            // Unknown options before CMD are errors, never the command.
+            (&["--timout", "5", "--", "x"], Err(UnknownArgument)),
+            (&["-x", "--", "true"], Err(UnknownArgument)),
+            (&["-n", "-Z", "true"], Err(UnknownArgument)),
+            (&["-wabc", "true"], Err(ValueValidation)),
+            (&["-w", "-1", "true"], Err(ValueValidation)),
+            (&["-E300", "true"], Err(ValueValidation)),
+            (&["-n", "-w5", "true"], Err(ArgumentConflict)),
+            // No command.
+            (&[], Err(MissingRequiredArgument)),
+            (&["--"], Err(MissingRequiredArgument)),
+            (&["-n"], Err(MissingRequiredArgument)),
+        ];
+        for (args, want) in cases {
+            assert_eq!(&parse_run(args), want, "run {args:?}");
+        }
+    }
+
+    /// `acquire` reads -n/-w/-E exactly as `run` does.
+    #[test]
+    fn acquire_parses_wait_options_as_run_does() {
+        for args in [
+            &["-w5", "-E75"][..],
+            &["-w", "5", "-E", "75"],
+            &["--timeout=5", "-E75"],
+        ] {
+            let cli = Cli::try_parse_from(["resin-lock", "acquire"].iter().chain(args)).unwrap();
+            let Command::Acquire(acquire) = cli.command else {
+                panic!("not acquire")
+            };
+            let (_, w, e, _, _) = parse_run(&[args, &["true"][..]].concat()).unwrap();
+            assert_eq!(acquire.wait.timeout.map(|d| d.as_secs()), w, "{args:?}");
+            assert_eq!(acquire.wait.conflict_exit_code, e, "{args:?}");
+            assert_eq!((w, e), (Some(5), Some(75)), "{args:?}");
+        }
+        assert_eq!(
+            Cli::try_parse_from(["resin-lock", "acquire", "--timout", "5"])
+                .unwrap_err()
+                .kind(),
+            clap::error::ErrorKind::UnknownArgument
+        );
     }
 }

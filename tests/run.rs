@@ -344,3 +344,115 @@ fn run_contention_never_overlaps() {
     assert_counted_without_overlap(&counter, &overlaps, 4 * rounds);
     assert_eq!(s.leftovers(&["counter"]), Vec::<String>::new());
 }
+
+/// A `run` holding the lock until dropped (its child reads stdin).
+struct Holder {
+    run: std::process::Child,
+}
+
+impl Holder {
+    fn start(s: &Scratch) -> Holder {
+        let ready = s.path("holder-ready");
+        let script = format!("touch {}; read x || true", ready.display());
+        let run = s
+            .cmd(&["run", "--", "sh", "-c", &script])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_for_file(&ready);
+        Holder { run }
+    }
+}
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        drop(self.run.stdin.take());
+        let _ = self.run.wait();
+    }
+}
+
+/// Run `cmd` to its end, killing it if it is still running after a bound
+/// far past anything it should take (a hang guard, not a timing assertion).
+fn output_or_kill(mut cmd: Command) -> std::process::Output {
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id() as i32;
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let guard = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let start = std::time::Instant::now();
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                if start.elapsed() > std::time::Duration::from_secs(60) {
+                    drop(KillOnDrop(pid));
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        })
+    };
+    let out = child.wait_with_output().unwrap();
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    guard.join().unwrap();
+    out
+}
+
+/// SPEC 4: `-w1` is a timeout, not the command (it used to wait forever).
+#[test]
+fn attached_timeout_gives_up_on_a_held_lock() {
+    let s = Scratch::new();
+    let holder = Holder::start(&s);
+    let out = output_or_kill(s.cmd(&["run", "-w1", "--", "true"]));
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let out = output_or_kill(s.cmd(&["run", "--timeout=1", "-E", "75", "true"]));
+    assert_eq!(out.status.code(), Some(75), "{out:?}");
+    drop(holder);
+    assert!(!s.lock().exists());
+}
+
+/// `-E75` after `-n` is the conflict exit code, not the command.
+#[test]
+fn nonblock_with_attached_exit_code_exits_with_it() {
+    let s = Scratch::new();
+    let holder = Holder::start(&s);
+    s.cmd(&["run", "-n", "-E75", "--", "true"])
+        .assert()
+        .code(75);
+    s.cmd(&["run", "-nE75", "true"]).assert().code(75);
+    drop(holder);
+    // Free: the options still parse, and CMD with its own options runs.
+    s.cmd(&["run", "-n", "-E75", "sh", "-c", "exit 4", "-n"])
+        .assert()
+        .code(4);
+}
+
+/// An unknown option is a usage error before any lock is taken: with a
+/// missing parent directory, any attempt to lock would be exit 73.
+#[test]
+fn unknown_option_is_a_usage_error_and_never_the_command() {
+    let s = Scratch::new();
+    let lock = s.path("missing/updates.lock");
+    for args in [
+        &["run", "--timout", "5", "--", "x"][..],
+        &["run", "-n", "-Z", "--", "true"],
+        &["run", "-w", "abc", "--", "true"],
+    ] {
+        resin_lock()
+            .arg("--path")
+            .arg(&lock)
+            .args(args)
+            .assert()
+            .code(64)
+            .stderr(contains(args[1]).or(contains(args[2])));
+    }
+    s.cmd(&["run", "--timout", "5", "--", "x"])
+        .assert()
+        .code(64)
+        .stderr(contains("--timout"));
+    assert_eq!(s.leftovers(&[]), Vec::<String>::new(), "no lock file made");
+}
