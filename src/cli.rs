@@ -100,10 +100,18 @@ pub enum Command {
     /// RESIN_LOCK_HELD, the lock paths joined by ':') and the locked file
     /// descriptor, so the lock stays live even if resin-lock itself is killed.
     /// Signals sent to resin-lock (HUP INT QUIT TERM USR1 USR2 WINCH CONT ALRM
-    /// PIPE TSTP TTIN TTOU) are forwarded to CMD; signals typed at the
-    /// terminal reach CMD once, directly. A signal that arrives while still
-    /// waiting for the lock ends the wait (exit 128+signal, nothing held). As
-    /// PID 1 or as a subreaper it reaps orphaned zombies.
+    /// PIPE TSTP TTIN TTOU) are forwarded to CMD (with -g, to its process
+    /// group); signals typed at the terminal reach CMD once, directly. A
+    /// signal that arrives while still waiting for the lock ends the wait
+    /// (exit 128+signal, nothing held). As PID 1 or as a subreaper it reaps
+    /// orphaned zombies; if CMD ends while processes it started still run,
+    /// one line names them before the lock is released (it no longer
+    /// protects them).
+    ///
+    /// Options go before CMD, attached or not (-w5, -w 5, --timeout=5,
+    /// -nE75); an unknown one is a usage error (64), never the command. CMD
+    /// starts at `--` or at the first word that is not an option, and every
+    /// word after it is CMD's (`run ls -l` runs `ls -l`).
     Run(RunArgs),
 
     /// Report every lock path, its holder, and how the paths were chosen.
@@ -166,6 +174,15 @@ pub struct ReleaseArgs {
 pub struct RunArgs {
     #[command(flatten)]
     pub wait: WaitArgs,
+
+    /// Run CMD in its own process group and send forwarded signals to the whole group.
+    ///
+    /// As tini's -g: `docker stop` (SIGTERM) then also reaches what CMD
+    /// started in the background. At a terminal, CMD's group becomes the
+    /// foreground group, so Ctrl-C and Ctrl-Z reach it directly, and the
+    /// terminal comes back when CMD ends.
+    #[arg(short, long)]
+    pub group: bool,
 
     /// The command to run while holding the lock, and its arguments.
     #[arg(
@@ -231,7 +248,7 @@ mod tests {
             run.wait.nonblock,
             run.wait.timeout.map(|d| d.as_secs()),
             run.wait.conflict_exit_code,
-            false,
+            run.group,
             run.cmd
                 .iter()
                 .map(|w| w.to_string_lossy().into_owned())
@@ -259,6 +276,10 @@ mod tests {
             (&["-nE75", "true"], ok(true, None, Some(75), false, &["true"])),
             (&["-E", "75", "-n", "true"], ok(true, None, Some(75), false, &["true"])),
             (&["--conflict-exit-code=75", "-n", "true"], ok(true, None, Some(75), false, &["true"])),
+            (&["-g", "--", "sh", "-c", "x"], ok(false, None, None, true, &["sh", "-c", "x"])),
+            (&["--group", "-n", "sh"], ok(true, None, None, true, &["sh"])),
+            (&["-gnE75", "sh"], ok(true, None, Some(75), true, &["sh"])),
+            (&["sh", "-g"], ok(false, None, None, false, &["sh", "-g"])),
             // Everything after CMD is CMD's, options and `--` included.
             (&["ls", "-l"], ok(false, None, None, false, &["ls", "-l"])),
             (&["-n", "--", "ls", "-l"], ok(true, None, None, false, &["ls", "-l"])),

@@ -33,7 +33,8 @@ pub fn run(ctx: &Context, args: RunArgs) -> Result<u8> {
         &mut signals,
         &ctx.ui,
     )?;
-    let code = supervise::run_child(&args.cmd, held, &mut signals, &ctx.ui);
+    let options = supervise::Options { group: args.group };
+    let code = supervise::run_child(&args.cmd, options, held, &mut signals, &ctx.ui);
     // Unregistering 14 handlers one by one is a tenth of our start-up cost;
     // the process is about to exit, which drops them all at once.
     std::mem::forget(signals);
