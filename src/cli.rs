@@ -41,6 +41,11 @@ pub struct Cli {
     /// 10. otherwise /tmp/resin/resin-updates.lock. The versions come from
     /// BALENA_/RESIN_SUPERVISOR_VERSION and BALENA_/RESIN_HOST_OS_VERSION (or the host's
     /// /etc/os-release). `resin-lock status` shows the rule and why.
+    ///
+    /// Without --path, RESIN_LOCK_PATH may name the locks: one path, or several joined by
+    /// ':' (as RESIN_LOCK_HELD gives them to `run`'s command). Empty counts as unset.
+    // `env` is here for --help and the man page; `parse` reads the variable
+    // itself (empty is unset, ':' separates paths), which clap cannot.
     #[arg(
         long = "path",
         value_name = "PATH",
@@ -53,7 +58,9 @@ pub struct Cli {
     ///
     /// Every detected lock path (also one from BALENA_APP_LOCK_PATH), /etc/os-release and
     /// /tmp/balena are taken relative to DIR, for host-side tools and tests. A path given
-    /// with --path or RESIN_LOCK_PATH is used as it is.
+    /// with --path or RESIN_LOCK_PATH is used as it is. DIR must exist (exit 64 otherwise);
+    /// nothing under it is reached through a symlink that leads outside it. An empty
+    /// RESIN_LOCK_ROOT counts as unset.
     #[arg(long, value_name = "DIR", global = true, env = "RESIN_LOCK_ROOT")]
     pub root: Option<PathBuf>,
 
@@ -214,7 +221,7 @@ pub fn command() -> clap::Command {
 /// Parse the process arguments; on failure print clap's message and return
 /// the exit status (0 for --help/--version, 64 for usage errors, not clap's 2).
 pub fn parse() -> Result<Cli, u8> {
-    Cli::try_parse().map_err(|err| {
+    parse_from(std::env::args_os(), |name| std::env::var_os(name)).map_err(|err| {
         let code = if err.use_stderr() {
             Exit::Usage.code()
         } else {
@@ -224,6 +231,45 @@ pub fn parse() -> Result<Cli, u8> {
         let _ = err.print();
         code
     })
+}
+
+/// Parse `args`, with `env` for the environment variables. An empty
+/// RESIN_LOCK_PATH or RESIN_LOCK_ROOT counts as unset (compose's `${VAR}`
+/// with VAR unset gives one), and RESIN_LOCK_PATH may hold several paths
+/// joined by ':'. clap would take an empty variable for a missing value
+/// (exit 64) and the whole list for one path, so these two are read here.
+pub fn parse_from<I, T>(args: I, env: impl Fn(&str) -> Option<OsString>) -> clap::error::Result<Cli>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    use clap::FromArgMatches;
+    use clap::builder::Resettable;
+    let mut matches = Cli::command()
+        .mut_arg("paths", |arg| arg.env(Resettable::Reset))
+        .mut_arg("root", |arg| arg.env(Resettable::Reset))
+        .try_get_matches_from(args)?;
+    let mut cli = Cli::from_arg_matches_mut(&mut matches)?;
+    if cli.paths.is_empty() {
+        cli.paths = split_paths(&env("RESIN_LOCK_PATH").unwrap_or_default());
+    }
+    if cli.root.is_none() {
+        cli.root = env("RESIN_LOCK_ROOT")
+            .filter(|root| !root.is_empty())
+            .map(PathBuf::from);
+    }
+    Ok(cli)
+}
+
+/// Paths joined by ':' (as in RESIN_LOCK_HELD); empty ones are skipped.
+fn split_paths(joined: &OsString) -> Vec<PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    joined
+        .as_bytes()
+        .split(|&b| b == b':')
+        .filter(|path| !path.is_empty())
+        .map(|path| PathBuf::from(std::ffi::OsStr::from_bytes(path)))
+        .collect()
 }
 
 #[cfg(test)]
@@ -302,6 +348,41 @@ mod tests {
         ];
         for (args, want) in cases {
             assert_eq!(&parse_run(args), want, "run {args:?}");
+        }
+    }
+
+    #[test]
+    fn lock_path_and_root_variables_empty_is_unset_and_paths_split_on_colons() {
+        let parse = |args: &[&str], path: Option<&str>, root: Option<&str>| {
+            let env = |name: &str| match name {
+                "RESIN_LOCK_PATH" => path.map(OsString::from),
+                "RESIN_LOCK_ROOT" => root.map(OsString::from),
+                _ => panic!("read {name}"),
+            };
+            let cli =
+                parse_from(["resin-lock"].iter().chain(args).chain(&["status"]), env).unwrap();
+            (cli.paths, cli.root)
+        };
+        let paths = |list: &[&str]| list.iter().map(PathBuf::from).collect::<Vec<_>>();
+        #[rustfmt::skip]
+        let cases: &[(&[&str], Option<&str>, Option<&str>, Vec<PathBuf>, Option<PathBuf>)] = &[
+            (&[], None, None, paths(&[]), None),
+            (&[], Some(""), Some(""), paths(&[]), None),
+            (&[], Some(":"), None, paths(&[]), None),
+            (&[], Some("/a.lock"), Some("/r"), paths(&["/a.lock"]), Some("/r".into())),
+            (&[], Some("/a.lock:/b.lock"), None, paths(&["/a.lock", "/b.lock"]), None),
+            (&[], Some(":/a.lock::/b.lock:"), None, paths(&["/a.lock", "/b.lock"]), None),
+            // The command line wins, and is never split.
+            (&["--path", "/x:y"], Some("/a.lock"), None, paths(&["/x:y"]), None),
+            (&["--root", "/d"], None, Some("/r"), paths(&[]), Some("/d".into())),
+            (&["--root", "/d"], None, Some(""), paths(&[]), Some("/d".into())),
+        ];
+        for (args, path, root, want_paths, want_root) in cases {
+            assert_eq!(
+                parse(args, *path, *root),
+                (want_paths.clone(), want_root.clone()),
+                "{args:?} RESIN_LOCK_PATH={path:?} RESIN_LOCK_ROOT={root:?}"
+            );
         }
     }
 

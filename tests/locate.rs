@@ -519,3 +519,104 @@ fn a_persistent_lock_from_a_previous_boot_is_taken_over() {
     device.cmd(&["release"]).assert().success();
     assert_eq!(names_in(&device.at("data")), Vec::<String>::new());
 }
+
+/// SPEC 7: an empty RESIN_LOCK_PATH or RESIN_LOCK_ROOT (compose's `${VAR}`
+/// with VAR unset) counts as unset, for every command; so does any empty
+/// BALENA_/RESIN_ detection variable.
+#[test]
+fn empty_variables_count_as_unset() {
+    let device = Device::new(&[
+        ("BALENA_APP_LOCK_PATH", ""),
+        ("RESIN_APP_LOCK_PATH", ""),
+        ("BALENA_SUPERVISOR_VERSION", ""),
+        ("RESIN_SUPERVISOR_VERSION", "3.0.0"),
+        ("BALENA_HOST_OS_VERSION", ""),
+        ("RESIN_HOST_OS_VERSION", ""),
+        ("RESIN_LOCK_PATH", ""),
+        ("RESIN_LOCK_ROOT", ""),
+    ]);
+    let (code, json) = device.status_json();
+    assert_eq!(code, 0, "{json}");
+    assert_eq!(json["detection"]["rule"], 2, "{json}");
+    assert_eq!(Device::paths(&json), device.expected(&[PERSISTENT]));
+    device.cmd(&["run", "--", "true"]).assert().success();
+    device.cmd(&["acquire", "-n"]).assert().success();
+    assert!(device.at(PERSISTENT).exists());
+    device.cmd(&["release"]).assert().success();
+    assert!(!device.at(PERSISTENT).exists());
+
+    // RESIN_LOCK_ROOT empty next to a real RESIN_LOCK_PATH.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let lock = elsewhere.path().join("x.lock");
+    resin_lock()
+        .env("RESIN_LOCK_ROOT", "")
+        .env("RESIN_LOCK_PATH", &lock)
+        .args(["run", "--", "test", "-e"])
+        .arg(&lock)
+        .assert()
+        .success();
+}
+
+/// RESIN_LOCK_PATH may hold several paths joined by ':', as RESIN_LOCK_HELD
+/// gives them: a nested resin-lock locks the same files.
+#[test]
+fn resin_lock_path_holds_several_paths() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a.lock"), dir.path().join("b.lock"));
+    let joined = format!("{}:{}", a.display(), b.display());
+    let out = resin_lock()
+        .env("RESIN_LOCK_PATH", &joined)
+        .args(["status", "--json"])
+        .output()
+        .unwrap();
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        Device::paths(&json),
+        [a.to_str().unwrap(), b.to_str().unwrap()]
+    );
+    // Both are taken, and handed on as they came.
+    resin_lock()
+        .env("RESIN_LOCK_PATH", &joined)
+        .args(["run", "--", "sh", "-c"])
+        .arg(format!(
+            r#"test -s {a} && test -s {b} && test "$RESIN_LOCK_HELD" = "{joined}""#,
+            a = a.display(),
+            b = b.display()
+        ))
+        .assert()
+        .success();
+    assert_eq!(names_in(dir.path()), Vec::<String>::new());
+}
+
+/// SPEC 7: a --root (or RESIN_LOCK_ROOT) that does not exist is a usage
+/// error naming it, and nothing is created.
+#[test]
+fn a_missing_root_is_a_usage_error_and_is_not_created() {
+    let parent = tempfile::tempdir().unwrap();
+    let missing = parent.path().join("no-such-root");
+    for args in [&["run", "--", "true"][..], &["acquire", "-n"], &["status"]] {
+        resin_lock()
+            .arg("--root")
+            .arg(&missing)
+            .args(args)
+            .assert()
+            .code(64)
+            .stderr(contains(missing.to_str().unwrap()).and(contains("no such directory")));
+        resin_lock()
+            .env("RESIN_LOCK_ROOT", &missing)
+            .args(args)
+            .assert()
+            .code(64)
+            .stderr(contains(missing.to_str().unwrap()));
+    }
+    let file = parent.path().join("file");
+    fs::write(&file, "").unwrap();
+    resin_lock()
+        .arg("--root")
+        .arg(&file)
+        .args(["run", "--", "true"])
+        .assert()
+        .code(64)
+        .stderr(contains("not a directory"));
+    assert_eq!(names_in(parent.path()), ["file"]);
+}
