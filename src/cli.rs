@@ -351,6 +351,15 @@ mod tests {
         }
     }
 
+    /// Arguments, RESIN_LOCK_PATH, RESIN_LOCK_ROOT => paths, root.
+    type EnvCase = (
+        &'static [&'static str],
+        Option<&'static str>,
+        Option<&'static str>,
+        Vec<PathBuf>,
+        Option<PathBuf>,
+    );
+
     #[test]
     fn lock_path_and_root_variables_empty_is_unset_and_paths_split_on_colons() {
         let parse = |args: &[&str], path: Option<&str>, root: Option<&str>| {
@@ -365,7 +374,7 @@ mod tests {
         };
         let paths = |list: &[&str]| list.iter().map(PathBuf::from).collect::<Vec<_>>();
         #[rustfmt::skip]
-        let cases: &[(&[&str], Option<&str>, Option<&str>, Vec<PathBuf>, Option<PathBuf>)] = &[
+        let cases: &[EnvCase] = &[
             (&[], None, None, paths(&[]), None),
             (&[], Some(""), Some(""), paths(&[]), None),
             (&[], Some(":"), None, paths(&[]), None),
