@@ -443,36 +443,6 @@ impl Drop for Holder {
     }
 }
 
-/// Run `cmd` to its end, killing it if it is still running after a bound
-/// far past anything it should take (a hang guard, not a timing assertion).
-fn output_or_kill(mut cmd: Command) -> std::process::Output {
-    let child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = child.id() as i32;
-    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let guard = {
-        let done = done.clone();
-        std::thread::spawn(move || {
-            let start = std::time::Instant::now();
-            while !done.load(std::sync::atomic::Ordering::SeqCst) {
-                if start.elapsed() > std::time::Duration::from_secs(60) {
-                    drop(KillOnDrop(pid));
-                    return;
-                }
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-        })
-    };
-    let out = child.wait_with_output().unwrap();
-    done.store(true, std::sync::atomic::Ordering::SeqCst);
-    guard.join().unwrap();
-    out
-}
-
 /// SPEC 4: `-w1` is a timeout, not the command (it used to wait forever).
 #[test]
 fn attached_timeout_gives_up_on_a_held_lock() {
