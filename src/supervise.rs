@@ -100,6 +100,10 @@ pub fn run_child(
     let child = match command.spawn() {
         Ok(child) => child,
         Err(err) => {
+            if terminal && foreground() != Some(getpgrp()) {
+                // CMD's group took the terminal, then exec failed.
+                set_foreground(getpgrp());
+            }
             release_all(held, ui)?;
             return Err(fork_error(program, &err).unwrap_or_else(|| spawn_error(program, &err)));
         }

@@ -272,6 +272,31 @@ fn group_takes_the_terminal_and_gives_it_back() {
     assert!(!s.lock().exists());
 }
 
+/// The same when CMD is not found: its group took the terminal before
+/// exec failed, and the caller's group gets it back.
+#[test]
+fn group_gives_the_terminal_back_when_cmd_is_not_found() {
+    let s = Scratch::new();
+    let out = Command::new("python3")
+        .arg(fixture("tty_group.py"))
+        .arg(env!("CARGO_BIN_EXE_resin-lock"))
+        .arg(s.lock())
+        .arg(s.path("ready"))
+        .arg("missing")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for line in ["rc=127\n", "after:again\n", "exit=0\n"] {
+        assert!(stdout.contains(line), "{line:?} in {stdout}");
+    }
+    assert!(!s.lock().exists());
+}
+
 #[test]
 fn sigkill_of_resin_lock_leaves_the_lock_live_while_the_child_runs() {
     let s = Scratch::new();
