@@ -265,7 +265,7 @@ _resin__lock() {
             return 0
             ;;
         resin__subcmd__lock__subcmd__run)
-            opts="-v -q -n -w -E -h -V --path --root --verbose --quiet --nonblock --timeout --conflict-exit-code --help --version"
+            opts="-v -q -n -w -E -g -h -V --path --root --verbose --quiet --nonblock --timeout --conflict-exit-code --group --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -60,6 +60,7 @@ complete -c resin-lock -n "__fish_resin_lock_using_subcommand run" -s E -l confl
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand run" -s v -l verbose -d 'Say what was done and why (also: who holds the lock while waiting)'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand run" -s q -l quiet -d 'Print nothing but errors'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand run" -s n -l nonblock -d 'Fail at once if the lock is busy instead of waiting'
+complete -c resin-lock -n "__fish_resin_lock_using_subcommand run" -s g -l group -d 'Run CMD in its own process group and send forwarded signals to the whole group'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand run" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand run" -s V -l version -d 'Print version'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand status" -l path -d 'Lock this file instead of the detected location (repeatable; taken in order, all or nothing)' -r -F

@@ -42,6 +42,11 @@ pub struct Cli {
     /// 10. otherwise /tmp/resin/resin-updates.lock. The versions come from
     /// BALENA_/RESIN_SUPERVISOR_VERSION and BALENA_/RESIN_HOST_OS_VERSION (or the host's
     /// /etc/os-release). `resin-lock status` shows the rule and why.
+    ///
+    /// Without --path, RESIN_LOCK_PATH may name the locks: one path, or several joined by
+    /// ':' (as RESIN_LOCK_HELD gives them to `run`'s command). Empty counts as unset.
+    // `env` is here for --help and the man page; `parse` reads the variable
+    // itself (empty is unset, ':' separates paths), which clap cannot.
     #[arg(
         long = "path",
         value_name = "PATH",
@@ -54,7 +59,9 @@ pub struct Cli {
     ///
     /// Every detected lock path (also one from BALENA_APP_LOCK_PATH), /etc/os-release and
     /// /tmp/balena are taken relative to DIR, for host-side tools and tests. A path given
-    /// with --path or RESIN_LOCK_PATH is used as it is.
+    /// with --path or RESIN_LOCK_PATH is used as it is. DIR must exist (exit 64 otherwise);
+    /// nothing under it is reached through a symlink that leads outside it. An empty
+    /// RESIN_LOCK_ROOT counts as unset.
     #[arg(long, value_name = "DIR", global = true, env = "RESIN_LOCK_ROOT")]
     pub root: Option<PathBuf>,
 
@@ -107,10 +114,18 @@ pub enum Command {
     /// RESIN_LOCK_HELD, the lock paths joined by ':') and the locked file
     /// descriptor, so the lock stays live even if resin-lock itself is killed.
     /// Signals sent to resin-lock (HUP INT QUIT TERM USR1 USR2 WINCH CONT ALRM
-    /// PIPE TSTP TTIN TTOU) are forwarded to CMD; signals typed at the
-    /// terminal reach CMD once, directly. A signal that arrives while still
-    /// waiting for the lock ends the wait (exit 128+signal, nothing held). As
-    /// PID 1 or as a subreaper it reaps orphaned zombies.
+    /// PIPE TSTP TTIN TTOU) are forwarded to CMD (with -g, to its process
+    /// group); signals typed at the terminal reach CMD once, directly. A
+    /// signal that arrives while still waiting for the lock ends the wait
+    /// (exit 128+signal, nothing held). As PID 1 or as a subreaper it reaps
+    /// orphaned zombies; if CMD ends while processes it started still run,
+    /// one line names them before the lock is released (it no longer
+    /// protects them).
+    ///
+    /// Options go before CMD, attached or not (-w5, -w 5, --timeout=5,
+    /// -nE75); an unknown one is a usage error (64), never the command. CMD
+    /// starts at `--` or at the first word that is not an option, and every
+    /// word after it is CMD's (`run ls -l` runs `ls -l`).
     Run(RunArgs),
 
     /// Report every lock path, its holder, and how the paths were chosen.
@@ -137,7 +152,14 @@ pub struct WaitArgs {
     pub nonblock: bool,
 
     /// Give up after DUR (seconds, or with a unit: 250ms, 30s, 5m, 1h).
-    #[arg(short = 'w', long, value_name = "DUR", value_parser = crate::duration::parse)]
+    // `-w -1` reaches the duration parser, which says why it is wrong.
+    #[arg(
+        short = 'w',
+        long,
+        value_name = "DUR",
+        value_parser = crate::duration::parse,
+        allow_negative_numbers = true
+    )]
     pub timeout: Option<Duration>,
 
     /// Exit with CODE instead of 1 when the lock is busy (-n) or the wait times out (-w).
@@ -184,13 +206,21 @@ pub struct RunArgs {
     #[command(flatten)]
     pub wait: WaitArgs,
 
+    /// Run CMD in its own process group and send forwarded signals to the whole group.
+    ///
+    /// As tini's -g: `docker stop` (SIGTERM) then also reaches what CMD
+    /// started in the background. At a terminal, CMD's group becomes the
+    /// foreground group, so Ctrl-C and Ctrl-Z reach it directly, and the
+    /// terminal comes back when CMD ends.
+    #[arg(short, long)]
+    pub group: bool,
+
     /// The command to run while holding the lock, and its arguments.
     #[arg(
         value_name = "CMD",
         required = true,
         num_args = 1..,
-        trailing_var_arg = true,
-        allow_hyphen_values = true
+        trailing_var_arg = true
     )]
     pub cmd: Vec<OsString>,
 }
@@ -215,7 +245,7 @@ pub fn command() -> clap::Command {
 /// Parse the process arguments; on failure print clap's message and return
 /// the exit status (0 for --help/--version, 64 for usage errors, not clap's 2).
 pub fn parse() -> Result<Cli, u8> {
-    Cli::try_parse().map_err(|err| {
+    parse_from(std::env::args_os(), |name| std::env::var_os(name)).map_err(|err| {
         let code = if err.use_stderr() {
             Exit::Usage.code()
         } else {
@@ -227,6 +257,45 @@ pub fn parse() -> Result<Cli, u8> {
     })
 }
 
+/// Parse `args`, with `env` for the environment variables. An empty
+/// RESIN_LOCK_PATH or RESIN_LOCK_ROOT counts as unset (compose's `${VAR}`
+/// with VAR unset gives one), and RESIN_LOCK_PATH may hold several paths
+/// joined by ':'. clap would take an empty variable for a missing value
+/// (exit 64) and the whole list for one path, so these two are read here.
+pub fn parse_from<I, T>(args: I, env: impl Fn(&str) -> Option<OsString>) -> clap::error::Result<Cli>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    use clap::FromArgMatches;
+    use clap::builder::Resettable;
+    let mut matches = Cli::command()
+        .mut_arg("paths", |arg| arg.env(Resettable::Reset))
+        .mut_arg("root", |arg| arg.env(Resettable::Reset))
+        .try_get_matches_from(args)?;
+    let mut cli = Cli::from_arg_matches_mut(&mut matches)?;
+    if cli.paths.is_empty() {
+        cli.paths = split_paths(&env("RESIN_LOCK_PATH").unwrap_or_default());
+    }
+    if cli.root.is_none() {
+        cli.root = env("RESIN_LOCK_ROOT")
+            .filter(|root| !root.is_empty())
+            .map(PathBuf::from);
+    }
+    Ok(cli)
+}
+
+/// Paths joined by ':' (as in RESIN_LOCK_HELD); empty ones are skipped.
+fn split_paths(joined: &OsString) -> Vec<PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    joined
+        .as_bytes()
+        .split(|&b| b == b':')
+        .filter(|path| !path.is_empty())
+        .map(|path| PathBuf::from(std::ffi::OsStr::from_bytes(path)))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -236,13 +305,142 @@ mod tests {
         Cli::command().debug_assert();
     }
 
-    #[test]
-    fn run_takes_hyphenated_command_arguments() {
-        let cli = Cli::try_parse_from(["resin-lock", "run", "-n", "--", "ls", "-l"]).unwrap();
+    /// What `run ARGS…` parses to: -n, -w in seconds, -E, -g, CMD.
+    type Parsed = (bool, Option<u64>, Option<u8>, bool, Vec<String>);
+
+    fn parse_run(args: &[&str]) -> Result<Parsed, clap::error::ErrorKind> {
+        let cli = Cli::try_parse_from(["resin-lock", "run"].iter().chain(args))
+            .map_err(|err| err.kind())?;
         let Command::Run(run) = cli.command else {
             panic!("not run")
         };
-        assert!(run.wait.nonblock);
-        assert_eq!(run.cmd, ["ls", "-l"]);
+        Ok((
+            run.wait.nonblock,
+            run.wait.timeout.map(|d| d.as_secs()),
+            run.wait.conflict_exit_code,
+            run.group,
+            run.cmd
+                .iter()
+                .map(|w| w.to_string_lossy().into_owned())
+                .collect(),
+        ))
+    }
+
+    /// SPEC 4: options are options wherever they stand before CMD; CMD
+    /// starts at `--` or at the first word that is not an option, and
+    /// everything after it is CMD's.
+    #[test]
+    fn run_options_parse_before_cmd_and_never_become_it() {
+        use clap::error::ErrorKind::*;
+        let ok = |n, w, e, g, cmd: &[&str]| -> Result<Parsed, clap::error::ErrorKind> {
+            Ok((n, w, e, g, cmd.iter().map(|s| s.to_string()).collect()))
+        };
+        #[rustfmt::skip]
+        let cases: &[(&[&str], Result<Parsed, clap::error::ErrorKind>)] = &[
+            (&["-w5", "-E75", "cmd"], ok(false, Some(5), Some(75), false, &["cmd"])),
+            (&["-w", "5", "--", "cmd"], ok(false, Some(5), None, false, &["cmd"])),
+            (&["--timeout=5", "cmd"], ok(false, Some(5), None, false, &["cmd"])),
+            (&["--timeout", "5", "cmd"], ok(false, Some(5), None, false, &["cmd"])),
+            (&["-w1", "--", "true"], ok(false, Some(1), None, false, &["true"])),
+            (&["-n", "-E75", "--", "true"], ok(true, None, Some(75), false, &["true"])),
+            (&["-nE75", "true"], ok(true, None, Some(75), false, &["true"])),
+            (&["-E", "75", "-n", "true"], ok(true, None, Some(75), false, &["true"])),
+            (&["--conflict-exit-code=75", "-n", "true"], ok(true, None, Some(75), false, &["true"])),
+            (&["-g", "--", "sh", "-c", "x"], ok(false, None, None, true, &["sh", "-c", "x"])),
+            (&["--group", "-n", "sh"], ok(true, None, None, true, &["sh"])),
+            (&["-gnE75", "sh"], ok(true, None, Some(75), true, &["sh"])),
+            (&["sh", "-g"], ok(false, None, None, false, &["sh", "-g"])),
+            // Everything after CMD is CMD's, options and `--` included.
+            (&["ls", "-l"], ok(false, None, None, false, &["ls", "-l"])),
+            (&["-n", "--", "ls", "-l"], ok(true, None, None, false, &["ls", "-l"])),
+            (&["ls", "-w5", "-n", "--timeout=3"], ok(false, None, None, false, &["ls", "-w5", "-n", "--timeout=3"])),
+            (&["sh", "-c", "x", "--", "y"], ok(false, None, None, false, &["sh", "-c", "x", "--", "y"])),
+            (&["--", "-w5"], ok(false, None, None, false, &["-w5"])),
+            (&["--", "--", "x"], ok(false, None, None, false, &["--", "x"])),
+            // Unknown options before CMD are errors, never the command.
+            (&["--timout", "5", "--", "x"], Err(UnknownArgument)),
+            (&["-x", "--", "true"], Err(UnknownArgument)),
+            (&["-n", "-Z", "true"], Err(UnknownArgument)),
+            (&["-wabc", "true"], Err(ValueValidation)),
+            (&["-w", "-1", "true"], Err(ValueValidation)),
+            (&["-E300", "true"], Err(ValueValidation)),
+            (&["-n", "-w5", "true"], Err(ArgumentConflict)),
+            // No command.
+            (&[], Err(MissingRequiredArgument)),
+            (&["--"], Err(MissingRequiredArgument)),
+            (&["-n"], Err(MissingRequiredArgument)),
+        ];
+        for (args, want) in cases {
+            assert_eq!(&parse_run(args), want, "run {args:?}");
+        }
+    }
+
+    /// Arguments, RESIN_LOCK_PATH, RESIN_LOCK_ROOT => paths, root.
+    type EnvCase = (
+        &'static [&'static str],
+        Option<&'static str>,
+        Option<&'static str>,
+        Vec<PathBuf>,
+        Option<PathBuf>,
+    );
+
+    #[test]
+    fn lock_path_and_root_variables_empty_is_unset_and_paths_split_on_colons() {
+        let parse = |args: &[&str], path: Option<&str>, root: Option<&str>| {
+            let env = |name: &str| match name {
+                "RESIN_LOCK_PATH" => path.map(OsString::from),
+                "RESIN_LOCK_ROOT" => root.map(OsString::from),
+                _ => panic!("read {name}"),
+            };
+            let cli =
+                parse_from(["resin-lock"].iter().chain(args).chain(&["status"]), env).unwrap();
+            (cli.paths, cli.root)
+        };
+        let paths = |list: &[&str]| list.iter().map(PathBuf::from).collect::<Vec<_>>();
+        #[rustfmt::skip]
+        let cases: &[EnvCase] = &[
+            (&[], None, None, paths(&[]), None),
+            (&[], Some(""), Some(""), paths(&[]), None),
+            (&[], Some(":"), None, paths(&[]), None),
+            (&[], Some("/a.lock"), Some("/r"), paths(&["/a.lock"]), Some("/r".into())),
+            (&[], Some("/a.lock:/b.lock"), None, paths(&["/a.lock", "/b.lock"]), None),
+            (&[], Some(":/a.lock::/b.lock:"), None, paths(&["/a.lock", "/b.lock"]), None),
+            // The command line wins, and is never split.
+            (&["--path", "/x:y"], Some("/a.lock"), None, paths(&["/x:y"]), None),
+            (&["--root", "/d"], None, Some("/r"), paths(&[]), Some("/d".into())),
+            (&["--root", "/d"], None, Some(""), paths(&[]), Some("/d".into())),
+        ];
+        for (args, path, root, want_paths, want_root) in cases {
+            assert_eq!(
+                parse(args, *path, *root),
+                (want_paths.clone(), want_root.clone()),
+                "{args:?} RESIN_LOCK_PATH={path:?} RESIN_LOCK_ROOT={root:?}"
+            );
+        }
+    }
+
+    /// `acquire` reads -n/-w/-E exactly as `run` does.
+    #[test]
+    fn acquire_parses_wait_options_as_run_does() {
+        for args in [
+            &["-w5", "-E75"][..],
+            &["-w", "5", "-E", "75"],
+            &["--timeout=5", "-E75"],
+        ] {
+            let cli = Cli::try_parse_from(["resin-lock", "acquire"].iter().chain(args)).unwrap();
+            let Command::Acquire(acquire) = cli.command else {
+                panic!("not acquire")
+            };
+            let (_, w, e, _, _) = parse_run(&[args, &["true"][..]].concat()).unwrap();
+            assert_eq!(acquire.wait.timeout.map(|d| d.as_secs()), w, "{args:?}");
+            assert_eq!(acquire.wait.conflict_exit_code, e, "{args:?}");
+            assert_eq!((w, e), (Some(5), Some(75)), "{args:?}");
+        }
+        assert_eq!(
+            Cli::try_parse_from(["resin-lock", "acquire", "--timout", "5"])
+                .unwrap_err()
+                .kind(),
+            clap::error::ErrorKind::UnknownArgument
+        );
     }
 }

@@ -3,11 +3,23 @@
 //! section 3). `detect` is a pure function of the inputs, so the location
 //! table is tested as a table; `gather` is the thin reader of the
 //! environment and files, and `resolve` puts the two together under `--root`.
+//!
+//! Under `--root DIR`, the files detection reads are resolved inside DIR, as
+//! a container's root would be: with openat2(RESOLVE_IN_ROOT) where the
+//! kernel has it (Linux 5.6), else refusing a symlink in any component below
+//! DIR. A `DIR/tmp -> /tmp` then never makes detection look at the host.
+//! `os-release` is read only when it is a regular file, opened without
+//! blocking (a FIFO there must not hang `status`), and bounded.
 
 use std::ffi::OsString;
 use std::fs::File;
-use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::io::{self, Read};
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Component, Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::{OFlag, OpenHow, ResolveFlag, open, openat, openat2};
+use nix::sys::stat::{Mode, SFlag, fstat};
 
 use semver::{BuildMetadata, Prerelease, Version};
 use serde::Serialize;
@@ -171,11 +183,12 @@ pub fn gather_from(root: &Path, env: impl Fn(&str) -> Option<OsString>) -> Input
         source: found.source,
     };
     let os_version = first(HOST_OS_VERSION_VARS).map(text).or_else(|| {
-        let file = under_root(root, Path::new(OS_RELEASE));
-        let pretty = os_release_pretty_name(&read_small(&file)?)?;
+        let pretty = os_release_pretty_name(&read_small(root, Path::new(OS_RELEASE))?)?;
         Some(Sourced {
             value: pretty,
-            source: file.display().to_string(),
+            source: under_root(root, Path::new(OS_RELEASE))
+                .display()
+                .to_string(),
         })
     });
     Inputs {
@@ -185,19 +198,108 @@ pub fn gather_from(root: &Path, env: impl Fn(&str) -> Option<OsString>) -> Input
         }),
         supervisor_version: first(SUPERVISOR_VERSION_VARS).map(text),
         os_version,
-        tmp_balena_is_dir: under_root(root, Path::new(BALENA_DIR)).is_dir(),
+        tmp_balena_is_dir: is_dir(root, Path::new(BALENA_DIR)),
     }
 }
 
-/// A small text file, or None when it cannot be read.
-fn read_small(path: &Path) -> Option<String> {
+/// The most of `os-release` that is read.
+const OS_RELEASE_MAX: u64 = 64 * 1024;
+
+/// `path` under `root` as text, when it is a regular file; None when it
+/// cannot be read or is anything else (a FIFO, a device, a directory).
+fn read_small(root: &Path, path: &Path) -> Option<String> {
+    let flags = OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_NOCTTY;
+    let fd = open_under(root, path, flags).ok()?;
+    let kind = SFlag::from_bits_truncate(fstat(fd.as_fd()).ok()?.st_mode) & SFlag::S_IFMT;
+    if kind != SFlag::S_IFREG {
+        return None;
+    }
     let mut bytes = Vec::new();
-    File::open(path)
-        .ok()?
-        .take(64 * 1024)
+    File::from(fd)
+        .take(OS_RELEASE_MAX)
         .read_to_end(&mut bytes)
         .ok()?;
     Some(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// Whether `path` under `root` is a directory.
+fn is_dir(root: &Path, path: &Path) -> bool {
+    open_under(root, path, OFlag::O_PATH | OFlag::O_DIRECTORY)
+        .and_then(|fd| Ok(fstat(fd.as_fd())?))
+        .is_ok_and(|stat| SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR)
+}
+
+/// Open the absolute `path` as seen from `root`. Under the real root `/`
+/// this is a plain open. Under any other root, symlinks resolve inside it
+/// (openat2 with RESOLVE_IN_ROOT: an absolute link `/x` means `ROOT/x`);
+/// where the kernel (before 5.6) or a seccomp filter lacks openat2, every
+/// component below `root` must not be a symlink.
+fn open_under(root: &Path, path: &Path, flags: OFlag) -> io::Result<OwnedFd> {
+    let flags = flags | OFlag::O_CLOEXEC;
+    if root == Path::new("/") {
+        return Ok(open(path, flags, Mode::empty())?);
+    }
+    let rel = relative(path)?;
+    let dir = open(
+        root,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?;
+    let how = OpenHow::new()
+        .flags(flags)
+        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    match openat2(dir.as_fd(), &rel, how) {
+        Err(Errno::ENOSYS | Errno::EPERM) => open_without_symlinks(&dir, &rel, flags),
+        other => Ok(other?),
+    }
+}
+
+/// `path` without its leading `/`; `..` is refused (nothing detection
+/// reads has one, and under a root it could climb out of it).
+fn relative(path: &Path) -> io::Result<PathBuf> {
+    let mut rel = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::RootDir | Component::CurDir => {}
+            Component::Normal(name) => rel.push(name),
+            Component::ParentDir | Component::Prefix(_) => {
+                return Err(io::Error::from_raw_os_error(libc::EXDEV));
+            }
+        }
+    }
+    Ok(rel)
+}
+
+/// The fallback of `open_under`: `rel` one component at a time from `dir`,
+/// each opened with O_NOFOLLOW, so that a symlink anywhere fails (ELOOP, or
+/// ENOTDIR for a directory component) instead of being followed.
+fn open_without_symlinks(dir: &OwnedFd, rel: &Path, flags: OFlag) -> io::Result<OwnedFd> {
+    let names: Vec<_> = rel.components().map(|c| c.as_os_str()).collect();
+    let Some((last, parents)) = names.split_last() else {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    };
+    let mut current: Option<OwnedFd> = None;
+    for name in parents {
+        let at = current.as_ref().unwrap_or(dir).as_fd();
+        let next = openat(
+            at,
+            *name,
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )?;
+        // O_PATH|O_NOFOLLOW opens a symlink itself rather than failing.
+        let kind = SFlag::from_bits_truncate(fstat(next.as_fd())?.st_mode) & SFlag::S_IFMT;
+        if kind != SFlag::S_IFDIR {
+            return Err(io::Error::from_raw_os_error(libc::ELOOP));
+        }
+        current = Some(next);
+    }
+    let at = current.as_ref().unwrap_or(dir).as_fd();
+    let fd = openat(at, *last, flags | OFlag::O_NOFOLLOW, Mode::empty())?;
+    if SFlag::from_bits_truncate(fstat(fd.as_fd())?.st_mode) & SFlag::S_IFMT == SFlag::S_IFLNK {
+        return Err(io::Error::from_raw_os_error(libc::ELOOP));
+    }
+    Ok(fd)
 }
 
 /// The `PRETTY_NAME` of an os-release file whose `ID` is balenaOS's or
@@ -805,6 +907,79 @@ mod tests {
 
         std::fs::create_dir_all(root.path().join("tmp/balena")).unwrap();
         assert!(gather_from(root.path(), env_of(&[])).tmp_balena_is_dir);
+    }
+
+    /// A device root with `etc/os-release` (resinOS 1.x) reached through
+    /// `link`, a symlink at `etc` to `target`; and another directory
+    /// `outside` that holds what an escaping link would find.
+    fn linked_root(target: impl Fn(&Path) -> PathBuf) -> (tempfile::TempDir, tempfile::TempDir) {
+        let root = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        for base in [root.path(), outside.path()] {
+            std::fs::create_dir_all(base.join("real-etc")).unwrap();
+            std::fs::write(
+                base.join("real-etc/os-release"),
+                "ID=resin-os\nPRETTY_NAME=\"Resin OS 1.24.0\"\n",
+            )
+            .unwrap();
+        }
+        std::os::unix::fs::symlink(target(outside.path()), root.path().join("etc")).unwrap();
+        (root, outside)
+    }
+
+    #[test]
+    fn symlinks_under_the_root_resolve_inside_it() {
+        let os = Path::new(OS_RELEASE);
+        // Relative and absolute links inside the root are followed there.
+        let (root, _outside) = linked_root(|_| PathBuf::from("real-etc"));
+        assert!(read_small(root.path(), os).is_some());
+        let (root, _outside) = linked_root(|_| PathBuf::from("/real-etc"));
+        assert!(
+            read_small(root.path(), os).is_some(),
+            "/real-etc is ROOT/real-etc"
+        );
+        // An absolute link to a directory outside names ROOT/that/dir.
+        let (root, outside) = linked_root(|outside| outside.join("real-etc"));
+        assert!(outside.path().join("real-etc/os-release").exists());
+        assert_eq!(read_small(root.path(), os), None);
+        let tmp = root.path().join("tmp");
+        std::os::unix::fs::symlink(outside.path(), &tmp).unwrap();
+        std::fs::create_dir(outside.path().join("balena")).unwrap();
+        assert!(!is_dir(root.path(), Path::new(BALENA_DIR)));
+        std::fs::remove_file(&tmp).unwrap();
+        std::fs::create_dir_all(tmp.join("balena")).unwrap();
+        assert!(is_dir(root.path(), Path::new(BALENA_DIR)));
+    }
+
+    #[test]
+    fn without_openat2_a_symlink_below_the_root_is_refused() {
+        let open = |root: &Path, path: &str| {
+            let dir = open(root, OFlag::O_PATH | OFlag::O_DIRECTORY, Mode::empty()).unwrap();
+            open_without_symlinks(&dir, &relative(Path::new(path)).unwrap(), OFlag::O_RDONLY)
+                .map(|_| ())
+                .map_err(|err| err.raw_os_error())
+        };
+        let (root, _outside) = linked_root(|_| PathBuf::from("real-etc"));
+        assert_eq!(open(root.path(), "/real-etc/os-release"), Ok(()));
+        assert_eq!(
+            open(root.path(), "/etc/os-release"),
+            Err(Some(libc::ENOTDIR))
+        );
+        std::os::unix::fs::symlink("os-release", root.path().join("real-etc/link")).unwrap();
+        assert_eq!(open(root.path(), "/real-etc/link"), Err(Some(libc::ELOOP)));
+        assert_eq!(
+            open(root.path(), "/real-etc/missing"),
+            Err(Some(libc::ENOENT))
+        );
+    }
+
+    #[test]
+    fn a_parent_component_is_refused() {
+        assert_eq!(
+            relative(Path::new("/etc/os-release")).unwrap(),
+            Path::new("etc/os-release")
+        );
+        assert!(relative(Path::new("/tmp/../etc")).is_err());
     }
 
     #[test]

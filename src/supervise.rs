@@ -6,19 +6,35 @@
 //! because it shares our process group; those arrive here marked as sent by
 //! the kernel and are not forwarded again, so CMD sees them once. Signals
 //! sent by a process (`docker stop`, `kill`) are forwarded.
+//!
+//! With `-g` (tini's `-g`), CMD leads its own process group and forwarded
+//! signals go to the whole group, so what CMD started in the background
+//! gets them too. If our group was the terminal's foreground group, CMD's
+//! group takes the terminal (before it execs, as tini does): Ctrl-C and
+//! Ctrl-Z then reach CMD's group from the terminal, CMD can read the
+//! terminal, and the terminal comes back to our group when CMD stops or
+//! ends. Without a terminal to hand over, signals the kernel sends to our
+//! group (a Ctrl-C when stdin is not the terminal) are forwarded, since
+//! CMD's group no longer gets them.
+//!
+//! When CMD ends while processes it started are still running (orphans
+//! that came to us as subreaper or PID 1), one line says so before the lock
+//! is released: the lock no longer protects them.
 
 use std::ffi::{OsStr, OsString};
 use std::io;
+use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::CommandExt;
 use std::process::Command;
 
 use anyhow::Result;
 use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, FdFlag, fcntl};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-use nix::sys::signal::{Signal, kill, raise};
+use nix::sys::signal::{SigSet, SigmaskHow, Signal, kill, killpg, raise, sigprocmask};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
-use nix::unistd::{Pid, getpgid, getpgrp, getpid, getsid};
+use nix::unistd::{Pid, getpgid, getpgrp, getpid, getsid, isatty, tcgetpgrp, tcsetpgrp};
 use signal_hook::consts::signal::*;
 
 use crate::exit::{Exit, child_code, fail};
@@ -26,9 +42,36 @@ use crate::lock::{Held, Notify, release_all};
 use crate::signals::{Received, SignalWatch};
 use crate::ui::Ui;
 
+/// How `run` starts CMD.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// `-g`: CMD in its own process group, signals to the whole group.
+    pub group: bool,
+}
+
+/// Where forwarded signals go: CMD, or CMD's process group (`-g`).
+#[derive(Debug, Clone, Copy)]
+struct Child {
+    pid: Pid,
+    group: bool,
+    /// CMD's group was given the terminal (stdin) and gives it back.
+    terminal: bool,
+}
+
+impl Child {
+    fn signal(&self, sig: Signal) -> nix::Result<()> {
+        if self.group {
+            killpg(self.pid, sig)
+        } else {
+            kill(self.pid, sig)
+        }
+    }
+}
+
 /// Run `cmd` while holding `held`; returns the exit status to use.
 pub fn run_child(
     cmd: &[OsString],
+    options: Options,
     held: Vec<Held>,
     signals: &mut SignalWatch,
     ui: &Ui,
@@ -47,27 +90,44 @@ pub fn run_child(
         // while CMD runs, even if resin-lock itself is SIGKILLed.
         fcntl(lock.fd(), FcntlArg::F_SETFD(FdFlag::empty()))?;
     }
-    let child = match Command::new(program)
-        .args(args)
-        .env("RESIN_LOCK_HELD", held_paths(&held))
-        .spawn()
-    {
+    let mut command = Command::new(program);
+    command.args(args).env("RESIN_LOCK_HELD", held_paths(&held));
+    let terminal = options.group && we_have_the_terminal();
+    if terminal {
+        crate::sys::lead_group_with_terminal(&mut command);
+    } else if options.group {
+        command.process_group(0);
+    }
+    let child = match command.spawn() {
         Ok(child) => child,
         Err(err) => {
+            if terminal && foreground() != Some(getpgrp()) {
+                // CMD's group took the terminal, then exec failed.
+                set_foreground(getpgrp());
+            }
             release_all(held, notify)?;
-            return Err(spawn_error(program, &err));
+            return Err(fork_error(program, &err).unwrap_or_else(|| spawn_error(program, &err)));
         }
     };
-    let child = Pid::from_raw(child.id() as i32);
-    ui.verbose(|| format!("started {} as pid {child}", program.to_string_lossy()));
+    let child = Child {
+        pid: Pid::from_raw(child.id() as i32),
+        group: options.group,
+        terminal,
+    };
+    ui.verbose(|| format!("started {} as pid {}", program.to_string_lossy(), child.pid));
     let status = loop {
-        if let Some(status) = reap(child) {
-            break status;
+        match reap(child.pid, terminal) {
+            Some(Reaped::Ended(status)) => break status,
+            Some(Reaped::Stopped) => stop_with(child),
+            None => {}
         }
         let mut fds = [PollFd::new(signals.fd(), PollFlags::POLLIN)];
-        match poll(&mut fds, PollTimeout::NONE) {
-            Ok(_) | Err(Errno::EINTR) => {}
-            Err(err) => return Err(io::Error::from(err).into()),
+        // An error (out of memory for the poll table) must not end the
+        // wait with the lock held and CMD unwatched: try again shortly.
+        if let Err(err) = poll(&mut fds, PollTimeout::NONE)
+            && err != Errno::EINTR
+        {
+            std::thread::sleep(std::time::Duration::from_millis(100));
         }
         for received in signals.pending() {
             if received.signal != SIGCHLD {
@@ -75,13 +135,66 @@ pub fn run_child(
             }
         }
     };
+    if terminal && foreground() == Some(child.pid) {
+        set_foreground(getpgrp());
+    }
     let code = child_code(status);
+    let child = child.pid;
     ui.verbose(|| format!("pid {child} ended ({status:?}); releasing the lock"));
+    warn_leftovers(program, ui);
     if let Err(err) = release_all(held, notify) {
         eprintln!("resin-lock: {err:#}");
     }
-    reap(Pid::from_raw(-1));
+    reap(Pid::from_raw(-1), false);
     Ok(code)
+}
+
+/// Say which processes CMD left running: they came to us (as subreaper or
+/// PID 1) when their parent ended, and the lock no longer protects them.
+/// Without /proc nothing is said.
+fn warn_leftovers(program: &OsStr, ui: &Ui) {
+    if ui.quiet {
+        return;
+    }
+    let left = crate::sys::live_children();
+    if left.is_empty() {
+        return;
+    }
+    ui.warn(leftover_message(&program.to_string_lossy(), &left));
+}
+
+/// The line for `warn_leftovers`; at most 20 pids are listed.
+fn leftover_message(program: &str, left: &[Pid]) -> String {
+    const SHOWN: usize = 20;
+    let mut pids = left
+        .iter()
+        .take(SHOWN)
+        .map(|pid| pid.to_string())
+        .collect::<Vec<_>>()
+        .join(" ");
+    if left.len() > SHOWN {
+        pids.push_str(&format!(" and {} more", left.len() - SHOWN));
+    }
+    let (count, verb) = if left.len() == 1 {
+        ("1 process".to_owned(), "is")
+    } else {
+        (format!("{} processes", left.len()), "are")
+    };
+    format!(
+        "{program} ended, but {count} it started {verb} still running (pid {pids}); \
+         releasing the lock, which no longer protects them"
+    )
+}
+
+/// A failed fork (EAGAIN: the process limit; ENOMEM) is an operating system
+/// error (71), not a fault of CMD (126).
+fn fork_error(program: &OsStr, err: &io::Error) -> Option<anyhow::Error> {
+    matches!(err.raw_os_error(), Some(libc::EAGAIN | libc::ENOMEM)).then(|| {
+        fail(
+            Exit::OsErr,
+            format!("cannot start {}: {err}", program.to_string_lossy()),
+        )
+    })
 }
 
 /// The lock paths joined by ':' (paths need not be UTF-8).
@@ -109,29 +222,51 @@ fn spawn_error(program: &OsStr, err: &io::Error) -> anyhow::Error {
     }
 }
 
-/// Reap every child that has ended (exits merge into one SIGCHLD); return
-/// the main child's status once it has ended.
-fn reap(main: Pid) -> Option<WaitStatus> {
-    let mut ended = None;
-    loop {
-        match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => return ended,
-            Ok(status) if status.pid() == Some(main) => ended = Some(status),
-            Ok(_) | Err(Errno::EINTR) => {}
-            Err(_) => return ended,
-        }
-    }
+/// What `reap` saw of the main child.
+enum Reaped {
+    Ended(WaitStatus),
+    Stopped,
 }
 
-/// Pass a signal on to the child, unless the child got it already from the
-/// terminal or it was about ourselves.
-fn forward(received: Received, child: Pid, ui: &Ui) {
+/// Reap every child that has ended (exits merge into one SIGCHLD); return
+/// the main child's status once it has ended, or that it stopped (only
+/// asked for with `stops`: when CMD's group has the terminal).
+fn reap(main: Pid, stops: bool) -> Option<Reaped> {
+    let flags = if stops {
+        WaitPidFlag::WNOHANG | WaitPidFlag::WUNTRACED
+    } else {
+        WaitPidFlag::WNOHANG
+    };
+    let mut ended = None;
+    let mut stopped = false;
+    loop {
+        match waitpid(Pid::from_raw(-1), Some(flags)) {
+            Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => break,
+            Ok(WaitStatus::Stopped(pid, _)) if pid == main => stopped = true,
+            Ok(WaitStatus::Stopped(..)) | Err(Errno::EINTR) => {}
+            Ok(status) if status.pid() == Some(main) => ended = Some(status),
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    ended
+        .map(Reaped::Ended)
+        .or(stopped.then_some(Reaped::Stopped))
+}
+
+/// Pass a signal on to the child (or its group), unless the child got it
+/// already from the terminal or it was about ourselves.
+fn forward(received: Received, child: Child, ui: &Ui) {
     let signal = received.signal;
     if received.from_kernel {
-        let same_group = getpgid(Some(child)).ok() == Some(getpgrp());
+        let same_group = getpgid(Some(child.pid)).ok() == Some(getpgrp());
         let leader = getsid(None).ok() == Some(getpid());
         match signal {
             SIGTSTP | SIGTTIN | SIGTTOU => {
+                // Ctrl-Z stopped our group, which CMD's (-g) is not part of.
+                if signal == SIGTSTP && !same_group {
+                    let _ = child.signal(Signal::SIGTSTP);
+                }
                 stop_self_if_terminal_stop(received);
                 return;
             }
@@ -142,9 +277,58 @@ fn forward(received: Received, child: Pid, ui: &Ui) {
         }
     }
     if let Ok(sig) = Signal::try_from(signal) {
-        ui.verbose(|| format!("forwarding {sig} to pid {child}"));
-        let _ = kill(child, sig);
+        ui.verbose(|| {
+            let to = if child.group { "process group" } else { "pid" };
+            format!("forwarding {sig} to {to} {}", child.pid)
+        });
+        let _ = child.signal(sig);
     }
+}
+
+/// Whether stdin is a terminal whose foreground process group is ours: the
+/// terminal `-g` hands over to CMD's group.
+fn we_have_the_terminal() -> bool {
+    let stdin = io::stdin();
+    isatty(stdin.as_fd()).unwrap_or(false) && foreground() == Some(getpgrp())
+}
+
+/// The foreground process group of the terminal on stdin.
+fn foreground() -> Option<Pid> {
+    tcgetpgrp(io::stdin().as_fd()).ok()
+}
+
+/// Make `group` the terminal's foreground group. SIGTTOU is blocked
+/// meanwhile: a background group (ours, while CMD's has the terminal) may
+/// then take the terminal instead of being stopped.
+fn set_foreground(group: Pid) {
+    let mut ttou = SigSet::empty();
+    ttou.add(Signal::SIGTTOU);
+    let mut old = SigSet::empty();
+    if sigprocmask(SigmaskHow::SIG_BLOCK, Some(&ttou), Some(&mut old)).is_err() {
+        return;
+    }
+    let _ = tcsetpgrp(io::stdin().as_fd(), group);
+    let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&old), None);
+}
+
+/// CMD's group, which has the terminal, was stopped (Ctrl-Z): give the
+/// terminal back to our group and stop too, so the shell sees the job stop.
+/// Once continued in the foreground (`fg`), hand the terminal back to CMD's
+/// group; continue it either way. As PID 1 nobody would continue us: CMD
+/// stays stopped until someone continues it.
+fn stop_with(child: Child) {
+    if !child.terminal || getpid().as_raw() == 1 {
+        return;
+    }
+    let ours = getpgrp();
+    if foreground() == Some(child.pid) {
+        set_foreground(ours);
+    }
+    let _ = raise(Signal::SIGSTOP);
+    if foreground() == Some(ours) {
+        set_foreground(child.pid);
+    }
+    let _ = child.signal(Signal::SIGCONT);
 }
 
 /// Ctrl-Z (or a background read/write) from the terminal stopped the
@@ -155,5 +339,46 @@ pub fn stop_self_if_terminal_stop(received: Received) {
         && getpid().as_raw() != 1
     {
         let _ = raise(Signal::SIGSTOP);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exit::code_of;
+
+    #[test]
+    fn a_fork_without_resources_is_an_os_error() {
+        let program = OsStr::new("job");
+        for errno in [libc::EAGAIN, libc::ENOMEM] {
+            let err = fork_error(program, &io::Error::from_raw_os_error(errno)).unwrap();
+            assert_eq!(code_of(&err), Exit::OsErr.code());
+            assert!(
+                format!("{err:#}").starts_with("cannot start job: "),
+                "{err:#}"
+            );
+        }
+        for errno in [libc::ENOENT, libc::EACCES, libc::ENOEXEC, libc::E2BIG] {
+            assert!(fork_error(program, &io::Error::from_raw_os_error(errno)).is_none());
+        }
+    }
+
+    #[test]
+    fn leftovers_are_counted_and_listed() {
+        let pids = |n: i32| (100..100 + n).map(Pid::from_raw).collect::<Vec<_>>();
+        assert_eq!(
+            leftover_message("job", &pids(1)),
+            "job ended, but 1 process it started is still running (pid 100); \
+             releasing the lock, which no longer protects them"
+        );
+        assert!(
+            leftover_message("job", &pids(2))
+                .contains("2 processes it started are still running (pid 100 101);")
+        );
+        let many = leftover_message("job", &pids(25));
+        assert!(many.contains("25 processes"), "{many}");
+        assert!(many.contains("(pid 100 101 "), "{many}");
+        assert!(many.contains(" 119 and 5 more);"), "{many}");
+        assert!(!many.contains("120"), "{many}");
     }
 }

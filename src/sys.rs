@@ -278,6 +278,96 @@ pub fn process_cmdline(pid: Pid) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Make `cmd`'s child the leader of a new process group and the foreground
+/// process group of the terminal on its stdin before it execs, as tini's
+/// `-g` does: from the child itself, so CMD never runs in the background
+/// of its own terminal. No terminal (ENOTTY, ENXIO) is not an error.
+pub fn lead_group_with_terminal(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: `take_terminal` runs in the forked child between fork and
+    // exec; it only makes async-signal-safe system calls (setpgid,
+    // sigprocmask, tcsetpgrp, getpid), allocates nothing and takes no lock.
+    unsafe {
+        cmd.pre_exec(take_terminal);
+    }
+}
+
+/// The child side of `lead_group_with_terminal`.
+fn take_terminal() -> io::Result<()> {
+    use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
+    nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0))?;
+    // A background group's tcsetpgrp is stopped by SIGTTOU unless blocked.
+    let mut ttou = SigSet::empty();
+    ttou.add(Signal::SIGTTOU);
+    let mut old = SigSet::empty();
+    sigprocmask(SigmaskHow::SIG_BLOCK, Some(&ttou), Some(&mut old))?;
+    // SAFETY: tcsetpgrp and getpid take plain integers and touch no memory
+    // of ours; fd 0 may be anything, and any failure is only reported.
+    let taken = unsafe { libc::tcsetpgrp(0, libc::getpid()) };
+    let err = io::Error::last_os_error();
+    sigprocmask(SigmaskHow::SIG_SETMASK, Some(&old), None)?;
+    match err.raw_os_error() {
+        _ if taken == 0 => Ok(()),
+        Some(libc::ENOTTY | libc::ENXIO) => Ok(()),
+        _ => Err(err),
+    }
+}
+
+/// Our children that are still running (not zombies), e.g. orphans of
+/// `run`'s command adopted as subreaper or PID 1. Empty without /proc.
+pub fn live_children() -> Vec<Pid> {
+    let me = std::process::id();
+    // Where the kernel lists each task's children (CONFIG_PROC_CHILDREN;
+    // resin-lock has one task: one small read) …
+    let listed = fs::read_dir(format!("/proc/{me}/task")).and_then(|tasks| {
+        let mut pids = Vec::new();
+        for task in tasks {
+            let bytes = read_proc(task?.path().join("children"))?;
+            pids.extend(
+                String::from_utf8_lossy(&bytes)
+                    .split_whitespace()
+                    .filter_map(|pid| pid.parse::<i32>().ok()),
+            );
+        }
+        Ok(pids)
+    });
+    let candidates = match listed {
+        Ok(pids) => pids,
+        // … else every process's parent.
+        Err(_) => match fs::read_dir("/proc") {
+            Ok(procs) => procs
+                .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
+                .collect(),
+            Err(_) => return Vec::new(),
+        },
+    };
+    let me = i32::try_from(me).unwrap_or(0);
+    let mut live: Vec<Pid> = candidates
+        .into_iter()
+        .filter(|&pid| {
+            read_proc(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|stat| parse_stat(&stat))
+                .is_some_and(|(state, ppid)| ppid == me && state != b'Z' && state != b'X')
+        })
+        .map(Pid::from_raw)
+        .collect();
+    live.sort_unstable();
+    live
+}
+
+/// The state letter and the parent pid in a `/proc/PID/stat` line. The
+/// command name in parentheses may hold anything, spaces and ')' included:
+/// the fields start after its last ')'.
+fn parse_stat(stat: &[u8]) -> Option<(u8, i32)> {
+    let close = stat.iter().rposition(|&b| b == b')')?;
+    let rest = std::str::from_utf8(&stat[close + 1..]).ok()?;
+    let mut fields = rest.split_whitespace();
+    let state = *fields.next()?.as_bytes().first()?;
+    let ppid = fields.next()?.parse().ok()?;
+    Some((state, ppid))
+}
+
 /// The most descriptors one message to the keeper carries.
 pub const MAX_PASSED_FDS: usize = 64;
 /// The most lock paths one `acquire` hands to its keeper (a file and its
@@ -417,6 +507,45 @@ mod tests {
 
         drop(file);
         assert!(lock_within(&other, Duration::from_secs(5)).unwrap());
+    }
+
+    #[test]
+    fn stat_lines_give_state_and_parent_whatever_the_name() {
+        assert_eq!(parse_stat(b"42 (sleep) S 7 42 42 0"), Some((b'S', 7)));
+        assert_eq!(
+            parse_stat(b"42 (a) Z 9 (b) S 7 42 42 0"),
+            Some((b'S', 7)),
+            "the fields start after the last ')'"
+        );
+        assert_eq!(parse_stat(b"42 (x) R"), None);
+        assert_eq!(parse_stat(b"garbage"), None);
+        assert_eq!(parse_stat(b""), None);
+    }
+
+    #[test]
+    fn live_children_lists_running_children_only() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("1000")
+            .spawn()
+            .unwrap();
+        let pid = Pid::from_raw(child.id() as i32);
+        assert!(live_children().contains(&pid));
+        child.kill().unwrap();
+        // A zombie until reaped: not running any more.
+        let zombie = || {
+            read_proc(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|stat| parse_stat(&stat))
+                .is_some_and(|(state, _)| state == b'Z')
+        };
+        let start = std::time::Instant::now();
+        while !zombie() {
+            assert!(start.elapsed() < Duration::from_secs(60), "never a zombie");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(!live_children().contains(&pid));
+        child.wait().unwrap();
+        assert!(!live_children().contains(&pid));
     }
 
     #[test]

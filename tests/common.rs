@@ -90,6 +90,39 @@ pub fn wait_for_file(path: &Path) {
     wait_until(&format!("{} to appear", path.display()), || path.exists());
 }
 
+/// Run `cmd` to its end (stdin null, output captured), SIGKILLing it if it
+/// still runs after a bound far past anything it should take: a hang guard
+/// for tests of things that used to hang, not a timing assertion.
+pub fn output_or_kill(mut cmd: Command) -> std::process::Output {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let pid = child.id().to_string();
+    let done = Arc::new(AtomicBool::new(false));
+    let guard = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let start = Instant::now();
+            while !done.load(Ordering::SeqCst) {
+                if start.elapsed() > Duration::from_secs(60) {
+                    let _ = Command::new("kill").args(["-KILL", &pid]).status();
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    let out = child.wait_with_output().expect("wait");
+    done.store(true, Ordering::SeqCst);
+    guard.join().expect("guard");
+    out
+}
+
 /// Spawn a command with stdio detached from the test harness.
 pub fn spawn_quiet(mut cmd: Command) -> Child {
     cmd.stdin(Stdio::null())

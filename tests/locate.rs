@@ -519,3 +519,180 @@ fn a_persistent_lock_from_a_previous_boot_is_taken_over() {
     device.cmd(&["release"]).assert().success();
     assert_eq!(names_in(&device.at("data")), Vec::<String>::new());
 }
+
+/// SPEC 7: an empty RESIN_LOCK_PATH or RESIN_LOCK_ROOT (compose's `${VAR}`
+/// with VAR unset) counts as unset, for every command; so does any empty
+/// BALENA_/RESIN_ detection variable.
+#[test]
+fn empty_variables_count_as_unset() {
+    let device = Device::new(&[
+        ("BALENA_APP_LOCK_PATH", ""),
+        ("RESIN_APP_LOCK_PATH", ""),
+        ("BALENA_SUPERVISOR_VERSION", ""),
+        ("RESIN_SUPERVISOR_VERSION", "3.0.0"),
+        ("BALENA_HOST_OS_VERSION", ""),
+        ("RESIN_HOST_OS_VERSION", ""),
+        ("RESIN_LOCK_PATH", ""),
+        ("RESIN_LOCK_ROOT", ""),
+    ]);
+    let (code, json) = device.status_json();
+    assert_eq!(code, 0, "{json}");
+    assert_eq!(json["detection"]["rule"], 2, "{json}");
+    assert_eq!(Device::paths(&json), device.expected(&[PERSISTENT]));
+    device.cmd(&["run", "--", "true"]).assert().success();
+    device.cmd(&["acquire", "-n"]).assert().success();
+    assert!(device.at(PERSISTENT).exists());
+    device.cmd(&["release"]).assert().success();
+    assert!(!device.at(PERSISTENT).exists());
+
+    // RESIN_LOCK_ROOT empty next to a real RESIN_LOCK_PATH.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let lock = elsewhere.path().join("x.lock");
+    resin_lock()
+        .env("RESIN_LOCK_ROOT", "")
+        .env("RESIN_LOCK_PATH", &lock)
+        .args(["run", "--", "test", "-e"])
+        .arg(&lock)
+        .assert()
+        .success();
+}
+
+/// RESIN_LOCK_PATH may hold several paths joined by ':', as RESIN_LOCK_HELD
+/// gives them: a nested resin-lock locks the same files.
+#[test]
+fn resin_lock_path_holds_several_paths() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a.lock"), dir.path().join("b.lock"));
+    let joined = format!("{}:{}", a.display(), b.display());
+    let out = resin_lock()
+        .env("RESIN_LOCK_PATH", &joined)
+        .args(["status", "--json"])
+        .output()
+        .unwrap();
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        Device::paths(&json),
+        [a.to_str().unwrap(), b.to_str().unwrap()]
+    );
+    // Both are taken, and handed on as they came.
+    resin_lock()
+        .env("RESIN_LOCK_PATH", &joined)
+        .args(["run", "--", "sh", "-c"])
+        .arg(format!(
+            r#"test -s {a} && test -s {b} && test "$RESIN_LOCK_HELD" = "{joined}""#,
+            a = a.display(),
+            b = b.display()
+        ))
+        .assert()
+        .success();
+    assert_eq!(names_in(dir.path()), Vec::<String>::new());
+}
+
+/// SPEC 7: a --root (or RESIN_LOCK_ROOT) that does not exist is a usage
+/// error naming it, and nothing is created.
+#[test]
+fn a_missing_root_is_a_usage_error_and_is_not_created() {
+    let parent = tempfile::tempdir().unwrap();
+    let missing = parent.path().join("no-such-root");
+    for args in [&["run", "--", "true"][..], &["acquire", "-n"], &["status"]] {
+        resin_lock()
+            .arg("--root")
+            .arg(&missing)
+            .args(args)
+            .assert()
+            .code(64)
+            .stderr(contains(missing.to_str().unwrap()).and(contains("no such directory")));
+        resin_lock()
+            .env("RESIN_LOCK_ROOT", &missing)
+            .args(args)
+            .assert()
+            .code(64)
+            .stderr(contains(missing.to_str().unwrap()));
+    }
+    let file = parent.path().join("file");
+    fs::write(&file, "").unwrap();
+    resin_lock()
+        .arg("--root")
+        .arg(&file)
+        .args(["run", "--", "true"])
+        .assert()
+        .code(64)
+        .stderr(contains("not a directory"));
+    assert_eq!(names_in(parent.path()), ["file"]);
+}
+
+/// `status --json` of a device, with a hang guard; exit code and JSON.
+fn status_guarded(device: &Device) -> (Option<i32>, Value) {
+    let out = output_or_kill(device.cmd(&["status", "--json"]));
+    let json = serde_json::from_slice(&out.stdout).unwrap_or_else(|err| {
+        panic!(
+            "status JSON ({:?}): {err}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code(), json)
+}
+
+/// SPEC 3, issue 12: `ROOT/etc/os-release` as a FIFO must not hang
+/// `status` (it used to block in open forever); it is not read.
+#[test]
+fn a_fifo_at_os_release_does_not_hang_status() {
+    let device = Device::new(&[]);
+    fs::create_dir_all(device.at("etc")).unwrap();
+    nix::unistd::mkfifo(
+        &device.at("etc/os-release"),
+        nix::sys::stat::Mode::from_bits_truncate(0o644),
+    )
+    .unwrap();
+    let (code, json) = status_guarded(&device);
+    assert_eq!(code, Some(0), "{json}");
+    assert_eq!(json["detection"]["rule"], 10, "{json}");
+    assert_eq!(json["detection"]["os_version_raw"], Value::Null, "{json}");
+    // A directory there is not read either.
+    fs::remove_file(device.at("etc/os-release")).unwrap();
+    fs::create_dir(device.at("etc/os-release")).unwrap();
+    assert_eq!(status_guarded(&device).1["detection"]["rule"], 10);
+}
+
+/// SPEC 3: an absolute symlink under the root resolves inside it, as in the
+/// container: `ROOT/tmp -> /elsewhere` must not make detection see
+/// `/elsewhere/balena` (with `ROOT/tmp -> /tmp`: the host's /tmp/balena),
+/// nor `ROOT/etc -> /elsewhere/etc` the os-release there.
+#[test]
+fn absolute_symlinks_under_the_root_do_not_reach_the_host() {
+    let host = tempfile::tempdir().unwrap();
+    fs::create_dir_all(host.path().join("balena")).unwrap();
+    fs::create_dir_all(host.path().join("etc")).unwrap();
+    fs::write(host.path().join("etc/os-release"), RESIN_OS_1).unwrap();
+
+    let device = Device::new(&[]);
+    std::os::unix::fs::symlink(host.path(), device.at("tmp")).unwrap();
+    let (code, json) = status_guarded(&device);
+    assert_eq!(code, Some(0), "{json}");
+    assert_eq!(json["detection"]["rule"], 10, "{json}");
+    assert_eq!(json["detection"]["tmp_balena_is_dir"], false, "{json}");
+
+    let device = Device::new(&[]);
+    std::os::unix::fs::symlink(host.path().join("etc"), device.at("etc")).unwrap();
+    let (_, json) = status_guarded(&device);
+    assert_eq!(json["detection"]["rule"], 10, "{json}");
+    assert_eq!(json["detection"]["os_version_raw"], Value::Null, "{json}");
+}
+
+/// The same links resolved inside the root are followed: balenaOS (Yocto)
+/// has `/etc/os-release -> ../usr/lib/os-release`, and an absolute link
+/// means the root's own file, not the host's.
+#[test]
+fn symlinks_inside_the_root_are_followed_there() {
+    for target in ["../usr/lib/os-release", "/usr/lib/os-release"] {
+        let device = Device::new(&[]);
+        fs::create_dir_all(device.at("usr/lib")).unwrap();
+        fs::create_dir_all(device.at("etc")).unwrap();
+        fs::write(device.at("usr/lib/os-release"), RESIN_OS_1).unwrap();
+        std::os::unix::fs::symlink(target, device.at("etc/os-release")).unwrap();
+        let (_, json) = status_guarded(&device);
+        assert_eq!(json["detection"]["rule"], 8, "{target}: {json}");
+        assert_eq!(json["detection"]["os_version_raw"], "Resin OS 1.24.0");
+    }
+}

@@ -179,14 +179,59 @@ fn every_forwarded_signal_reaches_the_child_once() {
     assert!(!s.lock().exists());
 }
 
-#[test]
-fn ctrl_c_at_a_terminal_reaches_the_child_once() {
+/// `ctrlc.py`: type Ctrl-C at `run [OPTIONS] -- sigchild.py` in a
+/// pseudo-terminal; the child must log it once (then USR1, which ends it).
+fn ctrl_c_reaches_the_child_once(options: &[&str], stdin_null: bool) {
     let s = Scratch::new();
-    let out = Command::new("python3")
-        .arg(fixture("ctrlc.py"))
+    let mut cmd = Command::new("python3");
+    cmd.arg(fixture("ctrlc.py"))
         .arg(env!("CARGO_BIN_EXE_resin-lock"))
         .arg(s.lock())
         .arg(s.path("log"))
+        .arg(s.path("ready"))
+        .args(options);
+    if stdin_null {
+        cmd.env("CTRLC_STDIN", "null");
+    }
+    let out = cmd.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("log=INT,USR1\n"), "{stdout}");
+    assert!(stdout.contains("exit=7\n"), "{stdout}");
+    assert!(!s.lock().exists());
+}
+
+#[test]
+fn ctrl_c_at_a_terminal_reaches_the_child_once() {
+    ctrl_c_reaches_the_child_once(&[], false);
+}
+
+/// With -g, CMD's group has the terminal: Ctrl-C reaches it from there.
+#[test]
+fn ctrl_c_at_a_terminal_reaches_a_group_once() {
+    ctrl_c_reaches_the_child_once(&["-g"], false);
+}
+
+/// With -g and stdin not the terminal, the terminal stays with our group:
+/// the kernel's SIGINT comes to resin-lock alone and is forwarded.
+#[test]
+fn ctrl_c_is_forwarded_to_a_group_without_the_terminal() {
+    ctrl_c_reaches_the_child_once(&["-g"], true);
+}
+
+/// With -g, Ctrl-Z at an interactive shell stops the job (CMD's group and
+/// resin-lock) and `fg` continues it with the terminal back in CMD's group.
+#[test]
+fn group_job_stops_and_continues_at_a_shell() {
+    let s = Scratch::new();
+    let out = Command::new("python3")
+        .arg(fixture("tty_jobs.py"))
+        .arg(env!("CARGO_BIN_EXE_resin-lock"))
+        .arg(s.lock())
         .arg(s.path("ready"))
         .output()
         .unwrap();
@@ -196,8 +241,59 @@ fn ctrl_c_at_a_terminal_reaches_the_child_once() {
         "{stdout}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains("log=INT,USR1\n"), "{stdout}");
-    assert!(stdout.contains("exit=7\n"), "{stdout}");
+    for text in ["Stopped", "got:hello", "rc=0"] {
+        assert!(stdout.contains(text), "{text:?} in {stdout}");
+    }
+    assert!(!s.lock().exists());
+}
+
+/// With -g at a terminal, CMD's group is the foreground group (CMD can
+/// read the terminal), and the terminal comes back to the caller's group
+/// when CMD ends (the calling shell can read it again).
+#[test]
+fn group_takes_the_terminal_and_gives_it_back() {
+    let s = Scratch::new();
+    let out = Command::new("python3")
+        .arg(fixture("tty_group.py"))
+        .arg(env!("CARGO_BIN_EXE_resin-lock"))
+        .arg(s.lock())
+        .arg(s.path("ready"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for line in ["got:hello\n", "rc=0\n", "after:again\n", "exit=0\n"] {
+        assert!(stdout.contains(line), "{line:?} in {stdout}");
+    }
+    assert!(!s.lock().exists());
+}
+
+/// The same when CMD is not found: its group took the terminal before
+/// exec failed, and the caller's group gets it back.
+#[test]
+fn group_gives_the_terminal_back_when_cmd_is_not_found() {
+    let s = Scratch::new();
+    let out = Command::new("python3")
+        .arg(fixture("tty_group.py"))
+        .arg(env!("CARGO_BIN_EXE_resin-lock"))
+        .arg(s.lock())
+        .arg(s.path("ready"))
+        .arg("missing")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for line in ["rc=127\n", "after:again\n", "exit=0\n"] {
+        assert!(stdout.contains(line), "{line:?} in {stdout}");
+    }
     assert!(!s.lock().exists());
 }
 
@@ -343,4 +439,265 @@ fn run_contention_never_overlaps() {
     run_workers(&loop_script, 4);
     assert_counted_without_overlap(&counter, &overlaps, 4 * rounds);
     assert_eq!(s.leftovers(&["counter"]), Vec::<String>::new());
+}
+
+/// A `run` holding the lock until dropped (its child reads stdin).
+struct Holder {
+    run: std::process::Child,
+}
+
+impl Holder {
+    fn start(s: &Scratch) -> Holder {
+        let ready = s.path("holder-ready");
+        let script = format!("touch {}; read x || true", ready.display());
+        let run = s
+            .cmd(&["run", "--", "sh", "-c", &script])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_for_file(&ready);
+        Holder { run }
+    }
+}
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        drop(self.run.stdin.take());
+        let _ = self.run.wait();
+    }
+}
+
+/// SPEC 4: `-w1` is a timeout, not the command (it used to wait forever).
+#[test]
+fn attached_timeout_gives_up_on_a_held_lock() {
+    let s = Scratch::new();
+    let holder = Holder::start(&s);
+    let out = output_or_kill(s.cmd(&["run", "-w1", "--", "true"]));
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let out = output_or_kill(s.cmd(&["run", "--timeout=1", "-E", "75", "true"]));
+    assert_eq!(out.status.code(), Some(75), "{out:?}");
+    drop(holder);
+    assert!(!s.lock().exists());
+}
+
+/// `-E75` after `-n` is the conflict exit code, not the command.
+#[test]
+fn nonblock_with_attached_exit_code_exits_with_it() {
+    let s = Scratch::new();
+    let holder = Holder::start(&s);
+    s.cmd(&["run", "-n", "-E75", "--", "true"])
+        .assert()
+        .code(75);
+    s.cmd(&["run", "-nE75", "true"]).assert().code(75);
+    drop(holder);
+    // Free: the options still parse, and CMD with its own options runs.
+    s.cmd(&["run", "-n", "-E75", "sh", "-c", "exit 4", "-n"])
+        .assert()
+        .code(4);
+}
+
+/// An unknown option is a usage error before any lock is taken: with a
+/// missing parent directory, any attempt to lock would be exit 73.
+#[test]
+fn unknown_option_is_a_usage_error_and_never_the_command() {
+    let s = Scratch::new();
+    let lock = s.path("missing/updates.lock");
+    for args in [
+        &["run", "--timout", "5", "--", "x"][..],
+        &["run", "-n", "-Z", "--", "true"],
+        &["run", "-w", "abc", "--", "true"],
+    ] {
+        resin_lock()
+            .arg("--path")
+            .arg(&lock)
+            .args(args)
+            .assert()
+            .code(64)
+            .stderr(contains(args[1]).or(contains(args[2])));
+    }
+    s.cmd(&["run", "--timout", "5", "--", "x"])
+        .assert()
+        .code(64)
+        .stderr(contains("--timout"));
+    assert_eq!(s.leftovers(&[]), Vec::<String>::new(), "no lock file made");
+}
+
+/// Start `run [ARGS] -- sh -c 'sleep 1000 & echo $! > bgpid; wait'` and
+/// wait until the background sleep's pid is written.
+fn start_with_background_job(s: &Scratch, args: &[&str]) -> (std::process::Child, i32) {
+    let bgpid = s.path("bgpid");
+    let script = format!(
+        "sleep 1000 >/dev/null 2>&1 & echo $! > {b}.tmp && mv {b}.tmp {b}; wait",
+        b = bgpid.display()
+    );
+    let mut cmd = s.cmd(&["run"]);
+    cmd.args(args).args(["--", "sh", "-c", &script]);
+    let run = spawn_quiet(cmd);
+    wait_for_file(&bgpid);
+    (run, read_pid(&bgpid))
+}
+
+/// SPEC 5, tini's -g: `docker stop` (SIGTERM to resin-lock) also reaches
+/// what CMD started in the background.
+#[test]
+fn group_forwards_signals_to_the_whole_process_group() {
+    let s = Scratch::new();
+    let (run, sleeper) = start_with_background_job(&s, &["-g"]);
+    let _cleanup = KillOnDrop(sleeper);
+    Command::new("kill")
+        .args(["-TERM", &run.id().to_string()])
+        .assert()
+        .success();
+    let out = run.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(143), "{out:?}");
+    wait_until("the background job to get SIGTERM too", || !alive(sleeper));
+    assert!(!s.lock().exists());
+}
+
+/// Without -g only CMD gets the signal: its background job runs on, and
+/// resin-lock says so before it releases the lock.
+#[test]
+fn without_group_the_background_job_runs_on_and_is_named() {
+    let s = Scratch::new();
+    let (run, sleeper) = start_with_background_job(&s, &[]);
+    let _cleanup = KillOnDrop(sleeper);
+    Command::new("kill")
+        .args(["-TERM", &run.id().to_string()])
+        .assert()
+        .success();
+    let out = run.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(143), "{out:?}");
+    assert!(alive(sleeper), "only CMD got SIGTERM");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "1 process it started is still running (pid {sleeper})"
+        )),
+        "{stderr}"
+    );
+    assert!(!s.lock().exists());
+}
+
+/// SPEC 5: CMD ends while what it started runs on: one line with how many
+/// and their pids, before the lock is released; nothing with -q.
+#[test]
+fn leftover_children_are_named_before_the_release() {
+    let s = Scratch::new();
+    let pids = s.path("pids");
+    // Two orphans, with their output away from resin-lock's pipes.
+    let script = format!(
+        "exec >/dev/null 2>&1; sleep 1000 & a=$!; sleep 1000 & echo $a $! > {p}.tmp && mv {p}.tmp {p}",
+        p = pids.display()
+    );
+    let out = s.cmd(&["run", "--", "sh", "-c", &script]).output().unwrap();
+    let text = fs::read_to_string(&pids).unwrap();
+    let orphans: Vec<i32> = text
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect();
+    let _cleanup: Vec<KillOnDrop> = orphans.iter().map(|&p| KillOnDrop(p)).collect();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "sh ended, but 2 processes it started are still running (pid {} {})",
+            orphans[0].min(orphans[1]),
+            orphans[0].max(orphans[1])
+        )) && stderr.contains("no longer protects them"),
+        "{stderr}"
+    );
+    assert!(orphans.iter().all(|&p| alive(p)));
+
+    let quiet = s
+        .cmd(&["-q", "run", "--", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    let text = fs::read_to_string(&pids).unwrap();
+    let _more: Vec<KillOnDrop> = text
+        .split_whitespace()
+        .map(|p| KillOnDrop(p.parse().unwrap()))
+        .collect();
+    assert_eq!(quiet.status.code(), Some(0));
+    assert_eq!(String::from_utf8_lossy(&quiet.stderr), "");
+    assert!(!s.lock().exists());
+}
+
+/// The line comes while the lock is still held: with resin-lock's stderr a
+/// full pipe, it blocks in writing the line, and the lock file is there.
+#[test]
+fn the_leftover_line_comes_before_the_lock_is_released() {
+    use std::io::Read;
+    use std::os::fd::AsFd;
+
+    let s = Scratch::new();
+    let (reader, writer) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+    let _ = nix::fcntl::fcntl(writer.as_fd(), nix::fcntl::FcntlArg::F_SETPIPE_SZ(4096));
+    let flags = nix::fcntl::OFlag::from_bits_truncate(
+        nix::fcntl::fcntl(writer.as_fd(), nix::fcntl::FcntlArg::F_GETFL).unwrap(),
+    );
+    let set_flags = |flags| {
+        nix::fcntl::fcntl(writer.as_fd(), nix::fcntl::FcntlArg::F_SETFL(flags)).unwrap();
+    };
+    set_flags(flags | nix::fcntl::OFlag::O_NONBLOCK);
+    let mut filled = 0;
+    while nix::unistd::write(&writer, &[b'.'; 512]).is_ok() {
+        filled += 512;
+    }
+    set_flags(flags);
+    let pid = s.path("pid");
+    let script = format!(
+        "sleep 1000 >/dev/null 2>&1 & echo $! > {p}.tmp && mv {p}.tmp {p}",
+        p = pid.display()
+    );
+    let mut run = s
+        .cmd(&["run", "--", "sh", "-c", &script])
+        .stderr(Stdio::from(writer))
+        .spawn()
+        .unwrap();
+    wait_for_file(&pid);
+    let _cleanup = KillOnDrop(read_pid(&pid));
+    // Blocked in write(2) on fd 2: /proc/PID/syscall starts "NR 0x2 ".
+    let blocked = format!("{} 0x2 ", libc::SYS_write);
+    wait_until("resin-lock to block writing to stderr", || {
+        fs::read_to_string(format!("/proc/{}/syscall", run.id()))
+            .is_ok_and(|text| text.starts_with(&blocked))
+    });
+    assert!(s.lock().exists(), "still held while it says so");
+    // Reading to the end drains the pipe; the line is after the filler.
+    let drain = std::thread::spawn(move || {
+        let mut text = Vec::new();
+        fs::File::from(reader).read_to_end(&mut text).unwrap();
+        text
+    });
+    assert!(run.wait().unwrap().success());
+    assert!(!s.lock().exists());
+    let text = drain.join().unwrap();
+    let said = String::from_utf8_lossy(&text[filled..]);
+    assert!(
+        said.contains("1 process it started is still running"),
+        "{said}"
+    );
+}
+
+/// SPEC 5: a failed fork is an OS error (71), not "not executable" (126),
+/// and the lock is released. As a uid of its own with a process limit of
+/// one, resin-lock is that one process: its fork fails with EAGAIN.
+#[test]
+fn a_failed_fork_is_71_and_releases_the_lock() {
+    let s = Scratch::new();
+    fs::set_permissions(s.dir.path(), fs::Permissions::from_mode(0o777)).unwrap();
+    Command::new("setpriv")
+        .args(["--reuid", "48713", "--regid", "48713", "--clear-groups"])
+        .args(["prlimit", "--nproc=1"])
+        .arg(env!("CARGO_BIN_EXE_resin-lock"))
+        .arg("--path")
+        .arg(s.lock())
+        .args(["run", "--", "true"])
+        .env_remove("RESIN_LOCK_PATH")
+        .assert()
+        .code(71)
+        .stderr(contains("cannot start true"));
+    assert_eq!(s.leftovers(&[]), Vec::<String>::new());
 }

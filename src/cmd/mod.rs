@@ -6,9 +6,9 @@ pub mod release;
 pub mod run;
 pub mod status;
 
-use anyhow::Result;
-
 use std::path::Path;
+
+use anyhow::Result;
 
 use crate::cli::{Cli, Command, WaitArgs};
 use crate::exit::{Exit, fail};
@@ -41,6 +41,9 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
             ),
         ));
     }
+    if let Some(root) = &cli.root {
+        check_root(root)?;
+    }
     let ctx = Context {
         ui,
         locations: locate::resolve(&cli.paths, cli.root.as_deref()),
@@ -64,6 +67,24 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
         Command::Status(args) => status::run(&ctx, args),
         Command::ForceUpdate => force_update::run(&ctx),
     }
+}
+
+/// `--root` (or RESIN_LOCK_ROOT) must name an existing directory: a typo
+/// must not make resin-lock create a new tree and lock there.
+fn check_root(root: &Path) -> Result<()> {
+    let why = match std::fs::metadata(root) {
+        Ok(meta) if meta.is_dir() => return Ok(()),
+        Ok(_) => "not a directory".to_owned(),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => "no such directory".to_owned(),
+        Err(err) => err.to_string(),
+    };
+    Err(fail(
+        Exit::Usage,
+        format!(
+            "root directory {} (--root or RESIN_LOCK_ROOT): {why}",
+            root.display()
+        ),
+    ))
 }
 
 /// Supervisors >= v13.1 treat lock files owned by uid 65534 as their own and

@@ -34,7 +34,8 @@ pub fn run(ctx: &Context, args: RunArgs) -> Result<u8> {
         &mut signals,
         &notify,
     )?;
-    let code = supervise::run_child(&args.cmd, held, &mut signals, &ctx.ui, &notify);
+    let options = supervise::Options { group: args.group };
+    let code = supervise::run_child(&args.cmd, options, held, &mut signals, &ctx.ui, &notify);
     // Unregistering 14 handlers one by one is a tenth of our start-up cost;
     // the process is about to exit, which drops them all at once.
     std::mem::forget(signals);

@@ -261,6 +261,15 @@ fn signals() -> Roff {
                      a hangup) already reaches CMD, which shares resin-lock's process group, \
                      so it is not sent a second time: CMD gets it exactly once. Ctrl-Z stops \
                      resin-lock together with CMD, so the shell sees the job stop.",
+                    "With -g, CMD leads its own process group and forwarded signals go to \
+                     the whole group, so what CMD started in the background gets them too. \
+                     If resin-lock's group is the foreground group of the terminal on stdin, \
+                     CMD's group takes the terminal before CMD starts (as tini -g does): \
+                     terminal signals reach it directly, Ctrl-Z stops CMD and then \
+                     resin-lock, fg gives the terminal back to CMD's group, and the terminal \
+                     returns to resin-lock's group when CMD ends. Otherwise a signal the \
+                     kernel sends to resin-lock's group (a Ctrl-C with stdin redirected) is \
+                     forwarded to CMD's group.",
                 ],
             ),
             (
@@ -268,6 +277,10 @@ fn signals() -> Roff {
                 vec![
                     "When CMD ends, resin-lock releases the lock, then exits with CMD's \
                      status, or with 128+S if CMD was killed by signal S.",
+                    "If processes that CMD started are still running when CMD ends (they \
+                     came to resin-lock as subreaper or PID 1), one line on stderr says how \
+                     many and their pids before the lock is released: it no longer protects \
+                     them (not with -q).",
                     "If resin-lock itself is killed with SIGKILL, CMD keeps the inherited \
                      locked descriptor, so the lock stays held for as long as CMD (or \
                      anything it started with the descriptor) runs; the file left behind \
@@ -368,11 +381,15 @@ fn environment() -> Roff {
         &[
             (
                 vars(&["RESIN_LOCK_PATH"]),
-                vec!["One lock path, as --path; overrides detection."],
+                vec![
+                    "The lock paths, as --path: one, or several joined by ':' (as \
+                     RESIN_LOCK_HELD gives them); overrides detection. Ignored when --path \
+                     is given; empty counts as unset.",
+                ],
             ),
             (
                 vars(&["RESIN_LOCK_ROOT"]),
-                vec!["The root directory, as --root."],
+                vec!["The root directory, as --root; it must exist. Empty counts as unset."],
             ),
             (
                 vars(&["BALENA_APP_LOCK_PATH", "RESIN_APP_LOCK_PATH"]),
