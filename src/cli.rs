@@ -6,7 +6,7 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, CommandFactory, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueHint};
 
 use crate::exit::Exit;
 
@@ -44,6 +44,7 @@ pub struct Cli {
     #[arg(
         long = "path",
         value_name = "PATH",
+        value_hint = ValueHint::FilePath,
         global = true,
         env = "RESIN_LOCK_PATH"
     )]
@@ -54,7 +55,13 @@ pub struct Cli {
     /// Every detected lock path (also one from BALENA_APP_LOCK_PATH), /etc/os-release and
     /// /tmp/balena are taken relative to DIR, for host-side tools and tests. A path given
     /// with --path or RESIN_LOCK_PATH is used as it is.
-    #[arg(long, value_name = "DIR", global = true, env = "RESIN_LOCK_ROOT")]
+    #[arg(
+        long,
+        value_name = "DIR",
+        value_hint = ValueHint::DirPath,
+        global = true,
+        env = "RESIN_LOCK_ROOT"
+    )]
     pub root: Option<PathBuf>,
 
     /// Say what was done and why (also: who holds the lock while waiting).
@@ -130,11 +137,22 @@ pub struct WaitArgs {
     pub nonblock: bool,
 
     /// Give up after DUR (seconds, or with a unit: 250ms, 30s, 5m, 1h).
-    #[arg(short = 'w', long, value_name = "DUR", value_parser = crate::duration::parse)]
+    #[arg(
+        short = 'w',
+        long,
+        value_name = "DUR",
+        value_hint = ValueHint::Other,
+        value_parser = crate::duration::parse
+    )]
     pub timeout: Option<Duration>,
 
     /// Exit with CODE instead of 1 when the lock is busy (-n) or the wait times out (-w).
-    #[arg(short = 'E', long = "conflict-exit-code", value_name = "CODE")]
+    #[arg(
+        short = 'E',
+        long = "conflict-exit-code",
+        value_name = "CODE",
+        value_hint = ValueHint::Other
+    )]
     pub conflict_exit_code: Option<u8>,
 }
 
@@ -144,7 +162,7 @@ pub struct AcquireArgs {
     pub wait: WaitArgs,
 
     /// Keep the lock while process PID lives (default: the parent process).
-    #[arg(long, value_name = "PID")]
+    #[arg(long, value_name = "PID", value_hint = ValueHint::Other)]
     pub owner: Option<i32>,
 }
 
@@ -163,6 +181,7 @@ pub struct RunArgs {
     /// The command to run while holding the lock, and its arguments.
     #[arg(
         value_name = "CMD",
+        value_hint = ValueHint::CommandWithArguments,
         required = true,
         num_args = 1..,
         trailing_var_arg = true,
