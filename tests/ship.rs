@@ -365,3 +365,43 @@ fn man_page_renders_without_warnings() {
         );
     }
 }
+
+// ---- The README ----
+
+/// The README's "run it" command, as written: `cargo run --release -- ARGS`
+/// is the binary with ARGS, run from the repository root. It must name a
+/// lock file with --path (nothing detected, nothing created on a machine
+/// that is not a device) and an example that ships.
+#[test]
+fn readme_run_command_works_as_written() {
+    let readme = read("README.md");
+    let (_, after) = readme
+        .split_once("\nRun it")
+        .expect("a \"Run it\" paragraph");
+    let line = after
+        .lines()
+        .find_map(|l| l.strip_prefix("    cargo run --release -- "))
+        .expect("an indented `cargo run --release -- ...` line after \"Run it\"");
+    let args: Vec<&str> = line.split_whitespace().collect();
+    assert!(args.starts_with(&["--path"]), "{line}: no --path first");
+    let program = args.iter().skip_while(|a| **a != "--").nth(1).unwrap();
+    assert!(root().join(program).is_file(), "{program} does not ship");
+    let out = Command::new(env!("CARGO_BIN_EXE_resin-lock"))
+        .args(&args)
+        .current_dir(root())
+        .env_remove("RESIN_LOCK_PATH")
+        .env_remove("RESIN_LOCK_ROOT")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{line}: {}: {stdout}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&format!("holding the update lock {}", args[1])) && stdout.contains("done"),
+        "{stdout}"
+    );
+}
