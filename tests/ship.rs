@@ -309,6 +309,7 @@ fn man_page_has_the_hand_written_sections() {
     for section in [
         ".SH COMMANDS",
         ".SH \"EXIT STATUS\"",
+        ".SH NOTES",
         ".SH SIGNALS",
         ".SH FILES",
         ".SH ENVIRONMENT",
@@ -322,6 +323,41 @@ fn man_page_has_the_hand_written_sections() {
             "no .SS {command}"
         );
     }
+    // A date (the version's, never today's), and values in the synopses.
+    let th = page.lines().find(|l| l.starts_with(".TH ")).unwrap();
+    let date = th.split('"').nth(1).unwrap();
+    assert!(
+        date.len() == 10 && date.chars().filter(|c| *c == '-').count() == 2,
+        "{th}"
+    );
+    for synopsis in [
+        r"[\fB\-\-path\fR \fIPATH\fR]...",
+        r"[\fB\-w\fR|\fB\-\-timeout\fR \fIDUR\fR]",
+        r"[\fB\-\-owner\fR \fIPID\fR]",
+        r"[\-\-] \fICMD\fR [\fIARG\fR]...",
+    ] {
+        assert!(page.contains(synopsis), "no {synopsis} in a SYNOPSIS");
+    }
+    // EXIT STATUS has every status of the table in the code.
+    let exit_status = page
+        .split_once(".SH \"EXIT STATUS\"\n")
+        .unwrap()
+        .1
+        .split("\n.SH ")
+        .next()
+        .unwrap();
+    for (code, _) in resin_lock::exit::table() {
+        let tag = match code.split_once('+') {
+            Some((base, var)) => format!("\\fB{base}+\\fR\\fI{var}\\fR"),
+            None if code.parse::<u8>().is_ok() => format!("\\fB{code}\\fR"),
+            None => format!("\\fI{code}\\fR"),
+        };
+        assert!(
+            exit_status.contains(&format!(".TP\n{tag}\n")),
+            "no {tag} in EXIT STATUS"
+        );
+    }
+    assert!(exit_status.contains("401 or 403") && exit_status.contains("\\-\\-owner"));
 }
 
 /// man-db's `man --warnings` (or groff, which it drives) finds nothing to
@@ -403,5 +439,37 @@ fn readme_run_command_works_as_written() {
     assert!(
         stdout.contains(&format!("holding the update lock {}", args[1])) && stdout.contains("done"),
         "{stdout}"
+    );
+}
+
+/// The README's exit-status table is the one in `src/exit.rs` (which also
+/// makes `--help`'s and the man page's).
+#[test]
+fn readme_exit_status_table_is_the_one_in_the_code() {
+    let readme = read("README.md");
+    let (_, section) = readme
+        .split_once("\n## Exit status\n")
+        .expect("an Exit status section");
+    let rows: Vec<(String, String)> = section
+        .lines()
+        .skip_while(|line| !line.starts_with("| code |"))
+        .skip(2)
+        .take_while(|line| line.starts_with('|'))
+        .map(|line| {
+            let cells: Vec<&str> = line.trim_matches('|').splitn(2, " | ").collect();
+            (cells[0].trim().to_owned(), cells[1].trim().to_owned())
+        })
+        .collect();
+    let expected: Vec<(String, String)> = resin_lock::exit::table()
+        .into_iter()
+        .map(|(code, meaning)| (code, meaning.to_owned()))
+        .collect();
+    let markdown: String = expected
+        .iter()
+        .map(|(code, meaning)| format!("| {code} | {meaning} |\n"))
+        .collect();
+    assert_eq!(
+        rows, expected,
+        "the README's table should read:\n{markdown}"
     );
 }

@@ -20,7 +20,6 @@ use clap::{Arg, ArgAction, ValueHint};
 use clap_complete::aot::{Generator, Shell, generate};
 use clap_mangen::Man;
 use clap_mangen::roff::{Inline, Roff, bold, italic, roman};
-use resin_lock::exit::Exit;
 
 const BIN: &str = "resin-lock";
 
@@ -67,18 +66,24 @@ fn man_page() -> Vec<u8> {
 
     let mut page = preamble.clone();
     // .TH by hand: clap_mangen writes an empty date as nothing, which moves
-    // the source into the date's place. And no date: the output must not
-    // change from one day to the next.
+    // the source into the date's place. The date is the version's, never
+    // today's: the output must not change from one day to the next.
     page.push_str(&format!(
-        ".TH RESIN-LOCK 1 \"\" \"{BIN} {version}\" \"User Commands\"\n"
+        ".TH RESIN-LOCK 1 \"{}\" \"{BIN} {version}\" \"User Commands\"\n",
+        man_date(&version)
     ));
     page.push_str(&render(&preamble, |w| man.render_name_section(w)));
-    page.push_str(&render(&preamble, |w| man.render_synopsis_section(w)));
+    let mut synopsis = Roff::new();
+    synopsis
+        .control("SH", ["SYNOPSIS"])
+        .text(synopsis_line(&cmd, BIN));
+    page.push_str(&render(&preamble, |w| synopsis.to_writer(w)));
     page.push_str(&render(&preamble, |w| man.render_description_section(w)));
     page.push_str(&render(&preamble, |w| man.render_options_section(w)));
     page.push_str(&commands_section(&cmd, &preamble));
     for section in [
         exit_status(),
+        notes(),
         signals(),
         files_section(),
         environment(),
@@ -117,12 +122,14 @@ fn commands_section(cmd: &clap::Command, preamble: &str) -> String {
         // Built on its own, the subcommand gets its deferred arguments but
         // not the global ones, which are described once, above.
         sub.build();
+        let man_sub = &sub.clone();
         let man = Man::new(sub);
         let mut heading = Roff::new();
         heading.control("SS", [name]);
         out.push_str(&render(preamble, |w| heading.to_writer(w)));
-        let synopsis = render(preamble, |w| man.render_synopsis_section(w));
-        out.push_str(synopsis.strip_prefix(".SH SYNOPSIS\n").unwrap_or(&synopsis));
+        let mut synopsis = Roff::new();
+        synopsis.text(synopsis_line(man_sub, &format!("{BIN} {name}")));
+        out.push_str(&render(preamble, |w| synopsis.to_writer(w)));
         let description = render(preamble, |w| man.render_description_section(w));
         out.push_str(".PP\n");
         out.push_str(
@@ -173,66 +180,183 @@ fn code(roff: &mut Roff, lines: &[&str]) {
     roff.control("fi", []).control("RE", []);
 }
 
+/// The date on the page: the version's release date from the CHANGELOG
+/// heading (`## [0.1.0] - 2026-12-01`), or, while the version is
+/// unreleased, `UNRELEASED_DATE`.
+fn man_date(version: &str) -> String {
+    let heading = format!("## [{version}] - ");
+    include_str!("../../CHANGELOG.md")
+        .lines()
+        .find_map(|line| line.strip_prefix(&heading))
+        .map_or(UNRELEASED_DATE, str::trim)
+        .to_owned()
+}
+
+/// The date of the man page of an unreleased version: the day its content
+/// last changed in a way a reader would care about. Fixed, so that the
+/// generated page is the same every day (a test compares it byte for byte).
+const UNRELEASED_DATE: &str = "2026-12-01";
+
+/// A synopsis line as the parser reads it: every option with its value
+/// placeholder (`-w|--timeout DUR`), repeatable ones with `...`, then the
+/// positionals: a command line as `[--] CMD [ARG]...`.
+fn synopsis_line(cmd: &clap::Command, name: &str) -> Vec<Inline> {
+    let mut line = vec![bold(name)];
+    for arg in options(cmd) {
+        line.push(roman(if arg.is_required_set() { " " } else { " [" }));
+        for (i, spelling) in spellings(arg).into_iter().enumerate() {
+            if i > 0 {
+                line.push(roman("|"));
+            }
+            line.push(bold(spelling));
+        }
+        if arg.get_action().takes_values() {
+            let value = arg
+                .get_value_names()
+                .and_then(|names| names.first())
+                .map_or_else(|| arg.get_id().as_str().to_uppercase(), |v| v.to_string());
+            line.push(roman(" "));
+            line.push(italic(value));
+        }
+        if !arg.is_required_set() {
+            line.push(roman("]"));
+        }
+        if matches!(arg.get_action(), ArgAction::Append) {
+            line.push(roman("..."));
+        }
+    }
+    for arg in cmd.get_positionals().filter(|arg| !arg.is_hide_set()) {
+        let value = arg
+            .get_value_names()
+            .and_then(|names| names.first())
+            .map_or_else(|| arg.get_id().as_str().to_uppercase(), |v| v.to_string());
+        if arg.get_value_hint() == ValueHint::CommandWithArguments {
+            line.extend([
+                roman(" [--] "),
+                italic(value),
+                roman(" ["),
+                italic("ARG"),
+                roman("]..."),
+            ]);
+        } else {
+            let many = arg.get_num_args().is_some_and(|n| n.max_values() > 1);
+            let (open, close) = if arg.is_required_set() {
+                ("", "")
+            } else {
+                ("[", "]")
+            };
+            line.extend([
+                roman(format!(" {open}")),
+                italic(value),
+                roman(format!("{close}{}", if many { "..." } else { "" })),
+            ]);
+        }
+    }
+    if cmd.has_subcommands() {
+        line.extend([roman(" "), italic("COMMAND")]);
+    }
+    line
+}
+
+/// Text with `code` spans in bold.
+fn with_code(text: &str) -> Vec<Inline> {
+    text.split('`')
+        .enumerate()
+        .filter(|(_, part)| !part.is_empty())
+        .map(|(i, part)| if i % 2 == 1 { bold(part) } else { roman(part) })
+        .collect()
+}
+
+/// EXIT STATUS: the table of `exit.rs`, the one the README and `--help` show.
 fn exit_status() -> Roff {
-    let code = |exit: Exit| vec![bold(exit.code().to_string())];
+    let mut roff = Roff::new();
+    roff.control("SH", ["EXIT STATUS"]);
+    for (code, meaning) in resin_lock::exit::table() {
+        let tag = match code.split_once('+') {
+            Some((base, var)) => vec![bold(format!("{base}+")), italic(var)],
+            None if code.parse::<u8>().is_ok() => vec![bold(code)],
+            None => vec![italic(code)],
+        };
+        roff.control("TP", []).text(tag);
+        let mut body = with_code(meaning);
+        // A sentence starts with a capital, unless it starts with code.
+        if let (false, Some(Inline::Roman(first))) = (meaning.starts_with('`'), body.first_mut()) {
+            let mut chars = first.chars();
+            if let Some(c) = chars.next() {
+                *first = c.to_uppercase().chain(chars).collect();
+            }
+        }
+        body.push(roman("."));
+        roff.text(body);
+    }
+    roff
+}
+
+/// What users must know about the platform (the README has the same, under
+/// "What to know about the platform").
+fn notes() -> Roff {
     tagged_section(
-        "EXIT STATUS",
+        "NOTES",
         &[],
         &[
             (
-                code(Exit::Ok),
-                vec!["Done. For status: no lock file exists, updates are allowed."],
-            ),
-            (
-                code(Exit::Busy),
+                vec![roman("One service's lock holds back the whole app")],
                 vec![
-                    "The lock is held by someone else: busy with \
-                     --nonblock, timed out with --timeout, release refused, or status found \
-                     a lock file (held or stale: both block the supervisor). For acquire and \
-                     run, --conflict-exit-code CODE (-E) replaces it, as with flock(1).",
+                    "Before it stops or changes any service of an app, the supervisor (v14 \
+                     to v19) takes the update locks of all of that app's services, current \
+                     and target. A lock held in one service therefore postpones the update \
+                     of every service of the app, not only its own.",
                 ],
             ),
             (
-                code(Exit::Usage),
-                vec!["Usage error: bad option, bad duration, missing command after --."],
-            ),
-            (
-                code(Exit::Unavailable),
                 vec![
-                    "The supervisor API is not configured or not reachable \
-                     (force-update, status --supervisor).",
+                    roman("Host OS updates look only at "),
+                    italic("updates.lock"),
                 ],
-            ),
-            (code(Exit::Software), vec!["Internal error (a bug)."]),
-            (
-                code(Exit::OsErr),
-                vec!["Operating system error: fork, inotify, out of resources."],
-            ),
-            (
-                code(Exit::CantCreate),
                 vec![
-                    "Cannot create the lock: permission denied, read-only file system, \
-                     missing parent directory of a --path, parent is not a directory.",
+                    "balenaOS 4.1 and later refuse to reboot into a host OS update while a \
+                     process holds flock(LOCK_EX) on a file named updates.lock under \
+                     /tmp/balena-supervisor/services on the host (a service's \
+                     /tmp/balena/updates.lock), and check again every 5 seconds. A lock on \
+                     resin-updates.lock (supervisors before v7.22.0), or on a --path with \
+                     another name, blocks the supervisor but never a host OS reboot.",
                 ],
             ),
             (
-                code(Exit::NoPerm),
-                vec!["Refused for safety: acquire or run as uid 65534 (nobody)."],
-            ),
-            (
-                code(Exit::NotExecutable),
-                vec!["run: CMD is not executable (the lock is released first)."],
-            ),
-            (
-                code(Exit::NotFound),
-                vec!["run: CMD was not found (the lock is released first)."],
-            ),
-            (vec![italic("N")], vec!["run: CMD exited with status N."]),
-            (
-                vec![roman("128+"), italic("S")],
+                vec![roman("The host OS reboot has its own override")],
                 vec![
-                    "run: CMD was killed by signal S. Any command: resin-lock itself \
-                     was stopped by signal S while waiting for the lock; nothing is left held.",
+                    "force-update and the supervisor's lock override make the supervisor \
+                     update the app although the lock is held. The host OS reboot check \
+                     has a setting of its own: it is skipped only while \
+                     /tmp/balena-supervisor/target-state-config on the host has \
+                     SUPERVISOR_OVERRIDE_LOCK (or RESIN_OVERRIDE_LOCK) set to true. \
+                     force-update does not change it.",
+                ],
+            ),
+            (
+                vec![roman("In a container that does not run as root")],
+                vec![
+                    "The lock directory (/tmp/balena) belongs to root, mode 0755, until \
+                     the supervisor has taken the lock there itself, and it starts out that \
+                     way again after every reboot (it lives in the host's /tmp). Until \
+                     then acquire and run fail for any other user with permission denied \
+                     (exit 73); resin-lock does not change the permissions of a directory \
+                     it did not create. Take the lock as root and run the work as your \
+                     user, which inherits the lock: \
+                     resin-lock run -- setpriv --reuid=app --regid=app --init-groups \
+                     ./critical.sh. Or make the directory writable for your user in a \
+                     start-up step that runs as root, before it drops privileges.",
+                ],
+            ),
+            (
+                vec![roman("Hand-over services are not protected")],
+                vec![
+                    "With the hand-over update strategy (the label \
+                     io.balena.update.strategy: hand-over), the supervisor starts the new \
+                     release of a service next to the old one and stops the old one after \
+                     the hand-over; the update lock does not hold this back. Give services \
+                     whose critical sections must not be cut short another strategy, such \
+                     as the default download-then-kill.",
                 ],
             ),
         ],
