@@ -1,334 +1,171 @@
-_resin__lock() {
-    local i cur prev opts cmd
-    COMPREPLY=()
-    if [[ "${BASH_VERSINFO[0]}" -ge 4 ]]; then
-        cur="$2"
-    else
-        cur="${COMP_WORDS[COMP_CWORD]}"
-    fi
-    prev="$3"
-    cmd=""
-    opts=""
+# bash completion for resin-lock. Generated from the CLI definition by
+# `cargo xtask gen` (xtask/src/generate.rs); edit that, not this file.
 
-    for i in "${COMP_WORDS[@]:0:COMP_CWORD}"
-    do
-        case "${cmd},${i}" in
-            ",$1")
-                cmd="resin__lock"
-                ;;
-            resin__lock,acquire)
-                cmd="resin__lock__subcmd__acquire"
-                ;;
-            resin__lock,force-update)
-                cmd="resin__lock__subcmd__force__subcmd__update"
-                ;;
-            resin__lock,help)
-                cmd="resin__lock__subcmd__help"
-                ;;
-            resin__lock,release)
-                cmd="resin__lock__subcmd__release"
-                ;;
-            resin__lock,run)
-                cmd="resin__lock__subcmd__run"
-                ;;
-            resin__lock,status)
-                cmd="resin__lock__subcmd__status"
-                ;;
-            resin__lock__subcmd__help,acquire)
-                cmd="resin__lock__subcmd__help__subcmd__acquire"
-                ;;
-            resin__lock__subcmd__help,force-update)
-                cmd="resin__lock__subcmd__help__subcmd__force__subcmd__update"
-                ;;
-            resin__lock__subcmd__help,help)
-                cmd="resin__lock__subcmd__help__subcmd__help"
-                ;;
-            resin__lock__subcmd__help,release)
-                cmd="resin__lock__subcmd__help__subcmd__release"
-                ;;
-            resin__lock__subcmd__help,run)
-                cmd="resin__lock__subcmd__help__subcmd__run"
-                ;;
-            resin__lock__subcmd__help,status)
-                cmd="resin__lock__subcmd__help__subcmd__status"
-                ;;
-            *)
-                ;;
-        esac
-    done
-
-    case "${cmd}" in
-        resin__lock)
-            opts="-v -q -h -V --path --root --verbose --quiet --help --version acquire release run status force-update help"
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                --path)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --root)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        resin__subcmd__lock__subcmd__acquire)
-            opts="-v -q -n -w -E -h -V --path --root --verbose --quiet --nonblock --timeout --conflict-exit-code --owner --help --version"
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                --path)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --root)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --timeout)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                -w)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --conflict-exit-code)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                -E)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --owner)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        resin__subcmd__lock__subcmd__force__subcmd__update)
-            opts="-v -q -h -V --path --root --verbose --quiet --help --version"
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                --path)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --root)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        resin__subcmd__lock__subcmd__help)
-            opts="acquire release run status force-update help"
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        resin__subcmd__lock__subcmd__help__subcmd__acquire)
-            opts=""
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        resin__subcmd__lock__subcmd__help__subcmd__force__subcmd__update)
-            opts=""
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        resin__subcmd__lock__subcmd__help__subcmd__help)
-            opts=""
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        resin__subcmd__lock__subcmd__help__subcmd__release)
-            opts=""
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        resin__subcmd__lock__subcmd__help__subcmd__run)
-            opts=""
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        resin__subcmd__lock__subcmd__help__subcmd__status)
-            opts=""
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        resin__subcmd__lock__subcmd__release)
-            opts="-v -q -f -h -V --path --root --verbose --quiet --force --help --version"
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                --path)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --root)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        resin__subcmd__lock__subcmd__run)
-            opts="-v -q -n -w -E -g -h -V --path --root --verbose --quiet --nonblock --timeout --conflict-exit-code --group --help --version"
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                --path)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --root)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --timeout)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                -w)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --conflict-exit-code)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                -E)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        resin__subcmd__lock__subcmd__status)
-            opts="-v -q -h -V --path --root --verbose --quiet --json --supervisor --help --version"
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                --path)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --root)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
+# _resin_lock_options SUB: the options of subcommand SUB (none yet: "").
+_resin_lock_options() {
+    case $1 in
+        acquire) echo "--path --root -v --verbose -q --quiet -n --nonblock -w --timeout -E --conflict-exit-code --owner -h --help -V --version" ;;
+        release) echo "--path --root -v --verbose -q --quiet -f --force --owner -h --help -V --version" ;;
+        run) echo "--path --root -v --verbose -q --quiet -n --nonblock -w --timeout -E --conflict-exit-code -g --group -h --help -V --version" ;;
+        status) echo "--path --root -v --verbose -q --quiet --json --supervisor -h --help -V --version" ;;
+        force-update) echo "--path --root -v --verbose -q --quiet -h --help -V --version" ;;
+        help) echo "" ;;
+        *) echo "--path --root -v --verbose -q --quiet -h --help -V --version" ;;
     esac
 }
 
-if [[ "${BASH_VERSINFO[0]}" -eq 4 && "${BASH_VERSINFO[1]}" -ge 4 || "${BASH_VERSINFO[0]}" -gt 4 ]]; then
-    complete -F _resin__lock -o nosort -o bashdefault -o default resin-lock
-else
-    complete -F _resin__lock -o bashdefault -o default resin-lock
-fi
+# _resin_lock_value SUB WORD: fails unless WORD is an option of SUB that
+# takes the next word as its value; then says what to offer for it: files,
+# dirs, commands, "words W...", or none (no file names either).
+_resin_lock_value() {
+    case $1 in
+        acquire)
+            case $2 in
+                --path) echo files ;;
+                --root) echo dirs ;;
+                --timeout | -w | -[!-]*w) echo none ;;
+                --conflict-exit-code | -E | -[!-]*E) echo none ;;
+                --owner) echo none ;;
+                *) return 1 ;;
+            esac ;;
+        release)
+            case $2 in
+                --path) echo files ;;
+                --root) echo dirs ;;
+                --owner) echo files ;;
+                *) return 1 ;;
+            esac ;;
+        run)
+            case $2 in
+                --path) echo files ;;
+                --root) echo dirs ;;
+                --timeout | -w | -[!-]*w) echo none ;;
+                --conflict-exit-code | -E | -[!-]*E) echo none ;;
+                *) return 1 ;;
+            esac ;;
+        status)
+            case $2 in
+                --path) echo files ;;
+                --root) echo dirs ;;
+                *) return 1 ;;
+            esac ;;
+        force-update)
+            case $2 in
+                --path) echo files ;;
+                --root) echo dirs ;;
+                *) return 1 ;;
+            esac ;;
+        help)
+            case $2 in
+                *) return 1 ;;
+            esac ;;
+        *)
+            case $2 in
+                --path) echo files ;;
+                --root) echo dirs ;;
+                *) return 1 ;;
+            esac ;;
+    esac
+}
+
+# _resin_lock_takes_command SUB: whether SUB's arguments are a command line.
+_resin_lock_takes_command() {
+    case $1 in
+        run) return 0 ;;
+    esac
+    return 1
+}
+
+_resin_lock_files() {
+    compopt -o filenames 2>/dev/null
+    mapfile -t COMPREPLY < <(compgen -f -- "$1")
+}
+
+_resin_lock_dirs() {
+    compopt -o filenames 2>/dev/null
+    mapfile -t COMPREPLY < <(compgen -d -- "$1")
+}
+
+# A command name, or a path to one.
+_resin_lock_commands() {
+    if [[ $1 == */* ]]; then
+        _resin_lock_files "$1"
+    else
+        mapfile -t COMPREPLY < <(compgen -c -- "$1" | sort -u)
+    fi
+}
+
+_resin_lock() {
+    local cur=${COMP_WORDS[COMP_CWORD]} opt=${COMP_WORDS[COMP_CWORD - 1]}
+    local sub="" word kind i=1 cmd_at=0
+    COMPREPLY=()
+    # The words before the cursor: the subcommand, the options and their
+    # values, and where the command of `run` begins (at `--` or at the first
+    # word that is not an option).
+    while ((i < COMP_CWORD)); do
+        word=${COMP_WORDS[i]}
+        if [[ $word == -- ]]; then
+            if _resin_lock_takes_command "$sub"; then
+                cmd_at=$((i + 1))
+                break
+            fi
+        elif [[ $word == -?* ]]; then
+            if _resin_lock_value "$sub" "$word" >/dev/null; then
+                i=$((i + 1))
+                # `--option=value`, which bash splits at the "=".
+                [[ ${COMP_WORDS[i]} == = ]] && i=$((i + 1))
+            fi
+        elif [[ -z $sub ]]; then
+            sub=$word
+        elif _resin_lock_takes_command "$sub"; then
+            cmd_at=$i
+            break
+        fi
+        i=$((i + 1))
+    done
+
+    if ((cmd_at)); then
+        if ((cmd_at == COMP_CWORD)); then
+            _resin_lock_commands "$cur"
+        elif declare -F _command_offset >/dev/null; then
+            # bash-completion: complete the command's own arguments.
+            _command_offset "$cmd_at"
+        else
+            _resin_lock_files "$cur"
+        fi
+        return 0
+    fi
+
+    # The value of an option, also right after `--option=`.
+    if [[ $cur == = ]]; then
+        cur=""
+    elif [[ $opt == = ]] && ((COMP_CWORD >= 2)); then
+        opt=${COMP_WORDS[COMP_CWORD - 2]}
+    fi
+    if kind=$(_resin_lock_value "$sub" "$opt"); then
+        case $kind in
+            files) _resin_lock_files "$cur" ;;
+            dirs) _resin_lock_dirs "$cur" ;;
+            commands) _resin_lock_commands "$cur" ;;
+            words\ *) COMPREPLY=($(compgen -W "${kind#words }" -- "$cur")) ;;
+        esac
+        return 0
+    fi
+
+    if [[ $cur == -* ]]; then
+        COMPREPLY=($(compgen -W "$(_resin_lock_options "$sub")" -- "$cur"))
+    elif [[ -z $sub ]]; then
+        COMPREPLY=($(compgen -W "acquire release run status force-update help" -- "$cur"))
+    elif _resin_lock_takes_command "$sub"; then
+        _resin_lock_commands "$cur"
+    else
+        case $sub in
+        help) COMPREPLY=($(compgen -W "acquire release run status force-update help" -- "$2")) ;;
+        esac
+    fi
+    return 0
+}
+
+# No -o default: the function offers file names itself where they fit, so
+# nothing falls back to them where they do not (a pid, a duration).
+complete -F _resin_lock resin-lock

@@ -25,7 +25,7 @@ function __fish_resin_lock_using_subcommand
 end
 
 complete -c resin-lock -n "__fish_resin_lock_needs_command" -l path -d 'Lock this file instead of the detected location (repeatable; taken in order, all or nothing)' -r -F
-complete -c resin-lock -n "__fish_resin_lock_needs_command" -l root -d 'Resolve detected lock paths and detection files under DIR (never --path)' -r -F
+complete -c resin-lock -n "__fish_resin_lock_needs_command" -l root -d 'Resolve detected lock paths and detection files under DIR (never --path)' -r -f -a "(__fish_complete_directories)"
 complete -c resin-lock -n "__fish_resin_lock_needs_command" -s v -l verbose -d 'Say what was done and why (also: who holds the lock while waiting)'
 complete -c resin-lock -n "__fish_resin_lock_needs_command" -s q -l quiet -d 'Print nothing but errors'
 complete -c resin-lock -n "__fish_resin_lock_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
@@ -37,34 +37,35 @@ complete -c resin-lock -n "__fish_resin_lock_needs_command" -f -a "status" -d 'R
 complete -c resin-lock -n "__fish_resin_lock_needs_command" -f -a "force-update" -d 'Ask the supervisor to update now, overriding update locks'
 complete -c resin-lock -n "__fish_resin_lock_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand acquire" -l path -d 'Lock this file instead of the detected location (repeatable; taken in order, all or nothing)' -r -F
-complete -c resin-lock -n "__fish_resin_lock_using_subcommand acquire" -l root -d 'Resolve detected lock paths and detection files under DIR (never --path)' -r -F
-complete -c resin-lock -n "__fish_resin_lock_using_subcommand acquire" -s w -l timeout -d 'Give up after DUR (seconds, or with a unit: 250ms, 30s, 5m, 1h)' -r
-complete -c resin-lock -n "__fish_resin_lock_using_subcommand acquire" -s E -l conflict-exit-code -d 'Exit with CODE instead of 1 when the lock is busy (-n) or the wait times out (-w)' -r
-complete -c resin-lock -n "__fish_resin_lock_using_subcommand acquire" -l owner -d 'Keep the lock while process PID lives (default: the parent process)' -r
+complete -c resin-lock -n "__fish_resin_lock_using_subcommand acquire" -l root -d 'Resolve detected lock paths and detection files under DIR (never --path)' -r -f -a "(__fish_complete_directories)"
+complete -c resin-lock -n "__fish_resin_lock_using_subcommand acquire" -s w -l timeout -d 'Give up after DUR (seconds, or with a unit: 250ms, 30s, 5m, 1h)' -r -f
+complete -c resin-lock -n "__fish_resin_lock_using_subcommand acquire" -s E -l conflict-exit-code -d 'Exit with CODE instead of 1 when the lock is busy (-n) or the wait times out (-w)' -r -f
+complete -c resin-lock -n "__fish_resin_lock_using_subcommand acquire" -l owner -d 'Keep the lock while process PID lives; `parent`: exactly the parent (default: the nearest ancestor that is not a transient wrapper)' -r -f
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand acquire" -s v -l verbose -d 'Say what was done and why (also: who holds the lock while waiting)'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand acquire" -s q -l quiet -d 'Print nothing but errors'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand acquire" -s n -l nonblock -d 'Fail at once if the lock is busy instead of waiting'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand acquire" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand acquire" -s V -l version -d 'Print version'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand release" -l path -d 'Lock this file instead of the detected location (repeatable; taken in order, all or nothing)' -r -F
-complete -c resin-lock -n "__fish_resin_lock_using_subcommand release" -l root -d 'Resolve detected lock paths and detection files under DIR (never --path)' -r -F
+complete -c resin-lock -n "__fish_resin_lock_using_subcommand release" -l root -d 'Resolve detected lock paths and detection files under DIR (never --path)' -r -f -a "(__fish_complete_directories)"
+complete -c resin-lock -n "__fish_resin_lock_using_subcommand release" -l owner -d 'Release the lock of owner PID (an ancestor of the caller always counts)' -r
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand release" -s v -l verbose -d 'Say what was done and why (also: who holds the lock while waiting)'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand release" -s q -l quiet -d 'Print nothing but errors'
-complete -c resin-lock -n "__fish_resin_lock_using_subcommand release" -s f -l force -d 'Also remove foreign locks and locks held by a running `resin-lock run`'
+complete -c resin-lock -n "__fish_resin_lock_using_subcommand release" -s f -l force -d 'Also remove someone else\'s acquire lock, foreign locks and locks held by a running `resin-lock run`'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand release" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand release" -s V -l version -d 'Print version'
-complete -c resin-lock -n "__fish_resin_lock_using_subcommand run" -l path -d 'Lock this file instead of the detected location (repeatable; taken in order, all or nothing)' -r -F
-complete -c resin-lock -n "__fish_resin_lock_using_subcommand run" -l root -d 'Resolve detected lock paths and detection files under DIR (never --path)' -r -F
-complete -c resin-lock -n "__fish_resin_lock_using_subcommand run" -s w -l timeout -d 'Give up after DUR (seconds, or with a unit: 250ms, 30s, 5m, 1h)' -r
-complete -c resin-lock -n "__fish_resin_lock_using_subcommand run" -s E -l conflict-exit-code -d 'Exit with CODE instead of 1 when the lock is busy (-n) or the wait times out (-w)' -r
-complete -c resin-lock -n "__fish_resin_lock_using_subcommand run" -s v -l verbose -d 'Say what was done and why (also: who holds the lock while waiting)'
-complete -c resin-lock -n "__fish_resin_lock_using_subcommand run" -s q -l quiet -d 'Print nothing but errors'
-complete -c resin-lock -n "__fish_resin_lock_using_subcommand run" -s n -l nonblock -d 'Fail at once if the lock is busy instead of waiting'
-complete -c resin-lock -n "__fish_resin_lock_using_subcommand run" -s g -l group -d 'Run CMD in its own process group and send forwarded signals to the whole group'
-complete -c resin-lock -n "__fish_resin_lock_using_subcommand run" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c resin-lock -n "__fish_resin_lock_using_subcommand run" -s V -l version -d 'Print version'
+complete -c resin-lock -n "__fish_resin_lock_using_subcommand run; and not __fish_resin_lock_run_past_options" -l path -d 'Lock this file instead of the detected location (repeatable; taken in order, all or nothing)' -r -F
+complete -c resin-lock -n "__fish_resin_lock_using_subcommand run; and not __fish_resin_lock_run_past_options" -l root -d 'Resolve detected lock paths and detection files under DIR (never --path)' -r -f -a "(__fish_complete_directories)"
+complete -c resin-lock -n "__fish_resin_lock_using_subcommand run; and not __fish_resin_lock_run_past_options" -s w -l timeout -d 'Give up after DUR (seconds, or with a unit: 250ms, 30s, 5m, 1h)' -r -f
+complete -c resin-lock -n "__fish_resin_lock_using_subcommand run; and not __fish_resin_lock_run_past_options" -s E -l conflict-exit-code -d 'Exit with CODE instead of 1 when the lock is busy (-n) or the wait times out (-w)' -r -f
+complete -c resin-lock -n "__fish_resin_lock_using_subcommand run; and not __fish_resin_lock_run_past_options" -s v -l verbose -d 'Say what was done and why (also: who holds the lock while waiting)'
+complete -c resin-lock -n "__fish_resin_lock_using_subcommand run; and not __fish_resin_lock_run_past_options" -s q -l quiet -d 'Print nothing but errors'
+complete -c resin-lock -n "__fish_resin_lock_using_subcommand run; and not __fish_resin_lock_run_past_options" -s n -l nonblock -d 'Fail at once if the lock is busy instead of waiting'
+complete -c resin-lock -n "__fish_resin_lock_using_subcommand run; and not __fish_resin_lock_run_past_options" -s g -l group -d 'Run CMD in its own process group and send forwarded signals to the whole group'
+complete -c resin-lock -n "__fish_resin_lock_using_subcommand run; and not __fish_resin_lock_run_past_options" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c resin-lock -n "__fish_resin_lock_using_subcommand run; and not __fish_resin_lock_run_past_options" -s V -l version -d 'Print version'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand status" -l path -d 'Lock this file instead of the detected location (repeatable; taken in order, all or nothing)' -r -F
-complete -c resin-lock -n "__fish_resin_lock_using_subcommand status" -l root -d 'Resolve detected lock paths and detection files under DIR (never --path)' -r -F
+complete -c resin-lock -n "__fish_resin_lock_using_subcommand status" -l root -d 'Resolve detected lock paths and detection files under DIR (never --path)' -r -f -a "(__fish_complete_directories)"
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand status" -s v -l verbose -d 'Say what was done and why (also: who holds the lock while waiting)'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand status" -s q -l quiet -d 'Print nothing but errors'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand status" -l json -d 'Print one JSON object instead of text'
@@ -72,7 +73,7 @@ complete -c resin-lock -n "__fish_resin_lock_using_subcommand status" -l supervi
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand status" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand status" -s V -l version -d 'Print version'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand force-update" -l path -d 'Lock this file instead of the detected location (repeatable; taken in order, all or nothing)' -r -F
-complete -c resin-lock -n "__fish_resin_lock_using_subcommand force-update" -l root -d 'Resolve detected lock paths and detection files under DIR (never --path)' -r -F
+complete -c resin-lock -n "__fish_resin_lock_using_subcommand force-update" -l root -d 'Resolve detected lock paths and detection files under DIR (never --path)' -r -f -a "(__fish_complete_directories)"
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand force-update" -s v -l verbose -d 'Say what was done and why (also: who holds the lock while waiting)'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand force-update" -s q -l quiet -d 'Print nothing but errors'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand force-update" -s h -l help -d 'Print help (see more with \'--help\')'
@@ -83,3 +84,53 @@ complete -c resin-lock -n "__fish_resin_lock_using_subcommand help; and not __fi
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand help; and not __fish_seen_subcommand_from acquire release run status force-update help" -f -a "status" -d 'Report every lock path, its holder, and how the paths were chosen'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand help; and not __fish_seen_subcommand_from acquire release run status force-update help" -f -a "force-update" -d 'Ask the supervisor to update now, overriding update locks'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand help; and not __fish_seen_subcommand_from acquire release run status force-update help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+
+# run: the words after its options (from `--`, or from the first word that
+# is not an option) are a command line of their own, completed as such.
+# Written by xtask/src/generate.rs: clap_complete's fish script has no
+# positional arguments.
+function __fish_resin_lock_run_optspecs
+    string join \n path=+ root= v/verbose q/quiet n/nonblock w/timeout= E/conflict-exit-code= g/group h/help V/version
+end
+
+# The words of the command line of `run` before the cursor, one a line;
+# fails before it can begin (e.g. while an option waits for its value).
+function __fish_resin_lock_run_words
+    set -l words (commandline -opc)
+    set -e words[1]
+    argparse -s (__fish_resin_lock_global_optspecs) -- $words 2>/dev/null
+    or return 1
+    test "$argv[1]" = run
+    or return 1
+    set -e argv[1]
+    argparse -s (__fish_resin_lock_run_optspecs) -- $argv 2>/dev/null
+    or return 1
+    string join \n -- $argv
+    return 0
+end
+
+function __fish_resin_lock_run_at_command
+    set -l words (__fish_resin_lock_run_words)
+    or return 1
+    test (count $words) -eq 0
+end
+
+function __fish_resin_lock_run_in_command
+    set -l words (__fish_resin_lock_run_words)
+    or return 1
+    test (count $words) -gt 0
+end
+
+# Past `--`, or inside the command line: no more options of run.
+function __fish_resin_lock_run_past_options
+    contains -- -- (commandline -opc)
+    or __fish_resin_lock_run_in_command
+end
+
+function __fish_resin_lock_run_complete_command
+    set -l words (__fish_resin_lock_run_words)
+    complete -C (string join ' ' -- (string escape -- $words) (commandline -ct))
+end
+
+complete -c resin-lock -n "__fish_resin_lock_run_at_command" -f -a "(__fish_complete_command)"
+complete -c resin-lock -n "__fish_resin_lock_run_in_command" -f -a "(__fish_resin_lock_run_complete_command)"

@@ -6,7 +6,7 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, CommandFactory, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueHint};
 
 use crate::exit::Exit;
 use crate::lock::owner::OwnerChoice;
@@ -22,12 +22,7 @@ use crate::lock::owner::OwnerChoice;
     name = "resin-lock",
     version,
     propagate_version = true,
-    max_term_width = 100,
-    after_help = "Exit status: 0 done (status: no lock file), 1 lock held by someone else, \
-                  64 usage, 69 supervisor unreachable, 70 internal error, 71 OS error, \
-                  73 cannot create the lock, 77 refused for safety, 126/127 CMD not \
-                  executable/found, 128+S killed by signal S.\n\
-                  See resin-lock(1) for the lock locations and the protocol."
+    max_term_width = 100
 )]
 pub struct Cli {
     /// Lock this file instead of the detected location (repeatable; taken in order, all or nothing).
@@ -50,6 +45,7 @@ pub struct Cli {
     #[arg(
         long = "path",
         value_name = "PATH",
+        value_hint = ValueHint::FilePath,
         global = true,
         env = "RESIN_LOCK_PATH"
     )]
@@ -62,7 +58,13 @@ pub struct Cli {
     /// with --path or RESIN_LOCK_PATH is used as it is. DIR must exist (exit 64 otherwise);
     /// nothing under it is reached through a symlink that leads outside it. An empty
     /// RESIN_LOCK_ROOT counts as unset.
-    #[arg(long, value_name = "DIR", global = true, env = "RESIN_LOCK_ROOT")]
+    #[arg(
+        long,
+        value_name = "DIR",
+        value_hint = ValueHint::DirPath,
+        global = true,
+        env = "RESIN_LOCK_ROOT"
+    )]
     pub root: Option<PathBuf>,
 
     /// Say what was done and why (also: who holds the lock while waiting).
@@ -157,13 +159,19 @@ pub struct WaitArgs {
         short = 'w',
         long,
         value_name = "DUR",
+        value_hint = ValueHint::Other,
         value_parser = crate::duration::parse,
         allow_negative_numbers = true
     )]
     pub timeout: Option<Duration>,
 
     /// Exit with CODE instead of 1 when the lock is busy (-n) or the wait times out (-w).
-    #[arg(short = 'E', long = "conflict-exit-code", value_name = "CODE")]
+    #[arg(
+        short = 'E',
+        long = "conflict-exit-code",
+        value_name = "CODE",
+        value_hint = ValueHint::Other
+    )]
     pub conflict_exit_code: Option<u8>,
 }
 
@@ -174,7 +182,7 @@ pub struct AcquireArgs {
 
     /// Keep the lock while process PID lives; `parent`: exactly the parent
     /// (default: the nearest ancestor that is not a transient wrapper).
-    #[arg(long, value_name = "PID|parent", value_parser = parse_owner)]
+    #[arg(long, value_name = "PID|parent", value_parser = parse_owner, value_hint = ValueHint::Other)]
     pub owner: Option<OwnerChoice>,
 }
 
@@ -218,6 +226,7 @@ pub struct RunArgs {
     /// The command to run while holding the lock, and its arguments.
     #[arg(
         value_name = "CMD",
+        value_hint = ValueHint::CommandWithArguments,
         required = true,
         num_args = 1..,
         trailing_var_arg = true
@@ -236,25 +245,118 @@ pub struct StatusArgs {
     pub supervisor: bool,
 }
 
-/// The clap command, for the man page and completion generators. Its
-/// subcommands get their arguments when built (see `Command`).
+/// The clap command, for parsing and for the man page and completion
+/// generators. Its subcommands get their arguments when built (see
+/// `Command`). The exit-status table after the help comes from `exit.rs`.
 pub fn command() -> clap::Command {
-    Cli::command()
+    Cli::command().after_help(format!(
+        "{}\nSee resin-lock(1) for the lock locations and the protocol.",
+        crate::exit::help_table()
+    ))
 }
 
-/// Parse the process arguments; on failure print clap's message and return
+/// Parse the process arguments; on failure print the message and return
 /// the exit status (0 for --help/--version, 64 for usage errors, not clap's 2).
 pub fn parse() -> Result<Cli, u8> {
-    parse_from(std::env::args_os(), |name| std::env::var_os(name)).map_err(|err| {
-        let code = if err.use_stderr() {
-            Exit::Usage.code()
-        } else {
-            Exit::Ok.code()
-        };
-        // A closed stdout for --help is not worth a second error.
-        let _ = err.print();
-        code
+    let args: Vec<OsString> = std::env::args_os().collect();
+    let mut cmd = parsing_command();
+    parse_with(&mut cmd, &args, |name| std::env::var_os(name)).map_err(|err| {
+        if !err.use_stderr() {
+            // --help, --version. A closed stdout is not worth a second error.
+            let _ = err.print();
+            return Exit::Ok.code();
+        }
+        eprint!("{}", usage_error(&err.format(&mut cmd), &mut cmd, &args));
+        Exit::Usage.code()
     })
+}
+
+/// A usage error in resin-lock's voice: `resin-lock: <what>` on one line
+/// (clap's message, with its tips folded in), then the usage of the command
+/// the user typed. Not clap's own usage line, which puts an option it
+/// suggests (`--json` for `--jsn`) in it as if the user had typed it.
+fn usage_error(err: &clap::Error, cmd: &mut clap::Command, args: &[OsString]) -> String {
+    let what = if err.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+        let names: Vec<&str> = cmd
+            .get_subcommands()
+            .filter(|sub| !sub.is_hide_set() && sub.get_name() != "help")
+            .map(|sub| sub.get_name())
+            .collect();
+        format!(
+            "no command given: one of {}; see resin-lock --help",
+            names.join(", ")
+        )
+    } else {
+        clap_message(&err.render().to_string())
+    };
+    cmd.build();
+    let typed = typed_subcommand(cmd, args);
+    let usage = match typed.and_then(|name| cmd.find_subcommand_mut(&name)) {
+        Some(sub) => sub.render_usage(),
+        None => cmd.render_usage(),
+    };
+    format!("resin-lock: {what}\n{usage}\n")
+}
+
+/// clap's rendered error as one line: the message without `error: `, its
+/// continuation lines (e.g. the missing arguments) and `tip:` lines
+/// appended, without the usage and the "For more information" lines.
+fn clap_message(rendered: &str) -> String {
+    let mut lines = rendered.lines();
+    let first = lines.next().unwrap_or_default();
+    let mut what = first.strip_prefix("error: ").unwrap_or(first).to_owned();
+    let mut items = Vec::new();
+    let mut in_usage = false;
+    for line in lines {
+        let line = line.trim();
+        if line.is_empty() {
+            in_usage = false;
+        } else if line.starts_with("Usage:") {
+            in_usage = true;
+        } else if in_usage || line.starts_with("For more information") {
+        } else if let Some(tip) = line.strip_prefix("tip: ") {
+            what.push_str("; ");
+            what.push_str(tip);
+        } else {
+            items.push(line);
+        }
+    }
+    if !items.is_empty() {
+        what.push(' ');
+        what.push_str(&items.join(", "));
+    }
+    what
+}
+
+/// The subcommand the user typed: the first word that is not an option or
+/// the value of a global option.
+fn typed_subcommand(cmd: &clap::Command, args: &[OsString]) -> Option<String> {
+    let takes_value: Vec<String> = cmd
+        .get_arguments()
+        .filter(|arg| arg.get_action().takes_values() && !arg.is_positional())
+        .flat_map(|arg| {
+            let long = arg.get_long().map(|long| format!("--{long}"));
+            let short = arg.get_short().map(|short| format!("-{short}"));
+            long.into_iter().chain(short)
+        })
+        .collect();
+    let mut words = args.iter().skip(1);
+    while let Some(word) = words.next() {
+        let word = word.to_str()?;
+        if word == "--" {
+            return None;
+        }
+        if word.starts_with('-') {
+            if takes_value.iter().any(|option| option == word) {
+                words.next();
+            }
+            continue;
+        }
+        return cmd
+            .find_subcommand(word)
+            .map(|sub| sub.get_name().to_owned());
+    }
+    None
 }
 
 /// Parse `args`, with `env` for the environment variables. An empty
@@ -267,12 +369,25 @@ where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
-    use clap::FromArgMatches;
+    let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+    parse_with(&mut parsing_command(), &args, env)
+}
+
+/// The command as parsed: clap's `env` is off for --path and --root, whose
+/// variables `parse_with` reads itself (empty is unset, `:` separates paths).
+fn parsing_command() -> clap::Command {
     use clap::builder::Resettable;
-    let mut matches = Cli::command()
+    command()
         .mut_arg("paths", |arg| arg.env(Resettable::Reset))
         .mut_arg("root", |arg| arg.env(Resettable::Reset))
-        .try_get_matches_from(args)?;
+}
+
+fn parse_with(
+    cmd: &mut clap::Command,
+    args: &[OsString],
+    env: impl Fn(&str) -> Option<OsString>,
+) -> clap::error::Result<Cli> {
+    let mut matches = cmd.try_get_matches_from_mut(args)?;
     let mut cli = Cli::from_arg_matches_mut(&mut matches)?;
     if cli.paths.is_empty() {
         cli.paths = split_paths(&env("RESIN_LOCK_PATH").unwrap_or_default());

@@ -35,6 +35,20 @@ pub enum Exit {
 }
 
 impl Exit {
+    /// Every fixed status, in the order of the documented table.
+    pub const ALL: [Exit; 10] = [
+        Exit::Ok,
+        Exit::Busy,
+        Exit::Usage,
+        Exit::Unavailable,
+        Exit::Software,
+        Exit::OsErr,
+        Exit::CantCreate,
+        Exit::NoPerm,
+        Exit::NotExecutable,
+        Exit::NotFound,
+    ];
+
     pub fn code(self) -> u8 {
         match self {
             Exit::Ok => 0,
@@ -49,6 +63,94 @@ impl Exit {
             Exit::NotFound => 127,
         }
     }
+
+    /// What the status means, in one line: the table of the README, the man
+    /// page's EXIT STATUS and `--help` are made from these (`like this` is code).
+    pub fn meaning(self) -> &'static str {
+        match self {
+            Exit::Ok => "done; for `status`: no lock file exists (updates are allowed)",
+            Exit::Busy => {
+                "the lock is held by someone else: busy with `-n`, timed out with `-w`, \
+                 `release` refused, `status` found a lock file (held or stale); `-E CODE` \
+                 changes it for `acquire` and `run`, as flock's `-E`"
+            }
+            Exit::Usage => {
+                "usage: a bad option or value, a bad duration, no command for `run`, \
+                 `--owner` naming no process, a `--root` that does not exist"
+            }
+            Exit::Unavailable => {
+                "the supervisor API is not configured or does not answer (`force-update`, \
+                 `status --supervisor`)"
+            }
+            Exit::Software => {
+                "internal error (a bug), or an answer from the supervisor API that is \
+                 malformed or has an unexpected HTTP status (`force-update`)"
+            }
+            Exit::OsErr => "operating system error (fork, inotify, out of resources)",
+            Exit::CantCreate => {
+                "cannot create the lock: permission denied, read-only file system, missing \
+                 parent directory of `--path`, parent is not a directory, name too long, no space"
+            }
+            Exit::NoPerm => {
+                "refused for safety: running as uid 65534; or the supervisor API refused \
+                 the key (HTTP 401 or 403, `force-update`)"
+            }
+            Exit::NotExecutable => {
+                "`run`: CMD is not executable, or is a directory (the lock is released first)"
+            }
+            Exit::NotFound => {
+                "`run`: CMD was not found, or the interpreter on its `#!` line (or its \
+                 dynamic loader) does not exist, as shells report it (the lock is released first)"
+            }
+        }
+    }
+}
+
+/// The statuses that are not one fixed code, as the table shows them.
+pub const VARIABLE_STATUSES: [(&str, &str); 2] = [
+    ("N", "`run`: CMD exited with N"),
+    (
+        "128+S",
+        "`run`: CMD was killed by signal S; any command: resin-lock itself was stopped by \
+         signal S while waiting for the lock (nothing is left held)",
+    ),
+];
+
+/// The whole documented exit-status table: (the status as shown, its meaning).
+pub fn table() -> Vec<(String, &'static str)> {
+    Exit::ALL
+        .iter()
+        .map(|exit| (exit.code().to_string(), exit.meaning()))
+        .chain(
+            VARIABLE_STATUSES
+                .iter()
+                .map(|(code, meaning)| ((*code).to_owned(), *meaning)),
+        )
+        .collect()
+}
+
+/// The table as plain text for `--help`, wrapped to 78 columns with a
+/// hanging indent (clap would wrap it at the terminal's width without one).
+pub fn help_table() -> String {
+    const WIDTH: usize = 78;
+    const INDENT: &str = "         ";
+    let mut text = String::from("Exit status:\n");
+    for (code, meaning) in table() {
+        let mut line = format!("  {code:<6}");
+        for word in meaning.replace('`', "").split(' ') {
+            if line.len() + 1 + word.len() > WIDTH && line.len() > INDENT.len() {
+                text.push_str(&line);
+                text.push('\n');
+                line = INDENT.to_owned();
+            } else {
+                line.push(' ');
+            }
+            line.push_str(word);
+        }
+        text.push_str(&line);
+        text.push('\n');
+    }
+    text
 }
 
 /// The status for "stopped by signal S": 128+S, as shells report it.
@@ -62,6 +164,20 @@ pub fn child_code(status: WaitStatus) -> u8 {
         WaitStatus::Exited(_, code) => u8::try_from(code).unwrap_or(255),
         WaitStatus::Signaled(_, signal, _) => signal_code(signal as i32),
         _ => Exit::Software.code(),
+    }
+}
+
+/// A child's end in words, for messages: "exited with status 3", "was
+/// killed by signal TERM".
+pub fn describe_status(status: WaitStatus) -> String {
+    match status {
+        WaitStatus::Exited(_, code) => format!("exited with status {code}"),
+        WaitStatus::Signaled(_, signal, core_dumped) => format!(
+            "was killed by signal {}{}",
+            signal.as_str().trim_start_matches("SIG"),
+            if core_dumped { " (core dumped)" } else { "" }
+        ),
+        _ => "ended".to_owned(),
     }
 }
 
@@ -118,13 +234,46 @@ pub fn report(result: anyhow::Result<u8>) -> u8 {
     match result {
         Ok(code) => code,
         Err(err) => {
-            let text = format!("{err:#}");
+            let text = message(&err);
             if !text.is_empty() {
                 eprintln!("resin-lock: {text}");
             }
             code_of(&err)
         }
     }
+}
+
+/// The words of an error chain for its one line: `what: why: why`, with
+/// the system's words for an errno but not the `(os error N)` that
+/// `io::Error` adds to them, and control characters escaped.
+pub fn message(err: &anyhow::Error) -> String {
+    const SUFFIX: &str = " (os error ";
+    let mut text = format!("{err:#}");
+    let mut from = 0;
+    while let Some(found) = text[from..].find(SUFFIX) {
+        let start = from + found;
+        let rest = &text[start + SUFFIX.len()..];
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits > 0 && rest[digits..].starts_with(')') {
+            text.replace_range(start..start + SUFFIX.len() + digits + 1, "");
+            from = start;
+        } else {
+            from = start + SUFFIX.len();
+        }
+    }
+    if text.chars().any(char::is_control) {
+        text = text
+            .chars()
+            .map(|c| {
+                if c.is_control() {
+                    c.escape_default().to_string()
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect();
+    }
+    text
 }
 
 #[cfg(test)]
@@ -177,6 +326,59 @@ mod tests {
             .unwrap_err();
         assert_eq!(code_of(&err), 73);
         assert_eq!(format!("{err:#}"), "cannot create /x: read-only");
+    }
+
+    #[test]
+    fn every_status_has_a_meaning_and_the_table_is_in_order() {
+        let codes: Vec<String> = table().into_iter().map(|(code, _)| code).collect();
+        assert_eq!(
+            codes,
+            [
+                "0", "1", "64", "69", "70", "71", "73", "77", "126", "127", "N", "128+S"
+            ]
+        );
+        for (code, meaning) in table() {
+            assert!(!meaning.is_empty() && !meaning.contains('\n'), "{code}");
+        }
+        let help = help_table();
+        assert!(help.starts_with("Exit status:\n  0      done;"), "{help}");
+        assert!(help.lines().all(|line| line.len() <= 78), "{help}");
+        assert!(help.contains("\n         "), "hanging indent: {help}");
+    }
+
+    #[test]
+    fn child_ends_in_words() {
+        let pid = Pid::from_raw(42);
+        assert_eq!(
+            describe_status(WaitStatus::Exited(pid, 0)),
+            "exited with status 0"
+        );
+        assert_eq!(
+            describe_status(WaitStatus::Signaled(pid, Signal::SIGTERM, false)),
+            "was killed by signal TERM"
+        );
+        assert_eq!(
+            describe_status(WaitStatus::Signaled(pid, Signal::SIGSEGV, true)),
+            "was killed by signal SEGV (core dumped)"
+        );
+    }
+
+    #[test]
+    fn messages_have_no_os_error_suffix_and_one_line() {
+        let err = anyhow::Error::new(io::Error::from_raw_os_error(libc::ENOENT))
+            .context("cannot create lock /x/y");
+        assert_eq!(
+            format!("{err:#}"),
+            "cannot create lock /x/y: No such file or directory (os error 2)"
+        );
+        assert_eq!(
+            message(&err),
+            "cannot create lock /x/y: No such file or directory"
+        );
+        let err = anyhow::anyhow!("a\nb\tc (os error x) (os error 12)");
+        assert_eq!(message(&err), "a\\nb\\tc (os error x)");
+        let err = anyhow::anyhow!("x (os error 13) and (os error 1)");
+        assert_eq!(message(&err), "x and");
     }
 
     #[test]

@@ -22,10 +22,12 @@
 //! is released: the lock no longer protects them.
 
 use std::ffi::{OsStr, OsString};
-use std::io;
+use std::io::{self, Read};
 use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::Result;
@@ -37,7 +39,7 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{Pid, getpgid, getpgrp, getpid, getsid, isatty, tcgetpgrp, tcsetpgrp};
 use signal_hook::consts::signal::*;
 
-use crate::exit::{Exit, child_code, fail};
+use crate::exit::{Exit, child_code, describe_status, fail};
 use crate::lock::{Held, Notify, release_all};
 use crate::signals::{Received, SignalWatch};
 use crate::ui::Ui;
@@ -140,10 +142,16 @@ pub fn run_child(
     }
     let code = child_code(status);
     let child = child.pid;
-    ui.verbose(|| format!("pid {child} ended ({status:?}); releasing the lock"));
+    ui.verbose(|| {
+        format!(
+            "{} (pid {child}) {}; releasing the lock",
+            program.to_string_lossy(),
+            describe_status(status)
+        )
+    });
     warn_leftovers(program, ui);
     if let Err(err) = release_all(held, notify) {
-        eprintln!("resin-lock: {err:#}");
+        eprintln!("resin-lock: {}", crate::exit::message(&err));
     }
     reap(Pid::from_raw(-1), false);
     Ok(code)
@@ -209,17 +217,79 @@ fn held_paths(held: &[Held]) -> OsString {
 
 fn spawn_error(program: &OsStr, err: &io::Error) -> anyhow::Error {
     let name = program.to_string_lossy();
+    if program.is_empty() {
+        return fail(Exit::NotFound, "run: the command name is empty");
+    }
     match err.kind() {
-        io::ErrorKind::NotFound => fail(Exit::NotFound, format!("{name}: command not found")),
+        // ENOENT from execve for a file that is there: what it needs to run
+        // is missing. Shells say so with 127 too (bash, dash, zsh, fish).
+        io::ErrorKind::NotFound => match find_program(program).map(|p| interpreter(&p)) {
+            Some(Some(interpreter)) => fail(
+                Exit::NotFound,
+                format!(
+                    "{name}: bad interpreter: {interpreter} (named on its #! line) does not exist"
+                ),
+            ),
+            Some(None) => fail(
+                Exit::NotFound,
+                format!(
+                    "{name}: cannot execute: its dynamic loader does not exist (built for \
+                     another system or libc?)"
+                ),
+            ),
+            None => fail(Exit::NotFound, format!("{name}: command not found")),
+        },
+        io::ErrorKind::PermissionDenied if Path::new(program).is_dir() => {
+            fail(Exit::NotExecutable, format!("{name}: is a directory"))
+        }
         io::ErrorKind::PermissionDenied => fail(
             Exit::NotExecutable,
             format!("{name}: permission denied (not executable)"),
         ),
         _ => fail(
             Exit::NotExecutable,
-            format!("{name}: cannot execute: {err}"),
+            format!(
+                "{name}: cannot execute: {}",
+                err.raw_os_error().map_or_else(
+                    || err.to_string(),
+                    |errno| Errno::from_raw(errno).desc().to_owned()
+                )
+            ),
         ),
     }
+}
+
+/// The file that exec would have run for `program`: the path itself when
+/// it has a '/', else the first executable file of that name in PATH.
+fn find_program(program: &OsStr) -> Option<PathBuf> {
+    let is_program = |path: &Path| {
+        std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if program.as_bytes().contains(&b'/') {
+        let path = PathBuf::from(program);
+        return is_program(&path).then_some(path);
+    }
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|path| is_program(path))
+}
+
+/// The interpreter a script names on its `#!` line (read from its first
+/// 256 bytes), or None for a file that has none.
+fn interpreter(script: &Path) -> Option<String> {
+    let mut head = Vec::with_capacity(256);
+    std::fs::File::open(script)
+        .ok()?
+        .take(256)
+        .read_to_end(&mut head)
+        .ok()?;
+    let line = head.strip_prefix(b"#!")?.split(|&b| b == b'\n').next()?;
+    let word = line
+        // As the kernel reads it: a `\r` of a DOS line end stays in the name.
+        .split(|&b| b == b' ' || b == b'\t')
+        .find(|word| !word.is_empty())?;
+    Some(String::from_utf8_lossy(word).into_owned())
 }
 
 /// What `reap` saw of the main child.

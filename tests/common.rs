@@ -213,3 +213,167 @@ impl Drop for Sleeper {
         let _ = self.0.wait();
     }
 }
+
+// ---- Tools from outside the project (SPEC section 8) ----
+//
+// What the tests take from the system is found here, in one place. A tool
+// that is missing makes the tests that need it skip, with one line per tool
+// on stderr; with `CI=true` (as `.ci/run` runs) a missing tool fails them
+// instead. The npm `lockfile` package is provisioned by the tests themselves,
+// once, into the target directory.
+
+/// Programs the tests run from PATH, with the Debian package that has each.
+const TOOLS: &[(&str, &str)] = &[
+    ("lockfile", "procmail"),
+    ("node", "nodejs"),
+    ("npm", "npm"),
+    ("bash", "bash"),
+    ("zsh", "zsh"),
+    ("fish", "fish"),
+];
+
+/// Whether a missing tool fails the test instead of skipping it.
+fn ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// One line on the real stderr, past the test harness's capture (which
+/// shows a test's output only when it fails).
+fn say(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "resin-lock tests: {line}");
+}
+
+/// `what` cannot be had: fail under CI, else say once that its tests skip.
+fn missing(what: &str, why: &str) {
+    assert!(
+        !ci(),
+        "{what} {why}, and with CI=true a missing tool is a failure, not a skip"
+    );
+    static SAID: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let mut said = SAID
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if !said.iter().any(|w| w == what) {
+        said.push(what.to_owned());
+        say(&format!("{what} {why}: skipping the tests that need it"));
+    }
+}
+
+/// A program from PATH that the tests need (one of `TOOLS`), or None when
+/// it is not installed (said once; a failure under `CI=true`).
+pub fn tool(name: &str) -> Option<PathBuf> {
+    let package = TOOLS
+        .iter()
+        .find(|(tool, _)| *tool == name)
+        .map(|(_, package)| *package)
+        .unwrap_or_else(|| panic!("{name}: add it to TOOLS in tests/common.rs"));
+    let found = which(name);
+    if found.is_none() {
+        missing(
+            name,
+            &format!("is not installed (Debian package {package})"),
+        );
+    }
+    found
+}
+
+/// The first executable file called `name` in PATH.
+fn which(name: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|p| {
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}
+
+/// The npm `lockfile` package that supervisors v7 to v12 used, installed
+/// with the scripts of `tests/fixtures/npm` (run them with `node`): the
+/// directory, or None when node or npm is missing or the install failed.
+///
+/// Provisioned once: `npm ci` runs in a fresh temp dir under the target
+/// directory, which is then renamed into place, named after the fixture's
+/// content. Tests in parallel wait for the first one; another test process
+/// that gets there first wins the rename and its copy is used. A copy
+/// already in place from an earlier run is used as it is.
+pub fn npm_fixture() -> Option<&'static Path> {
+    static FIXTURE: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+    FIXTURE.get_or_init(provision_npm).as_deref()
+}
+
+fn provision_npm() -> Option<PathBuf> {
+    const WHAT: &str = "the npm lockfile package";
+    // Both are looked up, so that both are named when both are missing.
+    let (node, npm) = (tool("node"), tool("npm"));
+    node?;
+    let npm = npm?;
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/npm");
+    let mut files: Vec<(std::ffi::OsString, Vec<u8>)> = std::fs::read_dir(&source)
+        .expect("tests/fixtures/npm")
+        .map(|entry| entry.expect("tests/fixtures/npm"))
+        .filter(|entry| entry.file_type().is_ok_and(|t| t.is_file()))
+        .map(|entry| (entry.file_name(), std::fs::read(entry.path()).unwrap()))
+        .collect();
+    files.sort();
+    // FNV-1a of names and contents: a changed fixture gets a fresh install.
+    let mut key: u64 = 0xcbf2_9ce4_8422_2325;
+    for (name, content) in &files {
+        for byte in name.as_encoded_bytes().iter().chain(&[0]).chain(content) {
+            key = (key ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    let parent = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let dir = parent.join(format!("npm-fixture-{key:016x}"));
+    if dir.is_dir() {
+        return Some(dir);
+    }
+    std::fs::create_dir_all(parent).unwrap();
+    let work = tempfile::Builder::new()
+        .prefix(".npm-fixture-")
+        .tempdir_in(parent)
+        .unwrap();
+    for (name, content) in &files {
+        std::fs::write(work.path().join(name), content).unwrap();
+    }
+    let out = Command::new(npm)
+        .args(["ci", "--no-audit", "--no-fund", "--prefer-offline"])
+        .args(["--loglevel=error"])
+        .current_dir(work.path())
+        .stdin(Stdio::null())
+        .output()
+        .expect("npm runs");
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let last = stderr.lines().rev().find(|l| !l.trim().is_empty());
+        missing(
+            WHAT,
+            &format!(
+                "could not be installed (npm ci: {}: {})",
+                out.status,
+                last.unwrap_or("no message")
+            ),
+        );
+        return None;
+    }
+    let version = std::fs::read(work.path().join("node_modules/lockfile/package.json"))
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+        .and_then(|package| package["version"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| "of unknown version".to_owned());
+    // All or nothing: the finished install appears under its name at once.
+    match std::fs::rename(work.path(), &dir) {
+        Ok(()) => {
+            say(&format!(
+                "provisioned {WHAT} {version} with npm ci in {}",
+                dir.display()
+            ));
+            let _ = work.keep();
+        }
+        // Another test process renamed its copy into place first.
+        Err(_) if dir.is_dir() => {}
+        Err(err) => panic!("{}: {err}", dir.display()),
+    }
+    Some(dir)
+}

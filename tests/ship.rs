@@ -4,8 +4,11 @@
 //! sections and renders without warnings. (The static binary is checked by
 //! `cargo xtask dist`, not here: a release build does not belong in `cargo test`.)
 
-use std::path::Path;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+
+use crate::common::tool;
 
 /// The generator itself, the same file `cargo xtask gen` runs.
 #[path = "../xtask/src/generate.rs"]
@@ -42,34 +45,256 @@ fn generated_files_are_fresh() {
     );
 }
 
-#[test]
-fn bash_completion_completes_the_commands() {
-    // Ask `complete -p` for the function rather than assume clap_complete's naming.
-    let script = r#"
-        source completions/resin-lock.bash
-        fn=$(complete -p resin-lock | sed -E 's/.*-F ([^ ]+).*/\1/')
-        COMP_WORDS=(resin-lock "")
-        COMP_CWORD=1
-        "$fn" resin-lock "" resin-lock
-        echo "${COMPREPLY[@]}"
-    "#;
-    let out = Command::new("bash")
-        .current_dir(root())
-        .args(["--norc", "--noprofile", "-c", script])
-        .output()
-        .expect("bash runs");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success() && stderr.is_empty(), "bash: {stderr}");
-    let words: Vec<String> = String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .map(str::to_owned)
-        .collect();
-    for command in ["acquire", "release", "run", "status", "force-update"] {
-        assert!(
-            words.iter().any(|w| w == command),
-            "{command} not in {words:?}"
-        );
+// ---- Completions, each in its real shell ----
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sh {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+/// What completes in a directory that holds one file and one directory, so
+/// that file names offered where they do not belong are seen.
+struct Completer {
+    shell: Sh,
+    program: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+const FILE: &str = "SENTINEL-file";
+const DIR: &str = "SENTINEL-dir";
+const SCRIPT: &str = "SENTINEL-script";
+
+/// zsh: type LINE and TAB into an interactive `zsh -f` on a pty (zpty) with
+/// compinit and the completion directory in fpath; every word offered to
+/// `compadd` is printed as `<hit>WORD`, and `<done>` when completion ends.
+const ZSH_CAPTURE: &str = r#"
+zmodload zsh/zpty
+zpty z zsh -f -i
+zpty -w z "PROMPT='' RPROMPT=''; fpath=(${(q)1} \$fpath); autoload -Uz compinit; compinit -u -D"
+zpty -w z 'zstyle ":completion:*" list-grouped false; zstyle ":completion:*" insert-tab false'
+zpty -w z 'compadd() { local -a __h; builtin compadd -O __h "$@"; (( $#__h )) && print -rl -- "<hit>"${^__h}; builtin compadd "$@"; }'
+zpty -w z '_capture_done() { print -r -- "<done>" }; comppostfuncs=(_capture_done)'
+zpty -w z 'bindkey "^I" complete-word'
+zpty -w z "print -r -- '<ready>'"
+local out
+while zpty -r z out; do [[ $out == '<ready>'* ]] && break; done
+zpty -n -w z "$2"$'\t'
+while zpty -r z out; do
+    [[ $out == *'<done>'* ]] && break
+    [[ $out == *'<hit>'* ]] && print -r -- "${${out#*<hit>}%%$'\r'*}"
+done
+zpty -d z
+"#;
+
+/// bash: source the script, set COMP_WORDS and COMP_CWORD from the words of
+/// the line, call the function `complete -p` names, print COMPREPLY.
+const BASH_CAPTURE: &str = r#"
+source "$1"
+shift
+fn=$(complete -p resin-lock | sed -E 's/.*-F ([^ ]+).*/\1/')
+COMP_WORDS=("$@")
+COMP_CWORD=$(($# - 1))
+COMP_LINE="$*"
+COMP_POINT=${#COMP_LINE}
+COMPREPLY=()
+"$fn" resin-lock "${COMP_WORDS[COMP_CWORD]}" "${COMP_WORDS[COMP_CWORD - 1]}"
+printf '%s\n' "${COMPREPLY[@]}"
+"#;
+
+impl Completer {
+    /// None (said once) when the shell is not installed.
+    fn new(shell: Sh) -> Option<Completer> {
+        let name = match shell {
+            Sh::Bash => "bash",
+            Sh::Zsh => "zsh",
+            Sh::Fish => "fish",
+        };
+        let program = tool(name)?;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(FILE), "").unwrap();
+        std::fs::create_dir(dir.path().join(DIR)).unwrap();
+        let script = dir.path().join(SCRIPT);
+        std::fs::write(&script, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::write(dir.path().join("capture.zsh"), ZSH_CAPTURE).unwrap();
+        Some(Completer {
+            shell,
+            program,
+            dir,
+        })
     }
+
+    /// The words offered for the last word of `line` (empty after a space).
+    fn complete(&self, line: &str) -> Vec<String> {
+        let completions = root().join("completions");
+        let mut cmd = match self.shell {
+            Sh::Bash => {
+                let mut cmd = Command::new(&self.program);
+                cmd.args(["--norc", "--noprofile", "-c", BASH_CAPTURE, "bash"])
+                    .arg(completions.join("resin-lock.bash"))
+                    .args(line.split(' '));
+                cmd
+            }
+            // A hang guard for a harness that never sees the end, not a timing assertion.
+            Sh::Zsh => {
+                let mut cmd = Command::new("timeout");
+                cmd.arg("120")
+                    .arg(&self.program)
+                    .args(["-f", "capture.zsh"])
+                    .arg(&completions)
+                    .arg(line);
+                cmd
+            }
+            Sh::Fish => {
+                let mut cmd = Command::new(&self.program);
+                cmd.args(["-c", "source $argv[1]; complete -C $argv[2]"])
+                    .arg(completions.join("resin-lock.fish"))
+                    .arg(line);
+                cmd
+            }
+        };
+        let out = cmd
+            .current_dir(self.dir.path())
+            // No configuration of the user who runs the tests.
+            .env("HOME", self.dir.path())
+            .env("XDG_CONFIG_HOME", self.dir.path())
+            .env("XDG_DATA_HOME", self.dir.path())
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && stderr.trim().is_empty(),
+            "{:?} completing {line:?}: {}: {stderr}",
+            self.shell,
+            out.status
+        );
+        let mut words: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| l.split('\t').next().unwrap_or("").trim_end_matches('/'))
+            .filter(|w| !w.is_empty())
+            .map(str::to_owned)
+            .collect();
+        words.sort();
+        words.dedup();
+        words
+    }
+
+    fn offers(&self, line: &str, expected: &[&str]) {
+        let words = self.complete(line);
+        for word in expected {
+            assert!(
+                words.iter().any(|w| w == word),
+                "{:?}: {line:?} does not offer {word}: {words:?}",
+                self.shell
+            );
+        }
+    }
+
+    fn never_offers(&self, line: &str, unexpected: &[&str]) {
+        let words = self.complete(line);
+        for word in unexpected {
+            assert!(
+                !words.iter().any(|w| w == word),
+                "{:?}: {line:?} offers {word}: {words:?}",
+                self.shell
+            );
+        }
+    }
+}
+
+/// Subcommands, the options of every subcommand, option values that are
+/// not file names, and the command line of `run`, as the CLI defines them.
+fn completes_everything(shell: Sh) {
+    let Some(c) = Completer::new(shell) else {
+        return;
+    };
+    let mut cli = resin_lock::cli::command();
+    cli.build();
+    let subs: Vec<&clap::Command> = cli.get_subcommands().filter(|s| !s.is_hide_set()).collect();
+    let names: Vec<&str> = subs.iter().map(|s| s.get_name()).collect();
+    for name in ["acquire", "release", "run", "status", "force-update"] {
+        assert!(names.contains(&name), "no {name} in the CLI");
+    }
+    c.offers("resin-lock ", &names);
+    c.offers("resin-lock -v ", &names);
+
+    let mut no_files = Vec::new();
+    for sub in &subs {
+        let name = sub.get_name();
+        let options: Vec<&clap::Arg> = sub
+            .get_arguments()
+            .filter(|a| !a.is_positional() && !a.is_hide_set())
+            .collect();
+        let longs: Vec<String> = options
+            .iter()
+            .filter_map(|a| a.get_long().map(|l| format!("--{l}")))
+            .collect();
+        let longs: Vec<&str> = longs.iter().map(String::as_str).collect();
+        c.offers(&format!("resin-lock {name} --"), &longs);
+        // A value is never a file name, but for the paths of --path and --root.
+        for arg in options.iter().filter(|a| a.get_action().takes_values()) {
+            let long = arg.get_long().expect("every option has a long name");
+            if ["path", "root"].contains(&long) {
+                continue;
+            }
+            c.never_offers(&format!("resin-lock {name} --{long} "), &[FILE, DIR]);
+            if let Some(short) = arg.get_short() {
+                c.never_offers(&format!("resin-lock {name} -{short} "), &[FILE, DIR]);
+            }
+            no_files.push(long.to_owned());
+        }
+    }
+    for long in ["owner", "timeout", "conflict-exit-code"] {
+        assert!(no_files.iter().any(|l| l == long), "--{long} not checked");
+    }
+    // The controls: file names are offered where they belong.
+    c.offers("resin-lock --path ", &[FILE]);
+    c.offers("resin-lock status --root ", &[DIR]);
+    c.never_offers("resin-lock status --root ", &[FILE]);
+
+    // run: the word after `--`, or after the options, is a command.
+    for line in [
+        "resin-lock run -- ech",
+        "resin-lock run ech",
+        "resin-lock run -n -- ech",
+        "resin-lock --path x run -w 5 -E 3 ech",
+    ] {
+        c.offers(line, &["echo"]);
+    }
+    // A path to a program (zsh offers the name after the `./`).
+    let words = c.complete("resin-lock run -- ./SENTINEL-s");
+    assert!(
+        words.iter().any(|w| w.ends_with(SCRIPT)),
+        "{shell:?}: no {SCRIPT} in {words:?}"
+    );
+    // Past `--`, or once the command has begun, run's options are over.
+    // (zsh's `_arguments -S` for the top level drops a `--` that comes right
+    // after the subcommand, so there `run -- --n` still offers run's options:
+    // a command whose name starts with `--` is not worth a hand-written
+    // zsh script.)
+    if shell != Sh::Zsh {
+        c.never_offers("resin-lock run -- --n", &["--nonblock"]);
+    }
+    c.never_offers("resin-lock run -n -- --n", &["--nonblock"]);
+    c.never_offers("resin-lock run -- ls --n", &["--nonblock"]);
+}
+
+#[test]
+fn bash_completes_subcommands_options_and_commands() {
+    completes_everything(Sh::Bash);
+}
+
+#[test]
+fn zsh_completes_subcommands_options_and_commands() {
+    completes_everything(Sh::Zsh);
+}
+
+#[test]
+fn fish_completes_subcommands_options_and_commands() {
+    completes_everything(Sh::Fish);
 }
 
 #[test]
@@ -84,6 +309,7 @@ fn man_page_has_the_hand_written_sections() {
     for section in [
         ".SH COMMANDS",
         ".SH \"EXIT STATUS\"",
+        ".SH NOTES",
         ".SH SIGNALS",
         ".SH FILES",
         ".SH ENVIRONMENT",
@@ -97,6 +323,41 @@ fn man_page_has_the_hand_written_sections() {
             "no .SS {command}"
         );
     }
+    // A date (the version's, never today's), and values in the synopses.
+    let th = page.lines().find(|l| l.starts_with(".TH ")).unwrap();
+    let date = th.split('"').nth(1).unwrap();
+    assert!(
+        date.len() == 10 && date.chars().filter(|c| *c == '-').count() == 2,
+        "{th}"
+    );
+    for synopsis in [
+        r"[\fB\-\-path\fR \fIPATH\fR]...",
+        r"[\fB\-w\fR|\fB\-\-timeout\fR \fIDUR\fR]",
+        r"[\fB\-\-owner\fR \fIPID\fR]",
+        r"[\-\-] \fICMD\fR [\fIARG\fR]...",
+    ] {
+        assert!(page.contains(synopsis), "no {synopsis} in a SYNOPSIS");
+    }
+    // EXIT STATUS has every status of the table in the code.
+    let exit_status = page
+        .split_once(".SH \"EXIT STATUS\"\n")
+        .unwrap()
+        .1
+        .split("\n.SH ")
+        .next()
+        .unwrap();
+    for (code, _) in resin_lock::exit::table() {
+        let tag = match code.split_once('+') {
+            Some((base, var)) => format!("\\fB{base}+\\fR\\fI{var}\\fR"),
+            None if code.parse::<u8>().is_ok() => format!("\\fB{code}\\fR"),
+            None => format!("\\fI{code}\\fR"),
+        };
+        assert!(
+            exit_status.contains(&format!(".TP\n{tag}\n")),
+            "no {tag} in EXIT STATUS"
+        );
+    }
+    assert!(exit_status.contains("401 or 403") && exit_status.contains("\\-\\-owner"));
 }
 
 /// man-db's `man --warnings` (or groff, which it drives) finds nothing to
@@ -139,4 +400,76 @@ fn man_page_renders_without_warnings() {
             "{text}"
         );
     }
+}
+
+// ---- The README ----
+
+/// The README's "run it" command, as written: `cargo run --release -- ARGS`
+/// is the binary with ARGS, run from the repository root. It must name a
+/// lock file with --path (nothing detected, nothing created on a machine
+/// that is not a device) and an example that ships.
+#[test]
+fn readme_run_command_works_as_written() {
+    let readme = read("README.md");
+    let (_, after) = readme
+        .split_once("\nRun it")
+        .expect("a \"Run it\" paragraph");
+    let line = after
+        .lines()
+        .find_map(|l| l.strip_prefix("    cargo run --release -- "))
+        .expect("an indented `cargo run --release -- ...` line after \"Run it\"");
+    let args: Vec<&str> = line.split_whitespace().collect();
+    assert!(args.starts_with(&["--path"]), "{line}: no --path first");
+    let program = args.iter().skip_while(|a| **a != "--").nth(1).unwrap();
+    assert!(root().join(program).is_file(), "{program} does not ship");
+    let out = Command::new(env!("CARGO_BIN_EXE_resin-lock"))
+        .args(&args)
+        .current_dir(root())
+        .env_remove("RESIN_LOCK_PATH")
+        .env_remove("RESIN_LOCK_ROOT")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{line}: {}: {stdout}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&format!("holding the update lock {}", args[1])) && stdout.contains("done"),
+        "{stdout}"
+    );
+}
+
+/// The README's exit-status table is the one in `src/exit.rs` (which also
+/// makes `--help`'s and the man page's).
+#[test]
+fn readme_exit_status_table_is_the_one_in_the_code() {
+    let readme = read("README.md");
+    let (_, section) = readme
+        .split_once("\n## Exit status\n")
+        .expect("an Exit status section");
+    let rows: Vec<(String, String)> = section
+        .lines()
+        .skip_while(|line| !line.starts_with("| code |"))
+        .skip(2)
+        .take_while(|line| line.starts_with('|'))
+        .map(|line| {
+            let cells: Vec<&str> = line.trim_matches('|').splitn(2, " | ").collect();
+            (cells[0].trim().to_owned(), cells[1].trim().to_owned())
+        })
+        .collect();
+    let expected: Vec<(String, String)> = resin_lock::exit::table()
+        .into_iter()
+        .map(|(code, meaning)| (code, meaning.to_owned()))
+        .collect();
+    let markdown: String = expected
+        .iter()
+        .map(|(code, meaning)| format!("| {code} | {meaning} |\n"))
+        .collect();
+    assert_eq!(
+        rows, expected,
+        "the README's table should read:\n{markdown}"
+    );
 }

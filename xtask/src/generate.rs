@@ -16,26 +16,31 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use clap::{Arg, ArgAction, ValueHint};
 use clap_complete::aot::{Generator, Shell, generate};
 use clap_mangen::Man;
 use clap_mangen::roff::{Inline, Roff, bold, italic, roman};
-use resin_lock::exit::Exit;
 
 const BIN: &str = "resin-lock";
 
 /// Every generated file: its path relative to the workspace root, and its bytes.
 pub fn files() -> Vec<(PathBuf, Vec<u8>)> {
-    let mut files = vec![(PathBuf::from("man").join(format!("{BIN}.1")), man_page())];
-    for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
-        let mut cmd = resin_lock::cli::command();
-        let mut bytes = Vec::new();
-        generate(shell, &mut cmd, BIN, &mut bytes);
-        files.push((
-            PathBuf::from("completions").join(shell.file_name(BIN)),
-            bytes,
-        ));
-    }
-    files
+    let completions = PathBuf::from("completions");
+    vec![
+        (PathBuf::from("man").join(format!("{BIN}.1")), man_page()),
+        (
+            completions.join(Shell::Bash.file_name(BIN)),
+            bash_completion().into_bytes(),
+        ),
+        (
+            completions.join(Shell::Zsh.file_name(BIN)),
+            clap_completion(Shell::Zsh),
+        ),
+        (
+            completions.join(Shell::Fish.file_name(BIN)),
+            fish_completion().into_bytes(),
+        ),
+    ]
 }
 
 /// The generated files whose copy under `root` is missing or different.
@@ -61,18 +66,24 @@ fn man_page() -> Vec<u8> {
 
     let mut page = preamble.clone();
     // .TH by hand: clap_mangen writes an empty date as nothing, which moves
-    // the source into the date's place. And no date: the output must not
-    // change from one day to the next.
+    // the source into the date's place. The date is the version's, never
+    // today's: the output must not change from one day to the next.
     page.push_str(&format!(
-        ".TH RESIN-LOCK 1 \"\" \"{BIN} {version}\" \"User Commands\"\n"
+        ".TH RESIN-LOCK 1 \"{}\" \"{BIN} {version}\" \"User Commands\"\n",
+        man_date(&version)
     ));
     page.push_str(&render(&preamble, |w| man.render_name_section(w)));
-    page.push_str(&render(&preamble, |w| man.render_synopsis_section(w)));
+    let mut synopsis = Roff::new();
+    synopsis
+        .control("SH", ["SYNOPSIS"])
+        .text(synopsis_line(&cmd, BIN));
+    page.push_str(&render(&preamble, |w| synopsis.to_writer(w)));
     page.push_str(&render(&preamble, |w| man.render_description_section(w)));
     page.push_str(&render(&preamble, |w| man.render_options_section(w)));
     page.push_str(&commands_section(&cmd, &preamble));
     for section in [
         exit_status(),
+        notes(),
         signals(),
         files_section(),
         environment(),
@@ -111,12 +122,14 @@ fn commands_section(cmd: &clap::Command, preamble: &str) -> String {
         // Built on its own, the subcommand gets its deferred arguments but
         // not the global ones, which are described once, above.
         sub.build();
+        let man_sub = &sub.clone();
         let man = Man::new(sub);
         let mut heading = Roff::new();
         heading.control("SS", [name]);
         out.push_str(&render(preamble, |w| heading.to_writer(w)));
-        let synopsis = render(preamble, |w| man.render_synopsis_section(w));
-        out.push_str(synopsis.strip_prefix(".SH SYNOPSIS\n").unwrap_or(&synopsis));
+        let mut synopsis = Roff::new();
+        synopsis.text(synopsis_line(man_sub, &format!("{BIN} {name}")));
+        out.push_str(&render(preamble, |w| synopsis.to_writer(w)));
         let description = render(preamble, |w| man.render_description_section(w));
         out.push_str(".PP\n");
         out.push_str(
@@ -167,66 +180,183 @@ fn code(roff: &mut Roff, lines: &[&str]) {
     roff.control("fi", []).control("RE", []);
 }
 
+/// The date on the page: the version's release date from the CHANGELOG
+/// heading (`## [0.1.0] - 2026-12-01`), or, while the version is
+/// unreleased, `UNRELEASED_DATE`.
+fn man_date(version: &str) -> String {
+    let heading = format!("## [{version}] - ");
+    include_str!("../../CHANGELOG.md")
+        .lines()
+        .find_map(|line| line.strip_prefix(&heading))
+        .map_or(UNRELEASED_DATE, str::trim)
+        .to_owned()
+}
+
+/// The date of the man page of an unreleased version: the day its content
+/// last changed in a way a reader would care about. Fixed, so that the
+/// generated page is the same every day (a test compares it byte for byte).
+const UNRELEASED_DATE: &str = "2026-12-01";
+
+/// A synopsis line as the parser reads it: every option with its value
+/// placeholder (`-w|--timeout DUR`), repeatable ones with `...`, then the
+/// positionals: a command line as `[--] CMD [ARG]...`.
+fn synopsis_line(cmd: &clap::Command, name: &str) -> Vec<Inline> {
+    let mut line = vec![bold(name)];
+    for arg in options(cmd) {
+        line.push(roman(if arg.is_required_set() { " " } else { " [" }));
+        for (i, spelling) in spellings(arg).into_iter().enumerate() {
+            if i > 0 {
+                line.push(roman("|"));
+            }
+            line.push(bold(spelling));
+        }
+        if arg.get_action().takes_values() {
+            let value = arg
+                .get_value_names()
+                .and_then(|names| names.first())
+                .map_or_else(|| arg.get_id().as_str().to_uppercase(), |v| v.to_string());
+            line.push(roman(" "));
+            line.push(italic(value));
+        }
+        if !arg.is_required_set() {
+            line.push(roman("]"));
+        }
+        if matches!(arg.get_action(), ArgAction::Append) {
+            line.push(roman("..."));
+        }
+    }
+    for arg in cmd.get_positionals().filter(|arg| !arg.is_hide_set()) {
+        let value = arg
+            .get_value_names()
+            .and_then(|names| names.first())
+            .map_or_else(|| arg.get_id().as_str().to_uppercase(), |v| v.to_string());
+        if arg.get_value_hint() == ValueHint::CommandWithArguments {
+            line.extend([
+                roman(" [--] "),
+                italic(value),
+                roman(" ["),
+                italic("ARG"),
+                roman("]..."),
+            ]);
+        } else {
+            let many = arg.get_num_args().is_some_and(|n| n.max_values() > 1);
+            let (open, close) = if arg.is_required_set() {
+                ("", "")
+            } else {
+                ("[", "]")
+            };
+            line.extend([
+                roman(format!(" {open}")),
+                italic(value),
+                roman(format!("{close}{}", if many { "..." } else { "" })),
+            ]);
+        }
+    }
+    if cmd.has_subcommands() {
+        line.extend([roman(" "), italic("COMMAND")]);
+    }
+    line
+}
+
+/// Text with `code` spans in bold.
+fn with_code(text: &str) -> Vec<Inline> {
+    text.split('`')
+        .enumerate()
+        .filter(|(_, part)| !part.is_empty())
+        .map(|(i, part)| if i % 2 == 1 { bold(part) } else { roman(part) })
+        .collect()
+}
+
+/// EXIT STATUS: the table of `exit.rs`, the one the README and `--help` show.
 fn exit_status() -> Roff {
-    let code = |exit: Exit| vec![bold(exit.code().to_string())];
+    let mut roff = Roff::new();
+    roff.control("SH", ["EXIT STATUS"]);
+    for (code, meaning) in resin_lock::exit::table() {
+        let tag = match code.split_once('+') {
+            Some((base, var)) => vec![bold(format!("{base}+")), italic(var)],
+            None if code.parse::<u8>().is_ok() => vec![bold(code)],
+            None => vec![italic(code)],
+        };
+        roff.control("TP", []).text(tag);
+        let mut body = with_code(meaning);
+        // A sentence starts with a capital, unless it starts with code.
+        if let (false, Some(Inline::Roman(first))) = (meaning.starts_with('`'), body.first_mut()) {
+            let mut chars = first.chars();
+            if let Some(c) = chars.next() {
+                *first = c.to_uppercase().chain(chars).collect();
+            }
+        }
+        body.push(roman("."));
+        roff.text(body);
+    }
+    roff
+}
+
+/// What users must know about the platform (the README has the same, under
+/// "What to know about the platform").
+fn notes() -> Roff {
     tagged_section(
-        "EXIT STATUS",
+        "NOTES",
         &[],
         &[
             (
-                code(Exit::Ok),
-                vec!["Done. For status: no lock file exists, updates are allowed."],
-            ),
-            (
-                code(Exit::Busy),
+                vec![roman("One service's lock holds back the whole app")],
                 vec![
-                    "The lock is held by someone else: busy with \
-                     --nonblock, timed out with --timeout, release refused, or status found \
-                     a lock file (held or stale: both block the supervisor). For acquire and \
-                     run, --conflict-exit-code CODE (-E) replaces it, as with flock(1).",
+                    "Before it stops or changes any service of an app, the supervisor (v14 \
+                     to v19) takes the update locks of all of that app's services, current \
+                     and target. A lock held in one service therefore postpones the update \
+                     of every service of the app, not only its own.",
                 ],
             ),
             (
-                code(Exit::Usage),
-                vec!["Usage error: bad option, bad duration, missing command after --."],
-            ),
-            (
-                code(Exit::Unavailable),
                 vec![
-                    "The supervisor API is not configured or not reachable \
-                     (force-update, status --supervisor).",
+                    roman("Host OS updates look only at "),
+                    italic("updates.lock"),
                 ],
-            ),
-            (code(Exit::Software), vec!["Internal error (a bug)."]),
-            (
-                code(Exit::OsErr),
-                vec!["Operating system error: fork, inotify, out of resources."],
-            ),
-            (
-                code(Exit::CantCreate),
                 vec![
-                    "Cannot create the lock: permission denied, read-only file system, \
-                     missing parent directory of a --path, parent is not a directory.",
+                    "balenaOS 4.1 and later refuse to reboot into a host OS update while a \
+                     process holds flock(LOCK_EX) on a file named updates.lock under \
+                     /tmp/balena-supervisor/services on the host (a service's \
+                     /tmp/balena/updates.lock), and check again every 5 seconds. A lock on \
+                     resin-updates.lock (supervisors before v7.22.0), or on a --path with \
+                     another name, blocks the supervisor but never a host OS reboot.",
                 ],
             ),
             (
-                code(Exit::NoPerm),
-                vec!["Refused for safety: acquire or run as uid 65534 (nobody)."],
-            ),
-            (
-                code(Exit::NotExecutable),
-                vec!["run: CMD is not executable (the lock is released first)."],
-            ),
-            (
-                code(Exit::NotFound),
-                vec!["run: CMD was not found (the lock is released first)."],
-            ),
-            (vec![italic("N")], vec!["run: CMD exited with status N."]),
-            (
-                vec![roman("128+"), italic("S")],
+                vec![roman("The host OS reboot has its own override")],
                 vec![
-                    "run: CMD was killed by signal S. Any command: resin-lock itself \
-                     was stopped by signal S while waiting for the lock; nothing is left held.",
+                    "force-update and the supervisor's lock override make the supervisor \
+                     update the app although the lock is held. The host OS reboot check \
+                     has a setting of its own: it is skipped only while \
+                     /tmp/balena-supervisor/target-state-config on the host has \
+                     SUPERVISOR_OVERRIDE_LOCK (or RESIN_OVERRIDE_LOCK) set to true. \
+                     force-update does not change it.",
+                ],
+            ),
+            (
+                vec![roman("In a container that does not run as root")],
+                vec![
+                    "The lock directory (/tmp/balena) belongs to root, mode 0755, until \
+                     the supervisor has taken the lock there itself, and it starts out that \
+                     way again after every reboot (it lives in the host's /tmp). Until \
+                     then acquire and run fail for any other user with permission denied \
+                     (exit 73); resin-lock does not change the permissions of a directory \
+                     it did not create. Take the lock as root and run the work as your \
+                     user, which inherits the lock: \
+                     resin-lock run -- setpriv --reuid=app --regid=app --init-groups \
+                     ./critical.sh. Or make the directory writable for your user in a \
+                     start-up step that runs as root, before it drops privileges.",
+                ],
+            ),
+            (
+                vec![roman("Hand-over services are not protected")],
+                vec![
+                    "With the hand-over update strategy (the label \
+                     io.balena.update.strategy: hand-over), the supervisor starts the new \
+                     release of a service next to the old one and stops the old one after \
+                     the hand-over; the update lock does not hold this back. Give services \
+                     whose critical sections must not be cut short another strategy, such \
+                     as the default download-then-kill.",
                 ],
             ),
         ],
@@ -507,3 +637,382 @@ fn see_also() -> Roff {
     ]);
     roff
 }
+
+// ---- Shell completions ----
+
+/// clap_complete's script for `shell`.
+fn clap_completion(shell: Shell) -> Vec<u8> {
+    let mut cmd = resin_lock::cli::command();
+    let mut bytes = Vec::new();
+    generate(shell, &mut cmd, BIN, &mut bytes);
+    bytes
+}
+
+/// The command with every subcommand's (deferred) arguments and the global
+/// options propagated into each, as the parser sees them.
+fn built_command() -> clap::Command {
+    let mut cmd = resin_lock::cli::command();
+    cmd.build();
+    cmd
+}
+
+/// Whether a subcommand's positional arguments are a command line of their
+/// own (`run [OPTIONS] [--] CMD [ARG]...`).
+fn takes_command(sub: &clap::Command) -> bool {
+    sub.get_positionals()
+        .any(|arg| arg.get_value_hint() == ValueHint::CommandWithArguments)
+}
+
+/// What to offer for an option's value, as the bash script names it:
+/// `files`, `dirs`, `commands`, `words W...`, or `none` (a duration, a pid,
+/// an exit code: no file names).
+fn value_kind(arg: &Arg) -> String {
+    let values: Vec<String> = arg
+        .get_possible_values()
+        .iter()
+        .filter(|value| !value.is_hide_set())
+        .map(|value| value.get_name().to_owned())
+        .collect();
+    if !values.is_empty() {
+        return format!("words {}", values.join(" "));
+    }
+    match arg.get_value_hint() {
+        ValueHint::Unknown | ValueHint::AnyPath | ValueHint::FilePath => "files",
+        ValueHint::ExecutablePath => "files",
+        ValueHint::DirPath => "dirs",
+        ValueHint::CommandName | ValueHint::CommandString | ValueHint::CommandWithArguments => {
+            "commands"
+        }
+        _ => "none",
+    }
+    .to_owned()
+}
+
+/// The visible options (not positionals) of a command.
+fn options(cmd: &clap::Command) -> impl Iterator<Item = &Arg> {
+    cmd.get_arguments()
+        .filter(|arg| !arg.is_positional() && !arg.is_hide_set())
+}
+
+/// Every spelling of an option: `-s` and `--long`, with visible aliases.
+fn spellings(arg: &Arg) -> Vec<String> {
+    let mut words: Vec<String> = arg
+        .get_short_and_visible_aliases()
+        .unwrap_or_default()
+        .iter()
+        .map(|short| format!("-{short}"))
+        .collect();
+    words.extend(
+        arg.get_long_and_visible_aliases()
+            .unwrap_or_default()
+            .iter()
+            .map(|long| format!("--{long}")),
+    );
+    words
+}
+
+/// The bash case arms of `_resin_lock_value` for one command: each option
+/// that takes a value, also as the last of a cluster of short options.
+fn bash_value_arms(cmd: &clap::Command) -> String {
+    let mut arms = String::new();
+    for arg in options(cmd).filter(|arg| arg.get_action().takes_values()) {
+        let mut patterns: Vec<String> = arg
+            .get_long_and_visible_aliases()
+            .unwrap_or_default()
+            .iter()
+            .map(|long| format!("--{long}"))
+            .collect();
+        for short in arg.get_short_and_visible_aliases().unwrap_or_default() {
+            patterns.push(format!("-{short}"));
+            patterns.push(format!("-[!-]*{short}"));
+        }
+        arms.push_str(&format!(
+            "                {}) echo {} ;;\n",
+            patterns.join(" | "),
+            value_kind(arg)
+        ));
+    }
+    arms
+}
+
+/// The bash completion, written here rather than by clap_complete: its bash
+/// script spells the subcommands one way where it finds them and another in
+/// its case labels when the binary's name has a hyphen (so nothing after the
+/// subcommand completed), offers file names for every option value, and
+/// knows nothing of the command line after `run --`.
+fn bash_completion() -> String {
+    let cmd = built_command();
+    let subs: Vec<&clap::Command> = cmd.get_subcommands().filter(|s| !s.is_hide_set()).collect();
+    let names: Vec<&str> = subs.iter().map(|sub| sub.get_name()).collect();
+    let takes_cmd: Vec<&str> = subs
+        .iter()
+        .filter(|sub| takes_command(sub))
+        .map(|sub| sub.get_name())
+        .collect();
+
+    let mut option_arms = String::new();
+    let mut value_arms = String::new();
+    let mut positional_arms = String::new();
+    for sub in &subs {
+        let words: Vec<String> = options(sub).flat_map(spellings).collect();
+        option_arms.push_str(&format!(
+            "        {}) echo \"{}\" ;;\n",
+            sub.get_name(),
+            words.join(" ")
+        ));
+        value_arms.push_str(&format!(
+            "        {})\n            case $2 in\n{}                *) return 1 ;;\n            esac ;;\n",
+            sub.get_name(),
+            bash_value_arms(sub)
+        ));
+        let nested: Vec<&str> = sub.get_subcommands().map(|s| s.get_name()).collect();
+        if !nested.is_empty() {
+            positional_arms.push_str(&format!(
+                "        {}) COMPREPLY=($(compgen -W \"{}\" -- \"$2\")) ;;\n",
+                sub.get_name(),
+                nested.join(" ")
+            ));
+        }
+    }
+    let top_words: Vec<String> = options(&cmd).flat_map(spellings).collect();
+    option_arms.push_str(&format!("        *) echo \"{}\" ;;\n", top_words.join(" ")));
+    value_arms.push_str(&format!(
+        "        *)\n            case $2 in\n{}                *) return 1 ;;\n            esac ;;\n",
+        bash_value_arms(&cmd)
+    ));
+    let takes_cmd_pattern = if takes_cmd.is_empty() {
+        "''".to_owned()
+    } else {
+        takes_cmd.join(" | ")
+    };
+
+    BASH_TEMPLATE
+        .replace("@OPTION_ARMS@", &option_arms)
+        .replace("@VALUE_ARMS@", &value_arms)
+        .replace("@POSITIONAL_ARMS@", &positional_arms)
+        .replace("@TAKES_COMMAND@", &takes_cmd_pattern)
+        .replace("@SUBCOMMANDS@", &names.join(" "))
+        .replace("@BIN@", BIN)
+}
+
+const BASH_TEMPLATE: &str = r#"# bash completion for @BIN@. Generated from the CLI definition by
+# `cargo xtask gen` (xtask/src/generate.rs); edit that, not this file.
+
+# _resin_lock_options SUB: the options of subcommand SUB (none yet: "").
+_resin_lock_options() {
+    case $1 in
+@OPTION_ARMS@    esac
+}
+
+# _resin_lock_value SUB WORD: fails unless WORD is an option of SUB that
+# takes the next word as its value; then says what to offer for it: files,
+# dirs, commands, "words W...", or none (no file names either).
+_resin_lock_value() {
+    case $1 in
+@VALUE_ARMS@    esac
+}
+
+# _resin_lock_takes_command SUB: whether SUB's arguments are a command line.
+_resin_lock_takes_command() {
+    case $1 in
+        @TAKES_COMMAND@) return 0 ;;
+    esac
+    return 1
+}
+
+_resin_lock_files() {
+    compopt -o filenames 2>/dev/null
+    mapfile -t COMPREPLY < <(compgen -f -- "$1")
+}
+
+_resin_lock_dirs() {
+    compopt -o filenames 2>/dev/null
+    mapfile -t COMPREPLY < <(compgen -d -- "$1")
+}
+
+# A command name, or a path to one.
+_resin_lock_commands() {
+    if [[ $1 == */* ]]; then
+        _resin_lock_files "$1"
+    else
+        mapfile -t COMPREPLY < <(compgen -c -- "$1" | sort -u)
+    fi
+}
+
+_resin_lock() {
+    local cur=${COMP_WORDS[COMP_CWORD]} opt=${COMP_WORDS[COMP_CWORD - 1]}
+    local sub="" word kind i=1 cmd_at=0
+    COMPREPLY=()
+    # The words before the cursor: the subcommand, the options and their
+    # values, and where the command of `run` begins (at `--` or at the first
+    # word that is not an option).
+    while ((i < COMP_CWORD)); do
+        word=${COMP_WORDS[i]}
+        if [[ $word == -- ]]; then
+            if _resin_lock_takes_command "$sub"; then
+                cmd_at=$((i + 1))
+                break
+            fi
+        elif [[ $word == -?* ]]; then
+            if _resin_lock_value "$sub" "$word" >/dev/null; then
+                i=$((i + 1))
+                # `--option=value`, which bash splits at the "=".
+                [[ ${COMP_WORDS[i]} == = ]] && i=$((i + 1))
+            fi
+        elif [[ -z $sub ]]; then
+            sub=$word
+        elif _resin_lock_takes_command "$sub"; then
+            cmd_at=$i
+            break
+        fi
+        i=$((i + 1))
+    done
+
+    if ((cmd_at)); then
+        if ((cmd_at == COMP_CWORD)); then
+            _resin_lock_commands "$cur"
+        elif declare -F _command_offset >/dev/null; then
+            # bash-completion: complete the command's own arguments.
+            _command_offset "$cmd_at"
+        else
+            _resin_lock_files "$cur"
+        fi
+        return 0
+    fi
+
+    # The value of an option, also right after `--option=`.
+    if [[ $cur == = ]]; then
+        cur=""
+    elif [[ $opt == = ]] && ((COMP_CWORD >= 2)); then
+        opt=${COMP_WORDS[COMP_CWORD - 2]}
+    fi
+    if kind=$(_resin_lock_value "$sub" "$opt"); then
+        case $kind in
+            files) _resin_lock_files "$cur" ;;
+            dirs) _resin_lock_dirs "$cur" ;;
+            commands) _resin_lock_commands "$cur" ;;
+            words\ *) COMPREPLY=($(compgen -W "${kind#words }" -- "$cur")) ;;
+        esac
+        return 0
+    fi
+
+    if [[ $cur == -* ]]; then
+        COMPREPLY=($(compgen -W "$(_resin_lock_options "$sub")" -- "$cur"))
+    elif [[ -z $sub ]]; then
+        COMPREPLY=($(compgen -W "@SUBCOMMANDS@" -- "$cur"))
+    elif _resin_lock_takes_command "$sub"; then
+        _resin_lock_commands "$cur"
+    else
+        case $sub in
+@POSITIONAL_ARMS@        esac
+    fi
+    return 0
+}
+
+# No -o default: the function offers file names itself where they fit, so
+# nothing falls back to them where they do not (a pid, a duration).
+complete -F _resin_lock @BIN@
+"#;
+
+/// clap_complete's fish script, plus what it cannot do: the command line
+/// after `run` and its options (fish's completion for a command and its
+/// arguments), and no options of `run` once that command line has begun.
+fn fish_completion() -> String {
+    let script = String::from_utf8(clap_completion(Shell::Fish)).expect("fish script is UTF-8");
+    let fish_bin = BIN.replace('-', "_");
+    let cmd = built_command();
+    let mut script = script;
+    for sub in cmd.get_subcommands().filter(|sub| takes_command(sub)) {
+        let name = sub.get_name();
+        let prefix = format!("__fish_{fish_bin}_{}", name.replace('-', "_"));
+        let condition = format!("\"__fish_{fish_bin}_using_subcommand {name}\"");
+        assert!(
+            script.contains(&condition),
+            "clap_complete's fish script has no {condition}"
+        );
+        script = script.replace(
+            &condition,
+            &format!(
+                "\"__fish_{fish_bin}_using_subcommand {name}; and not {prefix}_past_options\""
+            ),
+        );
+        let optspecs: Vec<String> = options(sub)
+            .map(|arg| {
+                let mut spec = match (arg.get_short(), arg.get_long()) {
+                    (Some(short), Some(long)) => format!("{short}/{long}"),
+                    (Some(short), None) => short.to_string(),
+                    (None, Some(long)) => long.to_owned(),
+                    (None, None) => unreachable!("an option has a name"),
+                };
+                if arg.get_action().takes_values() {
+                    spec.push('=');
+                    if matches!(arg.get_action(), ArgAction::Append) {
+                        spec.push('+');
+                    }
+                }
+                spec
+            })
+            .collect();
+        script.push_str(
+            &FISH_COMMAND_TEMPLATE
+                .replace("@PREFIX@", &prefix)
+                .replace("@GLOBAL@", &format!("__fish_{fish_bin}_global_optspecs"))
+                .replace("@OPTSPECS@", &optspecs.join(" "))
+                .replace("@SUB@", name)
+                .replace("@BIN@", BIN),
+        );
+    }
+    script
+}
+
+const FISH_COMMAND_TEMPLATE: &str = r#"
+# @SUB@: the words after its options (from `--`, or from the first word that
+# is not an option) are a command line of their own, completed as such.
+# Written by xtask/src/generate.rs: clap_complete's fish script has no
+# positional arguments.
+function @PREFIX@_optspecs
+    string join \n @OPTSPECS@
+end
+
+# The words of the command line of `@SUB@` before the cursor, one a line;
+# fails before it can begin (e.g. while an option waits for its value).
+function @PREFIX@_words
+    set -l words (commandline -opc)
+    set -e words[1]
+    argparse -s (@GLOBAL@) -- $words 2>/dev/null
+    or return 1
+    test "$argv[1]" = @SUB@
+    or return 1
+    set -e argv[1]
+    argparse -s (@PREFIX@_optspecs) -- $argv 2>/dev/null
+    or return 1
+    string join \n -- $argv
+    return 0
+end
+
+function @PREFIX@_at_command
+    set -l words (@PREFIX@_words)
+    or return 1
+    test (count $words) -eq 0
+end
+
+function @PREFIX@_in_command
+    set -l words (@PREFIX@_words)
+    or return 1
+    test (count $words) -gt 0
+end
+
+# Past `--`, or inside the command line: no more options of @SUB@.
+function @PREFIX@_past_options
+    contains -- -- (commandline -opc)
+    or @PREFIX@_in_command
+end
+
+function @PREFIX@_complete_command
+    set -l words (@PREFIX@_words)
+    complete -C (string join ' ' -- (string escape -- $words) (commandline -ct))
+end
+
+complete -c @BIN@ -n "@PREFIX@_at_command" -f -a "(__fish_complete_command)"
+complete -c @BIN@ -n "@PREFIX@_in_command" -f -a "(@PREFIX@_complete_command)"
+"#;

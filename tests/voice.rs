@@ -1,0 +1,322 @@
+//! One voice: every error path of SPEC section 7 prints one line that starts
+//! `resin-lock: `, names the problem (and the path), and exits with its
+//! documented status; no Rust debug text (`Exited(Pid(..))`), no
+//! `(os error N)`, no clap `error:` prefix. A usage error adds one line: the
+//! usage of the command that was typed.
+
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{PermissionsExt, symlink};
+use std::path::Path;
+use std::process::Command;
+
+use crate::common::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_resin-lock");
+
+/// Run `cmd`; check its status and the shape of what it says on stderr:
+/// one `resin-lock: ` line (plus a `Usage:` line for a usage error) that
+/// contains every word of `says`. Returns stderr.
+fn says(what: &str, cmd: &mut Command, code: i32, says: &[&str]) -> String {
+    let out = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(code), "{what}: {stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    let usage = lines.len() == 2 && lines[1].starts_with("Usage: resin-lock");
+    assert!(
+        lines.len() == 1 || usage,
+        "{what}: one line (and a usage line) expected:\n{stderr}"
+    );
+    assert!(lines[0].starts_with("resin-lock: "), "{what}: {stderr}");
+    assert_plain(what, &stderr);
+    for word in says {
+        assert!(lines[0].contains(word), "{what}: no {word:?} in {stderr}");
+    }
+    stderr
+}
+
+/// No debug formatting, no errno suffix, no clap prefix, anywhere.
+fn assert_plain(what: &str, stderr: &str) {
+    for leak in [
+        "Exited(",
+        "Signaled(",
+        "Pid(",
+        "os error",
+        "Os {",
+        "Error {",
+        "error:",
+    ] {
+        assert!(!stderr.contains(leak), "{what}: {leak:?} in {stderr}");
+    }
+}
+
+/// A usage error: exit 64, `message` on the first line, and a usage line
+/// that starts with `usage`.
+fn usage_error(args: &[&str], message: &str, usage: &str) -> String {
+    let stderr = says(
+        &args.join(" "),
+        Command::new(BIN).args(args).env_remove("RESIN_LOCK_PATH"),
+        64,
+        &[message],
+    );
+    let usage_line = stderr.lines().nth(1).unwrap_or_default();
+    assert!(
+        usage_line.starts_with(&format!("Usage: {usage}")),
+        "{args:?}: {stderr}"
+    );
+    usage_line.to_owned()
+}
+
+#[test]
+fn usage_errors_speak_as_resin_lock_and_show_the_usage_typed() {
+    usage_error(
+        &["--bogus"],
+        "unexpected argument '--bogus'",
+        "resin-lock [OPTIONS] <COMMAND>",
+    );
+    usage_error(
+        &["--bogus", "status"],
+        "unexpected argument '--bogus'",
+        "resin-lock status [OPTIONS]",
+    );
+    usage_error(
+        &["status", "--bogus"],
+        "unexpected argument '--bogus'",
+        "resin-lock status",
+    );
+    // clap's own usage line would read `resin-lock status --json`: an
+    // option the user did not type.
+    let usage = usage_error(
+        &["status", "--jsn"],
+        "a similar argument exists: '--json'",
+        "resin-lock status [OPTIONS]",
+    );
+    assert_eq!(usage, "Usage: resin-lock status [OPTIONS]");
+    for bad in ["abc", "-1", "5x"] {
+        usage_error(
+            &["run", "-w", bad, "--", "true"],
+            &format!("'{bad}'"),
+            "resin-lock run",
+        );
+    }
+    usage_error(&["run"], "<CMD>", "resin-lock run");
+    usage_error(
+        &["acquire", "--owner", "abc"],
+        "--owner",
+        "resin-lock acquire",
+    );
+    usage_error(&["bogus"], "unrecognized subcommand 'bogus'", "resin-lock");
+    usage_error(&[], "no command given", "resin-lock");
+}
+
+#[test]
+fn owner_naming_no_process_is_a_usage_error() {
+    let s = Scratch::new();
+    // pid_max itself is never a pid.
+    let pid_max = fs::read_to_string("/proc/sys/kernel/pid_max").unwrap();
+    let pid = pid_max.trim();
+    says(
+        "--owner pid_max",
+        &mut s.cmd(&["acquire", "--owner", pid]),
+        64,
+        &["--owner", pid, "no such process"],
+    );
+    assert!(!s.lock().exists());
+}
+
+#[test]
+fn bad_lock_paths_say_what_and_where() {
+    let s = Scratch::new();
+    let at = |name: &str| s.path(name);
+    let lock = |path: &Path| {
+        let mut cmd = resin_lock();
+        cmd.arg("--path").arg(path).args(["acquire", "-n"]);
+        cmd
+    };
+    fs::create_dir(at("dir")).unwrap();
+    symlink(at("nowhere"), at("dangling")).unwrap();
+    symlink("/etc/passwd", at("hostile")).unwrap();
+    fs::write(at("file"), "").unwrap();
+    let long = at(&"x".repeat(300));
+    let cases: &[(&str, &Path, i32, &[&str])] = &[
+        ("a directory", &at("dir"), 1, &["dir", "directory"]),
+        (
+            "a dangling symlink",
+            &at("dangling"),
+            1,
+            &["dangling", "symlink"],
+        ),
+        (
+            "a hostile symlink",
+            &at("hostile"),
+            1,
+            &["hostile", "symlink"],
+        ),
+        (
+            "a parent that is a file",
+            &at("file/lock"),
+            73,
+            &["file/lock", "not a directory"],
+        ),
+        (
+            "a missing parent",
+            &at("none/lock"),
+            73,
+            &["none/lock", "does not exist"],
+        ),
+        ("a name too long", &long, 73, &["xxxx", "name too long"]),
+    ];
+    for (what, path, code, words) in cases {
+        says(what, &mut lock(path), *code, words);
+    }
+    assert_eq!(
+        fs::read_link(at("hostile")).unwrap(),
+        Path::new("/etc/passwd")
+    );
+    assert!(at("dir").is_dir() && !at("file/lock").exists() && !long.exists());
+}
+
+#[test]
+fn a_read_only_directory_says_so() {
+    let s = Scratch::new();
+    let dir = s.path("ro");
+    fs::create_dir(&dir).unwrap();
+    let mut cmd = Command::new("unshare");
+    cmd.args(["-m", "sh", "-c"])
+        .arg(r#"mount -t tmpfs -o ro none "$1" && exec "$2" --path "$1/lock" acquire -n"#)
+        .arg("sh")
+        .arg(&dir)
+        .arg(BIN);
+    says(
+        "read-only",
+        &mut cmd,
+        73,
+        &["ro/lock", "read-only file system"],
+    );
+}
+
+#[test]
+fn permission_denied_and_uid_65534_say_so() {
+    let s = Scratch::new();
+    fs::set_permissions(s.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let as_user = |uid: &str| {
+        let mut cmd = Command::new("setpriv");
+        cmd.arg(format!("--reuid={uid}"))
+            .arg(format!("--regid={uid}"))
+            .args(["--clear-groups", BIN, "--path"])
+            .arg(s.lock())
+            .args(["acquire", "-n"]);
+        cmd
+    };
+    says(
+        "uid 1000",
+        &mut as_user("1000"),
+        73,
+        &["updates.lock", "permission denied"],
+    );
+    says("uid 65534", &mut as_user("65534"), 77, &["uid 65534"]);
+    assert!(!s.lock().exists());
+}
+
+#[test]
+fn a_path_that_is_not_utf8_works() {
+    let s = Scratch::new();
+    let path = s.dir.path().join(std::ffi::OsStr::from_bytes(b"lock-\xff"));
+    let out = resin_lock()
+        .arg("--path")
+        .arg(&path)
+        .args(["run", "--", "true"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(out.stderr.is_empty(), "{out:?}");
+    assert!(!path.exists());
+}
+
+#[test]
+fn commands_that_cannot_run_say_why() {
+    let s = Scratch::new();
+    let script = |name: &str, text: &str, mode: u32| {
+        let path = s.path(name);
+        fs::write(&path, text).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+    let no_exec = script("no-exec.sh", "#!/bin/sh\n", 0o644);
+    let bad = script("bad.sh", "#!/nonexistent/sh -e\necho hi\n", 0o755);
+    let dir = s.path("dir");
+    fs::create_dir(&dir).unwrap();
+    let cases: &[(&str, &str, i32, &[&str])] = &[
+        (
+            "not found",
+            "no-such-command-resin-lock",
+            127,
+            &["no-such-command-resin-lock", "command not found"],
+        ),
+        (
+            "not executable",
+            &no_exec,
+            126,
+            &["no-exec.sh", "not executable"],
+        ),
+        (
+            "a directory",
+            dir.to_str().unwrap(),
+            126,
+            &["dir", "is a directory"],
+        ),
+        (
+            "a missing interpreter",
+            &bad,
+            127,
+            &["bad.sh", "interpreter", "/nonexistent/sh", "does not exist"],
+        ),
+        ("an empty command", "", 127, &["empty"]),
+    ];
+    for (what, program, code, words) in cases {
+        let stderr = says(what, &mut s.cmd(&["run", "--", program]), *code, words);
+        assert!(!stderr.contains("resin-lock: :"), "{what}: {stderr}");
+        if *what == "a missing interpreter" {
+            assert!(!stderr.contains("not found"), "{stderr}");
+        }
+        assert!(!s.lock().exists(), "{what}: released");
+    }
+}
+
+#[test]
+fn verbose_run_says_how_the_command_ended_in_words() {
+    let s = Scratch::new();
+    let out = s.cmd(&["-v", "run", "--", "true"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_plain("-v run -- true", &stderr);
+    assert!(
+        stderr.lines().all(|l| l.starts_with("resin-lock: ")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("exited with status 0"), "{stderr}");
+
+    let out = s
+        .cmd(&["-v", "run", "--", "sh", "-c", "kill -TERM $$"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(143), "{stderr}");
+    assert_plain("-v run -- sh -c kill", &stderr);
+    assert!(stderr.contains("was killed by signal TERM"), "{stderr}");
+}
+
+#[test]
+fn status_with_stdout_closed_is_quiet() {
+    let s = Scratch::new();
+    let script = format!(
+        "{BIN} --path {} status | head -c 0; echo \"rc=${{PIPESTATUS[0]}}\"",
+        s.lock().display()
+    );
+    Command::new("bash")
+        .args(["-c", &script])
+        .assert()
+        .success()
+        .stdout("rc=0\n")
+        .stderr("");
+}
