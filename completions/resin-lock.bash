@@ -32,7 +32,7 @@ _resin_lock_value() {
             case $2 in
                 --path) echo files ;;
                 --root) echo dirs ;;
-                --owner) echo files ;;
+                --owner) echo none ;;
                 *) return 1 ;;
             esac ;;
         run)

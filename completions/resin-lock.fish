@@ -48,7 +48,7 @@ complete -c resin-lock -n "__fish_resin_lock_using_subcommand acquire" -s h -l h
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand acquire" -s V -l version -d 'Print version'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand release" -l path -d 'Lock this file instead of the detected location (repeatable; taken in order, all or nothing)' -r -F
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand release" -l root -d 'Resolve detected lock paths and detection files under DIR (never --path)' -r -f -a "(__fish_complete_directories)"
-complete -c resin-lock -n "__fish_resin_lock_using_subcommand release" -l owner -d 'Release the lock of owner PID (an ancestor of the caller always counts)' -r
+complete -c resin-lock -n "__fish_resin_lock_using_subcommand release" -l owner -d 'Release the lock of owner PID (an ancestor of the caller always counts)' -r -f
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand release" -s v -l verbose -d 'Say what was done and why (also: who holds the lock while waiting)'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand release" -s q -l quiet -d 'Print nothing but errors'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand release" -s f -l force -d 'Also remove someone else\'s acquire lock, foreign locks and locks held by a running `resin-lock run`'

@@ -194,7 +194,7 @@ pub struct ReleaseArgs {
     pub force: bool,
 
     /// Release the lock of owner PID (an ancestor of the caller always counts).
-    #[arg(long, value_name = "PID|parent", value_parser = parse_owner)]
+    #[arg(long, value_name = "PID|parent", value_parser = parse_owner, value_hint = ValueHint::Other)]
     pub owner: Option<OwnerChoice>,
 }
 

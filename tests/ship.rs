@@ -333,7 +333,7 @@ fn man_page_has_the_hand_written_sections() {
     for synopsis in [
         r"[\fB\-\-path\fR \fIPATH\fR]...",
         r"[\fB\-w\fR|\fB\-\-timeout\fR \fIDUR\fR]",
-        r"[\fB\-\-owner\fR \fIPID\fR]",
+        r"[\fB\-\-owner\fR \fIPID|parent\fR]",
         r"[\-\-] \fICMD\fR [\fIARG\fR]...",
     ] {
         assert!(page.contains(synopsis), "no {synopsis} in a SYNOPSIS");

@@ -338,8 +338,14 @@ pub fn inspect(target: &super::Target) -> io::Result<Inspection> {
         ..target.clone()
     }) {
         Ok(dir) => dir,
-        // No directory, no lock.
-        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Inspection::free(path)),
+        // No directory (or none that resolves: a symlink loop, a file on
+        // the way), no lock.
+        Err(err)
+            if err.kind() == io::ErrorKind::NotFound
+                || matches!(err.raw_os_error(), Some(libc::ELOOP | libc::ENOTDIR)) =>
+        {
+            return Ok(Inspection::free(path));
+        }
         Err(err) => return Err(err),
     };
     let found = examine(&dir, lock_name(path)?)?;
