@@ -11,9 +11,17 @@ pub use assert_cmd::prelude::*;
 pub use predicates::prelude::*;
 pub use predicates::str::contains;
 
+/// The binary under test: this build's, or `RESIN_LOCK_TEST_BIN` (to show
+/// that a new test fails against an older build).
+pub fn bin() -> PathBuf {
+    std::env::var_os("RESIN_LOCK_TEST_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_resin-lock")))
+}
+
 /// `resin-lock` with a clean environment (no detection inputs leak in).
 pub fn resin_lock() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_resin-lock"));
+    let mut cmd = Command::new(bin());
     for var in [
         "RESIN_LOCK_PATH",
         "RESIN_LOCK_ROOT",

@@ -8,4 +8,5 @@ mod run;
 mod ship;
 mod supervisor;
 mod torture;
+mod trust;
 mod voice;
