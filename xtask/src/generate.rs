@@ -84,6 +84,7 @@ fn man_page() -> Vec<u8> {
     for section in [
         exit_status(),
         notes(),
+        security(),
         signals(),
         files_section(),
         environment(),
@@ -357,6 +358,71 @@ fn notes() -> Roff {
                      the hand-over; the update lock does not hold this back. Give services \
                      whose critical sections must not be cut short another strategy, such \
                      as the default download-then-kill.",
+                ],
+            ),
+        ],
+    )
+}
+
+/// What resin-lock trusts in a world-writable, shared lock directory (the
+/// README has the same, under "What resin-lock trusts").
+fn security() -> Roff {
+    tagged_section(
+        "SECURITY",
+        &[
+            "On a device the lock directory is world-writable (the supervisor makes it \
+           1777) and shared between containers and uids. resin-lock trusts nothing \
+           found there.",
+        ],
+        &[
+            (
+                vec![roman("Paths")],
+                vec![
+                    "The lock's directory is opened once without following a symlink at it \
+                     (under --root it is resolved inside DIR with openat2 RESOLVE_IN_ROOT, \
+                     or any symlink below DIR is refused), and every create, link, stat and \
+                     unlink of the lock is relative to that descriptor. A symlink, FIFO, \
+                     device or directory at the lock path is a foreign lock; nothing is read \
+                     from a FIFO or a device.",
+                ],
+            ),
+            (
+                vec![roman("Records")],
+                vec![
+                    "A lock file is read up to 64 KiB and written up to 4 KiB (a longer \
+                     command line is cut, and the record says so); text from records and \
+                     from the supervisor API is printed with control characters escaped.",
+                ],
+            ),
+            (
+                vec![roman("Processes")],
+                vec![
+                    "release signals a keeper only once it has proved, in /proc, that the \
+                     process holds the lock file and runs as the caller's uid or root, \
+                     through a pidfd opened before those checks. A process named \
+                     resin-lock-keep proves nothing by its name. Without /proc no keeper \
+                     can be proved: release says so (exit 1), and release --force removes \
+                     the file while the keeper ends with its owner.",
+                ],
+            ),
+            (
+                vec![roman("Owners")],
+                vec![
+                    "acquire's owner is the nearest ancestor that is not a transient \
+                     wrapper (a shell running -c, sudo, doas, su, timeout, time, chronic, \
+                     strace, setsid); PID 1 is never skipped. release releases an acquire \
+                     lock only for its owner (the caller, an ancestor, or --owner), matched \
+                     by pid and start time, unless --force.",
+                ],
+            ),
+            (
+                vec![roman("Forced updates")],
+                vec![
+                    "When a lock file is removed while its holder still holds it (the \
+                     supervisor's forced update, release --force), a waiting acquire or \
+                     run waits until that holder lets go before it creates a lock, so the \
+                     supervisor's own lock wins and two resin-lock holders never overlap. \
+                     The holder says on stderr that its file was removed when it releases.",
                 ],
             ),
         ],
