@@ -485,3 +485,403 @@ os.execv(sys.argv[1], sys.argv[1:])
     assert!(status.success(), "{status}");
     assert!(marker.exists());
 }
+
+/// A seed for the randomised tests: `RESIN_LOCK_TORTURE_SEED` replays one.
+fn seed(test: &str) -> u64 {
+    let seed = std::env::var("RESIN_LOCK_TORTURE_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap();
+            now.as_nanos() as u64 ^ u64::from(std::process::id())
+        });
+    eprintln!("trust::{test}: seed {seed} (RESIN_LOCK_TORTURE_SEED={seed} replays it)");
+    seed
+}
+
+/// splitmix64: enough randomness for choosing what to do next.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        (z ^ (z >> 31)) % n
+    }
+}
+
+/// A critical section that records any overlap: `mkdir` is atomic.
+const CRIT: &str = r#"mkdir "$D/inside" 2>/dev/null || echo "overlap" >> "$D/overlaps"
+sleep 0.02
+rmdir "$D/inside" 2>/dev/null"#;
+
+/// `run` in a loop until the stop file appears.
+const RUN_LOOP: &str = r#"while [ ! -e "$D/stop" ]; do
+    "$BIN" -q --path "$L" run -- sh -c "$CRIT"
+done"#;
+
+/// A critical section that stays inside until the test lets it go (the
+/// file `go` appears), recording any overlap (`mkdir` is atomic).
+const HELD_CRIT: &str = r#"mkdir "$D/inside" 2>/dev/null || echo "overlap" >> "$D/overlaps"
+while [ ! -e "$D/go" ]; do sleep 0.002; done
+rm -f "$D/go"
+rmdir "$D/inside" 2>/dev/null"#;
+
+/// The children of `pid`.
+fn children(pid: u32) -> Vec<u32> {
+    fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+/// Whether `pid` has an inotify instance: a waiting resin-lock has seen the
+/// lock busy (it sets up its watcher after a busy attempt).
+fn waits(pid: u32) -> bool {
+    fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|fds| {
+        fds.flatten().any(|fd| {
+            fs::read_link(fd.path()).is_ok_and(|t| t.to_string_lossy().contains("inotify"))
+        })
+    })
+}
+
+/// Torture (issue 11): `run` loops contend while a "supervisor" forces
+/// updates at random, as it does: unlink the holder's file, take its own
+/// with `lockfile -r 0` as uid 65534, stop the app's work, update (a
+/// moment), remove its lock. Other rounds the holder finishes normally. The
+/// loops' shells are paused during a forced update and every other
+/// contender is waiting (it saw the holder): the supervisor's lockfile wins
+/// every time, and no two resin-lock critical sections ever overlap.
+#[test]
+fn forced_updates_at_random_never_let_holders_overlap() {
+    let Some(lockfile) = tool("lockfile") else {
+        return;
+    };
+    let mut rng = Rng(seed("forced_updates_at_random_never_let_holders_overlap"));
+    let s = shared();
+    let inside = s.path("inside");
+    let loops: Vec<Child> = (0..3)
+        .map(|_| {
+            Command::new("sh")
+                .args(["-c", RUN_LOOP])
+                .env("BIN", bin())
+                .env("L", s.lock())
+                .env("D", s.dir.path())
+                .env("CRIT", HELD_CRIT)
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let pause = |signal: &str| {
+        for l in &loops {
+            Command::new("kill")
+                .args([signal, &l.id().to_string()])
+                .assert()
+                .success();
+        }
+    };
+    let mut forced = 0;
+    for round in 0..60 {
+        wait_until("a holder in its critical section", || inside.exists());
+        if rng.below(2) == 0 {
+            fs::write(s.path("go"), "").unwrap();
+            wait_until("the holder to finish", || !s.path("go").exists());
+            continue;
+        }
+        pause("-STOP");
+        let holder = record(&s.lock())["pid"].as_u64().unwrap() as u32;
+        let contenders: Vec<u32> = loops
+            .iter()
+            .flat_map(|l| children(l.id()))
+            .filter(|pid| *pid != holder)
+            .collect();
+        for pid in &contenders {
+            wait_until("every contender to wait", || {
+                waits(*pid) || !alive(*pid as i32)
+            });
+        }
+        fs::remove_file(s.lock()).unwrap();
+        let taken = as_uid(65534, lockfile.to_str().unwrap())
+            .args(["-r", "0"])
+            .arg(s.lock())
+            .output()
+            .unwrap();
+        assert!(
+            taken.status.success(),
+            "round {round}: a waiter took the gap"
+        );
+        forced += 1;
+        // The app's work is stopped.
+        let work = children(holder);
+        for pid in work.iter().chain([&holder]) {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
+        for pid in work.iter().chain([&holder]) {
+            wait_until("the app to stop", || !alive(*pid as i32));
+        }
+        fs::remove_dir(&inside).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(rng.below(20)));
+        fs::remove_file(s.lock()).unwrap();
+        pause("-CONT");
+    }
+    fs::write(s.path("stop"), "").unwrap();
+    // Let the last holders through.
+    for mut l in loops {
+        while l.try_wait().unwrap().is_none() {
+            if inside.exists() {
+                let _ = fs::write(s.path("go"), "");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+    }
+    assert!(forced > 0, "no forced update happened");
+    assert_eq!(
+        fs::read_to_string(s.path("overlaps")).unwrap_or_default(),
+        "",
+        "two holders overlapped ({forced} forced updates)"
+    );
+}
+
+/// Issue 11.5: Node's `execSync('resin-lock acquire')` runs it through a
+/// transient `sh -c`: the owner is the Node process, and `release` through
+/// `execSync` pairs up with it without any flag.
+#[test]
+fn node_exec_sync_pairs_acquire_and_release() {
+    let Some(node) = tool("node") else {
+        return;
+    };
+    let s = Scratch::new();
+    let ready = s.path("ready");
+    let script = r#"
+const { execSync } = require("child_process");
+const fs = require("fs");
+const [bin, lock, ready] = process.argv.slice(1);
+execSync(`${bin} --path ${lock} acquire`);
+fs.writeFileSync(ready, String(process.pid));
+process.stdin.resume();
+process.stdin.on("end", () => {
+    execSync(`${bin} --path ${lock} release`);
+    fs.writeFileSync(ready + ".released", "");
+});
+"#;
+    let mut child = Command::new(node)
+        .args(["-e", script])
+        .arg(bin())
+        .arg(s.lock())
+        .arg(&ready)
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until("node to hold the lock", || {
+        fs::read_to_string(&ready).is_ok_and(|p| !p.is_empty())
+    });
+    let node_pid: u64 = fs::read_to_string(&ready).unwrap().parse().unwrap();
+    let rec = record(&s.lock());
+    assert_eq!(rec["owner"], node_pid, "{rec}");
+    assert_eq!(status_json(&s)["locks"][0]["state"], "held");
+    drop(child.stdin.take());
+    assert!(child.wait().unwrap().success());
+    assert!(s.path("ready.released").exists());
+    assert!(!s.lock().exists(), "released through execSync");
+}
+
+/// Issue 12.7: a `status` probe looping alongside never makes a stale lock
+/// look held: `release` removes it and `run -n` takes it, every time.
+#[test]
+fn a_status_probe_never_changes_another_callers_answer() {
+    let s = Scratch::new();
+    let stale = r#"{"tool":"resin-lock","v":1,"mode":"acquire","pid":2147483000,"owner":2147483000,"start":"2026-01-01T00:00:00Z","cmd":["x"]}"#;
+    let mut prober = Command::new("sh")
+        .args([
+            "-c",
+            r#"while [ ! -e "$D/stop" ]; do "$BIN" -q --path "$L" status; done"#,
+        ])
+        .env("BIN", bin())
+        .env("L", s.lock())
+        .env("D", s.dir.path())
+        .spawn()
+        .unwrap();
+    for round in 0..300 {
+        fs::write(s.lock(), stale).unwrap();
+        let args: &[&str] = if round % 2 == 0 {
+            &["release"]
+        } else {
+            &["run", "-n", "--", "true"]
+        };
+        let out = s.cmd(args).output().unwrap();
+        assert!(out.status.success(), "round {round} {args:?}: {out:?}");
+        assert!(!s.lock().exists(), "round {round}");
+    }
+    fs::write(s.path("stop"), "").unwrap();
+    prober.wait().unwrap();
+}
+
+/// Issue 12, hostile directory: for 10 s another uid swaps symlinks (to a
+/// directory it cannot write), FIFOs, directories and forged records in and
+/// out at the lock path and in place of a lock directory, while root's
+/// resin-lock takes, releases, forces and reports. Root never hangs, never
+/// crashes, and never writes or unlinks anything in the attacker's target.
+#[test]
+fn an_attacker_racing_in_the_lock_directory_changes_nothing_outside_it() {
+    let mut rng = Rng(seed(
+        "an_attacker_racing_in_the_lock_directory_changes_nothing_outside_it",
+    ));
+    let s = shared();
+    let victim = s.path("victim");
+    fs::create_dir(&victim).unwrap();
+    fs::write(victim.join("updates.lock"), "precious").unwrap();
+    fs::write(victim.join("other"), "precious too").unwrap();
+    let locks = s.path("locks");
+    fs::create_dir(&locks).unwrap();
+    fs::set_permissions(&locks, fs::Permissions::from_mode(0o1777)).unwrap();
+    let attacker = r#"
+import json, os, random, sys, time
+victim, locks, evil, stop = sys.argv[1:5]
+lock = os.path.join(locks, "updates.lock")
+def clear(p):
+    try:
+        os.unlink(p)
+    except IsADirectoryError:
+        try: os.rmdir(p)
+        except OSError: pass
+    except OSError:
+        pass
+end = time.time() + 10
+while time.time() < end:
+    for target in (lock, evil):
+        clear(target)
+        what = random.randrange(5)
+        try:
+            if what == 0: os.symlink(victim if target == evil else os.path.join(victim, "updates.lock"), target)
+            elif what == 1: os.mkfifo(target)
+            elif what == 2: os.mkdir(target)
+            elif what == 3:
+                with open(target, "w") as f:
+                    f.write(json.dumps({"tool": "resin-lock", "v": 1, "mode": "acquire", "pid": os.getpid(), "owner": 1, "start": "x"}) + "\n")
+        except OSError:
+            pass
+    time.sleep(random.random() / 500)
+open(stop, "w").close()
+"#;
+    let evil = s.path("evil");
+    let stop = s.path("attacker-done");
+    let mut attacker = as_uid(1000, "/usr/bin/python3")
+        .args(["-c", attacker])
+        .arg(&victim)
+        .arg(&locks)
+        .arg(&evil)
+        .arg(&stop)
+        .spawn()
+        .unwrap();
+    let ops: [&[&str]; 6] = [
+        &["acquire", "-n"],
+        &["release"],
+        &["release", "--force"],
+        &["run", "-n", "--", "true"],
+        &["status"],
+        &["-q", "acquire", "-w", "0.05"],
+    ];
+    let mut rounds = 0;
+    while !stop.exists() {
+        let path = if rng.below(2) == 0 {
+            locks.join("updates.lock")
+        } else {
+            evil.join("updates.lock")
+        };
+        let args = ops[rng.below(ops.len() as u64) as usize];
+        let mut cmd = resin_lock();
+        cmd.arg("--path").arg(&path).args(args);
+        let out = output_or_kill(cmd);
+        let code = out.status.code();
+        assert!(
+            matches!(code, Some(0 | 1 | 73)),
+            "{args:?} on {}: {out:?}",
+            path.display()
+        );
+        // Our own acquire locks are released again (forcing, since the
+        // attacker may have swapped the file).
+        if args.contains(&"acquire") && code == Some(0) {
+            let mut cmd = resin_lock();
+            cmd.arg("--path")
+                .arg(&path)
+                .args(["-q", "release", "--force"]);
+            output_or_kill(cmd);
+        }
+        rounds += 1;
+    }
+    assert!(attacker.wait().unwrap().success());
+    assert!(rounds > 50, "only {rounds} rounds");
+    let mut names: Vec<_> = fs::read_dir(&victim)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["other", "updates.lock"],
+        "nothing created in the target"
+    );
+    assert_eq!(
+        fs::read_to_string(victim.join("updates.lock")).unwrap(),
+        "precious"
+    );
+    assert_eq!(
+        fs::read_to_string(victim.join("other")).unwrap(),
+        "precious too"
+    );
+    assert_eq!(
+        fs::metadata(victim.join("updates.lock")).unwrap().mode() & 0o7777,
+        0o644
+    );
+}
+
+/// Issue 12, torture without /proc (a private mount namespace with an empty
+/// tmpfs on /proc): `run` contenders SIGKILLed at random never overlap, and
+/// leave no temp file and no lock behind once the last one is done.
+#[test]
+fn without_proc_killed_contenders_leave_nothing_behind() {
+    let s = Scratch::new();
+    let seed = seed("without_proc_killed_contenders_leave_nothing_behind");
+    let script = format!(
+        r#"mount -t tmpfs none /proc || exit 99
+RANDOM_SEED={seed}
+n=0
+while [ $n -lt 60 ]; do
+    "$BIN" -q --path "$L" run -- sh -c "$CRIT" &
+    pid=$!
+    if [ $(( (RANDOM_SEED + n * 7919) % 3 )) -eq 0 ]; then kill -9 $pid 2>/dev/null; fi
+    n=$((n + 1))
+done
+wait
+"$BIN" -q --path "$L" run -- true || exit 5
+[ -e "$L" ] && exit 6
+exit 0"#
+    );
+    let out = Command::new("unshare")
+        .args(["--mount", "sh", "-c", &script])
+        .env("BIN", bin())
+        .env("L", s.lock())
+        .env("D", s.dir.path())
+        .env("CRIT", CRIT)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(
+        fs::read_to_string(s.path("overlaps")).unwrap_or_default(),
+        "",
+        "holders overlapped"
+    );
+    assert_eq!(
+        s.leftovers(&[]),
+        Vec::<String>::new(),
+        "no temp file, no lock"
+    );
+}

@@ -4,7 +4,7 @@
 
 use std::io::{self, Write};
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use serde::Serialize;
 
 use super::Context;
@@ -31,7 +31,7 @@ pub fn run(ctx: &Context, args: StatusArgs) -> Result<u8> {
         .locations
         .targets
         .iter()
-        .map(|t| inspect(t).with_context(|| format!("cannot read lock {}", t.path.display())))
+        .map(|t| inspect(t).map_err(|err| crate::lock::lock_error("read", &t.path, err)))
         .collect::<Result<Vec<_>>>()?;
     let locked = locks.iter().any(|l| l.state != State::Free);
     let code = if locked { Exit::Busy } else { Exit::Ok }.code();

@@ -282,6 +282,11 @@ fn same_file_taken(held: &[Held], target: &Target) -> bool {
 /// Map a failure to create the lock to exit 73 (or 71 for resource
 /// exhaustion), naming the path and, where it helps, the directory.
 pub fn create_error(path: &Path, err: io::Error) -> anyhow::Error {
+    lock_error("create", path, err)
+}
+
+/// `create_error` for another verb ("release").
+pub fn lock_error(verb: &str, path: &Path, err: io::Error) -> anyhow::Error {
     let dir = parent_of(path);
     let why = match err.raw_os_error() {
         Some(libc::ENOENT) if !dir.exists() => {
@@ -303,7 +308,7 @@ pub fn create_error(path: &Path, err: io::Error) -> anyhow::Error {
     };
     fail(
         code,
-        format!("cannot create lock {}: {why}", path.display()),
+        format!("cannot {verb} lock {}: {why}", path.display()),
     )
 }
 

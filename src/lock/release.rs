@@ -133,11 +133,7 @@ pub fn release(target: &Target, caller: &Caller) -> Result<Outcome> {
                 },
             );
         }
-        Err(err) => {
-            return Err(
-                anyhow::Error::new(err).context(format!("cannot open the directory of {shown}"))
-            );
-        }
+        Err(err) => return Err(super::lock_error("release", path, err)),
     };
     let name = lock_name(path)?;
     let found = examine(&dir, name).with_context(|| format!("cannot read lock {shown}"))?;
@@ -445,10 +441,17 @@ fn wait_for_exit(pidfd: &OwnedFd) -> bool {
 /// `--force` on a foreign lock: remove it (a symlink itself, never its
 /// target; a directory only if empty).
 fn remove_foreign(dir: &LockDir, name: &OsStr, kind: Kind, path: &Path) -> Result<Option<Refusal>> {
+    // What is there may have been swapped since it was looked at: a
+    // directory for a file, or back.
     let result = match kind {
         Kind::Directory => dir.rmdir(name),
         Kind::File | Kind::Symlink => dir.unlink(name),
-    };
+    }
+    .or_else(|err| match err.raw_os_error() {
+        Some(libc::EISDIR) => dir.rmdir(name),
+        Some(libc::ENOTDIR) => dir.unlink(name),
+        _ => Err(err),
+    });
     match result {
         Ok(()) => Ok(None),
         Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
