@@ -64,3 +64,14 @@ impl SignalWatch {
         self.delivery.pending().map(Received::from).collect()
     }
 }
+
+/// Ctrl-Z (or a background read/write) from the terminal stopped the
+/// process group; stop ourselves too so the shell sees the job stop.
+pub fn stop_self_if_terminal_stop(received: Received) {
+    if received.from_kernel
+        && matches!(received.signal, SIGTSTP | SIGTTIN | SIGTTOU)
+        && nix::unistd::getpid().as_raw() != 1
+    {
+        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGSTOP);
+    }
+}

@@ -337,7 +337,7 @@ fn forward(received: Received, child: Child, ui: &Ui) {
                 if signal == SIGTSTP && !same_group {
                     let _ = child.signal(Signal::SIGTSTP);
                 }
-                stop_self_if_terminal_stop(received);
+                crate::signals::stop_self_if_terminal_stop(received);
                 return;
             }
             SIGINT | SIGQUIT | SIGWINCH if same_group => return,
@@ -399,17 +399,6 @@ fn stop_with(child: Child) {
         set_foreground(child.pid);
     }
     let _ = child.signal(Signal::SIGCONT);
-}
-
-/// Ctrl-Z (or a background read/write) from the terminal stopped the
-/// process group; stop ourselves too so the shell sees the job stop.
-pub fn stop_self_if_terminal_stop(received: Received) {
-    if received.from_kernel
-        && matches!(received.signal, SIGTSTP | SIGTTIN | SIGTTOU)
-        && getpid().as_raw() != 1
-    {
-        let _ = raise(Signal::SIGSTOP);
-    }
 }
 
 #[cfg(test)]

@@ -340,7 +340,7 @@ impl Watcher {
                     if ABORT_WAIT.contains(&received.signal) {
                         return Ok(Some(received.signal));
                     }
-                    crate::supervise::stop_self_if_terminal_stop(received);
+                    crate::signals::stop_self_if_terminal_stop(received);
                 }
             }
             if inotify_ready && self.relevant(targets) {
