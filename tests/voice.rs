@@ -88,7 +88,7 @@ fn usage_errors_speak_as_resin_lock_and_show_the_usage_typed() {
     // option the user did not type.
     let usage = usage_error(
         &["status", "--jsn"],
-        "a similar argument exists: '--json'",
+        "unexpected argument '--jsn'",
         "resin-lock status [OPTIONS]",
     );
     assert_eq!(usage, "Usage: resin-lock status [OPTIONS]");
