@@ -320,3 +320,72 @@ fn status_with_stdout_closed_is_quiet() {
         .stdout("rc=0\n")
         .stderr("");
 }
+
+/// The section 7 paths fixed after the first walk: an option typo before
+/// CMD, an empty RESIN_LOCK_PATH / RESIN_LOCK_ROOT, a --root that does not
+/// exist, a symlink in place of the lock directory, a wait that only a
+/// person can end, release of someone else's lock, and no /proc.
+#[test]
+fn the_remaining_section_7_paths_speak_with_one_voice() {
+    let s = Scratch::new();
+    usage_error(
+        &["run", "--timout", "5", "--", "true"],
+        "unexpected argument '--timout'",
+        "resin-lock run",
+    );
+    // Empty variables count as unset: detection, here under a root.
+    let root = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .env("RESIN_LOCK_PATH", "")
+        .env("RESIN_LOCK_ROOT", root.path())
+        .args(["run", "--", "true"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let missing = root.path().join("missing");
+    says(
+        "--root that does not exist",
+        Command::new(BIN)
+            .env_remove("RESIN_LOCK_PATH")
+            .arg("--root")
+            .arg(&missing)
+            .arg("status"),
+        64,
+        &[missing.to_str().unwrap()],
+    );
+    let target = s.path("target");
+    fs::create_dir(&target).unwrap();
+    symlink(&target, s.path("locks")).unwrap();
+    let behind = s.path("locks/updates.lock");
+    says(
+        "symlinked lock directory",
+        Command::new(BIN)
+            .arg("--path")
+            .arg(&behind)
+            .args(["acquire", "-n"]),
+        73,
+        &["symlink", s.path("locks").to_str().unwrap()],
+    );
+    fs::create_dir(s.lock()).unwrap();
+    let stderr = says(
+        "a directory at the lock path",
+        &mut s.cmd(&["-q", "run", "-n", "--", "true"]),
+        1,
+        &["a directory", s.lock().to_str().unwrap()],
+    );
+    assert!(!stderr.contains("waiting"), "-q: {stderr}");
+    fs::remove_dir(s.lock()).unwrap();
+    let owner = Sleeper::new();
+    s.cmd(&["acquire", "--owner", &owner.pid()])
+        .assert()
+        .success();
+    says(
+        "release of someone else's lock",
+        &mut s.cmd(&["release"]),
+        1,
+        &["only its owner releases it", s.lock().to_str().unwrap()],
+    );
+    s.cmd(&["release", "--owner", &owner.pid()])
+        .assert()
+        .success();
+}

@@ -12,17 +12,15 @@ use crate::lock::owner::{self, OwnerChoice, ProcId};
 use crate::lock::release::{self, Caller, Outcome, Refusal};
 
 pub fn run(ctx: &Context, args: ReleaseArgs) -> Result<u8> {
-    let ancestors = owner::ancestors();
     let explicit = match args.owner {
         Some(OwnerChoice::Pid(pid)) => Some(ProcId {
             pid,
-            start: owner::proc_info(pid).map(|info| info.start),
+            start: owner::proc_stat(pid).map(|(_, start)| start),
         }),
         // The parent and the default owner are among the ancestors.
         _ => None,
     };
     let caller = Caller {
-        ancestors,
         owner: explicit,
         force: args.force,
         euid: nix::unistd::geteuid().as_raw(),

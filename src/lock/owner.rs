@@ -67,13 +67,17 @@ pub struct ProcInfo {
 /// Read `/proc/PID/stat` and `/proc/PID/cmdline`; None without /proc or
 /// once the process is gone.
 pub fn proc_info(pid: i32) -> Option<ProcInfo> {
-    let stat = crate::sys::read_proc(format!("/proc/{pid}/stat")).ok()?;
-    let (ppid, start) = parse_stat(&stat)?;
+    let (ppid, start) = proc_stat(pid)?;
     Some(ProcInfo {
         ppid,
         start,
         cmd: crate::sys::process_cmdline(Pid::from_raw(pid)),
     })
+}
+
+/// (ppid, starttime) of `pid` from `/proc/PID/stat` alone.
+pub fn proc_stat(pid: i32) -> Option<(i32, u64)> {
+    parse_stat(&crate::sys::read_proc(format!("/proc/{pid}/stat")).ok()?)
 }
 
 /// (ppid, starttime) from the text of /proc/PID/stat. The command name in
@@ -94,7 +98,7 @@ pub fn this_process() -> ProcId {
     let pid = getpid().as_raw();
     ProcId {
         pid,
-        start: proc_info(pid).map(|info| info.start),
+        start: proc_stat(pid).map(|(_, start)| start),
     }
 }
 
@@ -152,32 +156,34 @@ fn nearest_lasting(mut pid: i32) -> Owner {
     }
 }
 
-/// The processes from this one up to PID 1 (this one first).
-pub fn ancestors() -> Vec<ProcId> {
-    let mut chain = vec![this_process()];
-    let mut pid = getppid().as_raw();
+/// Whether this process, or one of its ancestors, is the process a record
+/// names (pid and, where known, start time). Walks up only as far as it
+/// must: one /proc read per generation, and most owners are the parent.
+pub fn is_self_or_ancestor(pid: i32, start: Option<u64>) -> bool {
+    let me = getpid().as_raw();
+    let mut current = me;
+    // Bounded: a race with exiting processes must not loop.
     for _ in 0..256 {
-        if pid <= 0 {
-            break;
-        }
-        match proc_info(pid) {
-            Some(info) => {
-                chain.push(ProcId {
-                    pid,
-                    start: Some(info.start),
-                });
-                pid = info.ppid;
+        let stat = proc_stat(current);
+        if current == pid {
+            return ProcId {
+                pid,
+                start: stat.map(|(_, s)| s),
             }
-            None => {
-                // No /proc: only the parent is known.
-                if chain.len() == 1 {
-                    chain.push(ProcId { pid, start: None });
-                }
-                break;
-            }
+            .is(pid, start);
         }
+        let parent = match stat {
+            Some((ppid, _)) => ppid,
+            // No /proc: only the parent is known.
+            None if current == me => getppid().as_raw(),
+            None => return false,
+        };
+        if parent <= 0 {
+            return false;
+        }
+        current = parent;
     }
-    chain
+    false
 }
 
 /// Programs that fork the command they are given and exit with it.
@@ -300,9 +306,21 @@ mod tests {
 
     #[test]
     fn this_process_and_its_ancestors_are_found() {
-        let chain = ancestors();
-        assert_eq!(chain[0].pid, std::process::id() as i32);
-        assert!(chain[0].start.is_some());
-        assert!(chain.len() >= 2);
+        let me = this_process();
+        assert!(me.start.is_some());
+        assert!(is_self_or_ancestor(me.pid, me.start));
+        let parent = getppid().as_raw();
+        let parent_start = proc_stat(parent).map(|(_, s)| s);
+        assert!(is_self_or_ancestor(parent, parent_start));
+        assert!(is_self_or_ancestor(1, None));
+        assert!(!is_self_or_ancestor(me.pid, me.start.map(|s| s + 1)));
+        // A child of ours is not an ancestor.
+        let mut child = std::process::Command::new("sleep")
+            .arg("10")
+            .spawn()
+            .unwrap();
+        assert!(!is_self_or_ancestor(child.id() as i32, None));
+        child.kill().unwrap();
+        child.wait().unwrap();
     }
 }

@@ -31,9 +31,8 @@ const KEEPER_GRACE: Duration = Duration::from_secs(10);
 /// Who asks, and how.
 #[derive(Debug, Clone)]
 pub struct Caller {
-    /// This process and its ancestors: a record's owner among them owns it.
-    pub ancestors: Vec<ProcId>,
-    /// `--owner PID`: also counts as the caller's owner.
+    /// `--owner PID`: also counts as the caller's owner (besides this
+    /// process and its ancestors).
     pub owner: Option<ProcId>,
     pub force: bool,
     pub euid: u32,
@@ -41,10 +40,9 @@ pub struct Caller {
 
 impl Caller {
     fn owns(&self, record: &Record) -> bool {
-        self.ancestors
-            .iter()
-            .chain(self.owner.iter())
-            .any(|p| p.is(record.owner, record.owner_start))
+        self.owner
+            .is_some_and(|p| p.is(record.owner, record.owner_start))
+            || super::owner::is_self_or_ancestor(record.owner, record.owner_start)
     }
 
     /// Whether a process running as `uid` may be signalled on our behalf.
