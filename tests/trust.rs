@@ -64,6 +64,22 @@ fn holder(s: &Scratch, log: &Path, ready: &Path) -> Child {
     child
 }
 
+/// `run` waiting for the lock with a command that logs `B`; returns once
+/// it says it waits (`-v` only so that older builds say it too).
+fn waiter(s: &Scratch, log: &Path) -> (Child, BufReader<ChildStderr>) {
+    let script = format!("echo B >> {}", log.display());
+    let mut b = s
+        .cmd(&["-v", "run", "--", "sh", "-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut b_err = BufReader::new(b.stderr.take().unwrap());
+    read_until(&mut b_err, "waiting for");
+    (b, b_err)
+}
+
 /// Issue 11.1 (SPEC 2a): holder A runs, waiter B waits; the supervisor's
 /// forced update unlinks A's file and runs `lockfile -r 0` as uid 65534.
 /// The supervisor must get the lock every time, and B's command must never
@@ -81,22 +97,7 @@ fn a_forced_update_wins_over_a_waiter_and_no_two_holders_overlap() {
         let _ = fs::remove_file(&ready);
         let _ = fs::remove_file(&log);
         let mut a = holder(&s, &log, &ready);
-        let mut b = s
-            .cmd(&[
-                "-v",
-                "run",
-                "--",
-                "sh",
-                "-c",
-                &format!("echo B >> {}", log.display()),
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut b_err = BufReader::new(b.stderr.take().unwrap());
-        read_until(&mut b_err, "waiting for");
+        let (mut b, _b_err) = waiter(&s, &log);
 
         // The forced update: unlink, then the supervisor's own lockfile.
         fs::remove_file(s.lock()).unwrap();
@@ -151,21 +152,7 @@ fn release_force_of_a_live_run_does_not_let_a_waiter_in() {
     let log = s.path("log");
     let ready = s.path("ready");
     let mut a = holder(&s, &log, &ready);
-    let mut b = s
-        .cmd(&[
-            "-v",
-            "run",
-            "--",
-            "sh",
-            "-c",
-            &format!("echo B >> {}", log.display()),
-        ])
-        .stdin(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut b_err = BufReader::new(b.stderr.take().unwrap());
-    read_until(&mut b_err, "waiting for");
+    let (mut b, mut b_err) = waiter(&s, &log);
     s.cmd(&["release", "--force"]).assert().success();
     read_until(&mut b_err, "its lock file was removed");
     assert!(!s.lock().exists(), "no new lock while A's command runs");

@@ -161,9 +161,21 @@ fn nearest_lasting(mut pid: i32) -> Owner {
 /// must: one /proc read per generation, and most owners are the parent.
 pub fn is_self_or_ancestor(pid: i32, start: Option<u64>) -> bool {
     let me = getpid().as_raw();
-    let mut current = me;
+    let started = |p: i32| proc_stat(p).map(|(_, s)| s);
+    if pid == me {
+        return ProcId {
+            pid,
+            start: started(me),
+        }
+        .is(pid, start);
+    }
+    // Our parent without /proc; further up through /proc/PID/stat.
+    let mut current = getppid().as_raw();
     // Bounded: a race with exiting processes must not loop.
     for _ in 0..256 {
+        if current <= 0 {
+            return false;
+        }
         let stat = proc_stat(current);
         if current == pid {
             return ProcId {
@@ -172,16 +184,10 @@ pub fn is_self_or_ancestor(pid: i32, start: Option<u64>) -> bool {
             }
             .is(pid, start);
         }
-        let parent = match stat {
-            Some((ppid, _)) => ppid,
-            // No /proc: only the parent is known.
-            None if current == me => getppid().as_raw(),
+        match stat {
+            Some((ppid, _)) => current = ppid,
             None => return false,
-        };
-        if parent <= 0 {
-            return false;
         }
-        current = parent;
     }
     false
 }
