@@ -89,7 +89,8 @@ impl Exit {
             Exit::OsErr => "operating system error (fork, inotify, out of resources)",
             Exit::CantCreate => {
                 "cannot create the lock: permission denied, read-only file system, missing \
-                 parent directory of `--path`, parent is not a directory, name too long, no space"
+                 parent directory of `--path`, parent is not a directory, name too long, no \
+                 space; also a lock directory that is a symlink (never followed), for any command"
             }
             Exit::NoPerm => {
                 "refused for safety: running as uid 65534; or the supervisor API refused \
