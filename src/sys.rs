@@ -375,12 +375,19 @@ pub fn live_children() -> Vec<Pid> {
 /// command name in parentheses may hold anything, spaces and ')' included:
 /// the fields start after its last ')'.
 fn parse_stat(stat: &[u8]) -> Option<(u8, i32)> {
+    let fields = stat_fields(stat)?;
+    let state = *fields.first()?.as_bytes().first()?;
+    let ppid = fields.get(1)?.parse().ok()?;
+    Some((state, ppid))
+}
+
+/// The fields of a `/proc/PID/stat` line after the command name, from the
+/// state (field 3) on. The name in parentheses may hold anything, spaces
+/// and ')' included: the fields start after its last ')'.
+pub fn stat_fields(stat: &[u8]) -> Option<Vec<&str>> {
     let close = stat.iter().rposition(|&b| b == b')')?;
     let rest = std::str::from_utf8(&stat[close + 1..]).ok()?;
-    let mut fields = rest.split_whitespace();
-    let state = *fields.next()?.as_bytes().first()?;
-    let ppid = fields.next()?.parse().ok()?;
-    Some((state, ppid))
+    Some(rest.split_ascii_whitespace().collect())
 }
 
 /// The most descriptors one message to the keeper carries.

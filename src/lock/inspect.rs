@@ -179,11 +179,13 @@ pub enum Exclusive {
 }
 
 /// Take LOCK_EX on `file` without waiting. A shared lock that only a
-/// `status` or a waiter probing the lock holds for a moment (SPEC 12.7: a
-/// probe must never change another caller's answer) is waited out briefly.
+/// `status` or a waiter probing the lock holds for a moment (issue 12.7: a
+/// probe must never change another caller's answer) is waited out briefly:
+/// up to about 100 ms in doubling pauses, for a prober descheduled on a
+/// loaded machine.
 pub fn try_exclusive(file: &File) -> io::Result<Exclusive> {
     let mut pause = std::time::Duration::from_micros(100);
-    for _ in 0..8 {
+    for _ in 0..10 {
         match file.try_lock() {
             Ok(()) => return Ok(Exclusive::Taken),
             Err(fs::TryLockError::WouldBlock) => {}

@@ -78,32 +78,7 @@ pub fn start(
     opts: WaitOpts,
     notify: Notify,
 ) -> Result<Started> {
-    let owner_pid = Pid::from_raw(owner.id.pid);
-    // Kernels before 5.3 have no pidfd: the keeper polls the owner instead.
-    let owner_fd = sys::pidfd_open(owner_pid).ok();
-    let (ours, theirs) = socketpair(
-        AddressFamily::Unix,
-        SockType::SeqPacket,
-        None,
-        SockFlag::SOCK_CLOEXEC,
-    )
-    .map_err(io::Error::from)
-    .context("cannot create the keeper's socket")?;
-    // `release` asks with SIGUSR1, read from this signalfd. It works in the
-    // keeper too: a signalfd reads the signals of the process reading it.
-    let release_signal = SignalFd::with_flags(
-        &SigSet::from(Signal::SIGUSR1),
-        SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK,
-    )
-    .map_err(io::Error::from)
-    .context("cannot create the keeper's signal descriptor")?;
-    // No /dev/null in a minimal container: the keeper closes its stdio.
-    let null = File::options()
-        .read(true)
-        .write(true)
-        .open("/dev/null")
-        .ok();
-
+    let (ours, provisions) = provide(Pid::from_raw(owner.id.pid))?;
     // The fast path: a flocked O_TMPFILE per lock made before the fork, so
     // the keeper holds them from birth.
     let prepared = prepare_all(targets);
@@ -142,42 +117,95 @@ pub fn start(
                         .collect()
                 })
                 .unwrap_or_default();
-            let provisions = Provisions {
-                sock: theirs,
-                owner_fd,
-                owner: owner_pid,
-                release_signal,
-                null,
-            };
             keeper_main(provisions, prepared)
         }
         ForkResult::Parent { child } => child,
     };
-    drop((theirs, owner_fd, release_signal, null));
+    drop(provisions);
 
     record.pid = keeper.as_raw();
-    let fast = prepared.map(|files| link_all(targets, files, &record));
-    if let Some(Some(held)) = fast {
-        if let Some(signal) = pending_signal(&aborting) {
-            // The keeper sees the socket close and exits; reap it.
-            drop(ours);
-            let _ = nix::sys::wait::waitpid(keeper, None);
-            release_all(held, notify)?;
-            return Ok(Started::Interrupted(signal));
+    match prepared.map(|files| link_all(targets, files, &record)) {
+        Some(Some(held)) => fast_path(ours, keeper, held, &aborting, notify),
+        fast => {
+            if fast.is_some() {
+                // If this fails, so will the hand-over, which says so.
+                let _ = nix::unistd::write(&ours, SLOW);
+            }
+            slow_path(targets, &record, opts, (ours, keeper, mask), notify)
         }
-        // The signals stay blocked: from here on acquire succeeds, and one
-        // that comes now is dropped at exit.
-        if let Err(err) = nix::unistd::write(&ours, LINKED) {
-            abandon(keeper);
-            let _ = release_all(held, notify);
-            return Err(io::Error::from(err)).context("cannot hand the lock to the keeper");
-        }
-        return Ok(holding(keeper, held));
     }
-    if fast.is_some() {
-        // If this fails, so will the hand-over, which says so.
-        let _ = nix::unistd::write(&ours, SLOW);
+}
+
+/// What the keeper needs, made before the fork, and our end of its socket.
+fn provide(owner: Pid) -> Result<(OwnedFd, Provisions)> {
+    // Kernels before 5.3 have no pidfd: the keeper polls the owner instead.
+    let owner_fd = sys::pidfd_open(owner).ok();
+    let (ours, theirs) = socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(io::Error::from)
+    .context("cannot create the keeper's socket")?;
+    // `release` asks with SIGUSR1, read from this signalfd. It works in the
+    // keeper too: a signalfd reads the signals of the process reading it.
+    let release_signal = SignalFd::with_flags(
+        &SigSet::from(Signal::SIGUSR1),
+        SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK,
+    )
+    .map_err(io::Error::from)
+    .context("cannot create the keeper's signal descriptor")?;
+    // No /dev/null in a minimal container: the keeper closes its stdio.
+    let null = File::options()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+        .ok();
+    let provisions = Provisions {
+        sock: theirs,
+        owner_fd,
+        owner,
+        release_signal,
+        null,
+    };
+    Ok((ours, provisions))
+}
+
+/// The files prepared before the fork are linked: tell the keeper, unless
+/// an aborting signal came meanwhile (then undo and exit 128+S).
+fn fast_path(
+    ours: OwnedFd,
+    keeper: Pid,
+    held: Vec<Held>,
+    aborting: &SigSet,
+    notify: Notify,
+) -> Result<Started> {
+    if let Some(signal) = pending_signal(aborting) {
+        // The keeper sees the socket close and exits; reap it.
+        drop(ours);
+        let _ = nix::sys::wait::waitpid(keeper, None);
+        release_all(held, notify)?;
+        return Ok(Started::Interrupted(signal));
     }
+    // The signals stay blocked: from here on acquire succeeds, and one
+    // that comes now is dropped at exit.
+    if let Err(err) = nix::unistd::write(&ours, LINKED) {
+        abandon(keeper);
+        let _ = release_all(held, notify);
+        return Err(io::Error::from(err)).context("cannot hand the lock to the keeper");
+    }
+    Ok(holding(keeper, held))
+}
+
+/// Wait for and take the lock as `run` does, then hand it to the keeper.
+fn slow_path(
+    targets: &[Target],
+    record: &Record,
+    opts: WaitOpts,
+    (ours, keeper, mask): (OwnedFd, Pid, SigSet),
+    notify: Notify,
+) -> Result<Started> {
     let signals = SignalWatch::new(ABORT_WAIT).context("cannot install signal handlers");
     // Pending ones now reach the handlers, and end the wait.
     let _ = mask.thread_set_mask();

@@ -84,9 +84,7 @@ pub fn proc_stat(pid: i32) -> Option<(i32, u64)> {
 /// parentheses may hold anything, spaces and `)` included: fields are
 /// counted after its last `)`.
 pub fn parse_stat(stat: &[u8]) -> Option<(i32, u64)> {
-    let close = stat.iter().rposition(|b| *b == b')')?;
-    let rest = std::str::from_utf8(&stat[close + 1..]).ok()?;
-    let fields: Vec<&str> = rest.split_ascii_whitespace().collect();
+    let fields = crate::sys::stat_fields(stat)?;
     // Field 3 is the state; ppid is field 4 and starttime field 22.
     let ppid = fields.get(1)?.parse().ok()?;
     let start = fields.get(19)?.parse().ok()?;

@@ -294,7 +294,17 @@ fn stop_keeper(
             ),
         ));
     }
-    let keeper = record.pid;
+    after_let_go(dir, name, path, ident, record.pid)
+}
+
+/// What is at the path once the keeper let go of the file.
+fn after_let_go(
+    dir: &LockDir,
+    name: &OsStr,
+    path: &Path,
+    ident: Ident,
+    keeper: i32,
+) -> Result<Outcome> {
     match dir.stat(name)? {
         // It exited without removing it: stale now, and our flock is held.
         Some(now) if (now.st_dev, now.st_ino) == ident => {

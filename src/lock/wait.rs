@@ -90,116 +90,146 @@ pub fn take_all(
     // A timeout past what an Instant can hold (`-w 18446744073709551615`) is no deadline.
     let deadline = opts.timeout.and_then(|t| Instant::now().checked_add(t));
     let mut watcher: Option<Watcher> = None;
-    let mut announced = false;
-    let mut announced_displaced = false;
+    let mut said = Said::default();
     let mut followed: Vec<Followed> = Vec::new();
     loop {
-        // Holders that let go are not followed any more.
-        followed.retain(|f| flock_held(&f.file).unwrap_or(false));
-        let displaced = followed
-            .iter()
-            .find(|f| !f.in_place(&targets[f.index]))
-            .map(|f| Blocked::Displaced {
-                index: f.index,
-                record: f.record.clone(),
-            });
-        if let Some(Blocked::Displaced { index, .. }) = &displaced
-            && !targets[*index].create_parent
-            && let Err(err) = LockDir::open(&targets[*index])
-        {
-            // The lock could not be created anyway (its `--path` directory
-            // is gone): say so now rather than after the holder is done.
-            return Err(super::create_error(&targets[*index].path, err));
-        }
-        let blocked = match displaced {
-            Some(blocked) => blocked,
-            None => match try_take_all(targets, content, notify)? {
-                Ok(held) => {
-                    if let Some(watcher) = watcher {
-                        watcher.retire();
-                    }
-                    return Ok(held);
+        let blocked = match attempt(targets, content, opts, &mut followed, notify)? {
+            Ok(held) => {
+                if let Some(watcher) = watcher {
+                    watcher.retire();
                 }
-                Err(mut busy) => {
-                    refuse_own_lock(targets, &busy, opts)?;
-                    if let (Some((file, ident)), Some(record)) =
-                        (busy.followed.take(), busy.holder.parsed.clone())
-                        && !followed.iter().any(|f| f.ident == ident)
-                    {
-                        followed.push(Followed {
-                            index: busy.index,
-                            file,
-                            ident,
-                            record,
-                        });
-                    }
-                    Blocked::Busy(busy)
-                }
-            },
-        };
-        let path = match &blocked {
-            Blocked::Busy(busy) => &targets[busy.index].path,
-            Blocked::Displaced { index, .. } => &targets[*index].path,
+                return Ok(held);
+            }
+            Err(blocked) => blocked,
         };
         let remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
         if opts.nonblock || remaining == Some(Duration::ZERO) {
-            let how = if opts.nonblock { "" } else { " (timed out)" };
-            let holder = match &blocked {
-                Blocked::Busy(busy) => busy.holder.holder(),
-                Blocked::Displaced { record, .. } => format!(
-                    "{} (its file was removed, but it still runs)",
-                    Inspection::record_holder(record)
-                ),
-            };
-            return Err(fail_with(
-                opts.busy_code,
-                format!("{} is held by {holder}{how}", path.display()),
-            ));
+            return Err(busy_error(targets, &blocked, opts));
         }
         let Some(watcher) = watcher.as_mut() else {
             // Watch before the next attempt, so no removal is missed.
             watcher = Some(Watcher::new(targets));
             continue;
         };
-        if matches!(blocked, Blocked::Displaced { .. }) {
+        let displaced = matches!(blocked, Blocked::Displaced { .. });
+        if displaced {
             // Only files no longer at their path: our own attempts open
             // and close the ones in place, which would wake us at once.
             for f in followed.iter().filter(|f| !f.in_place(&targets[f.index])) {
                 watcher.watch_file(f);
             }
         }
-        // Each kind of wait is said once: who holds it, and (SPEC 2a) that
-        // its file was removed while its holder still runs.
-        match &blocked {
-            Blocked::Busy(busy) if !announced => {
+        said.announce(targets, &blocked, notify);
+        let timeout =
+            if watcher.inotify.is_none() || (displaced && !watcher.watches_all_files(&followed)) {
+                FAST_POLL
+            } else {
+                POLL
+            };
+        let timeout = remaining.map_or(timeout, |r| r.min(timeout));
+        if let Some(signal) = watcher.wait(targets, timeout, signals)? {
+            // Silent: the caller was asked to stop, and did.
+            return Err(fail_with(signal_code(signal), ""));
+        }
+    }
+}
+
+/// One attempt: the locks, or why not. A holder we followed whose file was
+/// removed while it still holds it blocks the attempt before any create.
+fn attempt(
+    targets: &[Target],
+    content: &[u8],
+    opts: WaitOpts,
+    followed: &mut Vec<Followed>,
+    notify: Notify,
+) -> Result<std::result::Result<Vec<Held>, Blocked>> {
+    // Holders that let go are not followed any more.
+    followed.retain(|f| flock_held(&f.file).unwrap_or(false));
+    if let Some(f) = followed.iter().find(|f| !f.in_place(&targets[f.index])) {
+        let target = &targets[f.index];
+        if !target.create_parent
+            && let Err(err) = LockDir::open(target)
+        {
+            // The lock could not be created anyway (its `--path` directory
+            // is gone): say so now rather than after the holder is done.
+            return Err(super::create_error(&target.path, err));
+        }
+        return Ok(Err(Blocked::Displaced {
+            index: f.index,
+            record: f.record.clone(),
+        }));
+    }
+    let mut busy = match try_take_all(targets, content, notify)? {
+        Ok(held) => return Ok(Ok(held)),
+        Err(busy) => busy,
+    };
+    refuse_own_lock(targets, &busy, opts)?;
+    if let (Some((file, ident)), Some(record)) = (busy.followed.take(), busy.holder.parsed.clone())
+        && !followed.iter().any(|f| f.ident == ident)
+    {
+        followed.push(Followed {
+            index: busy.index,
+            file,
+            ident,
+            record,
+        });
+    }
+    Ok(Err(Blocked::Busy(busy)))
+}
+
+impl Blocked {
+    fn path<'a>(&self, targets: &'a [Target]) -> &'a std::path::Path {
+        match self {
+            Blocked::Busy(busy) => &targets[busy.index].path,
+            Blocked::Displaced { index, .. } => &targets[*index].path,
+        }
+    }
+}
+
+/// `-n` busy, or `-w` timed out: who holds it.
+fn busy_error(targets: &[Target], blocked: &Blocked, opts: WaitOpts) -> anyhow::Error {
+    let how = if opts.nonblock { "" } else { " (timed out)" };
+    let holder = match blocked {
+        Blocked::Busy(busy) => busy.holder.holder(),
+        Blocked::Displaced { record, .. } => format!(
+            "{} (its file was removed, but it still runs)",
+            Inspection::record_holder(record)
+        ),
+    };
+    fail_with(
+        opts.busy_code,
+        format!(
+            "{} is held by {holder}{how}",
+            blocked.path(targets).display()
+        ),
+    )
+}
+
+/// Each kind of wait is said once: who holds the lock, and (SPEC 2a) that
+/// its file was removed while its holder still runs.
+#[derive(Default)]
+struct Said {
+    waiting: bool,
+    displaced: bool,
+}
+
+impl Said {
+    fn announce(&mut self, targets: &[Target], blocked: &Blocked, notify: Notify) {
+        let path = blocked.path(targets);
+        match blocked {
+            Blocked::Busy(busy) if !self.waiting => {
                 notify(Event::Waiting {
                     path,
                     holder: &busy.holder,
                 });
-                announced = true;
+                self.waiting = true;
             }
-            Blocked::Displaced { record, .. } if !announced_displaced => {
+            Blocked::Displaced { record, .. } if !self.displaced => {
                 notify(Event::WaitingForDisplaced { path, record });
-                announced = true;
-                announced_displaced = true;
+                self.waiting = true;
+                self.displaced = true;
             }
             _ => {}
-        }
-        let mut timeout = if watcher.inotify.is_some() {
-            POLL
-        } else {
-            FAST_POLL
-        };
-        if matches!(blocked, Blocked::Displaced { .. }) && !watcher.watches_all_files(&followed) {
-            timeout = FAST_POLL;
-        }
-        let timeout = remaining.map_or(timeout, |r| r.min(timeout));
-        if let Some(signal) = watcher.wait(targets, timeout, signals)? {
-            return Err(fail_with(
-                signal_code(signal),
-                // Silent: the caller was asked to stop, and did.
-                "",
-            ));
         }
     }
 }
