@@ -10,6 +10,7 @@ pub mod duration;
 pub mod exit;
 pub mod locate;
 pub mod lock;
+pub mod procfs;
 pub mod signals;
 pub mod supervise;
 pub mod supervisor_api;

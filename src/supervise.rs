@@ -164,7 +164,7 @@ fn warn_leftovers(program: &OsStr, ui: &Ui) {
     if ui.quiet {
         return;
     }
-    let left = crate::sys::live_children();
+    let left = crate::procfs::live_children();
     if left.is_empty() {
         return;
     }

@@ -38,7 +38,7 @@ pub fn create(dir: LockDir, path: &Path, content: &[u8]) -> io::Result<Created> 
                 Ok(()) => return Held::new(path, dir, file).map(Created::Taken),
                 Err(Errno::EEXIST) => return Ok(Created::Exists),
                 // No /proc to name the unnamed file by: use a named one.
-                Err(Errno::ENOENT) if !crate::sys::proc_mounted() => {}
+                Err(Errno::ENOENT) if !crate::procfs::proc_mounted() => {}
                 Err(Errno::EPERM | Errno::EOPNOTSUPP | Errno::ENOSYS) => {
                     return create_exclusive(dir, path, content);
                 }

@@ -205,7 +205,7 @@ pub fn try_exclusive(file: &File) -> io::Result<Exclusive> {
 
 /// Why a resin-lock record is stale, if it is.
 pub fn stale_reason(record: &Record, flocked: bool) -> Option<&'static str> {
-    let boot = crate::sys::boot_id().unwrap_or_default();
+    let boot = crate::procfs::boot_id().unwrap_or_default();
     if !record.boot_id.is_empty() && !boot.is_empty() && record.boot_id != boot {
         Some("previous boot")
     } else if !flocked {

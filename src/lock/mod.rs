@@ -5,6 +5,7 @@
 
 pub mod create;
 pub mod dir;
+pub mod displaced;
 pub mod inspect;
 pub mod keeper;
 pub mod owner;

@@ -71,20 +71,20 @@ pub fn proc_info(pid: i32) -> Option<ProcInfo> {
     Some(ProcInfo {
         ppid,
         start,
-        cmd: crate::sys::process_cmdline(Pid::from_raw(pid)),
+        cmd: crate::procfs::process_cmdline(Pid::from_raw(pid)),
     })
 }
 
 /// (ppid, starttime) of `pid` from `/proc/PID/stat` alone.
 pub fn proc_stat(pid: i32) -> Option<(i32, u64)> {
-    parse_stat(&crate::sys::read_proc(format!("/proc/{pid}/stat")).ok()?)
+    parse_stat(&crate::procfs::read_proc(format!("/proc/{pid}/stat")).ok()?)
 }
 
 /// (ppid, starttime) from the text of /proc/PID/stat. The command name in
 /// parentheses may hold anything, spaces and `)` included: fields are
 /// counted after its last `)`.
 pub fn parse_stat(stat: &[u8]) -> Option<(i32, u64)> {
-    let fields = crate::sys::stat_fields(stat)?;
+    let fields = crate::procfs::stat_fields(stat)?;
     // Field 3 is the state; ppid is field 4 and starttime field 22.
     let ppid = fields.get(1)?.parse().ok()?;
     let start = fields.get(19)?.parse().ok()?;

@@ -8,13 +8,11 @@
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
-use nix::errno::Errno;
-use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
@@ -23,10 +21,10 @@ use super::inspect::{Exclusive, Found, Ident, Inspection, Kind, examine, stale_r
 use super::owner::ProcId;
 use super::record::{Mode, Record};
 use super::{Released, Target, unlink_if_same};
-use crate::sys;
+use crate::{procfs, sys};
 
 /// How long a keeper gets to let go after being asked.
-const KEEPER_GRACE: Duration = Duration::from_secs(10);
+pub(super) const KEEPER_GRACE: Duration = Duration::from_secs(10);
 
 /// Who asks, and how.
 #[derive(Debug, Clone)]
@@ -39,14 +37,14 @@ pub struct Caller {
 }
 
 impl Caller {
-    fn owns(&self, record: &Record) -> bool {
+    pub(super) fn owns(&self, record: &Record) -> bool {
         self.owner
             .is_some_and(|p| p.is(record.owner, record.owner_start))
             || super::owner::is_self_or_ancestor(record.owner, record.owner_start)
     }
 
     /// Whether a process running as `uid` may be signalled on our behalf.
-    fn trusts_uid(&self, uid: u32) -> bool {
+    pub(super) fn trusts_uid(&self, uid: u32) -> bool {
         uid == self.euid || uid == 0
     }
 }
@@ -120,9 +118,9 @@ pub fn release(target: &Target, caller: &Caller) -> Result<Outcome> {
         // The directory went with the lock: its keepers still show it in
         // /proc as the parent's canonical path and its name.
         Err(err) if err.kind() == io::ErrorKind::NotFound => {
-            let removed_dir = canonical_removed_dir(super::dir::parent_of(path));
+            let removed_dir = super::displaced::canonical_removed_dir(super::dir::parent_of(path));
             return Ok(
-                match removed_dir.map(|d| stop_displaced_keepers(&d, caller)) {
+                match removed_dir.map(|d| super::displaced::stop(&d, caller)) {
                     Some(stopped) if stopped > 0 => Outcome::Replaced {
                         what: None,
                         keepers_stopped: stopped,
@@ -136,7 +134,7 @@ pub fn release(target: &Target, caller: &Caller) -> Result<Outcome> {
     let name = lock_name(path)?;
     let found = examine(&dir, name).with_context(|| format!("cannot read lock {shown}"))?;
     let outcome = match found {
-        Found::Missing => match stop_displaced_keepers_in(&dir, caller) {
+        Found::Missing => match super::displaced::stop_in(&dir, caller) {
             0 => Outcome::NothingThere,
             stopped => Outcome::Replaced {
                 what: None,
@@ -144,7 +142,7 @@ pub fn release(target: &Target, caller: &Caller) -> Result<Outcome> {
             },
         },
         Found::Foreign { kind, what, .. } => {
-            let stopped = stop_displaced_keepers_in(&dir, caller);
+            let stopped = super::displaced::stop_in(&dir, caller);
             if caller.force {
                 if let Some(refusal) = remove_foreign(&dir, name, kind, path)? {
                     return Ok(Outcome::Refused(refusal));
@@ -345,7 +343,7 @@ fn prove_keeper(
     fd_hint: Option<i32>,
     caller: &Caller,
 ) -> std::result::Result<Option<OwnedFd>, &'static str> {
-    if !sys::proc_mounted() {
+    if !procfs::proc_mounted() {
         return Err(NO_PROC);
     }
     let pidfd = match sys::pidfd_open(keeper) {
@@ -354,10 +352,10 @@ fn prove_keeper(
         // Kernels before 5.3.
         Err(_) => None,
     };
-    if !sys::process_holds_inode(keeper, ident.0, ident.1, fd_hint).unwrap_or(false) {
+    if !procfs::process_holds_inode(keeper, ident.0, ident.1, fd_hint).unwrap_or(false) {
         return Err("it does not hold the lock (another pid namespace, or no permission to check)");
     }
-    match sys::process_uid(keeper) {
+    match procfs::process_uid(keeper) {
         Ok(uid) if caller.trusts_uid(uid) => Ok(pidfd),
         Ok(_) => Err("it runs as another user"),
         Err(_) => Err("its user cannot be read"),
@@ -373,76 +371,6 @@ fn signal_keeper(pidfd: &Option<OwnedFd>, keeper: Pid) -> io::Result<()> {
         // Gone meanwhile: its flock is free, which the wait sees.
         Err(err) if err.raw_os_error() == Some(libc::ESRCH) => Ok(()),
         other => other,
-    }
-}
-
-/// Stop the keepers of our lock in `dir` whose file someone else removed
-/// or replaced (they still hold the unlinked inode), when proven ours: a
-/// keeper running as the caller's uid or root, whose file is a record that
-/// names it and, unless `--force`, whose owner is the caller's. Returns how
-/// many were stopped. Never fails because of a process that is not ours.
-fn stop_displaced_keepers_in(dir: &LockDir, caller: &Caller) -> usize {
-    sys::fd_path(dir.fd()).map_or(0, |canonical| stop_displaced_keepers(&canonical, caller))
-}
-
-/// A removed directory's canonical path: its parent's and its name.
-fn canonical_removed_dir(dir: &Path) -> Option<std::path::PathBuf> {
-    let dir = std::path::absolute(dir).ok()?;
-    Some(dir.parent()?.canonicalize().ok()?.join(dir.file_name()?))
-}
-
-fn stop_displaced_keepers(canonical: &Path, caller: &Caller) -> usize {
-    let mut stopped = 0;
-    for (keeper, fd_path) in sys::displaced_keepers(canonical) {
-        // Opened first: the process checked below is the one signalled.
-        let Ok(pidfd) = sys::pidfd_open(keeper) else {
-            continue;
-        };
-        let ours = sys::process_uid(keeper).is_ok_and(|uid| caller.trusts_uid(uid))
-            && displaced_record(&fd_path).is_some_and(|record| {
-                record.pid == keeper.as_raw() && (caller.force || caller.owns(&record))
-            });
-        if ours
-            && sys::pidfd_send_signal(&pidfd, Signal::SIGUSR1 as i32).is_ok()
-            && wait_for_exit(&pidfd)
-        {
-            stopped += 1;
-        }
-    }
-    stopped
-}
-
-/// The record in a displaced keeper's file (read through /proc, bounded).
-fn displaced_record(fd_path: &Path) -> Option<Record> {
-    use std::io::Read;
-    let file = File::open(fd_path).ok()?;
-    if !file.metadata().ok()?.is_file() {
-        return None;
-    }
-    let mut bytes = Vec::new();
-    file.take(super::record::MAX_LEN as u64 + 1)
-        .read_to_end(&mut bytes)
-        .ok()?;
-    Record::parse(&bytes).map(|(record, _)| record)
-}
-
-/// Wait (bounded) until the process behind `pidfd` exits.
-fn wait_for_exit(pidfd: &OwnedFd) -> bool {
-    let deadline = Instant::now() + KEEPER_GRACE;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return false;
-        }
-        let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
-        match poll(
-            &mut fds,
-            PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX),
-        ) {
-            Ok(n) if n > 0 => return true,
-            Ok(_) | Err(Errno::EINTR) => {}
-            Err(_) => return false,
-        }
     }
 }
 
