@@ -11,20 +11,24 @@
 //! `os-release` is read only when it is a regular file, opened without
 //! blocking (a FIFO there must not hang `status`), and bounded.
 
+mod read;
+mod version;
+
 use std::ffi::OsString;
-use std::fs::File;
-use std::io::{self, Read};
-use std::os::fd::{AsFd, OwnedFd};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
-use nix::errno::Errno;
-use nix::fcntl::{OFlag, OpenHow, ResolveFlag, open, openat, openat2};
-use nix::sys::stat::{Mode, SFlag, fstat};
-
-use semver::{BuildMetadata, Prerelease, Version};
+use semver::Version;
 use serde::Serialize;
 
 use crate::lock::Target;
+use read::{is_dir, read_small};
+pub use version::parse_version;
+use version::release;
+#[cfg(test)]
+use {
+    nix::fcntl::OFlag,
+    read::{open_without_symlinks, relative},
+};
 
 /// The persistent lock of supervisors before v7 (survives reboots).
 pub const PERSISTENT_PATH: &str = "/data/resin-updates.lock";
@@ -202,106 +206,6 @@ pub fn gather_from(root: &Path, env: impl Fn(&str) -> Option<OsString>) -> Input
     }
 }
 
-/// The most of `os-release` that is read.
-const OS_RELEASE_MAX: u64 = 64 * 1024;
-
-/// `path` under `root` as text, when it is a regular file; None when it
-/// cannot be read or is anything else (a FIFO, a device, a directory).
-fn read_small(root: &Path, path: &Path) -> Option<String> {
-    let flags = OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_NOCTTY;
-    let fd = open_under(root, path, flags).ok()?;
-    let kind = SFlag::from_bits_truncate(fstat(fd.as_fd()).ok()?.st_mode) & SFlag::S_IFMT;
-    if kind != SFlag::S_IFREG {
-        return None;
-    }
-    let mut bytes = Vec::new();
-    File::from(fd)
-        .take(OS_RELEASE_MAX)
-        .read_to_end(&mut bytes)
-        .ok()?;
-    Some(String::from_utf8_lossy(&bytes).into_owned())
-}
-
-/// Whether `path` under `root` is a directory.
-fn is_dir(root: &Path, path: &Path) -> bool {
-    open_under(root, path, OFlag::O_PATH | OFlag::O_DIRECTORY)
-        .and_then(|fd| Ok(fstat(fd.as_fd())?))
-        .is_ok_and(|stat| SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR)
-}
-
-/// Open the absolute `path` as seen from `root`. Under the real root `/`
-/// this is a plain open. Under any other root, symlinks resolve inside it
-/// (openat2 with RESOLVE_IN_ROOT: an absolute link `/x` means `ROOT/x`);
-/// where the kernel (before 5.6) or a seccomp filter lacks openat2, every
-/// component below `root` must not be a symlink.
-fn open_under(root: &Path, path: &Path, flags: OFlag) -> io::Result<OwnedFd> {
-    let flags = flags | OFlag::O_CLOEXEC;
-    if root == Path::new("/") {
-        return Ok(open(path, flags, Mode::empty())?);
-    }
-    let rel = relative(path)?;
-    let dir = open(
-        root,
-        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )?;
-    let how = OpenHow::new()
-        .flags(flags)
-        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
-    match openat2(dir.as_fd(), &rel, how) {
-        Err(Errno::ENOSYS | Errno::EPERM) => open_without_symlinks(&dir, &rel, flags),
-        other => Ok(other?),
-    }
-}
-
-/// `path` without its leading `/`; `..` is refused (nothing detection
-/// reads has one, and under a root it could climb out of it).
-fn relative(path: &Path) -> io::Result<PathBuf> {
-    let mut rel = PathBuf::new();
-    for component in path.components() {
-        match component {
-            Component::RootDir | Component::CurDir => {}
-            Component::Normal(name) => rel.push(name),
-            Component::ParentDir | Component::Prefix(_) => {
-                return Err(io::Error::from_raw_os_error(libc::EXDEV));
-            }
-        }
-    }
-    Ok(rel)
-}
-
-/// The fallback of `open_under`: `rel` one component at a time from `dir`,
-/// each opened with O_NOFOLLOW, so that a symlink anywhere fails (ELOOP, or
-/// ENOTDIR for a directory component) instead of being followed.
-fn open_without_symlinks(dir: &OwnedFd, rel: &Path, flags: OFlag) -> io::Result<OwnedFd> {
-    let names: Vec<_> = rel.components().map(|c| c.as_os_str()).collect();
-    let Some((last, parents)) = names.split_last() else {
-        return Err(io::Error::from_raw_os_error(libc::EINVAL));
-    };
-    let mut current: Option<OwnedFd> = None;
-    for name in parents {
-        let at = current.as_ref().unwrap_or(dir).as_fd();
-        let next = openat(
-            at,
-            *name,
-            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        )?;
-        // O_PATH|O_NOFOLLOW opens a symlink itself rather than failing.
-        let kind = SFlag::from_bits_truncate(fstat(next.as_fd())?.st_mode) & SFlag::S_IFMT;
-        if kind != SFlag::S_IFDIR {
-            return Err(io::Error::from_raw_os_error(libc::ELOOP));
-        }
-        current = Some(next);
-    }
-    let at = current.as_ref().unwrap_or(dir).as_fd();
-    let fd = openat(at, *last, flags | OFlag::O_NOFOLLOW, Mode::empty())?;
-    if SFlag::from_bits_truncate(fstat(fd.as_fd())?.st_mode) & SFlag::S_IFMT == SFlag::S_IFLNK {
-        return Err(io::Error::from_raw_os_error(libc::ELOOP));
-    }
-    Ok(fd)
-}
-
 /// The `PRETTY_NAME` of an os-release file whose `ID` is balenaOS's or
 /// resinOS's; None for any other OS (a container's own os-release).
 pub fn os_release_pretty_name(text: &str) -> Option<String> {
@@ -340,76 +244,6 @@ fn unquote(value: &str) -> String {
         });
     }
     out
-}
-
-/// Parse a version leniently: the first word that starts with a digit (or
-/// `v` and a digit), so `7.22.0`, `v6.1.3`, `Resin OS 2.0.0+rev3` and
-/// `balenaOS 2.88.4` all work. Missing minor and patch are zero (`v7` is
-/// 7.0.0); a pre-release (`-beta.1`) and build metadata (`+rev3`) are kept
-/// when semver accepts them and dropped otherwise; other suffixes after a
-/// full major.minor.patch (`.rev1`, `_logstream`) are ignored. Anything else
-/// is not a version: None, never a panic.
-pub fn parse_version(text: &str) -> Option<Version> {
-    text.split_whitespace().find_map(|word| {
-        let word = word
-            .strip_prefix(['v', 'V'])
-            .filter(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
-            .unwrap_or(word);
-        word.starts_with(|c: char| c.is_ascii_digit())
-            .then(|| parse_word(word))
-            .flatten()
-    })
-}
-
-/// `1`, `1.2`, `1.2.3`, then an optional suffix.
-fn parse_word(word: &str) -> Option<Version> {
-    let mut numbers = [0u64; 3];
-    let mut count = 0;
-    let mut rest = word;
-    loop {
-        let digits = rest
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        if digits == 0 {
-            return None;
-        }
-        numbers[count] = rest[..digits].parse().ok()?;
-        count += 1;
-        rest = &rest[digits..];
-        match rest.strip_prefix('.') {
-            Some(next) if count < 3 && next.starts_with(|c: char| c.is_ascii_digit()) => {
-                rest = next;
-            }
-            _ => break,
-        }
-    }
-    let mut version = Version::new(numbers[0], numbers[1], numbers[2]);
-    if let Some(tag) = rest.strip_prefix('-') {
-        let (pre, build) = tag.split_once('+').unwrap_or((tag, ""));
-        version.pre = Prerelease::new(pre).unwrap_or(Prerelease::EMPTY);
-        version.build = BuildMetadata::new(build).unwrap_or(BuildMetadata::EMPTY);
-    } else if let Some(build) = rest.strip_prefix('+') {
-        version.build = BuildMetadata::new(build).unwrap_or(BuildMetadata::EMPTY);
-    } else if rest.starts_with('_') || (count == 3 && rest.starts_with('.')) {
-        // `6.6.0_logstream`, `2.0.0.rev1`: a suffix semver has no place for.
-    } else if !rest.is_empty() {
-        // `7.x`, `2.1.x`, `7abc`: not a version.
-        return None;
-    }
-    Some(version)
-}
-
-/// The release a version belongs to, for comparing against the table.
-///
-/// A pre-release counts as the release it precedes: `7.22.0-beta` is
-/// treated as 7.22.0, not as "before 7.22.0" the way semver orders it. The
-/// table's boundaries are where a supervisor release changed the lock
-/// location, and a pre-release of that release is built from the code that
-/// made the change, so it checks the new location. Build metadata (`+rev3`)
-/// never matters. For the host OS only the major counts ("1.x"), as in the
-/// supervisor's own test `/^Resin OS 1\./`.
-fn release(version: &Version) -> Version {
-    Version::new(version.major, version.minor, version.patch)
 }
 
 /// The location table (SPEC section 3): which rule applies to `inputs`, the
@@ -560,6 +394,8 @@ fn os_phrase(inputs: &Inputs, parsed: Option<&Version>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use nix::fcntl::open;
+    use nix::sys::stat::Mode;
 
     fn sourced(source: &str, value: &str) -> Option<Sourced<String>> {
         Some(Sourced {
