@@ -408,6 +408,17 @@ fn leftover_temp_files_are_cleaned_up() {
     let in_use = s.path(".updates.lock.fedcba9876543210.tmp");
     fs::write(&leftover, "x").unwrap();
     fs::write(&in_use, "y").unwrap();
+    // Leftovers are old; a temp file made a moment ago may be a live
+    // creator's that is not flocked yet.
+    let fresh = s.path(".updates.lock.00112233445566ff.tmp");
+    fs::write(&fresh, "z").unwrap();
+    for old in [&leftover, &in_use] {
+        Command::new("touch")
+            .args(["-d", "1 hour ago"])
+            .arg(old)
+            .assert()
+            .success();
+    }
     let mut user = Command::new("flock")
         .arg(&in_use)
         .args(["sleep", "1000"])
@@ -434,6 +445,7 @@ fn leftover_temp_files_are_cleaned_up() {
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     assert!(!leftover.exists(), "the leftover is removed");
     assert!(in_use.exists(), "the one in use stays");
+    assert!(fresh.exists(), "a new one stays");
     user.kill().unwrap();
     user.wait().unwrap();
 }
@@ -831,8 +843,11 @@ open(stop, "w").close()
 }
 
 /// Issue 12, torture without /proc (a private mount namespace with an empty
-/// tmpfs on /proc): `run` contenders SIGKILLed at random never overlap, and
-/// leave no temp file and no lock behind once the last one is done.
+/// tmpfs on /proc): `run` contenders SIGKILLed at random and `acquire` /
+/// `release --force` contenders never overlap, and leave no temp file, no
+/// lock and no keeper behind once the last one is done. (An `acquire`
+/// owner is not killed: its lock ends with it by design, while the work it
+/// started may go on.)
 #[test]
 fn without_proc_killed_contenders_leave_nothing_behind() {
     let s = Scratch::new();
@@ -842,9 +857,13 @@ fn without_proc_killed_contenders_leave_nothing_behind() {
 RANDOM_SEED={seed}
 n=0
 while [ $n -lt 60 ]; do
-    "$BIN" -q --path "$L" run -- sh -c "$CRIT" &
-    pid=$!
-    if [ $(( (RANDOM_SEED + n * 7919) % 3 )) -eq 0 ]; then kill -9 $pid 2>/dev/null; fi
+    if [ $((n % 4)) -eq 1 ]; then
+        sh -c '"$BIN" -q --path "$L" acquire --owner parent || {{ echo "acquire failed" >> "$D/overlaps"; exit 0; }}; sh -c "$CRIT"; "$BIN" -q --path "$L" release --force' &
+    else
+        "$BIN" -q --path "$L" run -- sh -c "$CRIT" &
+        pid=$!
+        if [ $(( (RANDOM_SEED + n * 7919) % 3 )) -eq 0 ]; then kill -9 $pid 2>/dev/null; fi
+    fi
     n=$((n + 1))
 done
 wait
@@ -864,11 +883,21 @@ exit 0"#
     assert_eq!(
         fs::read_to_string(s.path("overlaps")).unwrap_or_default(),
         "",
-        "holders overlapped"
+        "holders overlapped, or an acquire failed"
     );
     assert_eq!(
         s.leftovers(&[]),
         Vec::<String>::new(),
         "no temp file, no lock"
     );
+    wait_until("no keeper of this lock to be left", || {
+        !fs::read_dir("/proc").unwrap().flatten().any(|p| {
+            fs::read_to_string(p.path().join("comm")).is_ok_and(|c| c.trim() == "resin-lock-keep")
+                && fs::read_dir(p.path().join("fd")).is_ok_and(|fds| {
+                    fds.flatten().any(|fd| {
+                        fs::read_link(fd.path()).is_ok_and(|t| t.starts_with(s.dir.path()))
+                    })
+                })
+        })
+    });
 }

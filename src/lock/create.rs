@@ -118,10 +118,15 @@ pub fn is_temp_name(name: &OsStr, candidate: &OsStr) -> bool {
     rest.len() == 16 && rest.iter().all(u8::is_ascii_hexdigit)
 }
 
+/// How old an unflocked temp file must be to count as a leftover: a live
+/// creator flocks its temp file microseconds after making it.
+const LEFTOVER_AGE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Remove temp files of lock `name` left by a process killed between
-/// creating and removing them: each is flocked for as long as its creator
-/// lives, so one that nobody flocks is a leftover. One that the lock name
-/// also links (killed after linking) is left to the stale-lock takeover.
+/// creating and removing them: each is flocked from a moment after its
+/// creation for as long as its creator lives, so one that nobody flocks and
+/// that is not brand new is a leftover. One that the lock name also links
+/// (killed after linking) is left to the stale-lock takeover.
 pub fn clean_leftover_temps(dir: &LockDir, name: &OsStr) {
     let Ok(names) = dir.names() else { return };
     for candidate in names.iter().filter(|c| is_temp_name(name, c)) {
@@ -129,7 +134,12 @@ pub fn clean_leftover_temps(dir: &LockDir, name: &OsStr) {
             continue;
         };
         let Ok(meta) = file.metadata() else { continue };
-        if !meta.is_file() || file.try_lock().is_err() {
+        let fresh = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_none_or(|age| age < LEFTOVER_AGE);
+        if !meta.is_file() || fresh || file.try_lock().is_err() {
             continue;
         }
         let same = |stat: Option<nix::sys::stat::FileStat>| {
@@ -179,6 +189,9 @@ fn create_via_named_temp(dir: LockDir, path: &Path, content: &[u8]) -> io::Resul
                 Err(err) => return Err(err),
             }
         };
+        // Blocking: a `clean_leftover_temps` elsewhere may probe it for a
+        // moment (it never removes one this new).
+        file.lock()?;
         prepare(&file, content)?;
         let linked = dir.link(&temp.name, name);
         drop(temp);
