@@ -19,6 +19,25 @@ fn shared() -> Scratch {
     s
 }
 
+/// `sh -c script` in a private mount namespace (a test may mount over
+/// /dev or /proc there without touching the machine).
+fn in_private_mount(script: &str) -> Command {
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--mount", "sh", "-c", script]);
+    cmd
+}
+
+/// Whether any `resin-lock-keep` process has a file in `dir` open.
+fn keeper_holds_a_file_in(dir: &Path) -> bool {
+    fs::read_dir("/proc").unwrap().flatten().any(|p| {
+        fs::read_to_string(p.path().join("comm")).is_ok_and(|c| c.trim() == "resin-lock-keep")
+            && fs::read_dir(p.path().join("fd")).is_ok_and(|fds| {
+                fds.flatten()
+                    .any(|fd| fs::read_link(fd.path()).is_ok_and(|t| t.starts_with(dir)))
+            })
+    })
+}
+
 /// `program` run as `uid` (and its gid), no supplementary groups.
 fn as_uid(uid: u32, program: &str) -> Command {
     let mut cmd = Command::new("setpriv");
@@ -217,10 +236,7 @@ fn acquire_without_dev_null_holds_the_lock_when_it_says_so() {
         bin = bin().display(),
         l = s.lock().display()
     );
-    let out = Command::new("unshare")
-        .args(["--mount", "sh", "-c", &script])
-        .output()
-        .unwrap();
+    let out = in_private_mount(&script).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{err}");
 }
@@ -376,25 +392,14 @@ fn without_proc_release_says_why_and_leaves_no_keeper() {
         bin = bin().display(),
         l = s.lock().display()
     );
-    let out = Command::new("unshare")
-        .args(["--mount", "sh", "-c", &script])
-        .output()
-        .unwrap();
+    let out = in_private_mount(&script).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{err}");
     assert!(err.contains("release=1"), "{err}");
     assert!(err.contains("/proc"), "{err}");
     // The owner (that shell) is gone, so its keeper is too.
-    wait_until("no keeper is left", || {
-        !fs::read_dir("/proc").unwrap().flatten().any(|p| {
-            fs::read_to_string(p.path().join("comm")).is_ok_and(|c| c.trim() == "resin-lock-keep")
-                && fs::read_link(p.path().join("cwd")).is_ok()
-                && fs::read_dir(p.path().join("fd")).is_ok_and(|fds| {
-                    fds.flatten().any(|fd| {
-                        fs::read_link(fd.path()).is_ok_and(|t| t.starts_with(s.dir.path()))
-                    })
-                })
-        })
+    wait_until("no keeper of this lock to be left", || {
+        !keeper_holds_a_file_in(s.dir.path())
     });
 }
 
@@ -438,10 +443,7 @@ fn leftover_temp_files_are_cleaned_up() {
         bin = bin().display(),
         l = s.lock().display()
     );
-    let out = Command::new("unshare")
-        .args(["--mount", "sh", "-c", &script])
-        .output()
-        .unwrap();
+    let out = in_private_mount(&script).output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     assert!(!leftover.exists(), "the leftover is removed");
     assert!(in_use.exists(), "the one in use stays");
@@ -871,8 +873,7 @@ wait
 [ -e "$L" ] && exit 6
 exit 0"#
     );
-    let out = Command::new("unshare")
-        .args(["--mount", "sh", "-c", &script])
+    let out = in_private_mount(&script)
         .env("BIN", bin())
         .env("L", s.lock())
         .env("D", s.dir.path())
@@ -891,13 +892,6 @@ exit 0"#
         "no temp file, no lock"
     );
     wait_until("no keeper of this lock to be left", || {
-        !fs::read_dir("/proc").unwrap().flatten().any(|p| {
-            fs::read_to_string(p.path().join("comm")).is_ok_and(|c| c.trim() == "resin-lock-keep")
-                && fs::read_dir(p.path().join("fd")).is_ok_and(|fds| {
-                    fds.flatten().any(|fd| {
-                        fs::read_link(fd.path()).is_ok_and(|t| t.starts_with(s.dir.path()))
-                    })
-                })
-        })
+        !keeper_holds_a_file_in(s.dir.path())
     });
 }

@@ -24,8 +24,8 @@ pub const MODE: u32 = 0o644;
 
 pub enum Created {
     Taken(Held),
-    /// Something already exists at the path.
-    Exists,
+    /// Something already exists at the path (the directory, for a look).
+    Exists(LockDir),
 }
 
 /// Create lock `path` (in `dir`) with `content`, flocked, or report that it exists.
@@ -36,7 +36,7 @@ pub fn create(dir: LockDir, path: &Path, content: &[u8]) -> io::Result<Created> 
             prepare(&file, content)?;
             match dir.link_unnamed(&file, name) {
                 Ok(()) => return Held::new(path, dir, file).map(Created::Taken),
-                Err(Errno::EEXIST) => return Ok(Created::Exists),
+                Err(Errno::EEXIST) => return Ok(Created::Exists(dir)),
                 // No /proc to name the unnamed file by: use a named one.
                 Err(Errno::ENOENT) if !crate::procfs::proc_mounted() => {}
                 Err(Errno::EPERM | Errno::EOPNOTSUPP | Errno::ENOSYS) => {
@@ -67,7 +67,7 @@ pub fn link_prepared(dir: LockDir, path: &Path, file: File, content: &[u8]) -> i
     (&file).write_all(content)?;
     match dir.link_unnamed(&file, name) {
         Ok(()) => Held::new(path, dir, file).map(Created::Taken),
-        Err(Errno::EEXIST) => Ok(Created::Exists),
+        Err(Errno::EEXIST) => Ok(Created::Exists(dir)),
         Err(err) => Err(err.into()),
     }
 }
@@ -204,7 +204,7 @@ fn create_via_named_temp(dir: LockDir, path: &Path, content: &[u8]) -> io::Resul
     };
     match outcome {
         Ok(Some(file)) => Held::new(path, dir, file).map(Created::Taken),
-        Ok(None) => Ok(Created::Exists),
+        Ok(None) => Ok(Created::Exists(dir)),
         Err(None) => create_exclusive(dir, path, content),
         Err(Some(err)) => Err(err),
     }
@@ -221,7 +221,7 @@ fn create_exclusive(dir: LockDir, path: &Path, content: &[u8]) -> io::Result<Cre
             }
             Held::new(path, dir, file).map(Created::Taken)
         }
-        Err(err) if err.kind() == io::ErrorKind::AlreadyExists => Ok(Created::Exists),
+        Err(err) if err.kind() == io::ErrorKind::AlreadyExists => Ok(Created::Exists(dir)),
         Err(err) => Err(err),
     }
 }

@@ -86,14 +86,6 @@ impl LockDir {
         self.fd.as_fd()
     }
 
-    /// A second descriptor of the same directory (for the keeper).
-    pub fn try_clone(&self) -> io::Result<LockDir> {
-        Ok(LockDir {
-            fd: self.fd.try_clone()?,
-            shown: self.shown.clone(),
-        })
-    }
-
     /// Adopt a directory descriptor received from another process.
     pub fn from_fd(fd: OwnedFd, shown: PathBuf) -> LockDir {
         LockDir { fd, shown }

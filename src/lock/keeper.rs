@@ -282,7 +282,7 @@ fn link_all(targets: &[Target], files: Vec<(LockDir, File)>, record: &Record) ->
         .to_line();
         match create::link_prepared(dir, &target.path, file, content.as_bytes()) {
             Ok(Created::Taken(lock)) => held.push(lock),
-            Ok(Created::Exists) | Err(_) => {
+            Ok(Created::Exists(_)) | Err(_) => {
                 let _ = release_all(held, &ignore);
                 return None;
             }

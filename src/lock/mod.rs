@@ -107,13 +107,6 @@ impl Held {
         self.dir.fd()
     }
 
-    /// Whether the path still names our file.
-    pub fn in_place(&self) -> bool {
-        lock_name(&self.path)
-            .and_then(|name| self.dir.stat(name))
-            .is_ok_and(|stat| stat.is_some_and(|s| (s.st_dev, s.st_ino) == self.ident))
-    }
-
     /// Remove the lock file if the path still names our inode (checked while
     /// we hold the flock), then let go of the flock.
     pub fn release(self) -> io::Result<Released> {
@@ -174,7 +167,7 @@ pub fn try_take(target: &Target, content: &[u8], notify: Notify) -> Result<Attem
         let dir = LockDir::open(target).map_err(|err| create_error(path, err))?;
         let dir = match create::create(dir, path, content) {
             Ok(Created::Taken(held)) => return Ok(Attempt::Taken(held)),
-            Ok(Created::Exists) => LockDir::open(target).map_err(|err| create_error(path, err))?,
+            Ok(Created::Exists(dir)) => dir,
             Err(err) => return Err(create_error(path, err)),
         };
         let found = inspect::examine(&dir, name).map_err(|err| inspect_error(path, err))?;
@@ -266,18 +259,23 @@ pub fn try_take_all(
 /// Whether `target` names a lock file already in `held` (the same
 /// directory reached twice, e.g. through a symlink or a bind mount).
 fn same_file_taken(held: &[Held], target: &Target) -> bool {
+    held.iter().any(|lock| {
+        lock_name(&lock.path).ok() == lock_name(&target.path).ok() && names(target, lock.ident)
+    })
+}
+
+/// Whether `target`'s path names the file `ident` now (never creating its
+/// directory).
+pub fn names(target: &Target, ident: Ident) -> bool {
     let Ok(name) = lock_name(&target.path) else {
         return false;
     };
-    held.iter().any(|lock| {
-        lock_name(&lock.path).is_ok_and(|n| n == name)
-            && LockDir::open(&Target {
-                create_parent: false,
-                ..target.clone()
-            })
-            .and_then(|dir| dir.stat(name))
-            .is_ok_and(|stat| stat.is_some_and(|s| (s.st_dev, s.st_ino) == lock.ident))
+    LockDir::open(&Target {
+        create_parent: false,
+        ..target.clone()
     })
+    .and_then(|dir| dir.stat(name))
+    .is_ok_and(|stat| stat.is_some_and(|s| (s.st_dev, s.st_ino) == ident))
 }
 
 /// Map a failure to create the lock to exit 73 (or 71 for resource

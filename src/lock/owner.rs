@@ -91,15 +91,6 @@ pub fn parse_stat(stat: &[u8]) -> Option<(i32, u64)> {
     Some((ppid, start))
 }
 
-/// This process's id.
-pub fn this_process() -> ProcId {
-    let pid = getpid().as_raw();
-    ProcId {
-        pid,
-        start: proc_stat(pid).map(|(_, start)| start),
-    }
-}
-
 /// Choose the owner as `choice` says.
 pub fn choose(choice: OwnerChoice) -> Result<Owner, NoOwner> {
     let parent = getppid().as_raw();
@@ -246,6 +237,15 @@ fn program_name(arg0: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// This process's id.
+    fn this_process() -> ProcId {
+        let pid = getpid().as_raw();
+        ProcId {
+            pid,
+            start: proc_stat(pid).map(|(_, start)| start),
+        }
+    }
 
     fn words(line: &str) -> Vec<String> {
         line.split(' ').map(str::to_owned).collect()

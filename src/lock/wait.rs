@@ -66,15 +66,7 @@ struct Followed {
 
 impl Followed {
     fn in_place(&self, target: &Target) -> bool {
-        let Ok(name) = lock_name(&target.path) else {
-            return false;
-        };
-        LockDir::open(&Target {
-            create_parent: false,
-            ..target.clone()
-        })
-        .and_then(|dir| dir.stat(name))
-        .is_ok_and(|stat| stat.is_some_and(|s| (s.st_dev, s.st_ino) == self.ident))
+        super::names(target, self.ident)
     }
 }
 
