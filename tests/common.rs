@@ -140,15 +140,16 @@ pub fn spawn_quiet(mut cmd: Command) -> Child {
         .expect("spawn")
 }
 
+/// The state letter of process `pid` (`R`, `S`, `T`, `Z` …), if it exists.
+pub fn proc_state(pid: i32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.trim_start().chars().next()
+}
+
 /// Whether process `pid` is still alive (and not a zombie).
 pub fn alive(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .map(|(_, rest)| !rest.trim_start().starts_with('Z'))
-            .unwrap_or(false),
-        Err(_) => false,
-    }
+    proc_state(pid).is_some_and(|state| state != 'Z')
 }
 
 /// The parsed record at a lock path.
@@ -238,6 +239,7 @@ const TOOLS: &[(&str, &str)] = &[
     ("bash", "bash"),
     ("zsh", "zsh"),
     ("fish", "fish"),
+    ("strace", "strace"),
 ];
 
 /// Whether a missing tool fails the test instead of skipping it.
@@ -384,4 +386,114 @@ fn provision_npm() -> Option<PathBuf> {
         Err(err) => panic!("{}: {err}", dir.display()),
     }
     Some(dir)
+}
+
+// Randomised and long-running tests (torture, trust).
+
+/// The multiplier of every round count: `RESIN_LOCK_TORTURE_ROUNDS`, default 1.
+pub fn scale() -> usize {
+    std::env::var("RESIN_LOCK_TORTURE_ROUNDS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .filter(|n| *n >= 1)
+        .unwrap_or(1)
+}
+
+pub fn rounds(base: usize) -> usize {
+    base * scale()
+}
+
+/// How long anything may take before the test calls it a hang.
+pub fn hang_guard() -> Duration {
+    Duration::from_secs(120 * scale() as u64)
+}
+
+/// splitmix64: small, deterministic, good enough to pick victims.
+pub struct Rng(u64);
+
+impl Rng {
+    /// The run's seed (`RESIN_LOCK_TORTURE_SEED`, else the clock), printed,
+    /// mixed with the test's name so each test draws its own sequence.
+    pub fn for_test(test: &str) -> Rng {
+        let seed = std::env::var("RESIN_LOCK_TORTURE_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap();
+                now.as_nanos() as u64 ^ u64::from(std::process::id())
+            });
+        eprintln!("{test}: seed {seed} (RESIN_LOCK_TORTURE_SEED={seed} replays it)");
+        let mixed = test
+            .bytes()
+            .fold(seed, |state, b| state.rotate_left(7) ^ u64::from(b));
+        Rng(mixed)
+    }
+
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+/// Wait for a child, failing (not hanging) past the hang guard.
+pub fn wait_guarded(child: &mut Child, what: &str) -> std::process::ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status;
+        }
+        assert!(
+            start.elapsed() < hang_guard(),
+            "{what} still running after {:?} (hang guard)",
+            hang_guard()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A process in a process group of its own. If the test fails while it
+/// runs, the whole group is SIGKILLed, so no contender outlives the test
+/// (keepers follow their owner, which is in the group).
+pub struct Group {
+    pub child: Child,
+    what: String,
+}
+
+impl Group {
+    pub fn spawn(mut cmd: Command, what: &str) -> Group {
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        Group {
+            child: cmd.spawn().unwrap_or_else(|err| panic!("{what}: {err}")),
+            what: what.to_owned(),
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn wait(&mut self) -> std::process::ExitStatus {
+        wait_guarded(&mut self.child, &self.what)
+    }
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(self.pid()),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            let _ = self.child.wait();
+        }
+    }
 }

@@ -18,10 +18,8 @@
 
 use std::fs::{self, File};
 use std::io::{BufRead, BufReader, Read};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStderr, ChildStdin, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::process::{Child, ChildStderr, ChildStdin, Command, Stdio};
 
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
@@ -31,111 +29,8 @@ use crate::common::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_resin-lock");
 
-/// The multiplier of every round count: `RESIN_LOCK_TORTURE_ROUNDS`, default 1.
-fn scale() -> usize {
-    std::env::var("RESIN_LOCK_TORTURE_ROUNDS")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .filter(|n| *n >= 1)
-        .unwrap_or(1)
-}
-
-fn rounds(base: usize) -> usize {
-    base * scale()
-}
-
-/// How long anything may take before the test calls it a hang.
-fn hang_guard() -> Duration {
-    Duration::from_secs(120 * scale() as u64)
-}
-
-/// splitmix64: small, deterministic, good enough to pick victims.
-struct Rng(u64);
-
-impl Rng {
-    /// The run's seed (`RESIN_LOCK_TORTURE_SEED`, else the clock), printed,
-    /// mixed with the test's name so each test draws its own sequence.
-    fn for_test(test: &str) -> Rng {
-        let seed = std::env::var("RESIN_LOCK_TORTURE_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| {
-                let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
-                now.as_nanos() as u64 ^ u64::from(std::process::id())
-            });
-        eprintln!("torture::{test}: seed {seed} (RESIN_LOCK_TORTURE_SEED={seed} replays it)");
-        let mixed = test
-            .bytes()
-            .fold(seed, |state, b| state.rotate_left(7) ^ u64::from(b));
-        Rng(mixed)
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
-
-/// Wait for a child, failing (not hanging) past the hang guard.
-fn wait_guarded(child: &mut Child, what: &str) -> ExitStatus {
-    let start = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            return status;
-        }
-        assert!(
-            start.elapsed() < hang_guard(),
-            "{what} still running after {:?} (hang guard)",
-            hang_guard()
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
 fn wait_gone(pid: i32, what: &str) {
     wait_until(&format!("{what} (pid {pid}) to exit"), || !alive(pid));
-}
-
-/// A process in a process group of its own. If the test fails while it
-/// runs, the whole group is SIGKILLed, so no contender outlives the test
-/// (keepers follow their owner, which is in the group).
-struct Group {
-    child: Child,
-    what: String,
-}
-
-impl Group {
-    fn spawn(mut cmd: Command, what: &str) -> Group {
-        cmd.process_group(0);
-        Group {
-            child: cmd.spawn().unwrap_or_else(|err| panic!("{what}: {err}")),
-            what: what.to_owned(),
-        }
-    }
-
-    fn pid(&self) -> i32 {
-        self.child.id() as i32
-    }
-
-    fn wait(&mut self) -> ExitStatus {
-        wait_guarded(&mut self.child, &self.what)
-    }
-}
-
-impl Drop for Group {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = killpg(Pid::from_raw(self.pid()), Signal::SIGKILL);
-            let _ = self.child.wait();
-        }
-    }
 }
 
 fn sigkill(pid: i32) {

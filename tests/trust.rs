@@ -163,6 +163,53 @@ fn a_forced_update_wins_over_a_waiter_and_no_two_holders_overlap() {
     assert_eq!(s.leftovers(&["log", "ready"]), Vec::<String>::new());
 }
 
+/// Issue 11.1 (SPEC 2a), the narrowest gap: the forced update's unlink
+/// lands while a waiter that follows holder A is between its "is A's file
+/// still in place?" check and its own create (its wait's safety-net poll
+/// woke it just then). strace holds that waiter at the create's linkat(2)
+/// (its third: the two before it found the lock busy) while the file is
+/// removed. The waiter must notice that A still runs and back off, not run
+/// its command beside A's.
+#[test]
+fn a_waiter_racing_the_forced_unlink_backs_off() {
+    let Some(strace) = tool("strace") else {
+        return;
+    };
+    let s = Scratch::new();
+    let (log, ready, marker) = (s.path("log"), s.path("ready"), s.path("marker"));
+    let mut a = holder(&s, &log, &ready);
+    let mut tracer = Command::new(strace);
+    tracer
+        .args(["-qq", "-o", "/dev/null", "-e", "trace=linkat"])
+        .args(["-e", "inject=linkat:delay_enter=2000000:when=3"])
+        .arg(bin())
+        .args(["-v", "--path"])
+        .arg(s.lock())
+        .args(["run", "--", "touch"])
+        .arg(&marker)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut tracer = Group::spawn(tracer, "strace");
+    let mut err = BufReader::new(tracer.child.stderr.take().unwrap());
+    read_until(&mut err, "waiting for");
+    let waiter = children(tracer.pid() as u32)[0];
+    // Stopped by strace at the entry of linkat (x86_64 syscall 265).
+    wait_until("the waiter to reach its create", || {
+        proc_state(waiter as i32) == Some('t')
+            && fs::read_to_string(format!("/proc/{waiter}/syscall"))
+                .is_ok_and(|s| s.starts_with("265 "))
+    });
+    fs::remove_file(s.lock()).unwrap();
+    let said = read_until(&mut err, "its lock file was removed");
+    assert!(!marker.exists(), "the waiter ran beside A: {said}");
+    drop(a.stdin.take());
+    assert!(a.wait().unwrap().success());
+    assert!(tracer.wait().success());
+    assert!(marker.exists(), "the waiter ran once A was done");
+    assert!(!s.lock().exists());
+}
+
 /// SPEC 2a across `release --force`: while the holder of a removed lock
 /// still runs, a waiter does not take the lock.
 #[test]
@@ -487,34 +534,6 @@ os.execv(sys.argv[1], sys.argv[1:])
     assert!(marker.exists());
 }
 
-/// A seed for the randomised tests: `RESIN_LOCK_TORTURE_SEED` replays one.
-fn seed(test: &str) -> u64 {
-    let seed = std::env::var("RESIN_LOCK_TORTURE_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap();
-            now.as_nanos() as u64 ^ u64::from(std::process::id())
-        });
-    eprintln!("trust::{test}: seed {seed} (RESIN_LOCK_TORTURE_SEED={seed} replays it)");
-    seed
-}
-
-/// splitmix64: enough randomness for choosing what to do next.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        (z ^ (z >> 31)) % n
-    }
-}
-
 /// A critical section that records any overlap: `mkdir` is atomic.
 const CRIT: &str = r#"mkdir "$D/inside" 2>/dev/null || echo "overlap" >> "$D/overlaps"
 sleep 0.02
@@ -541,14 +560,23 @@ fn children(pid: u32) -> Vec<u32> {
         .collect()
 }
 
-/// Whether `pid` has an inotify instance: a waiting resin-lock has seen the
-/// lock busy (it sets up its watcher after a busy attempt).
-fn waits(pid: u32) -> bool {
-    fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|fds| {
-        fds.flatten().any(|fd| {
-            fs::read_link(fd.path()).is_ok_and(|t| t.to_string_lossy().contains("inotify"))
-        })
-    })
+/// Whether `pid` waits on the holder of `file` (device, inode): it keeps
+/// that file open to follow its holder, has its inotify instance, and is
+/// asleep in its wait. Having an inotify instance alone is not enough: a
+/// waiter woken by the previous holder's release has one too, and has not
+/// seen the holder that came after; and one that has the file open may be
+/// in the middle of an attempt that is about to find it gone (to it, a
+/// forced update is then no different from arriving after the unlink).
+fn waits_on(pid: u32, file: (u64, u64)) -> bool {
+    let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    let (mut open, mut inotify) = (false, false);
+    for fd in fds.flatten() {
+        open |= fs::metadata(fd.path()).is_ok_and(|m| (m.dev(), m.ino()) == file);
+        inotify |= fs::read_link(fd.path()).is_ok_and(|t| t.to_string_lossy().contains("inotify"));
+    }
+    open && inotify && proc_state(pid as i32) == Some('S')
 }
 
 /// Torture (issue 11): `run` loops contend while a "supervisor" forces
@@ -556,55 +584,71 @@ fn waits(pid: u32) -> bool {
 /// with `lockfile -r 0` as uid 65534, stop the app's work, update (a
 /// moment), remove its lock. Other rounds the holder finishes normally. The
 /// loops' shells are paused during a forced update and every other
-/// contender is waiting (it saw the holder): the supervisor's lockfile wins
+/// contender is waiting and follows the holder (keeps its file open): the supervisor's lockfile wins
 /// every time, and no two resin-lock critical sections ever overlap.
 #[test]
 fn forced_updates_at_random_never_let_holders_overlap() {
     let Some(lockfile) = tool("lockfile") else {
         return;
     };
-    let mut rng = Rng(seed("forced_updates_at_random_never_let_holders_overlap"));
+    let mut rng = Rng::for_test("forced_updates_at_random_never_let_holders_overlap");
     let s = shared();
     let inside = s.path("inside");
-    let loops: Vec<Child> = (0..3)
+    // Each loop in a group of its own: a failing test kills it and its
+    // contenders (the `stop` file is gone with the scratch directory).
+    let mut loops: Vec<Group> = (0..3)
         .map(|_| {
-            Command::new("sh")
-                .args(["-c", RUN_LOOP])
+            let mut cmd = Command::new("sh");
+            cmd.args(["-c", RUN_LOOP])
                 .env("BIN", bin())
                 .env("L", s.lock())
                 .env("D", s.dir.path())
                 .env("CRIT", HELD_CRIT)
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap()
+                .stderr(Stdio::null());
+            Group::spawn(cmd, "a run loop")
         })
         .collect();
     let pause = |signal: &str| {
         for l in &loops {
             Command::new("kill")
-                .args([signal, &l.id().to_string()])
+                .args([signal, &l.pid().to_string()])
                 .assert()
                 .success();
+        }
+        // kill(1) returns once the signal is sent: a loaded machine may let
+        // a shell start one more contender before it stops, after the
+        // contenders were counted.
+        if signal == "-STOP" {
+            for l in &loops {
+                wait_until("the loop to stop", || proc_state(l.pid()) == Some('T'));
+            }
         }
     };
     let mut forced = 0;
     for round in 0..60 {
         wait_until("a holder in its critical section", || inside.exists());
         if rng.below(2) == 0 {
+            // Until the holder is gone, `inside` may still be its own (it
+            // removes `go` first): the next round must see the next holder.
+            let holder = record(&s.lock())["pid"].as_u64().unwrap() as i32;
             fs::write(s.path("go"), "").unwrap();
-            wait_until("the holder to finish", || !s.path("go").exists());
+            wait_until("the holder to finish", || !alive(holder));
             continue;
         }
         pause("-STOP");
         let holder = record(&s.lock())["pid"].as_u64().unwrap() as u32;
+        let file = {
+            let m = fs::metadata(s.lock()).unwrap();
+            (m.dev(), m.ino())
+        };
         let contenders: Vec<u32> = loops
             .iter()
-            .flat_map(|l| children(l.id()))
+            .flat_map(|l| children(l.pid() as u32))
             .filter(|pid| *pid != holder)
             .collect();
         for pid in &contenders {
-            wait_until("every contender to wait", || {
-                waits(*pid) || !alive(*pid as i32)
+            wait_until("every contender to wait on the holder", || {
+                waits_on(*pid, file) || !alive(*pid as i32)
             });
         }
         fs::remove_file(s.lock()).unwrap();
@@ -615,7 +659,8 @@ fn forced_updates_at_random_never_let_holders_overlap() {
             .unwrap();
         assert!(
             taken.status.success(),
-            "round {round}: a waiter took the gap"
+            "round {round}: a waiter took the gap (holder {holder}, contenders {contenders:?}): {}",
+            fs::read_to_string(s.lock()).unwrap_or_default()
         );
         forced += 1;
         // The app's work is stopped.
@@ -629,14 +674,14 @@ fn forced_updates_at_random_never_let_holders_overlap() {
             wait_until("the app to stop", || !alive(*pid as i32));
         }
         fs::remove_dir(&inside).unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(rng.below(20)));
+        std::thread::sleep(std::time::Duration::from_millis(rng.below(20) as u64));
         fs::remove_file(s.lock()).unwrap();
         pause("-CONT");
     }
     fs::write(s.path("stop"), "").unwrap();
     // Let the last holders through.
-    for mut l in loops {
-        while l.try_wait().unwrap().is_none() {
+    for l in &mut loops {
+        while l.child.try_wait().unwrap().is_none() {
             if inside.exists() {
                 let _ = fs::write(s.path("go"), "");
             }
@@ -700,16 +745,15 @@ process.stdin.on("end", () => {
 fn a_status_probe_never_changes_another_callers_answer() {
     let s = Scratch::new();
     let stale = r#"{"tool":"resin-lock","v":1,"mode":"acquire","pid":2147483000,"owner":2147483000,"start":"2026-01-01T00:00:00Z","cmd":["x"]}"#;
-    let mut prober = Command::new("sh")
-        .args([
-            "-c",
-            r#"while [ ! -e "$D/stop" ]; do "$BIN" -q --path "$L" status; done"#,
-        ])
-        .env("BIN", bin())
-        .env("L", s.lock())
-        .env("D", s.dir.path())
-        .spawn()
-        .unwrap();
+    let mut cmd = Command::new("sh");
+    cmd.args([
+        "-c",
+        r#"while [ ! -e "$D/stop" ]; do "$BIN" -q --path "$L" status; done"#,
+    ])
+    .env("BIN", bin())
+    .env("L", s.lock())
+    .env("D", s.dir.path());
+    let mut prober = Group::spawn(cmd, "the status prober");
     for round in 0..300 {
         fs::write(s.lock(), stale).unwrap();
         let args: &[&str] = if round % 2 == 0 {
@@ -722,7 +766,7 @@ fn a_status_probe_never_changes_another_callers_answer() {
         assert!(!s.lock().exists(), "round {round}");
     }
     fs::write(s.path("stop"), "").unwrap();
-    prober.wait().unwrap();
+    prober.wait();
 }
 
 /// Issue 12, hostile directory: for 10 s another uid swaps symlinks (to a
@@ -732,9 +776,8 @@ fn a_status_probe_never_changes_another_callers_answer() {
 /// crashes, and never writes or unlinks anything in the attacker's target.
 #[test]
 fn an_attacker_racing_in_the_lock_directory_changes_nothing_outside_it() {
-    let mut rng = Rng(seed(
-        "an_attacker_racing_in_the_lock_directory_changes_nothing_outside_it",
-    ));
+    let mut rng =
+        Rng::for_test("an_attacker_racing_in_the_lock_directory_changes_nothing_outside_it");
     let s = shared();
     let victim = s.path("victim");
     fs::create_dir(&victim).unwrap();
@@ -797,7 +840,7 @@ open(stop, "w").close()
         } else {
             evil.join("updates.lock")
         };
-        let args = ops[rng.below(ops.len() as u64) as usize];
+        let args = ops[rng.below(ops.len())];
         let mut cmd = resin_lock();
         cmd.arg("--path").arg(&path).args(args);
         let out = output_or_kill(cmd);
@@ -853,7 +896,7 @@ open(stop, "w").close()
 #[test]
 fn without_proc_killed_contenders_leave_nothing_behind() {
     let s = Scratch::new();
-    let seed = seed("without_proc_killed_contenders_leave_nothing_behind");
+    let seed = Rng::for_test("without_proc_killed_contenders_leave_nothing_behind").below(1 << 30);
     let script = format!(
         r#"mount -t tmpfs none /proc || exit 99
 RANDOM_SEED={seed}

@@ -152,7 +152,22 @@ fn attempt(
         }));
     }
     let mut busy = match try_take_all(targets, content, notify)? {
-        Ok(held) => return Ok(Ok(held)),
+        Ok(held) => {
+            // A holder we follow may have been displaced between the check
+            // above and our create (the forced update's unlink came just
+            // then): it still runs, so back off at once.
+            if let Some(f) = followed
+                .iter()
+                .find(|f| !f.in_place(&targets[f.index]) && flock_held(&f.file).unwrap_or(false))
+            {
+                super::release_all(held, &super::ignore)?;
+                return Ok(Err(Blocked::Displaced {
+                    index: f.index,
+                    record: f.record.clone(),
+                }));
+            }
+            return Ok(Ok(held));
+        }
         Err(busy) => busy,
     };
     refuse_own_lock(targets, &busy, opts)?;
