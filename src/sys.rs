@@ -302,6 +302,36 @@ pub fn recv_fds(sock: &OwnedFd) -> io::Result<Option<(Vec<u8>, Vec<OwnedFd>)>> {
 /// The process name of `acquire` keepers (at most 15 bytes), as `ps` shows it.
 pub const KEEPER_NAME: &std::ffi::CStr = c"resin-lock-keep";
 
+/// glibc's `__assert_fail`, which its start-up code references. glibc's own
+/// translates and formats its message (gettext, printf, iconv: about 30
+/// KiB of the static binary); an assertion inside glibc is a bug to report,
+/// and this says so in one line before aborting, as glibc's would.
+///
+/// # Safety
+///
+/// `assertion` and `file` are NUL-terminated strings, as glibc passes them.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn __assert_fail(
+    assertion: *const std::ffi::c_char,
+    file: *const std::ffi::c_char,
+    line: std::ffi::c_uint,
+    _function: *const std::ffi::c_char,
+) -> ! {
+    // SAFETY: glibc passes NUL-terminated strings that live for the call.
+    let (assertion, file) = unsafe {
+        (
+            std::ffi::CStr::from_ptr(assertion),
+            std::ffi::CStr::from_ptr(file),
+        )
+    };
+    eprintln!(
+        "resin-lock: internal error (a bug): glibc assertion {} failed at {}:{line}",
+        assertion.to_string_lossy(),
+        file.to_string_lossy()
+    );
+    std::process::abort()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
