@@ -196,6 +196,21 @@ pub struct ReleaseArgs {
     /// Release the lock of owner PID (an ancestor of the caller always counts).
     #[arg(long, value_name = "PID|parent", value_parser = parse_owner, value_hint = ValueHint::Other)]
     pub owner: Option<OwnerChoice>,
+
+    /// After the lock is released, ask the supervisor to apply a pending update now.
+    ///
+    /// Asks GET /v1/device; when it says update_pending, or cannot say (an
+    /// error, a bad answer), sends POST /v1/update {"force":false,"cancel":true},
+    /// which applies the update (respecting other locks) instead of after the
+    /// supervisor's backoff of up to 15 minutes. Needs the supervisor API
+    /// (BALENA_SUPERVISOR_ADDRESS and _API_KEY, or the RESIN_ names: the
+    /// io.balena.features.supervisor-api label). Best effort and bounded (at
+    /// most 2 s): when the API is not configured or the supervisor does not
+    /// accept, one warning line says so (silenced by -q) and the exit status
+    /// stays as it would be without this option. -v says what was asked and
+    /// the answer.
+    #[arg(long)]
+    pub update_now: bool,
 }
 
 /// `--owner`: a process id, or `parent`.
@@ -222,6 +237,21 @@ pub struct RunArgs {
     /// terminal comes back when CMD ends.
     #[arg(short, long)]
     pub group: bool,
+
+    /// After the lock is released, ask the supervisor to apply a pending update now.
+    ///
+    /// Asks GET /v1/device; when it says update_pending, or cannot say (an
+    /// error, a bad answer), sends POST /v1/update {"force":false,"cancel":true},
+    /// which applies the update (respecting other locks) instead of after the
+    /// supervisor's backoff of up to 15 minutes. Needs the supervisor API
+    /// (BALENA_SUPERVISOR_ADDRESS and _API_KEY, or the RESIN_ names: the
+    /// io.balena.features.supervisor-api label). Best effort and bounded (at
+    /// most 2 s): when the API is not configured or the supervisor does not
+    /// accept, one warning line says so (silenced by -q) and the exit status
+    /// stays as it would be without this option. -v says what was asked and
+    /// the answer.
+    #[arg(long)]
+    pub update_now: bool,
 
     /// The command to run while holding the lock, and its arguments.
     #[arg(
