@@ -273,6 +273,21 @@ pub struct StatusArgs {
     /// Also ask the supervisor API whether an update is pending.
     #[arg(long)]
     pub supervisor: bool,
+
+    /// From the balenaOS host: every app's locks under /tmp/balena-supervisor/services.
+    ///
+    /// Lists each updates.lock and resin-updates.lock under
+    /// ROOT/tmp/balena-supervisor/services/<appId>/<service>/ (ROOT: --root, else
+    /// /): the app and service, whether it is held, stale or foreign (the
+    /// supervisor's own, uid 65534, or another tool's), the holder from its
+    /// record (pids are in the container's pid namespace, not the host's), the
+    /// reason, for how long, and what it blocks: the supervisor (any lock file
+    /// but its own) and safe_reboot, the host OS's reboot check (`flock -nx` on
+    /// files named updates.lock only). Also whether the supervisor overrides
+    /// locks (SUPERVISOR_OVERRIDE_LOCK in ROOT/tmp/balena-supervisor/target-state-config).
+    /// --path does not apply. Exit 0 when no lock file exists, 1 when one does.
+    #[arg(long, conflicts_with = "supervisor")]
+    pub host: bool,
 }
 
 /// The clap command, for parsing and for the man page and completion
