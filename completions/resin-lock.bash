@@ -5,9 +5,9 @@
 _resin_lock_options() {
     case $1 in
         acquire) echo "--path --root -v --verbose -q --quiet -n --nonblock -w --timeout -E --conflict-exit-code --owner -h --help -V --version" ;;
-        release) echo "--path --root -v --verbose -q --quiet -f --force --owner -h --help -V --version" ;;
-        run) echo "--path --root -v --verbose -q --quiet -n --nonblock -w --timeout -E --conflict-exit-code -g --group -h --help -V --version" ;;
-        status) echo "--path --root -v --verbose -q --quiet --json --supervisor -h --help -V --version" ;;
+        release) echo "--path --root -v --verbose -q --quiet -f --force --owner --update-now -h --help -V --version" ;;
+        run) echo "--path --root -v --verbose -q --quiet -n --nonblock -w --timeout -E --conflict-exit-code -g --group --update-now -h --help -V --version" ;;
+        status) echo "--path --root -v --verbose -q --quiet --json --supervisor --host -h --help -V --version" ;;
         force-update) echo "--path --root -v --verbose -q --quiet -h --help -V --version" ;;
         help) echo "" ;;
         *) echo "--path --root -v --verbose -q --quiet -h --help -V --version" ;;

@@ -52,6 +52,7 @@ complete -c resin-lock -n "__fish_resin_lock_using_subcommand release" -l owner 
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand release" -s v -l verbose -d 'Say what was done and why (also: who holds the lock while waiting)'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand release" -s q -l quiet -d 'Print nothing but errors'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand release" -s f -l force -d 'Also remove someone else\'s acquire lock, foreign locks and locks held by a running `resin-lock run`'
+complete -c resin-lock -n "__fish_resin_lock_using_subcommand release" -l update-now -d 'After the lock is released, ask the supervisor to apply a pending update now'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand release" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand release" -s V -l version -d 'Print version'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand run; and not __fish_resin_lock_run_past_options" -l path -d 'Lock this file instead of the detected location (repeatable; taken in order, all or nothing)' -r -F
@@ -62,6 +63,7 @@ complete -c resin-lock -n "__fish_resin_lock_using_subcommand run; and not __fis
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand run; and not __fish_resin_lock_run_past_options" -s q -l quiet -d 'Print nothing but errors'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand run; and not __fish_resin_lock_run_past_options" -s n -l nonblock -d 'Fail at once if the lock is busy instead of waiting'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand run; and not __fish_resin_lock_run_past_options" -s g -l group -d 'Run CMD in its own process group and send forwarded signals to the whole group'
+complete -c resin-lock -n "__fish_resin_lock_using_subcommand run; and not __fish_resin_lock_run_past_options" -l update-now -d 'After the lock is released, ask the supervisor to apply a pending update now'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand run; and not __fish_resin_lock_run_past_options" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand run; and not __fish_resin_lock_run_past_options" -s V -l version -d 'Print version'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand status" -l path -d 'Lock this file instead of the detected location (repeatable; taken in order, all or nothing)' -r -F
@@ -70,6 +72,7 @@ complete -c resin-lock -n "__fish_resin_lock_using_subcommand status" -s v -l ve
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand status" -s q -l quiet -d 'Print nothing but errors'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand status" -l json -d 'Print one JSON object instead of text'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand status" -l supervisor -d 'Also ask the supervisor API whether an update is pending'
+complete -c resin-lock -n "__fish_resin_lock_using_subcommand status" -l host -d 'From the balenaOS host: every app\'s locks under /tmp/balena-supervisor/services'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand status" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand status" -s V -l version -d 'Print version'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand force-update" -l path -d 'Lock this file instead of the detected location (repeatable; taken in order, all or nothing)' -r -F
@@ -90,7 +93,7 @@ complete -c resin-lock -n "__fish_resin_lock_using_subcommand help; and not __fi
 # Written by xtask/src/generate.rs: clap_complete's fish script has no
 # positional arguments.
 function __fish_resin_lock_run_optspecs
-    string join \n path=+ root= v/verbose q/quiet n/nonblock w/timeout= E/conflict-exit-code= g/group h/help V/version
+    string join \n path=+ root= v/verbose q/quiet n/nonblock w/timeout= E/conflict-exit-code= g/group update-now h/help V/version
 end
 
 # The words of the command line of `run` before the cursor, one a line;

@@ -196,6 +196,21 @@ pub struct ReleaseArgs {
     /// Release the lock of owner PID (an ancestor of the caller always counts).
     #[arg(long, value_name = "PID|parent", value_parser = parse_owner, value_hint = ValueHint::Other)]
     pub owner: Option<OwnerChoice>,
+
+    /// After the lock is released, ask the supervisor to apply a pending update now.
+    ///
+    /// Asks GET /v1/device; when it says update_pending, or cannot say (an
+    /// error, a bad answer), sends POST /v1/update {"force":false,"cancel":true},
+    /// which applies the update (respecting other locks) instead of after the
+    /// supervisor's backoff of up to 15 minutes. Needs the supervisor API
+    /// (BALENA_SUPERVISOR_ADDRESS and _API_KEY, or the RESIN_ names: the
+    /// io.balena.features.supervisor-api label). Best effort and bounded (at
+    /// most 2 s): when the API is not configured or the supervisor does not
+    /// accept, one warning line says so (silenced by -q) and the exit status
+    /// stays as it would be without this option. -v says what was asked and
+    /// the answer.
+    #[arg(long)]
+    pub update_now: bool,
 }
 
 /// `--owner`: a process id, or `parent`.
@@ -223,6 +238,21 @@ pub struct RunArgs {
     #[arg(short, long)]
     pub group: bool,
 
+    /// After the lock is released, ask the supervisor to apply a pending update now.
+    ///
+    /// Asks GET /v1/device; when it says update_pending, or cannot say (an
+    /// error, a bad answer), sends POST /v1/update {"force":false,"cancel":true},
+    /// which applies the update (respecting other locks) instead of after the
+    /// supervisor's backoff of up to 15 minutes. Needs the supervisor API
+    /// (BALENA_SUPERVISOR_ADDRESS and _API_KEY, or the RESIN_ names: the
+    /// io.balena.features.supervisor-api label). Best effort and bounded (at
+    /// most 2 s): when the API is not configured or the supervisor does not
+    /// accept, one warning line says so (silenced by -q) and the exit status
+    /// stays as it would be without this option. -v says what was asked and
+    /// the answer.
+    #[arg(long)]
+    pub update_now: bool,
+
     /// The command to run while holding the lock, and its arguments.
     #[arg(
         value_name = "CMD",
@@ -243,6 +273,21 @@ pub struct StatusArgs {
     /// Also ask the supervisor API whether an update is pending.
     #[arg(long)]
     pub supervisor: bool,
+
+    /// From the balenaOS host: every app's locks under /tmp/balena-supervisor/services.
+    ///
+    /// Lists each updates.lock and resin-updates.lock under
+    /// ROOT/tmp/balena-supervisor/services/<appId>/<service>/ (ROOT: --root, else
+    /// /): the app and service, whether it is held, stale or foreign (the
+    /// supervisor's own, uid 65534, or another tool's), the holder from its
+    /// record (pids are in the container's pid namespace, not the host's), the
+    /// reason, for how long, and what it blocks: the supervisor (any lock file
+    /// but its own) and safe_reboot, the host OS's reboot check (`flock -nx` on
+    /// files named updates.lock only). Also whether the supervisor overrides
+    /// locks (SUPERVISOR_OVERRIDE_LOCK in ROOT/tmp/balena-supervisor/target-state-config).
+    /// --path does not apply. Exit 0 when no lock file exists, 1 when one does.
+    #[arg(long, conflicts_with = "supervisor")]
+    pub host: bool,
 }
 
 /// The clap command, for parsing and for the man page and completion

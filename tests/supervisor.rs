@@ -1,9 +1,10 @@
-//! `force-update` and `status --supervisor` against a fake supervisor: a
-//! thread with a `TcpListener` on 127.0.0.1 that answers like the real one
-//! and hands every request it got to the test over a channel.
+//! `force-update`, `status --supervisor` and `--update-now` against a fake
+//! supervisor: a thread with a `TcpListener` on 127.0.0.1 that answers like
+//! the real one and hands every request it got to the test over a channel.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::sync::mpsc::{self, Receiver, TryRecvError};
 use std::time::Duration;
@@ -25,6 +26,8 @@ struct Received {
     query: String,
     content_type: Option<String>,
     body: String,
+    /// Whether the watched lock file existed when the request arrived.
+    lock_existed: bool,
 }
 
 /// How the fake supervisor answers.
@@ -46,21 +49,28 @@ struct FakeSupervisor {
 
 impl FakeSupervisor {
     fn start(answer: Answer) -> FakeSupervisor {
+        FakeSupervisor::answering(vec![answer], None)
+    }
+
+    /// The n-th request gets the n-th answer (the last one from then on);
+    /// `watch`: a lock file whose presence each request records.
+    fn answering(answers: Vec<Answer>, watch: Option<PathBuf>) -> FakeSupervisor {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
         let address = format!("http://{}", listener.local_addr().unwrap());
         let (tx, received) = mpsc::channel();
         std::thread::spawn(move || {
-            for stream in listener.incoming() {
+            for (n, stream) in listener.incoming().enumerate() {
                 let Ok(stream) = stream else { return };
-                let Some(request) = read_request(&stream) else {
+                let Some(mut request) = read_request(&stream) else {
                     continue;
                 };
+                request.lock_existed = watch.as_ref().is_some_and(|p| p.symlink_metadata().is_ok());
                 // Tell the test before answering: the command cannot finish
                 // (other than by giving up) before the test knows.
                 if tx.send(request).is_err() {
                     return;
                 }
-                answer_with(stream, &answer);
+                answer_with(stream, &answers[n.min(answers.len() - 1)]);
             }
         });
         FakeSupervisor { address, received }
@@ -118,6 +128,7 @@ fn read_request(stream: &TcpStream) -> Option<Received> {
         query,
         content_type,
         body: String::from_utf8(body).ok()?,
+        lock_existed: false,
     })
 }
 
@@ -702,4 +713,297 @@ fn force_update_unexpected_answer_shows_the_start_of_the_body_escaped() {
         stderr(&out)
     );
     fake.request();
+}
+
+// ------------------------------------------------------------ --update-now
+
+/// What `GET /v1/device` answers when nothing is waiting.
+const IDLE_DEVICE: &str = r#"{"api_port":48484,"os_version":"balenaOS 2.88.4","supervisor_version":"14.4.1","update_pending":false,"update_failed":false,"update_downloaded":false,"status":"Idle"}"#;
+
+/// The first request of `--update-now`: `GET /v1/device` with the key.
+fn assert_device_request(request: &Received) {
+    assert_eq!(
+        (request.method.as_str(), request.path.as_str()),
+        ("GET", "/v1/device"),
+        "{request:?}"
+    );
+    assert_eq!(request.query, format!("apikey={KEY}"));
+    assert!(
+        !request.lock_existed,
+        "asked while the lock was still there"
+    );
+}
+
+/// The second: `POST /v1/update {"force":false,"cancel":true}` with the key.
+fn assert_update_now_request(request: &Received) {
+    assert_eq!(
+        (request.method.as_str(), request.path.as_str()),
+        ("POST", "/v1/update"),
+        "{request:?}"
+    );
+    assert_eq!(request.query, format!("apikey={KEY}"));
+    assert!(
+        request
+            .content_type
+            .as_deref()
+            .is_some_and(|t| t.starts_with("application/json")),
+        "{request:?}"
+    );
+    let body: serde_json::Value = serde_json::from_str(&request.body).expect("JSON body");
+    assert_eq!(body, serde_json::json!({"force": false, "cancel": true}));
+    assert!(
+        !request.lock_existed,
+        "asked while the lock was still there"
+    );
+}
+
+/// A scratch lock, held by an `acquire` of this test process, and a fake
+/// supervisor that watches it.
+fn acquired(scratch: &Scratch, answers: Vec<Answer>) -> FakeSupervisor {
+    scratch
+        .cmd(&["acquire", "--owner", &std::process::id().to_string()])
+        .assert()
+        .success();
+    assert!(scratch.lock().exists());
+    FakeSupervisor::answering(answers, Some(scratch.lock()))
+}
+
+/// `resin-lock --path <lock> ARGS…` with the API configured.
+fn scratch_with_api(scratch: &Scratch, address: &str, args: &[&str]) -> Command {
+    let mut cmd = scratch.cmd(args);
+    cmd.env("BALENA_SUPERVISOR_ADDRESS", address)
+        .env("BALENA_SUPERVISOR_API_KEY", KEY);
+    cmd
+}
+
+#[test]
+fn release_update_now_posts_when_an_update_is_pending() {
+    let scratch = Scratch::new();
+    let fake = acquired(
+        &scratch,
+        vec![Answer::Status(200, DEVICE), Answer::Status(202, "")],
+    );
+    let out = run(scratch_with_api(
+        &scratch,
+        &fake.address,
+        &["release", "--update-now"],
+    ));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        stderr(&out),
+        "",
+        "a request that worked is not worth a line"
+    );
+    assert!(!scratch.lock().exists());
+    assert_device_request(&fake.request());
+    assert_update_now_request(&fake.request());
+    fake.assert_no_request();
+}
+
+#[test]
+fn release_update_now_verbose_says_what_was_asked_and_the_answer() {
+    let scratch = Scratch::new();
+    let fake = acquired(
+        &scratch,
+        vec![Answer::Status(200, DEVICE), Answer::Status(204, "")],
+    );
+    let out = run(scratch_with_api(
+        &scratch,
+        &fake.address,
+        &["-v", "release", "--update-now"],
+    ));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("GET http://127.0.0.1:"), "{err}");
+    assert!(err.contains("an update is pending"), "{err}");
+    assert!(err.contains(r#"{"force":false,"cancel":true}"#), "{err}");
+    assert!(err.contains("accepted (HTTP 204)"), "{err}");
+    assert_device_request(&fake.request());
+    assert_update_now_request(&fake.request());
+}
+
+#[test]
+fn release_update_now_asks_nothing_when_no_update_is_pending() {
+    let scratch = Scratch::new();
+    let fake = acquired(
+        &scratch,
+        vec![Answer::Status(200, IDLE_DEVICE), Answer::Status(202, "")],
+    );
+    let out = run(scratch_with_api(
+        &scratch,
+        &fake.address,
+        &["-v", "release", "--update-now"],
+    ));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no update is pending"),
+        "{}",
+        stderr(&out)
+    );
+    assert_device_request(&fake.request());
+    fake.assert_no_request();
+}
+
+#[test]
+fn update_now_posts_when_the_supervisor_cannot_say() {
+    let cases: Vec<(&str, Answer)> = vec![
+        ("401", Answer::Status(401, "Unauthorized")),
+        ("500", Answer::Status(500, r#"{"error":"boom"}"#)),
+        (
+            "malformed",
+            raw("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n{nope"),
+        ),
+        ("not HTTP", raw("SSH-2.0-OpenSSH\r\n")),
+        ("no field", Answer::Status(200, r#"{"status":"Idle"}"#)),
+    ];
+    for (what, device) in cases {
+        let scratch = Scratch::new();
+        let fake = acquired(&scratch, vec![device, Answer::Status(202, "")]);
+        let out = run(scratch_with_api(
+            &scratch,
+            &fake.address,
+            &["release", "--update-now"],
+        ));
+        assert_eq!(out.status.code(), Some(0), "{what}: {}", stderr(&out));
+        assert_eq!(stderr(&out), "", "{what}: the update was asked for");
+        assert_device_request(&fake.request());
+        assert_update_now_request(&fake.request());
+        fake.assert_no_request();
+    }
+}
+
+#[test]
+fn update_now_refused_is_one_warning_and_release_still_exits_0() {
+    let cases: Vec<(&str, Answer, &str)> = vec![
+        (
+            "401",
+            Answer::Status(401, "Unauthorized"),
+            "refused the API key",
+        ),
+        (
+            "500",
+            Answer::Status(500, r#"{"error":"boom"}"#),
+            "HTTP 500",
+        ),
+        ("malformed", raw("HTTP/1.1 2x\r\n\r\n"), "bad answer"),
+        ("silent", Answer::Silent, "no answer"),
+    ];
+    for (what, post, word) in cases {
+        let scratch = Scratch::new();
+        let fake = acquired(&scratch, vec![Answer::Status(200, DEVICE), post]);
+        let out = run(scratch_with_api(
+            &scratch,
+            &fake.address,
+            &["release", "--update-now"],
+        ));
+        assert_eq!(out.status.code(), Some(0), "{what}: {}", stderr(&out));
+        assert_one_error_line(&out, what);
+        assert!(
+            stderr(&out).contains("--update-now"),
+            "{what}: {}",
+            stderr(&out)
+        );
+        assert!(stderr(&out).contains(word), "{what}: {}", stderr(&out));
+        assert!(!scratch.lock().exists(), "{what}");
+        assert_device_request(&fake.request());
+        assert_update_now_request(&fake.request());
+    }
+}
+
+#[test]
+fn update_now_unreachable_supervisor_is_one_warning_and_no_post() {
+    // A silent supervisor (it takes the connection, never answers) and none at all.
+    let silent = FakeSupervisor::start(Answer::Silent);
+    for (what, address) in [
+        ("silent", silent.address.clone()),
+        ("absent", dead_address()),
+    ] {
+        let scratch = Scratch::new();
+        let out = run(scratch_with_api(
+            &scratch,
+            &address,
+            &["release", "--update-now"],
+        ));
+        assert_eq!(out.status.code(), Some(0), "{what}: {}", stderr(&out));
+        assert_one_error_line(&out, what);
+        assert!(
+            stderr(&out).contains("cannot reach the supervisor"),
+            "{what}: {}",
+            stderr(&out)
+        );
+    }
+    assert_eq!(silent.request().method, "GET");
+    silent.assert_no_request();
+}
+
+#[test]
+fn update_now_without_configuration_warns_once_and_names_the_label() {
+    let scratch = Scratch::new();
+    let out = run(scratch.cmd(&["release", "--update-now"]));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_one_error_line(&out, "not configured");
+    assert!(stderr(&out).contains(LABEL), "{}", stderr(&out));
+    let quiet = run(scratch.cmd(&["-q", "release", "--update-now"]));
+    assert_eq!(quiet.status.code(), Some(0));
+    assert_eq!(stderr(&quiet), "");
+}
+
+#[test]
+fn update_now_is_not_asked_when_release_is_refused() {
+    let scratch = Scratch::new();
+    std::fs::write(scratch.lock(), "").unwrap();
+    let fake = FakeSupervisor::start(Answer::Status(200, DEVICE));
+    let out = run(scratch_with_api(
+        &scratch,
+        &fake.address,
+        &["release", "--update-now"],
+    ));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    fake.assert_no_request();
+}
+
+#[test]
+fn run_update_now_keeps_the_commands_exit_status() {
+    // pending (POST accepted), no answer at all, and a POST the supervisor refuses.
+    for (what, answers, posts) in [
+        (
+            "accepted",
+            vec![Answer::Status(200, DEVICE), Answer::Status(202, "")],
+            true,
+        ),
+        (
+            "refused",
+            vec![Answer::Status(200, DEVICE), Answer::Status(500, "")],
+            true,
+        ),
+        ("idle", vec![Answer::Status(200, IDLE_DEVICE)], false),
+    ] {
+        let scratch = Scratch::new();
+        let fake = FakeSupervisor::answering(answers, Some(scratch.lock()));
+        let out = run(scratch_with_api(
+            &scratch,
+            &fake.address,
+            &[
+                "run",
+                "--update-now",
+                "--",
+                "sh",
+                "-c",
+                "test -e \"$RESIN_LOCK_HELD\" && exit 7",
+            ],
+        ));
+        assert_eq!(out.status.code(), Some(7), "{what}: {}", stderr(&out));
+        assert_device_request(&fake.request());
+        if posts {
+            assert_update_now_request(&fake.request());
+        }
+        fake.assert_no_request();
+    }
+    let out = run(scratch_with_api(
+        &Scratch::new(),
+        &dead_address(),
+        &["run", "--update-now", "--", "sh", "-c", "kill -TERM $$"],
+    ));
+    assert_eq!(out.status.code(), Some(128 + 15), "{}", stderr(&out));
+    assert_one_error_line(&out, "absent");
 }

@@ -2,6 +2,7 @@
 
 pub mod acquire;
 pub mod force_update;
+pub mod host;
 pub mod release;
 pub mod run;
 pub mod status;

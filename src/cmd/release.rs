@@ -46,7 +46,14 @@ pub fn run(ctx: &Context, args: ReleaseArgs) -> Result<u8> {
     match last_error {
         Some(err) => Err(err),
         None if refused => Ok(Exit::Busy.code()),
-        None => Ok(Exit::Ok.code()),
+        None => {
+            // Only once every path is free: a refused or failed release
+            // leaves the update blocked anyway.
+            if args.update_now {
+                super::force_update::update_now(&ctx.ui);
+            }
+            Ok(Exit::Ok.code())
+        }
     }
 }
 

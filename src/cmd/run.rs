@@ -36,6 +36,10 @@ pub fn run(ctx: &Context, args: RunArgs) -> Result<u8> {
     )?;
     let options = supervise::Options { group: args.group };
     let code = supervise::run_child(&args.cmd, options, held, &mut signals, &ctx.ui, &notify);
+    // The lock is released by now, whatever became of CMD.
+    if args.update_now {
+        super::force_update::update_now(&ctx.ui);
+    }
     // Unregistering 14 handlers one by one is a tenth of our start-up cost;
     // the process is about to exit, which drops them all at once.
     std::mem::forget(signals);

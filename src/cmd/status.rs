@@ -27,6 +27,9 @@ struct Report<'a> {
 }
 
 pub fn run(ctx: &Context, args: StatusArgs) -> Result<u8> {
+    if args.host {
+        return super::host::run(ctx, args.json);
+    }
     let locks = ctx
         .locations
         .targets

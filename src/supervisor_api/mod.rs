@@ -1,7 +1,9 @@
-//! The device supervisor's HTTP API, for the two things an app stuck behind
-//! its own update lock needs: `force-update` (`POST /v1/update` with
-//! `{"force":true}`, which overrides update locks) and `status --supervisor`
-//! (`GET /v1/device`: is an update waiting?).
+//! The device supervisor's HTTP API, for what an app around its own update
+//! lock needs: `force-update` (`POST /v1/update` with `{"force":true}`,
+//! which overrides update locks), `status --supervisor` (`GET /v1/device`:
+//! is an update waiting?) and `--update-now` (after the lock is gone: ask
+//! once, then `POST /v1/update` with `{"force":false,"cancel":true}`, so a
+//! pending update starts now instead of after the supervisor's backoff).
 //!
 //! The supervisor tells a service where its API is and which key to use
 //! through `BALENA_SUPERVISOR_ADDRESS` / `BALENA_SUPERVISOR_API_KEY` (or the
@@ -52,6 +54,19 @@ pub const STATUS_TIMEOUT: Bounds = Bounds {
     connect: Duration::from_secs(1),
     total: Duration::from_secs(3),
 };
+
+/// How long each of `--update-now`'s two requests waits. Both together stay
+/// within 2 s: the lock is already released, and the caller's exit (or its
+/// next job) waits for us.
+pub const UPDATE_NOW_TIMEOUT: Bounds = Bounds {
+    connect: Duration::from_millis(500),
+    total: Duration::from_secs(1),
+};
+
+/// The body of `--update-now`'s request: apply a pending update, respecting
+/// update locks (`force: false`), and cut short the supervisor's backoff
+/// (`cancel: true`).
+pub const UPDATE_NOW_BODY: &str = r#"{"force":false,"cancel":true}"#;
 
 impl Config {
     /// Read the configuration from the process environment.
@@ -123,17 +138,16 @@ impl Config {
 /// (202 or 204). Errors carry the exit status: 69 when the supervisor cannot
 /// be reached, 77 when it refuses the key, 70 for any other answer.
 pub fn force_update(config: &Config) -> Result<u16> {
+    post_update(config, r#"{"force":true}"#, FORCE_TIMEOUT)
+}
+
+/// `POST /v1/update` with `json`, within `bounds`; the answers as `force_update`.
+fn post_update(config: &Config, json: &str, bounds: Bounds) -> Result<u16> {
     let url = config.url("/v1/update");
-    let answer = match call(
-        config,
-        "POST",
-        "/v1/update",
-        Some(r#"{"force":true}"#),
-        FORCE_TIMEOUT,
-    ) {
+    let answer = match call(config, "POST", "/v1/update", Some(json), bounds) {
         Ok(answer) => answer,
         Err(err) => {
-            let (exit, why) = explain(&err, FORCE_TIMEOUT);
+            let (exit, why) = explain(&err, bounds);
             let what = match exit {
                 Exit::Software => "bad answer from",
                 _ => "cannot reach",
@@ -145,7 +159,7 @@ pub fn force_update(config: &Config) -> Result<u16> {
         }
     };
     match answer.status {
-        status @ (202 | 204) => Ok(status),
+        status @ (200 | 202 | 204) => Ok(status),
         status @ (401 | 403) => Err(fail(
             Exit::NoPerm,
             format!(
@@ -213,11 +227,16 @@ pub fn device_from_env() -> DeviceInfo {
 
 /// `GET /v1/device`: the supervisor's view of the device and its updates.
 pub fn device(config: &Config) -> DeviceInfo {
+    device_within(config, STATUS_TIMEOUT)
+}
+
+/// `GET /v1/device` within `bounds`.
+fn device_within(config: &Config, bounds: Bounds) -> DeviceInfo {
     let url = config.url("/v1/device");
-    let answer = match call(config, "GET", "/v1/device", None, STATUS_TIMEOUT) {
+    let answer = match call(config, "GET", "/v1/device", None, bounds) {
         Ok(answer) => answer,
         Err(err) => {
-            return match explain(&err, STATUS_TIMEOUT) {
+            return match explain(&err, bounds) {
                 (Exit::Software, why) => {
                     DeviceInfo::answered(say(&format!("bad answer from {url}: {why}"), config))
                 }
@@ -254,6 +273,50 @@ pub fn device(config: &Config) -> DeviceInfo {
             &format!("GET /v1/device answered something other than device JSON: {err}"),
             config,
         )),
+    }
+}
+
+/// What `--update-now` did, for the command to put in words.
+#[derive(Debug)]
+pub enum UpdateNow {
+    /// The supervisor says no update is pending: nothing was asked.
+    NotPending,
+    /// The supervisor could not be reached to ask (nothing was posted: a
+    /// POST would not reach it either). `why` is safe to print.
+    Unreachable { why: String },
+    /// `POST /v1/update` was sent. `pending`: what `GET /v1/device` said
+    /// (`None`: it could not say, and `unsure` says why); `result`: the
+    /// accepting status, or why the supervisor did not accept (safe to print).
+    Asked {
+        pending: Option<bool>,
+        unsure: Option<String>,
+        result: Result<u16, String>,
+    },
+}
+
+/// After a lock is released: if an update is pending (or the supervisor
+/// cannot say), ask the supervisor to apply it now. Never more than two
+/// requests, each within `UPDATE_NOW_TIMEOUT`; never fails.
+pub fn update_now(config: &Config) -> UpdateNow {
+    let info = device_within(config, UPDATE_NOW_TIMEOUT);
+    if !info.reachable {
+        let why = info.error.unwrap_or_else(|| "no answer".to_owned());
+        return UpdateNow::Unreachable { why };
+    }
+    if info.error.is_none() && info.update_pending == Some(false) {
+        return UpdateNow::NotPending;
+    }
+    let unsure = info.error.or_else(|| {
+        info.update_pending
+            .is_none()
+            .then(|| "GET /v1/device did not say update_pending".to_owned())
+    });
+    let result =
+        post_update(config, UPDATE_NOW_BODY, UPDATE_NOW_TIMEOUT).map_err(|err| format!("{err:#}"));
+    UpdateNow::Asked {
+        pending: info.update_pending,
+        unsure,
+        result,
     }
 }
 

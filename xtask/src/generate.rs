@@ -612,10 +612,11 @@ fn environment() -> Roff {
             (
                 vars(&["BALENA_SUPERVISOR_ADDRESS", "RESIN_SUPERVISOR_ADDRESS"]),
                 vec![
-                    "The supervisor API address, for force-update and status --supervisor. \
+                    "The supervisor API address, for force-update, status --supervisor and \
+                     --update-now. \
                      The supervisor sets it and the key below for services with the \
-                     io.balena.features.supervisor-api label; without them those commands \
-                     exit 69.",
+                     io.balena.features.supervisor-api label; without them force-update and \
+                     status --supervisor exit 69, and --update-now warns.",
                 ],
             ),
             (

@@ -29,7 +29,10 @@ tasks:
   bench         measure resin-lock against its peers (flock, lockfile, dotlockfile,
                 npm lockfile, tini, dumb-init) and print the performance budgets as a
                 markdown table
-  bench --quick the same with fewer rounds";
+  bench --quick the same with fewer rounds
+  bench --only update-now
+                only the time from release to the supervisor's update call
+                with --update-now, against a local fake supervisor";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -41,6 +44,7 @@ fn main() -> ExitCode {
         ["dist", "--strict"] => dist::dist(&root(), true),
         ["bench"] => bench::bench(&root(), false),
         ["bench", "--quick"] => bench::bench(&root(), true),
+        ["bench", "--only", family] => bench::only(&root(), family),
         ["help" | "-h" | "--help"] => {
             println!("{USAGE}");
             Ok(())

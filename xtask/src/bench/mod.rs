@@ -15,7 +15,7 @@
 //!
 //! This module drives the run and prints the table; each benchmark family
 //! is a module of its own (`per_call` and `shell_loop`, `peak_rss` and
-//! `idle`, `handoff`, `contention`, `sizes`), on the shared `process`
+//! `idle`, `handoff`, `contention`, `update_now`, `sizes`), on the shared `process`
 //! (spawning, reaping, scratch files) and `stats` (interleaving, quantiles)
 //! modules.
 //!
@@ -35,6 +35,7 @@ mod process;
 mod shell_loop;
 mod sizes;
 mod stats;
+mod update_now;
 
 use std::ffi::{OsStr, OsString};
 use std::fs;
@@ -130,10 +131,50 @@ pub fn bench(root: &Path, quick: bool) -> Result<(), String> {
     idle::measure(&tools, &scratch, plan, &mut report)?;
     handoff::measure(&tools, root, &scratch, plan, &mut report)?;
     contention::measure(&tools, &scratch, plan, &mut report)?;
+    update_now::measure(&tools, &scratch, &mut report)?;
     sizes::measure(&release, static_bin.as_deref(), &mut report.rows);
     process::reap_orphans();
 
     print_report(root, plan, quick, &report);
+    Ok(())
+}
+
+/// `bench --only update-now`: one family alone, on the release build.
+pub fn only(root: &Path, family: &str) -> Result<(), String> {
+    if family != "update-now" {
+        return Err(format!(
+            "bench --only: unknown family {family:?} (known: update-now)"
+        ));
+    }
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
+    let target_dir = dist::target_dir(&cargo, root)?;
+    let release = build_release(&cargo, root, &target_dir)?;
+    let scratch = Scratch::new()?;
+    let tools = Tools {
+        release,
+        static_bin: None,
+        peers: Peers::find(root),
+        sh: required("sh")?,
+        bash: required("bash")?,
+        true_: required("true")?,
+        echo: required("echo")?,
+        rm: required("rm")?,
+        sleep: required("sleep")?,
+    };
+    let mut report = Report::default();
+    update_now::measure(&tools, &scratch, &mut report)?;
+    println!();
+    println!("## resin-lock benchmarks (--only {family})");
+    println!();
+    println!("- date: {}", date());
+    println!(
+        "- resin-lock: commit {}",
+        command_line_in(root, "git", &["describe", "--always", "--dirty"])
+            .unwrap_or_else(|| "unknown".to_owned())
+    );
+    println!("- rounds: {}; median", update_now::ROUNDS);
+    print_rows(&report.rows);
+    print_walls(&report.walls);
     Ok(())
 }
 
@@ -269,10 +310,17 @@ fn skipped(bench: String, peer: &Peer) -> Row {
 
 fn print_report(root: &Path, plan: &Plan, quick: bool, report: &Report) {
     print_header(root, plan, quick);
+    print_rows(&report.rows);
+    print_walls(&report.walls);
+    print_peak_rss(&report.peak_rss);
+    print_idle(&report.idle);
+}
+
+fn print_rows(rows: &[Row]) {
     println!();
     println!("| benchmark | resin-lock | peer | ratio | budget | holds? |");
     println!("|---|---|---|---|---|---|");
-    for row in &report.rows {
+    for row in rows {
         let holds = match row.holds {
             Holds::Yes => "yes",
             Holds::No => "**no**",
@@ -284,9 +332,6 @@ fn print_report(root: &Path, plan: &Plan, quick: bool, report: &Report) {
             row.bench, row.ours, row.peer, row.ratio, row.budget
         );
     }
-    print_walls(&report.walls);
-    print_peak_rss(&report.peak_rss);
-    print_idle(&report.idle);
 }
 
 /// The title, and what was measured on what.
