@@ -309,8 +309,15 @@ impl Inspection {
             .as_deref()
             .map(|r| format!(", reason: {}", crate::ui::escape_controls(r)))
             .unwrap_or_default();
+        let max_hold = record
+            .max_hold_ms
+            .map(|ms| {
+                let dur = std::time::Duration::from_millis(ms);
+                format!(", --max-hold {}", humantime::format_duration(dur))
+            })
+            .unwrap_or_default();
         format!(
-            "resin-lock {} ({pid}: {}{reason}) {}",
+            "resin-lock {} ({pid}: {}{reason}{max_hold}) {}",
             record.mode.as_str(),
             crate::ui::escape_controls(&record.command_line()),
             record.since()

@@ -112,11 +112,11 @@ impl Record {
         self.max_hold_ms = max_hold.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
     }
 
-    /// How long the lock has been held (whole seconds), if `start` reads.
+    /// How long the lock has been held, if `start` reads (which has whole
+    /// seconds: up to a second more than it was).
     pub fn held_for(&self) -> Option<std::time::Duration> {
         let start = humantime::parse_rfc3339(&self.start).ok()?;
-        let age = SystemTime::now().duration_since(start).unwrap_or_default();
-        Some(std::time::Duration::from_secs(age.as_secs()))
+        Some(SystemTime::now().duration_since(start).unwrap_or_default())
     }
 
     /// The file content: one line of JSON, at most `MAX_WRITE` bytes. Long
@@ -188,7 +188,7 @@ impl Record {
             Some(age) => format!(
                 "since {} ({} ago)",
                 self.start,
-                humantime::format_duration(age)
+                humantime::format_duration(std::time::Duration::from_secs(age.as_secs()))
             ),
             None => format!("since {}", self.start),
         }
