@@ -226,33 +226,27 @@ fn run_lets_go_at_max_hold_and_its_command_goes_on() {
         t = taken.display(),
         m = marker.display()
     );
-    let mut holder = s
-        .cmd(&[
-            "run",
-            "--reason",
-            "job",
-            "--max-hold",
-            "2s",
-            "--",
-            "sh",
-            "-c",
-        ])
-        .arg(&script)
+    let mut holder = s.cmd(&["run", "--reason", "job", "--max-hold", "2s", "--"]);
+    holder
+        .args(["sh", "-c", &script])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut holder_err = BufReader::new(holder.stderr.take().unwrap());
+        .stderr(Stdio::piped());
+    // Groups: if the test fails, nothing it started outlives it.
+    let mut holder = Group::spawn(holder, "run --max-hold");
+    let mut holder_err = BufReader::new(holder.child.stderr.take().unwrap());
     wait_for_file(&s.lock());
     let mut waiter = s.cmd(&["run", "--", "touch"]);
-    waiter.arg(&taken);
-    let mut waiter = spawn_quiet(waiter);
+    waiter
+        .arg(&taken)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null());
+    let mut waiter = Group::spawn(waiter, "the waiter");
     let line = read_until(&mut holder_err, "(--max-hold)");
     assert!(line.contains(&s.lock().display().to_string()), "{line}");
     assert!(line.contains("sh goes on unprotected"), "{line}");
-    assert!(wait_guarded(&mut waiter, "the waiter").success());
-    let status = wait_guarded(&mut holder, "run --max-hold");
+    assert!(waiter.wait().success());
+    let status = holder.wait();
     assert_eq!(status.code(), Some(7), "run exits as CMD did");
     assert_eq!(fs::read_to_string(&marker).unwrap().trim(), "went-on");
     assert!(!s.lock().exists());
@@ -265,13 +259,15 @@ fn run_lets_go_at_max_hold_and_its_command_goes_on() {
 fn the_keeper_lets_go_at_max_hold_and_tells_the_owner() {
     let s = Scratch::new();
     let log = s.path("owner.err");
-    let mut owner = Command::new("sleep")
+    let owner = Command::new("sleep")
         .arg("1000")
         .stdin(Stdio::null())
         .stderr(fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
-    let pid = owner.id().to_string();
+    // Killed also when the test fails.
+    let owner = Owner(owner);
+    let pid = owner.0.id().to_string();
     s.cmd(&["acquire", "--owner", &pid, "--max-hold", "100ms"])
         .assert()
         .success();
@@ -285,8 +281,15 @@ fn the_keeper_lets_go_at_max_hold_and_tells_the_owner() {
         text.contains(&format!("the owner (pid {pid}) goes on unprotected")),
         "{text}"
     );
-    assert!(alive(owner.id() as i32), "the owner goes on");
+    assert!(alive(owner.0.id() as i32), "the owner goes on");
     s.cmd(&["status"]).assert().code(0);
-    owner.kill().unwrap();
-    owner.wait().unwrap();
+}
+
+struct Owner(std::process::Child);
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
