@@ -62,7 +62,8 @@ pub enum Found {
         file: File,
         ident: Ident,
         uid: u32,
-        record: Record,
+        /// Boxed: a record is most of the size of this enum.
+        record: Box<Record>,
         raw: serde_json::Value,
     },
 }
@@ -136,7 +137,7 @@ pub fn examine(dir: &LockDir, name: &OsStr) -> io::Result<Found> {
                 file,
                 ident,
                 uid,
-                record,
+                record: Box::new(record),
                 raw,
             },
             None => foreign(Kind::File, HeldBy::Other, &describe_foreign(&bytes)),
@@ -281,7 +282,7 @@ impl Inspection {
                     owner_uid: Some(*uid),
                     record: Some(raw.clone()),
                     stale_reason: reason.map(str::to_owned),
-                    parsed: Some(record.clone()),
+                    parsed: Some(Record::clone(record)),
                     ..Inspection::free(path)
                 }
             }
