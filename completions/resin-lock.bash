@@ -4,10 +4,10 @@
 # _resin_lock_options SUB: the options of subcommand SUB (none yet: "").
 _resin_lock_options() {
     case $1 in
-        acquire) echo "--path --root -v --verbose -q --quiet -n --nonblock -w --timeout -E --conflict-exit-code --owner -h --help -V --version" ;;
+        acquire) echo "--path --root -v --verbose -q --quiet -n --nonblock -w --timeout -E --conflict-exit-code --reason --max-hold --owner -h --help -V --version" ;;
         release) echo "--path --root -v --verbose -q --quiet -f --force --owner --update-now -h --help -V --version" ;;
-        run) echo "--path --root -v --verbose -q --quiet -n --nonblock -w --timeout -E --conflict-exit-code -g --group --update-now -h --help -V --version" ;;
-        status) echo "--path --root -v --verbose -q --quiet --json --supervisor --host -h --help -V --version" ;;
+        run) echo "--path --root -v --verbose -q --quiet -n --nonblock -w --timeout -E --conflict-exit-code --reason --max-hold -g --group --update-now -h --help -V --version" ;;
+        status) echo "--path --root -v --verbose -q --quiet --json --supervisor --host --health --max-hold -h --help -V --version" ;;
         force-update) echo "--path --root -v --verbose -q --quiet -h --help -V --version" ;;
         help) echo "" ;;
         *) echo "--path --root -v --verbose -q --quiet -h --help -V --version" ;;
@@ -25,6 +25,8 @@ _resin_lock_value() {
                 --root) echo dirs ;;
                 --timeout | -w | -[!-]*w) echo none ;;
                 --conflict-exit-code | -E | -[!-]*E) echo none ;;
+                --reason) echo none ;;
+                --max-hold) echo none ;;
                 --owner) echo none ;;
                 *) return 1 ;;
             esac ;;
@@ -41,12 +43,15 @@ _resin_lock_value() {
                 --root) echo dirs ;;
                 --timeout | -w | -[!-]*w) echo none ;;
                 --conflict-exit-code | -E | -[!-]*E) echo none ;;
+                --reason) echo none ;;
+                --max-hold) echo none ;;
                 *) return 1 ;;
             esac ;;
         status)
             case $2 in
                 --path) echo files ;;
                 --root) echo dirs ;;
+                --max-hold) echo none ;;
                 *) return 1 ;;
             esac ;;
         force-update)

@@ -40,6 +40,8 @@ complete -c resin-lock -n "__fish_resin_lock_using_subcommand acquire" -l path -
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand acquire" -l root -d 'Resolve detected lock paths and detection files under DIR (never --path)' -r -f -a "(__fish_complete_directories)"
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand acquire" -s w -l timeout -d 'Give up after DUR (seconds, or with a unit: 250ms, 30s, 5m, 1h)' -r -f
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand acquire" -s E -l conflict-exit-code -d 'Exit with CODE instead of 1 when the lock is busy (-n) or the wait times out (-w)' -r -f
+complete -c resin-lock -n "__fish_resin_lock_using_subcommand acquire" -l reason -d 'Why the lock is held, stored in the lock file and shown by `status`, -v and waiters' -r -f
+complete -c resin-lock -n "__fish_resin_lock_using_subcommand acquire" -l max-hold -d 'Let go of the lock after DUR even if the work goes on (off by default)' -r -f
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand acquire" -l owner -d 'Keep the lock while process PID lives; `parent`: exactly the parent (default: the nearest ancestor that is not a transient wrapper)' -r -f
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand acquire" -s v -l verbose -d 'Say what was done and why (also: who holds the lock while waiting)'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand acquire" -s q -l quiet -d 'Print nothing but errors'
@@ -59,6 +61,8 @@ complete -c resin-lock -n "__fish_resin_lock_using_subcommand run; and not __fis
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand run; and not __fish_resin_lock_run_past_options" -l root -d 'Resolve detected lock paths and detection files under DIR (never --path)' -r -f -a "(__fish_complete_directories)"
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand run; and not __fish_resin_lock_run_past_options" -s w -l timeout -d 'Give up after DUR (seconds, or with a unit: 250ms, 30s, 5m, 1h)' -r -f
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand run; and not __fish_resin_lock_run_past_options" -s E -l conflict-exit-code -d 'Exit with CODE instead of 1 when the lock is busy (-n) or the wait times out (-w)' -r -f
+complete -c resin-lock -n "__fish_resin_lock_using_subcommand run; and not __fish_resin_lock_run_past_options" -l reason -d 'Why the lock is held, stored in the lock file and shown by `status`, -v and waiters' -r -f
+complete -c resin-lock -n "__fish_resin_lock_using_subcommand run; and not __fish_resin_lock_run_past_options" -l max-hold -d 'Let go of the lock after DUR even if the work goes on (off by default)' -r -f
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand run; and not __fish_resin_lock_run_past_options" -s v -l verbose -d 'Say what was done and why (also: who holds the lock while waiting)'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand run; and not __fish_resin_lock_run_past_options" -s q -l quiet -d 'Print nothing but errors'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand run; and not __fish_resin_lock_run_past_options" -s n -l nonblock -d 'Fail at once if the lock is busy instead of waiting'
@@ -68,11 +72,13 @@ complete -c resin-lock -n "__fish_resin_lock_using_subcommand run; and not __fis
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand run; and not __fish_resin_lock_run_past_options" -s V -l version -d 'Print version'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand status" -l path -d 'Lock this file instead of the detected location (repeatable; taken in order, all or nothing)' -r -F
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand status" -l root -d 'Resolve detected lock paths and detection files under DIR (never --path)' -r -f -a "(__fish_complete_directories)"
+complete -c resin-lock -n "__fish_resin_lock_using_subcommand status" -l max-hold -d 'With --health: a lock held longer than DUR is unhealthy too' -r -f
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand status" -s v -l verbose -d 'Say what was done and why (also: who holds the lock while waiting)'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand status" -s q -l quiet -d 'Print nothing but errors'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand status" -l json -d 'Print one JSON object instead of text'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand status" -l supervisor -d 'Also ask the supervisor API whether an update is pending'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand status" -l host -d 'From the balenaOS host: every app\'s locks under /tmp/balena-supervisor/services'
+complete -c resin-lock -n "__fish_resin_lock_using_subcommand status" -l health -d 'For a Docker HEALTHCHECK: exit 1 only when a lock blocks updates for nothing'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand status" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand status" -s V -l version -d 'Print version'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand force-update" -l path -d 'Lock this file instead of the detected location (repeatable; taken in order, all or nothing)' -r -F
@@ -93,7 +99,7 @@ complete -c resin-lock -n "__fish_resin_lock_using_subcommand help; and not __fi
 # Written by xtask/src/generate.rs: clap_complete's fish script has no
 # positional arguments.
 function __fish_resin_lock_run_optspecs
-    string join \n path=+ root= v/verbose q/quiet n/nonblock w/timeout= E/conflict-exit-code= g/group update-now h/help V/version
+    string join \n path=+ root= v/verbose q/quiet n/nonblock w/timeout= E/conflict-exit-code= reason= max-hold= g/group update-now h/help V/version
 end
 
 # The words of the command line of `run` before the cursor, one a line;

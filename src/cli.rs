@@ -96,6 +96,10 @@ pub enum Command {
     /// exits without releasing, the lock file stays (updates stay blocked) but
     /// is stale, and the next acquire or run takes it over. An acquire whose
     /// owner already holds the lock fails at once.
+    ///
+    /// With --max-hold DUR, the keeper lets go of the lock DUR after it was
+    /// taken (the file is removed, updates may go on) and says so in one line
+    /// on the owner's stderr; the owner is not signalled.
     Acquire(AcquireArgs),
 
     /// Give the lock back.
@@ -124,6 +128,12 @@ pub enum Command {
     /// one line names them before the lock is released (it no longer
     /// protects them).
     ///
+    /// With --max-hold DUR, the lock is released DUR after it was taken if
+    /// CMD still runs: one line on stderr says so, and CMD is neither
+    /// signalled nor stopped: it goes on running, unprotected (an update may
+    /// now stop it). resin-lock keeps forwarding signals, waits for CMD and
+    /// exits as CMD did.
+    ///
     /// Options go before CMD, attached or not (-w5, -w 5, --timeout=5,
     /// -nE75); an unknown one is a usage error (64), never the command. CMD
     /// starts at `--` or at the first word that is not an option, and every
@@ -134,6 +144,8 @@ pub enum Command {
     ///
     /// Exits 0 when no lock file exists (updates are allowed), 1 when one does
     /// (held or stale: both block the supervisor).
+    /// With --health, exits 1 only when a lock blocks updates for nothing (a
+    /// HEALTHCHECK).
     Status(StatusArgs),
 
     /// Ask the supervisor to update now, overriding update locks.
@@ -175,10 +187,37 @@ pub struct WaitArgs {
     pub conflict_exit_code: Option<u8>,
 }
 
+// What the lock says about itself, and how long it may last (shared by
+// `acquire` and `run`). Not a doc comment, as `WaitArgs`.
+#[derive(Debug, Clone, Args)]
+pub struct HoldArgs {
+    /// Why the lock is held, stored in the lock file and shown by `status`, -v and waiters.
+    ///
+    /// At most 256 bytes are kept (a longer TEXT is cut, and the record says so).
+    #[arg(long, value_name = "TEXT", value_hint = ValueHint::Other)]
+    pub reason: Option<String>,
+
+    /// Let go of the lock after DUR even if the work goes on (off by default).
+    ///
+    /// One line on stderr says so. For devices where a hung job must never block
+    /// updates forever. DUR as for --timeout. The lock file also records DUR.
+    #[arg(
+        long,
+        value_name = "DUR",
+        value_hint = ValueHint::Other,
+        value_parser = crate::duration::parse,
+        allow_negative_numbers = true
+    )]
+    pub max_hold: Option<Duration>,
+}
+
 #[derive(Debug, Args)]
 pub struct AcquireArgs {
     #[command(flatten)]
     pub wait: WaitArgs,
+
+    #[command(flatten)]
+    pub hold: HoldArgs,
 
     /// Keep the lock while process PID lives; `parent`: exactly the parent
     /// (default: the nearest ancestor that is not a transient wrapper).
@@ -228,6 +267,9 @@ fn parse_owner(value: &str) -> Result<OwnerChoice, String> {
 pub struct RunArgs {
     #[command(flatten)]
     pub wait: WaitArgs,
+
+    #[command(flatten)]
+    pub hold: HoldArgs,
 
     /// Run CMD in its own process group and send forwarded signals to the whole group.
     ///
@@ -286,8 +328,28 @@ pub struct StatusArgs {
     /// files named updates.lock only). Also whether the supervisor overrides
     /// locks (SUPERVISOR_OVERRIDE_LOCK in ROOT/tmp/balena-supervisor/target-state-config).
     /// --path does not apply. Exit 0 when no lock file exists, 1 when one does.
-    #[arg(long, conflicts_with = "supervisor")]
+    #[arg(long, conflicts_with_all = ["supervisor", "health"])]
     pub host: bool,
+
+    /// For a Docker HEALTHCHECK: exit 1 only when a lock blocks updates for nothing.
+    ///
+    /// Unhealthy (exit 1): a stale lock (its holder is gone, or it is from a previous
+    /// boot), or, with --max-hold, a lock held longer than DUR. Healthy (exit 0): no lock,
+    /// or a lock held by a live holder or by the supervisor (it is updating). One line
+    /// says why (with --json: the report, plus `healthy` and `health`).
+    #[arg(long)]
+    pub health: bool,
+
+    /// With --health: a lock held longer than DUR is unhealthy too.
+    #[arg(
+        long,
+        value_name = "DUR",
+        requires = "health",
+        value_hint = ValueHint::Other,
+        value_parser = crate::duration::parse,
+        allow_negative_numbers = true
+    )]
+    pub max_hold: Option<Duration>,
 }
 
 /// The clap command, for parsing and for the man page and completion

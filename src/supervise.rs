@@ -49,6 +49,8 @@ use crate::ui::Ui;
 pub struct Options {
     /// `-g`: CMD in its own process group, signals to the whole group.
     pub group: bool,
+    /// `--max-hold`: let go of the lock after this long; CMD goes on.
+    pub max_hold: Option<std::time::Duration>,
 }
 
 /// Where forwarded signals go: CMD, or CMD's process group (`-g`).
@@ -117,16 +119,37 @@ pub fn run_child(
         terminal,
     };
     ui.verbose(|| format!("started {} as pid {}", program.to_string_lossy(), child.pid));
+    // `--max-hold`, counted from the lock's taking (just before the spawn).
+    let deadline = options.max_hold.map(|d| std::time::Instant::now() + d);
+    let mut held = Some(held);
     let status = loop {
         match reap(child.pid, terminal) {
             Some(Reaped::Ended(status)) => break status,
             Some(Reaped::Stopped) => stop_with(child),
             None => {}
         }
+        let left = deadline.map(|d| d.saturating_duration_since(std::time::Instant::now()));
+        if left.is_some_and(|left| left.is_zero())
+            && let Some(held) = held.take()
+        {
+            expire(
+                held,
+                options.max_hold.unwrap_or_default(),
+                program,
+                ui,
+                notify,
+            );
+        }
+        let timeout = match left.filter(|_| held.is_some()) {
+            // Rounded up: a poll that wakes a little early only loops.
+            Some(left) => PollTimeout::try_from(left + std::time::Duration::from_millis(1))
+                .unwrap_or(PollTimeout::MAX),
+            None => PollTimeout::NONE,
+        };
         let mut fds = [PollFd::new(signals.fd(), PollFlags::POLLIN)];
         // An error (out of memory for the poll table) must not end the
         // wait with the lock held and CMD unwatched: try again shortly.
-        if let Err(err) = poll(&mut fds, PollTimeout::NONE)
+        if let Err(err) = poll(&mut fds, timeout)
             && err != Errno::EINTR
         {
             std::thread::sleep(std::time::Duration::from_millis(100));
@@ -144,17 +167,48 @@ pub fn run_child(
     let child = child.pid;
     ui.verbose(|| {
         format!(
-            "{} (pid {child}) {}; releasing the lock",
+            "{} (pid {child}) {}{}",
             program.to_string_lossy(),
-            describe_status(status)
+            describe_status(status),
+            if held.is_some() {
+                "; releasing the lock"
+            } else {
+                " (the lock was released at --max-hold)"
+            }
         )
     });
-    warn_leftovers(program, ui);
-    if let Err(err) = release_all(held, notify) {
-        eprintln!("resin-lock: {}", crate::exit::message(&err));
+    if let Some(held) = held {
+        warn_leftovers(program, ui);
+        if let Err(err) = release_all(held, notify) {
+            eprintln!("resin-lock: {}", crate::exit::message(&err));
+        }
     }
     reap(Pid::from_raw(-1), false);
     Ok(code)
+}
+
+/// `--max-hold` ran out while CMD runs: say so, then release the lock
+/// (remove the file, then drop the flock that CMD's inherited descriptor
+/// shares with ours, so that nobody waits for CMD). CMD goes on.
+fn expire(held: Vec<Held>, after: std::time::Duration, program: &OsStr, ui: &Ui, notify: Notify) {
+    let paths: Vec<String> = held.iter().map(|h| h.path.display().to_string()).collect();
+    ui.warn(format!(
+        "held {} for {} (--max-hold); releasing it: {} goes on unprotected",
+        paths.join(", "),
+        humantime::format_duration(after),
+        program.to_string_lossy()
+    ));
+    // Our own descriptions of the locks, which CMD's descriptors share.
+    let shared: Vec<std::fs::File> = held
+        .iter()
+        .filter_map(|h| h.fd().try_clone_to_owned().ok().map(std::fs::File::from))
+        .collect();
+    if let Err(err) = release_all(held, notify) {
+        eprintln!("resin-lock: {}", crate::exit::message(&err));
+    }
+    for file in shared {
+        let _ = file.unlock();
+    }
 }
 
 /// Say which processes CMD left running: they came to us (as subreaper or

@@ -1,6 +1,7 @@
 //! Integration tests: one binary (autotests = false), one module per area.
 
 mod common;
+mod fleet;
 mod fleet_host;
 mod locate;
 mod lock;

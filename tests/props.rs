@@ -45,6 +45,7 @@ fn record() -> impl Strategy<Value = Record> {
             prop::option::of(any::<i32>()),
             prop::option::of(any::<u64>()),
             prop::option::of(any::<String>()),
+            prop::option::of(any::<u64>()),
         ),
     )
         .prop_map(
@@ -52,7 +53,7 @@ fn record() -> impl Strategy<Value = Record> {
                 (mode, v, pid, owner),
                 (start, boot_id, pid_ns, uid),
                 cmd,
-                (fd, owner_start, reason),
+                (fd, owner_start, reason, max_hold_ms),
             )| Record {
                 tool: TOOL.to_owned(),
                 v,
@@ -66,6 +67,8 @@ fn record() -> impl Strategy<Value = Record> {
                 cmd,
                 cmd_cut: false,
                 reason,
+                reason_cut: false,
+                max_hold_ms,
                 owner_start,
                 fd,
             },

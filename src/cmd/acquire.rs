@@ -43,18 +43,22 @@ pub fn run(ctx: &Context, args: AcquireArgs) -> Result<u8> {
     });
     let mut record = Record::new(Mode::Acquire, 0, owner.id.pid, owner.cmd.clone());
     record.owner_start = owner.id.start;
+    record.set_reason(args.hold.reason.as_deref());
+    record.set_max_hold(args.hold.max_hold);
+    let notes = super::hold_notes(&record);
     let started = keeper::start(
         &ctx.locations.targets,
         record,
         &owner,
         wait_opts(&args.wait, Some(owner.id)),
+        ctx.ui.quiet,
         &|event| tell(&ctx.ui, event),
     )?;
     match started {
         Started::Holding { keeper, paths } => {
             ctx.ui.verbose(|| {
                 format!(
-                    "acquired {}; keeper pid {keeper} holds it until `resin-lock release` or until pid {} exits",
+                    "acquired {}{notes}; keeper pid {keeper} holds it until `resin-lock release` or until pid {} exits",
                     paths
                         .iter()
                         .map(|p| p.display().to_string())

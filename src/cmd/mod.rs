@@ -112,6 +112,22 @@ pub fn wait_opts(args: &WaitArgs, owner: Option<ProcId>) -> WaitOpts {
     }
 }
 
+/// `-v`: why the lock is held and for how long at most, after its paths.
+pub fn hold_notes(record: &crate::lock::record::Record) -> String {
+    let mut notes = String::new();
+    if let Some(reason) = &record.reason {
+        notes.push_str(&format!(
+            " (reason: {})",
+            crate::ui::escape_controls(reason)
+        ));
+    }
+    if let Some(ms) = record.max_hold_ms {
+        let dur = humantime::format_duration(std::time::Duration::from_millis(ms));
+        notes.push_str(&format!("; --max-hold lets go of it after {dur}"));
+    }
+    notes
+}
+
 /// Why a removed or replaced lock file matters: the one way this is said.
 pub fn maybe_forced(path: &Path) -> String {
     format!(

@@ -25,7 +25,9 @@ pub fn run(ctx: &Context, args: RunArgs) -> Result<u8> {
         .iter()
         .map(|arg| arg.to_string_lossy().into_owned())
         .collect();
-    let record = Record::new(Mode::Run, me, me, cmd_words);
+    let mut record = Record::new(Mode::Run, me, me, cmd_words);
+    record.set_reason(args.hold.reason.as_deref());
+    record.set_max_hold(args.hold.max_hold);
     let notify = |event: crate::lock::Event<'_>| tell(&ctx.ui, event);
     let held = take_all(
         &ctx.locations.targets,
@@ -34,7 +36,14 @@ pub fn run(ctx: &Context, args: RunArgs) -> Result<u8> {
         &mut signals,
         &notify,
     )?;
-    let options = supervise::Options { group: args.group };
+    ctx.ui.verbose(|| {
+        let paths: Vec<String> = held.iter().map(|h| h.path.display().to_string()).collect();
+        format!("holding {}{}", paths.join(", "), super::hold_notes(&record))
+    });
+    let options = supervise::Options {
+        group: args.group,
+        max_hold: args.hold.max_hold,
+    };
     let code = supervise::run_child(&args.cmd, options, held, &mut signals, &ctx.ui, &notify);
     // The lock is released by now, whatever became of CMD.
     if args.update_now {

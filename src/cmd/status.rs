@@ -1,8 +1,11 @@
 //! `resin-lock status`: report every lock path, its holder, and how the
 //! paths were chosen. Exit 0 when no lock file exists (updates are allowed),
-//! 1 when one does (held or stale: both block the supervisor).
+//! 1 when one does (held or stale: both block the supervisor). With
+//! `--health` (a Docker HEALTHCHECK), 1 only when a lock blocks updates for
+//! nothing (SPEC 4a).
 
 use std::io::{self, Write};
+use std::time::{Duration, SystemTime};
 
 use anyhow::Result;
 use serde::Serialize;
@@ -11,7 +14,7 @@ use super::Context;
 use crate::cli::StatusArgs;
 use crate::exit::Exit;
 use crate::locate::Detection;
-use crate::lock::inspect::{Inspection, State, inspect};
+use crate::lock::inspect::{HeldBy, Inspection, State, inspect};
 use crate::supervisor_api::{self, DeviceInfo};
 use crate::ui::escape_controls;
 
@@ -19,8 +22,13 @@ use crate::ui::escape_controls;
 struct Report<'a> {
     schema: u32,
     locked: bool,
-    locks: &'a [Inspection],
+    locks: Vec<serde_json::Value>,
     detection: &'a Detection,
+    /// `--health`: whether the locks are healthy, and the line that says why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    healthy: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    health: Option<&'a str>,
     /// `--supervisor`: what the supervisor API says about updates.
     #[serde(skip_serializing_if = "Option::is_none")]
     supervisor: Option<&'a DeviceInfo>,
@@ -37,7 +45,12 @@ pub fn run(ctx: &Context, args: StatusArgs) -> Result<u8> {
         .map(|t| inspect(t).map_err(|err| crate::lock::lock_error("read", &t.path, err)))
         .collect::<Result<Vec<_>>>()?;
     let locked = locks.iter().any(|l| l.state != State::Free);
-    let code = if locked { Exit::Busy } else { Exit::Ok }.code();
+    let health = args.health.then(|| health(&locks, args.max_hold));
+    let busy = match &health {
+        Some((healthy, _)) => !healthy,
+        None => locked,
+    };
+    let code = if busy { Exit::Busy } else { Exit::Ok }.code();
     if ctx.ui.quiet {
         return Ok(code);
     }
@@ -47,11 +60,15 @@ pub fn run(ctx: &Context, args: StatusArgs) -> Result<u8> {
         let report = Report {
             schema: 1,
             locked,
-            locks: &locks,
+            locks: locks.iter().map(lock_json).collect(),
             detection: &ctx.locations.detection,
+            healthy: health.as_ref().map(|(healthy, _)| *healthy),
+            health: health.as_ref().map(|(_, line)| line.as_str()),
             supervisor: device.as_ref(),
         };
         serde_json::to_string(&report)?
+    } else if let Some((_, line)) = health {
+        line
     } else {
         let mut lines: Vec<String> = locks.iter().map(Inspection::describe).collect();
         lines.push(format!(
@@ -76,6 +93,85 @@ pub fn run(ctx: &Context, args: StatusArgs) -> Result<u8> {
         Err(err) if err.kind() == io::ErrorKind::BrokenPipe => Ok(code),
         Err(err) => Err(anyhow::Error::new(err).context("cannot write to stdout")),
     }
+}
+
+/// A lock for `status --json`, with its `reason` and `held_for_s`.
+fn lock_json(lock: &Inspection) -> serde_json::Value {
+    let mut value = serde_json::to_value(lock).unwrap_or_default();
+    if let Some(fields) = value.as_object_mut() {
+        let reason = lock.parsed.as_ref().and_then(|r| r.reason.clone());
+        fields.insert("reason".to_owned(), reason.into());
+        let held_for = held_for(lock).map(|age| age.as_secs());
+        fields.insert("held_for_s".to_owned(), held_for.into());
+    }
+    value
+}
+
+/// How long a lock file has blocked updates: from its record's start, or
+/// for another tool's file from its modification time.
+fn held_for(lock: &Inspection) -> Option<Duration> {
+    match (&lock.state, &lock.parsed) {
+        (State::Free, _) => None,
+        (_, Some(record)) => record.held_for(),
+        (_, None) => {
+            let modified = std::fs::symlink_metadata(&lock.path)
+                .ok()?
+                .modified()
+                .ok()?;
+            Some(
+                SystemTime::now()
+                    .duration_since(modified)
+                    .unwrap_or_default(),
+            )
+        }
+    }
+}
+
+/// `status --health` (SPEC 4a): healthy unless a lock blocks updates for
+/// nothing: stale, or held longer than `max_hold` (never the supervisor's
+/// own lock: it is updating). The one line that says why.
+fn health(locks: &[Inspection], max_hold: Option<Duration>) -> (bool, String) {
+    let mut held = Vec::new();
+    for lock in locks {
+        let path = lock.path.display();
+        let age = held_for(lock);
+        let over = match (max_hold, age) {
+            (Some(max), Some(age)) => lock.held_by != Some(HeldBy::Supervisor) && age > max,
+            _ => false,
+        };
+        match lock.state {
+            State::Free => {}
+            State::Stale => {
+                return (
+                    false,
+                    format!(
+                        "unhealthy: {path} blocks updates for nothing: stale ({}): {}; \
+                         the next acquire or run takes it over, `resin-lock release` removes it",
+                        lock.stale_reason.as_deref().unwrap_or("?"),
+                        lock.holder()
+                    ),
+                );
+            }
+            State::Held if over => {
+                let age = Duration::from_secs(age.unwrap_or_default().as_secs());
+                let max = max_hold.unwrap_or_default();
+                return (
+                    false,
+                    format!(
+                        "unhealthy: {path} held for {}, longer than --max-hold {}: {}",
+                        humantime::format_duration(age),
+                        humantime::format_duration(max),
+                        lock.holder()
+                    ),
+                );
+            }
+            State::Held => held.push(format!("{path} held by {}", lock.holder())),
+        }
+    }
+    if held.is_empty() {
+        return (true, "healthy: no update lock is held".to_owned());
+    }
+    (true, format!("healthy: {}", held.join("; ")))
 }
 
 /// The lines of `status --supervisor`, the supervisor's words escaped.

@@ -62,7 +62,8 @@ pub enum Found {
         file: File,
         ident: Ident,
         uid: u32,
-        record: Record,
+        /// Boxed: a record is most of the size of this enum.
+        record: Box<Record>,
         raw: serde_json::Value,
     },
 }
@@ -136,7 +137,7 @@ pub fn examine(dir: &LockDir, name: &OsStr) -> io::Result<Found> {
                 file,
                 ident,
                 uid,
-                record,
+                record: Box::new(record),
                 raw,
             },
             None => foreign(Kind::File, HeldBy::Other, &describe_foreign(&bytes)),
@@ -281,7 +282,7 @@ impl Inspection {
                     owner_uid: Some(*uid),
                     record: Some(raw.clone()),
                     stale_reason: reason.map(str::to_owned),
-                    parsed: Some(record.clone()),
+                    parsed: Some(Record::clone(record)),
                     ..Inspection::free(path)
                 }
             }
@@ -309,8 +310,15 @@ impl Inspection {
             .as_deref()
             .map(|r| format!(", reason: {}", crate::ui::escape_controls(r)))
             .unwrap_or_default();
+        let max_hold = record
+            .max_hold_ms
+            .map(|ms| {
+                let dur = std::time::Duration::from_millis(ms);
+                format!(", --max-hold {}", humantime::format_duration(dur))
+            })
+            .unwrap_or_default();
         format!(
-            "resin-lock {} ({pid}: {}{reason}) {}",
+            "resin-lock {} ({pid}: {}{reason}{max_hold}) {}",
             record.mode.as_str(),
             crate::ui::escape_controls(&record.command_line()),
             record.since()

@@ -68,17 +68,24 @@ struct Provisions {
     owner: Pid,
     release_signal: SignalFd,
     null: Option<File>,
+    /// `--max-hold`, and whether to say when it runs out (not with -q).
+    max_hold: Option<(Duration, bool)>,
 }
 
-/// Take the lock for `owner` and start the keeper that holds it.
+/// Take the lock for `owner` and start the keeper that holds it (and lets
+/// go after the record's `max_hold_ms`, saying so unless `quiet`).
 pub fn start(
     targets: &[Target],
     mut record: Record,
     owner: &Owner,
     opts: WaitOpts,
+    quiet: bool,
     notify: Notify,
 ) -> Result<Started> {
-    let (ours, provisions) = provide(Pid::from_raw(owner.id.pid))?;
+    let (ours, mut provisions) = provide(Pid::from_raw(owner.id.pid))?;
+    provisions.max_hold = record
+        .max_hold_ms
+        .map(|ms| (Duration::from_millis(ms), !quiet));
     // The fast path: a flocked O_TMPFILE per lock made before the fork, so
     // the keeper holds them from birth.
     let prepared = prepare_all(targets);
@@ -168,6 +175,7 @@ fn provide(owner: Pid) -> Result<(OwnedFd, Provisions)> {
         owner,
         release_signal,
         null,
+        max_hold: None,
     };
     Ok((ours, provisions))
 }
@@ -337,6 +345,7 @@ fn keep(provisions: Provisions, mut prepared: Vec<Held>) -> io::Result<()> {
         owner,
         release_signal,
         null,
+        max_hold,
     } = provisions;
     // Out of the caller's session at once, so that a Ctrl-C or hangup meant
     // for the caller's shell never reaches the keeper.
@@ -365,7 +374,7 @@ fn keep(provisions: Provisions, mut prepared: Vec<Held>) -> io::Result<()> {
         held
     };
     settle(&held, owner_fd.as_ref(), &release_signal, null);
-    hold(held, owner_fd, owner, &release_signal);
+    hold(held, owner_fd, owner, &release_signal, max_hold);
     Ok(())
 }
 
@@ -401,20 +410,47 @@ fn settle(held: &[Held], owner_fd: Option<&OwnedFd>, release: &SignalFd, null: O
     sys::close_other_fds(&keep_fds);
 }
 
-/// Hold the locks until `release` asks (SIGUSR1: remove them) or the owner
-/// exits (leave them: stale now, they keep blocking updates).
-fn hold(held: Vec<Held>, owner_fd: Option<OwnedFd>, owner: Pid, release: &SignalFd) {
+/// Hold the locks until `release` asks (SIGUSR1: remove them), `--max-hold`
+/// runs out (remove them too) or the owner exits (leave them: stale now,
+/// they keep blocking updates).
+fn hold(
+    held: Vec<Held>,
+    owner_fd: Option<OwnedFd>,
+    owner: Pid,
+    release: &SignalFd,
+    max_hold: Option<(Duration, bool)>,
+) {
+    let deadline = max_hold.map(|(after, _)| std::time::Instant::now() + after);
     loop {
         let mut fds = vec![PollFd::new(release.as_fd(), PollFlags::POLLIN)];
         if let Some(fd) = &owner_fd {
             fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
         }
         // Without a pidfd, look at the owner once a second.
-        let timeout = if owner_fd.is_some() {
+        let mut timeout = if owner_fd.is_some() {
             PollTimeout::NONE
         } else {
             PollTimeout::try_from(Duration::from_secs(1)).unwrap_or(PollTimeout::MAX)
         };
+        if let Some(deadline) = deadline {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                let paths: Vec<String> =
+                    held.iter().map(|h| h.path.display().to_string()).collect();
+                let _ = release_all(held, &ignore);
+                if let Some((after, true)) = max_hold {
+                    tell_owner(owner, &paths, after);
+                }
+                return;
+            }
+            // Rounded up: a poll that wakes a little early only loops.
+            let left = PollTimeout::try_from(left + Duration::from_millis(1));
+            let left = left.unwrap_or(PollTimeout::MAX);
+            // NONE (wait for ever) sorts first, as -1.
+            if timeout == PollTimeout::NONE || left < timeout {
+                timeout = left;
+            }
+        }
         if let Err(err) = poll(&mut fds, timeout)
             && err != Errno::EINTR
         {
@@ -437,5 +473,24 @@ fn hold(held: Vec<Held>, owner_fd: Option<OwnedFd>, owner: Pid, release: &Signal
         if owner_gone {
             return;
         }
+    }
+}
+
+/// `--max-hold` ran out: one line on the owner's stderr (the keeper has
+/// none of its own), which is where the owner's logs go. Best effort.
+fn tell_owner(owner: Pid, paths: &[String], after: Duration) {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let stderr = File::options()
+        .append(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(format!("/proc/{owner}/fd/2"));
+    if let Ok(mut stderr) = stderr {
+        let _ = writeln!(
+            stderr,
+            "resin-lock: held {} for {} (--max-hold); released it: the owner (pid {owner}) goes on unprotected",
+            paths.join(", "),
+            humantime::format_duration(after)
+        );
     }
 }

@@ -60,9 +60,16 @@ pub struct Record {
     /// Set when `cmd` was cut to keep the record within `MAX_WRITE`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub cmd_cut: bool,
-    /// Why the lock is held (`--reason`).
+    /// Why the lock is held (`--reason`), at most `MAX_ARG` bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Set when `reason` was cut to `MAX_ARG` bytes.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reason_cut: bool,
+    /// `--max-hold`: the holder lets go this many milliseconds after `start`,
+    /// even if the work goes on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_hold_ms: Option<u64>,
     /// The descriptor number under which `pid` holds this file, when known
     /// (an `acquire` keeper that holds it since its fork): `release` then
     /// checks that one descriptor instead of listing them all.
@@ -87,8 +94,29 @@ impl Record {
             cmd,
             cmd_cut: false,
             reason: None,
+            reason_cut: false,
+            max_hold_ms: None,
             fd: None,
         }
+    }
+
+    /// Set `--reason` (none when empty), cut to `MAX_ARG` bytes with a mark.
+    pub fn set_reason(&mut self, reason: Option<&str>) {
+        let reason = reason.filter(|r| !r.is_empty());
+        self.reason_cut = reason.is_some_and(|r| r.len() > MAX_ARG);
+        self.reason = reason.map(|r| cut(r, MAX_ARG));
+    }
+
+    /// Set `--max-hold`.
+    pub fn set_max_hold(&mut self, max_hold: Option<std::time::Duration>) {
+        self.max_hold_ms = max_hold.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    }
+
+    /// How long the lock has been held, if `start` reads (which has whole
+    /// seconds: up to a second more than it was).
+    pub fn held_for(&self) -> Option<std::time::Duration> {
+        let start = humantime::parse_rfc3339(&self.start).ok()?;
+        Some(SystemTime::now().duration_since(start).unwrap_or_default())
     }
 
     /// The file content: one line of JSON, at most `MAX_WRITE` bytes. Long
@@ -156,19 +184,13 @@ impl Record {
 
     /// "since 2026-11-27T08:00:00Z (3m 12s ago)".
     pub fn since(&self) -> String {
-        match humantime::parse_rfc3339(&self.start) {
-            Ok(start) => {
-                let age = SystemTime::now()
-                    .duration_since(start)
-                    .map(|d| std::time::Duration::from_secs(d.as_secs()))
-                    .unwrap_or_default();
-                format!(
-                    "since {} ({} ago)",
-                    self.start,
-                    humantime::format_duration(age)
-                )
-            }
-            Err(_) => format!("since {}", self.start),
+        match self.held_for() {
+            Some(age) => format!(
+                "since {} ({} ago)",
+                self.start,
+                humantime::format_duration(std::time::Duration::from_secs(age.as_secs()))
+            ),
+            None => format!("since {}", self.start),
         }
     }
 }
@@ -262,6 +284,37 @@ mod tests {
                 assert!(back.command_line().contains("more arguments cut"));
             }
         }
+    }
+
+    #[test]
+    fn a_reason_is_bounded_and_marked_when_cut() {
+        let mut record = sample();
+        record.set_reason(Some("flashing firmware"));
+        assert_eq!(record.reason.as_deref(), Some("flashing firmware"));
+        assert!(!record.reason_cut);
+        record.set_reason(Some(""));
+        assert_eq!(record.reason, None);
+        record.set_reason(Some(&"é\n".repeat(10_000)));
+        let reason = record.reason.as_deref().unwrap();
+        assert!(reason.len() <= MAX_ARG && reason.ends_with('…'), "{reason}");
+        assert!(record.reason_cut);
+        let line = record.to_line();
+        assert!(line.len() <= MAX_WRITE);
+        let (back, _) = Record::parse(line.as_bytes()).unwrap();
+        assert_eq!((back.reason, back.reason_cut), (record.reason, true));
+    }
+
+    #[test]
+    fn max_hold_is_kept_in_milliseconds() {
+        let mut record = sample();
+        record.set_max_hold(Some(std::time::Duration::from_millis(1500)));
+        let (back, raw) = Record::parse(record.to_line().as_bytes()).unwrap();
+        assert_eq!(
+            (back.max_hold_ms, &raw["max_hold_ms"]),
+            (Some(1500), &1500.into())
+        );
+        record.set_max_hold(None);
+        assert!(!record.to_line().contains("max_hold"));
     }
 
     #[test]

@@ -481,6 +481,13 @@ fn signals() -> Roff {
                      locked descriptor, so the lock stays held for as long as CMD (or \
                      anything it started with the descriptor) runs; the file left behind \
                      afterwards is stale and the next acquire or run takes it over.",
+                    "With --max-hold DUR, if CMD still runs DUR after the lock was taken, \
+                     resin-lock says so in one line on stderr (not with -q), removes the \
+                     lock file and drops the flock that CMD's inherited descriptor shares, \
+                     so the supervisor and any waiter may go on. CMD is not signalled, \
+                     stopped or detached: it keeps running, unprotected (an update may now \
+                     stop it), resin-lock keeps forwarding signals to it, waits for it and \
+                     exits with its status as above.",
                 ],
             ),
             (
@@ -501,6 +508,10 @@ fn signals() -> Roff {
                      signal, it leaves the lock file stale too. A stale lock keeps blocking \
                      updates until release removes it or the next acquire or run takes it \
                      over.",
+                    "With --max-hold DUR the keeper removes the lock file DUR after it took \
+                     the lock and exits, and writes one line to the owner's stderr \
+                     (/proc/PID/fd/2, best effort; not with -q). The owner is not \
+                     signalled.",
                 ],
             ),
         ],
@@ -672,6 +683,13 @@ fn examples() -> Roff {
             "fi",
             "jq '.locks[] | {path, state, held_by}' lock.json",
         ],
+    );
+    example(
+        &mut roff,
+        "A Docker HEALTHCHECK",
+        "status --health exits 1 only when a lock blocks updates for nothing: a stale \
+         lock, or (with --max-hold) one held longer than DUR; one line says why:",
+        &["HEALTHCHECK --interval=1m CMD resin-lock status --health --max-hold 2h"],
     );
     example(
         &mut roff,
