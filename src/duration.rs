@@ -6,23 +6,8 @@ use std::time::Duration;
 /// Parse a timeout; negative, non-finite or unparsable values are errors.
 pub fn parse(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    if let Ok(seconds) = text.parse::<f64>() {
-        // Plain decimal seconds are read exactly, in integers, as humantime
-        // reads `10.5s`; an f64 (which rounds `16777216.023` and every whole
-        // number past 2^53) only for the other forms strtod takes (`1e3`).
-        if text.bytes().all(|b| b.is_ascii_digit() || b == b'.')
-            && let Ok(exact) = humantime::parse_duration(&format!("{text}s"))
-        {
-            return Ok(exact);
-        }
-        return Duration::try_from_secs_f64(seconds).map_err(|_| {
-            let why = if seconds.is_nan() || seconds < 0.0 {
-                "it must be 0 or more seconds"
-            } else {
-                "it is too large"
-            };
-            format!("'{text}' is not a duration: {why}")
-        });
+    if let Some(seconds) = decimal_seconds(text) {
+        return seconds.map_err(|why| format!("'{text}' is not a duration: {why}"));
     }
     if beyond_u64_seconds(text) {
         return Err(format!("'{text}' is not a duration: it is too large"));
@@ -30,6 +15,87 @@ pub fn parse(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text).map_err(|err| {
         format!("'{text}' is not a duration ({err}); use seconds (10, 0.5) or a unit (250ms, 30s, 5m, 1h)")
     })
+}
+
+/// Plain seconds in the decimal forms strtod(3) (and so flock(1)'s `-w`)
+/// takes: `10`, `0.5`, `.5`, `1.`, `+2`, `1e3`, `2.5E-1`. Read exactly, in
+/// integers (an f64 rounds `16777216.023` and every whole number past 2^53),
+/// to the nanosecond, truncating below it. None when `text` is not such a
+/// number (then it may have a unit).
+fn decimal_seconds(text: &str) -> Option<Result<Duration, &'static str>> {
+    let (negative, rest) = match text.as_bytes().first()? {
+        b'-' => (true, &text[1..]),
+        b'+' => (false, &text[1..]),
+        _ => (false, text),
+    };
+    let (mantissa, exponent) = match rest.find(['e', 'E']) {
+        Some(at) => (&rest[..at], Some(&rest[at + 1..])),
+        None => (rest, None),
+    };
+    let (whole, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(whole) || !digits(fraction) || whole.len() + fraction.len() == 0 {
+        return None;
+    }
+    let exponent: i64 = match exponent {
+        None => 0,
+        Some(e) => {
+            let unsigned = e.strip_prefix(['+', '-']).unwrap_or(e);
+            if unsigned.is_empty() || !digits(unsigned) {
+                return None;
+            }
+            // Past any u64 of seconds either way; saturate rather than overflow.
+            e.parse().unwrap_or(if e.starts_with('-') {
+                i64::MIN
+            } else {
+                i64::MAX
+            })
+        }
+    };
+    let significant = format!("{whole}{fraction}");
+    if negative && significant.bytes().any(|b| b != b'0') {
+        return Some(Err("it must be 0 or more seconds"));
+    }
+    // The decimal point moves `exponent` places right of where it was.
+    let point = (whole.len() as i64).saturating_add(exponent);
+    let (int_digits, frac_digits): (String, String) = if point <= 0 {
+        let zeros = usize::try_from(point.unsigned_abs())
+            .unwrap_or(usize::MAX)
+            .min(9);
+        (String::new(), "0".repeat(zeros) + &significant)
+    } else if point as u64 >= significant.len() as u64 {
+        let zeros = point as u64 - significant.len() as u64;
+        if significant.trim_start_matches('0').is_empty() {
+            (String::new(), String::new())
+        } else if zeros > 20 {
+            return Some(Err("it is too large"));
+        } else {
+            (
+                significant.clone() + &"0".repeat(zeros as usize),
+                String::new(),
+            )
+        }
+    } else {
+        let (i, f) = significant.split_at(point as usize);
+        (i.to_owned(), f.to_owned())
+    };
+    let int_digits = int_digits.trim_start_matches('0');
+    let secs = if int_digits.is_empty() {
+        0
+    } else if int_digits.len() > 20 {
+        return Some(Err("it is too large"));
+    } else {
+        match int_digits.parse::<u64>() {
+            Ok(secs) => secs,
+            Err(_) => return Some(Err("it is too large")),
+        }
+    };
+    let nanos = frac_digits
+        .bytes()
+        .chain(std::iter::repeat(b'0'))
+        .take(9)
+        .fold(0u32, |n, b| n * 10 + u32::from(b - b'0'));
+    Some(Ok(Duration::new(secs, nanos)))
 }
 
 /// Whether humantime could add `text` up past `u64::MAX` seconds, where it
@@ -92,7 +158,21 @@ mod tests {
 
     #[test]
     fn rejected() {
-        for text in ["", "abc", "-1", "-0.5", "NaN", "inf", "5 parsecs", "1e400"] {
+        for text in [
+            "",
+            "abc",
+            "-1",
+            "-0.5",
+            "-1e-3",
+            "NaN",
+            "inf",
+            "5 parsecs",
+            "1e400",
+            ".",
+            "1e",
+            "e3",
+            "1e+",
+        ] {
             assert!(parse(text).is_err(), "{text} should be rejected");
         }
     }
@@ -110,6 +190,13 @@ mod tests {
             ("1.", Duration::from_secs(1)),
             (".5", Duration::from_millis(500)),
             ("1e3", Duration::from_secs(1000)),
+            ("1.5e3", Duration::from_secs(1500)),
+            ("2.5E-1", Duration::from_millis(250)),
+            ("+2", Duration::from_secs(2)),
+            ("-0", Duration::ZERO),
+            ("1e-10", Duration::ZERO),
+            ("0e99999999999999999999", Duration::ZERO),
+            ("123456789e-9", Duration::from_nanos(123_456_789)),
         ];
         for (text, want) in cases {
             assert_eq!(parse(text), Ok(want), "{text}");

@@ -393,7 +393,15 @@ fn explain(err: &http::Error, bounds: Bounds) -> (Exit, String) {
 }
 
 fn secs(d: Duration) -> String {
-    format!("{} s", d.as_secs_f32())
+    // In integers: formatting a float would link core's float printing.
+    match d.subsec_millis() {
+        0 => format!("{} s", d.as_secs()),
+        ms => format!(
+            "{}.{} s",
+            d.as_secs(),
+            format!("{ms:03}").trim_end_matches('0')
+        ),
+    }
 }
 
 /// How much of an answer's body a message quotes, in characters.
