@@ -45,6 +45,7 @@ fn record() -> impl Strategy<Value = Record> {
             prop::option::of(any::<i32>()),
             prop::option::of(any::<u64>()),
             prop::option::of(any::<String>()),
+            any::<bool>(),
         ),
     )
         .prop_map(
@@ -52,7 +53,7 @@ fn record() -> impl Strategy<Value = Record> {
                 (mode, v, pid, owner),
                 (start, boot_id, pid_ns, uid),
                 cmd,
-                (fd, owner_start, reason),
+                (fd, owner_start, reason, shared),
             )| Record {
                 tool: TOOL.to_owned(),
                 v,
@@ -68,6 +69,7 @@ fn record() -> impl Strategy<Value = Record> {
                 reason,
                 owner_start,
                 fd,
+                shared,
             },
         )
 }

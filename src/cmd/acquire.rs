@@ -43,6 +43,7 @@ pub fn run(ctx: &Context, args: AcquireArgs) -> Result<u8> {
     });
     let mut record = Record::new(Mode::Acquire, 0, owner.id.pid, owner.cmd.clone());
     record.owner_start = owner.id.start;
+    record.shared = args.wait.shared;
     let started = keeper::start(
         &ctx.locations.targets,
         record,

@@ -25,7 +25,10 @@ pub fn run(ctx: &Context, args: RunArgs) -> Result<u8> {
         .iter()
         .map(|arg| arg.to_string_lossy().into_owned())
         .collect();
-    let record = Record::new(Mode::Run, me, me, cmd_words);
+    let record = Record {
+        shared: args.wait.shared,
+        ..Record::new(Mode::Run, me, me, cmd_words)
+    };
     let notify = |event: crate::lock::Event<'_>| tell(&ctx.ui, event);
     let held = take_all(
         &ctx.locations.targets,
