@@ -139,15 +139,18 @@ impl Record {
     /// Read a lock file's content: its first line is the creator's record.
     /// `None` means it is not resin-lock's (empty, `0`, garbage, another
     /// tool's JSON): a foreign lock. Only a shared lock has more lines (its
-    /// joiners' records, read by `holders`), and may be read cut short.
+    /// joiners' records, read by `holders`, appended only while the file
+    /// stays within `MAX_LEN`).
     pub fn parse(bytes: &[u8]) -> Option<(Record, serde_json::Value)> {
+        if bytes.len() > MAX_LEN {
+            return None;
+        }
         let (first, rest) = match bytes.iter().position(|b| *b == b'\n') {
             Some(end) => (&bytes[..end], &bytes[end + 1..]),
             None => (bytes, &[][..]),
         };
         let (record, value) = Record::parse_line(first)?;
-        (record.shared || (rest.trim_ascii().is_empty() && bytes.len() <= MAX_LEN))
-            .then_some((record, value))
+        (record.shared || rest.trim_ascii().is_empty()).then_some((record, value))
     }
 
     fn parse_line(line: &[u8]) -> Option<(Record, serde_json::Value)> {
