@@ -118,11 +118,16 @@ impl Held {
     /// LOCK_EX; the others just let go.
     pub fn release(self) -> io::Result<Released> {
         let name = lock_name(&self.path)?;
-        let outcome = if self.shared && !self.last_out()? {
-            match self.dir.stat(name)? {
-                Some(s) if (s.st_dev, s.st_ino) == self.ident => Released::Left,
-                Some(_) => Released::Replaced,
-                None => Released::Gone,
+        // Under our LOCK_SH nobody but a forced removal takes the file
+        // away. Once we let go (`last_out` does at once), another holder
+        // may be the last one out and remove it, as it should.
+        let outcome = if self.shared && names_in(&self.dir, name, self.ident) {
+            match self.last_out()? {
+                true => match unlink_if_same(&self.dir, name, self.ident)? {
+                    Released::Removed => Released::Removed,
+                    _ => Released::Left,
+                },
+                false => Released::Left,
             }
         } else {
             unlink_if_same(&self.dir, name, self.ident)?
