@@ -15,7 +15,7 @@
 //!
 //! This module drives the run and prints the table; each benchmark family
 //! is a module of its own (`per_call` and `shell_loop`, `peak_rss` and
-//! `idle`, `handoff`, `contention`, `sizes`), on the shared `process`
+//! `idle`, `handoff`, `contention`, `shared`, `sizes`), on the shared `process`
 //! (spawning, reaping, scratch files) and `stats` (interleaving, quantiles)
 //! modules.
 //!
@@ -32,6 +32,7 @@ mod peak_rss;
 mod peers;
 mod per_call;
 mod process;
+mod shared;
 mod shell_loop;
 mod sizes;
 mod stats;
@@ -67,6 +68,8 @@ struct Plan {
     /// Contention: trials per tool, and loops per process in each trial.
     contention_trials: usize,
     contention_loops: usize,
+    /// Shared join/leave: rounds of each interleaved case.
+    shared: usize,
 }
 
 const FULL: Plan = Plan {
@@ -79,6 +82,7 @@ const FULL: Plan = Plan {
     handoff_lockfile: 5,
     contention_trials: 5,
     contention_loops: 100,
+    shared: 200,
 };
 
 const QUICK: Plan = Plan {
@@ -91,6 +95,7 @@ const QUICK: Plan = Plan {
     handoff_lockfile: 2,
     contention_trials: 2,
     contention_loops: 25,
+    shared: 30,
 };
 
 /// Untimed runs of each case before a comparison starts.
@@ -104,7 +109,12 @@ pub fn bench(root: &Path, quick: bool) -> Result<(), String> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
     let target_dir = dist::target_dir(&cargo, root)?;
     let release = build_release(&cargo, root, &target_dir)?;
-    let static_bin = build_dist(root, &target_dir);
+    // `RESIN_LOCK_BENCH_ONLY=shared`: that family alone, on the release build.
+    let only = std::env::var("RESIN_LOCK_BENCH_ONLY").ok();
+    let static_bin = match only {
+        Some(_) => None,
+        None => build_dist(root, &target_dir),
+    };
 
     process::set_child_subreaper();
     let scratch = Scratch::new()?;
@@ -122,6 +132,12 @@ pub fn bench(root: &Path, quick: bool) -> Result<(), String> {
     };
 
     let mut report = Report::default();
+    if only.as_deref() == Some("shared") {
+        shared::measure(&tools, &scratch, plan, &mut report)?;
+        process::reap_orphans();
+        print_report(root, plan, quick, &report);
+        return Ok(());
+    }
     per_call::run_true(&tools, &scratch, plan, &mut report)?;
     shell_loop::run_true(&tools, &scratch, plan, &mut report)?;
     per_call::acquire_release(&tools, &scratch, plan, &mut report)?;
@@ -130,6 +146,7 @@ pub fn bench(root: &Path, quick: bool) -> Result<(), String> {
     idle::measure(&tools, &scratch, plan, &mut report)?;
     handoff::measure(&tools, root, &scratch, plan, &mut report)?;
     contention::measure(&tools, &scratch, plan, &mut report)?;
+    shared::measure(&tools, &scratch, plan, &mut report)?;
     sizes::measure(&release, static_bin.as_deref(), &mut report.rows);
     process::reap_orphans();
 
@@ -312,7 +329,7 @@ fn print_header(root: &Path, plan: &Plan, quick: bool) {
     println!(
         "- rounds: per-call {} (direct spawn), {} runs x {} blocks of {} (shell loop), \
          peak RSS {}, idle RSS {}, handoff {} (resin-lock, flock) / {} (npm) / {} (lockfile), \
-         contention {} trials of {CONTENDERS} x {}; medians, commands interleaved",
+         contention {} trials of {CONTENDERS} x {}, shared {}; medians, commands interleaved",
         plan.per_call,
         shell_loop::RUNS,
         plan.shell_blocks,
@@ -323,7 +340,8 @@ fn print_header(root: &Path, plan: &Plan, quick: bool) {
         plan.handoff_npm,
         plan.handoff_lockfile,
         plan.contention_trials,
-        plan.contention_loops
+        plan.contention_loops,
+        plan.shared
     );
 }
 
