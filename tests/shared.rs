@@ -317,3 +317,28 @@ fn a_joiner_racing_the_last_leaver_never_holds_an_unlinked_file() {
     assert!(!s.lock().exists(), "the last one out removes the file");
     assert_eq!(s.leftovers(&[]), Vec::<String>::new());
 }
+
+#[test]
+fn an_exclusive_acquire_of_an_owner_holding_a_shared_lock_does_not_wait_for_itself() {
+    let s = Scratch::new();
+    let a = Holder::run(&s, true, "a");
+    let owner = Sleeper::new();
+    s.cmd(&["acquire", "-s", "--owner", &owner.pid()])
+        .assert()
+        .success();
+    // Its keeper is the second holder listed, not the file's creator.
+    let out = output_or_kill(s.cmd(&["acquire", "--owner", &owner.pid()]));
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("already held by this owner"), "{stderr}");
+    // A live `run -s` is released when its command ends, not by `release`.
+    s.cmd(&["release", "--owner", &owner.pid()])
+        .assert()
+        .success();
+    s.cmd(&["release"])
+        .assert()
+        .code(1)
+        .stderr(contains("held by a running resin-lock run -s"));
+    a.leave();
+    assert!(!s.lock().exists());
+}

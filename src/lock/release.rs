@@ -236,6 +236,9 @@ fn release_shared(
             let what = format!("shared holders: {holder}");
             return removed(dir, name, ident, Outcome::ForcedForeign { what }, path);
         }
+        if !live.is_empty() && live.iter().all(|h| h.mode == Mode::Run) {
+            return Ok(Outcome::Refused(Refusal::LiveRun { holder }));
+        }
         return Ok(Outcome::Refused(Refusal::NotOwner { holder }));
     };
     for keeper in &own {

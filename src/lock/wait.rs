@@ -246,13 +246,19 @@ impl Said {
 /// An `acquire` whose owner already holds the lock fails at once instead of
 /// waiting for itself (SPEC 2b).
 fn refuse_own_lock(targets: &[Target], busy: &Busy, opts: WaitOpts) -> Result<()> {
-    let (Some(owner), Some(record)) = (opts.owner, busy.holder.parsed.as_ref()) else {
+    let Some(owner) = opts.owner else {
         return Ok(());
     };
-    if busy.holder.state != State::Held
-        || record.mode != Mode::Acquire
-        || !owner.is(record.owner, record.owner_start)
-    {
+    // A shared lock's holders are all listed; this owner's may be any one.
+    let own = |r: &&Record| r.mode == Mode::Acquire && owner.is(r.owner, r.owner_start);
+    let record = match busy.holder.holder_records.iter().find(own) {
+        Some(record) => record,
+        None => match busy.holder.parsed.as_ref().filter(own) {
+            Some(record) => record,
+            None => return Ok(()),
+        },
+    };
+    if busy.holder.state != State::Held {
         return Ok(());
     }
     Err(fail_with(
