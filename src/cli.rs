@@ -185,6 +185,13 @@ pub struct WaitArgs {
         value_hint = ValueHint::Other
     )]
     pub conflict_exit_code: Option<u8>,
+
+    /// Share the lock: several holders at once (LOCK_SH), each blocking updates; the last one out removes it.
+    ///
+    /// A shared taker waits only for an exclusive holder or a foreign lock;
+    /// an exclusive one waits until every shared holder is gone.
+    #[arg(short = 's', long)]
+    pub shared: bool,
 }
 
 // What the lock says about itself, and how long it may last (shared by

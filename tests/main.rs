@@ -7,6 +7,7 @@ mod locate;
 mod lock;
 mod props;
 mod run;
+mod shared;
 mod ship;
 mod supervisor;
 mod torture;

@@ -46,6 +46,7 @@ fn record() -> impl Strategy<Value = Record> {
             prop::option::of(any::<u64>()),
             prop::option::of(any::<String>()),
             prop::option::of(any::<u64>()),
+            any::<bool>(),
         ),
     )
         .prop_map(
@@ -53,7 +54,7 @@ fn record() -> impl Strategy<Value = Record> {
                 (mode, v, pid, owner),
                 (start, boot_id, pid_ns, uid),
                 cmd,
-                (fd, owner_start, reason, max_hold_ms),
+                (fd, owner_start, reason, max_hold_ms, shared),
             )| Record {
                 tool: TOOL.to_owned(),
                 v,
@@ -71,6 +72,7 @@ fn record() -> impl Strategy<Value = Record> {
                 max_hold_ms,
                 owner_start,
                 fd,
+                shared,
             },
         )
 }

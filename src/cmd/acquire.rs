@@ -46,6 +46,7 @@ pub fn run(ctx: &Context, args: AcquireArgs) -> Result<u8> {
     record.set_reason(args.hold.reason.as_deref());
     record.set_max_hold(args.hold.max_hold);
     let notes = super::hold_notes(&record);
+    record.shared = args.wait.shared;
     let started = keeper::start(
         &ctx.locations.targets,
         record,

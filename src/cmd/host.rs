@@ -186,7 +186,7 @@ fn look(root: &Path, path: &Path, file: &'static str) -> Result<Option<HostLock>
             let flags = OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_NOCTTY;
             let flocked = dir
                 .open_file(name, flags, 0)
-                .and_then(|f| flock_held(&f))
+                .and_then(|f| flock_held(&f, false))
                 .unwrap_or(false);
             (mtime, flocked)
         }

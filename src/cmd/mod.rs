@@ -109,6 +109,7 @@ pub fn wait_opts(args: &WaitArgs, owner: Option<ProcId>) -> WaitOpts {
         timeout: args.timeout,
         busy_code: args.conflict_exit_code.unwrap_or(Exit::Busy.code()),
         owner,
+        shared: args.shared,
     }
 }
 
@@ -176,6 +177,9 @@ pub fn tell(ui: &Ui, event: Event<'_>) {
         }),
         Event::Released { path, how } => match how {
             Released::Removed => ui.verbose(|| format!("released {}", path.display())),
+            Released::Left => {
+                ui.verbose(|| format!("left {} to its other shared holders", path.display()))
+            }
             Released::Gone => ui.warn(maybe_forced(path)),
             Released::Replaced => ui.warn(format!(
                 "{}; another file is there now, left it alone",

@@ -28,6 +28,7 @@ pub fn run(ctx: &Context, args: RunArgs) -> Result<u8> {
     let mut record = Record::new(Mode::Run, me, me, cmd_words);
     record.set_reason(args.hold.reason.as_deref());
     record.set_max_hold(args.hold.max_hold);
+    record.shared = args.wait.shared;
     let notify = |event: crate::lock::Event<'_>| tell(&ctx.ui, event);
     let held = take_all(
         &ctx.locations.targets,

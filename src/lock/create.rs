@@ -28,19 +28,20 @@ pub enum Created {
     Exists(LockDir),
 }
 
-/// Create lock `path` (in `dir`) with `content`, flocked, or report that it exists.
-pub fn create(dir: LockDir, path: &Path, content: &[u8]) -> io::Result<Created> {
+/// Create lock `path` (in `dir`) with `content`, flocked (LOCK_SH when
+/// `shared`, else LOCK_EX), or report that it exists.
+pub fn create(dir: LockDir, path: &Path, content: &[u8], shared: bool) -> io::Result<Created> {
     let name = lock_name(path)?;
     match dir.tmpfile(MODE) {
         Ok(file) => {
-            prepare(&file, content)?;
+            prepare(&file, content, shared)?;
             match dir.link_unnamed(&file, name) {
-                Ok(()) => return Held::new(path, dir, file).map(Created::Taken),
+                Ok(()) => return Held::new(path, dir, file, shared).map(Created::Taken),
                 Err(Errno::EEXIST) => return Ok(Created::Exists(dir)),
                 // No /proc to name the unnamed file by: use a named one.
                 Err(Errno::ENOENT) if !crate::procfs::proc_mounted() => {}
                 Err(Errno::EPERM | Errno::EOPNOTSUPP | Errno::ENOSYS) => {
-                    return create_exclusive(dir, path, content);
+                    return create_exclusive(dir, path, content, shared);
                 }
                 Err(err) => return Err(err.into()),
             }
@@ -48,25 +49,31 @@ pub fn create(dir: LockDir, path: &Path, content: &[u8]) -> io::Result<Created> 
         Err(err) if !tmpfile_unsupported(&err) => return Err(err),
         Err(_) => {}
     }
-    create_via_named_temp(dir, path, content)
+    create_via_named_temp(dir, path, content, shared)
 }
 
 /// An O_TMPFILE in the lock's directory, mode 0644 and flocked, but neither
 /// written nor linked yet: `acquire` makes these before it forks its keeper,
 /// which so holds them from birth (see `keeper`). Errors only mean this way
 /// is not open; `create` then reports them properly.
-pub fn prepare_tmpfile(dir: &LockDir) -> io::Result<File> {
+pub fn prepare_tmpfile(dir: &LockDir, shared: bool) -> io::Result<File> {
     let file = dir.tmpfile(MODE)?;
-    set_mode_and_lock(&file)?;
+    set_mode_and_lock(&file, shared)?;
     Ok(file)
 }
 
 /// Write `content` into a file from `prepare_tmpfile` and link it at `path`.
-pub fn link_prepared(dir: LockDir, path: &Path, file: File, content: &[u8]) -> io::Result<Created> {
+pub fn link_prepared(
+    dir: LockDir,
+    path: &Path,
+    file: File,
+    content: &[u8],
+    shared: bool,
+) -> io::Result<Created> {
     let name = lock_name(path)?;
     (&file).write_all(content)?;
     match dir.link_unnamed(&file, name) {
-        Ok(()) => Held::new(path, dir, file).map(Created::Taken),
+        Ok(()) => Held::new(path, dir, file, shared).map(Created::Taken),
         Err(Errno::EEXIST) => Ok(Created::Exists(dir)),
         Err(err) => Err(err.into()),
     }
@@ -81,16 +88,21 @@ fn tmpfile_unsupported(err: &io::Error) -> bool {
 }
 
 /// Write the record, set the mode regardless of umask, take the flock.
-fn prepare(file: &File, content: &[u8]) -> io::Result<()> {
-    set_mode_and_lock(file)?;
+fn prepare(file: &File, content: &[u8], shared: bool) -> io::Result<()> {
+    set_mode_and_lock(file, shared)?;
     (&*file).write_all(content)
 }
 
 /// Set the mode regardless of umask and take the flock of a new file.
-fn set_mode_and_lock(file: &File) -> io::Result<()> {
+fn set_mode_and_lock(file: &File, shared: bool) -> io::Result<()> {
     file.set_permissions(fs::Permissions::from_mode(MODE))?;
     // A fresh inode nobody else can name yet: the lock cannot be busy.
-    file.try_lock().map_err(io::Error::from)
+    if shared {
+        file.try_lock_shared()
+    } else {
+        file.try_lock()
+    }
+    .map_err(io::Error::from)
 }
 
 /// The temp-file names of lock `name`: `.NAME.<16 hex digits>.tmp`.
@@ -165,7 +177,12 @@ impl Drop for TempName<'_> {
     }
 }
 
-fn create_via_named_temp(dir: LockDir, path: &Path, content: &[u8]) -> io::Result<Created> {
+fn create_via_named_temp(
+    dir: LockDir,
+    path: &Path,
+    content: &[u8],
+    shared: bool,
+) -> io::Result<Created> {
     let name = lock_name(path)?;
     clean_leftover_temps(&dir, name);
     let outcome = {
@@ -192,7 +209,7 @@ fn create_via_named_temp(dir: LockDir, path: &Path, content: &[u8]) -> io::Resul
         // Blocking: a `clean_leftover_temps` elsewhere may probe it for a
         // moment (it never removes one this new).
         file.lock()?;
-        prepare(&file, content)?;
+        prepare(&file, content, shared)?;
         let linked = dir.link(&temp.name, name);
         drop(temp);
         match linked {
@@ -203,23 +220,28 @@ fn create_via_named_temp(dir: LockDir, path: &Path, content: &[u8]) -> io::Resul
         }
     };
     match outcome {
-        Ok(Some(file)) => Held::new(path, dir, file).map(Created::Taken),
+        Ok(Some(file)) => Held::new(path, dir, file, shared).map(Created::Taken),
         Ok(None) => Ok(Created::Exists(dir)),
-        Err(None) => create_exclusive(dir, path, content),
+        Err(None) => create_exclusive(dir, path, content, shared),
         Err(Some(err)) => Err(err),
     }
 }
 
 /// The fallback where link(2) is unsupported: O_CREAT|O_EXCL, lock, write.
-fn create_exclusive(dir: LockDir, path: &Path, content: &[u8]) -> io::Result<Created> {
+fn create_exclusive(
+    dir: LockDir,
+    path: &Path,
+    content: &[u8],
+    shared: bool,
+) -> io::Result<Created> {
     let name = lock_name(path)?;
     match dir.open_file(name, OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_EXCL, MODE) {
         Ok(file) => {
-            if let Err(err) = prepare(&file, content) {
+            if let Err(err) = prepare(&file, content, shared) {
                 let _ = dir.unlink(name);
                 return Err(err);
             }
-            Held::new(path, dir, file).map(Created::Taken)
+            Held::new(path, dir, file, shared).map(Created::Taken)
         }
         Err(err) if err.kind() == io::ErrorKind::AlreadyExists => Ok(Created::Exists(dir)),
         Err(err) => Err(err),

@@ -4,7 +4,8 @@
 
 use std::ffi::OsStr;
 use std::fs::{self, File};
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::FileExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -156,9 +157,16 @@ fn describe_foreign(bytes: &[u8]) -> String {
 
 /// Whether anyone holds the flock on `file`. Probed with a shared lock,
 /// which never blocks a holder; a prober's own brief shared lock is what
-/// `try_exclusive` looks past.
-pub fn flock_held(file: &File) -> io::Result<bool> {
-    match file.try_lock_shared() {
+/// `try_exclusive` looks past. A shared lock's holders are seen only by a
+/// LOCK_EX probe, which a joiner (`try_join`) and the last one out
+/// (`Held::release`) look past in turn.
+pub fn flock_held(file: &File, shared: bool) -> io::Result<bool> {
+    let probe = if shared {
+        file.try_lock()
+    } else {
+        file.try_lock_shared()
+    };
+    match probe {
         Ok(()) => {
             file.unlock()?;
             Ok(false)
@@ -204,6 +212,117 @@ pub fn try_exclusive(file: &File) -> io::Result<Exclusive> {
     Ok(Exclusive::Shared)
 }
 
+/// Take LOCK_SH on `file` to join a shared lock, unless nobody holds it
+/// (`Taken`: we hold LOCK_EX, it is stale) or an exclusive holder does
+/// (`Held`). `Shared`: we hold LOCK_SH now.
+///
+/// LOCK_EX held for a moment (a `status` probe, the last one out on its way
+/// to removing the file) is waited out as `try_exclusive` does.
+pub fn try_join(file: &File) -> io::Result<Exclusive> {
+    let mut pause = std::time::Duration::from_micros(100);
+    for _ in 0..10 {
+        match file.try_lock() {
+            Ok(()) => return Ok(Exclusive::Taken),
+            Err(fs::TryLockError::WouldBlock) => {}
+            Err(fs::TryLockError::Error(err)) => return Err(err),
+        }
+        match file.try_lock_shared() {
+            Ok(()) => return Ok(Exclusive::Shared),
+            Err(fs::TryLockError::WouldBlock) => {}
+            Err(fs::TryLockError::Error(err)) => return Err(err),
+        }
+        std::thread::sleep(pause);
+        pause *= 2;
+    }
+    Ok(Exclusive::Held)
+}
+
+/// Add a joiner's record to a shared lock file we hold: one O_APPEND write,
+/// so the lines never mix. Best effort: a file of another user, or one
+/// grown to `MAX_LEN`, keeps the lock without listing this holder.
+pub fn append_line(dir: &LockDir, name: &OsStr, ident: Ident, line: &[u8]) {
+    let Ok(mut file) = dir.open_file(
+        name,
+        OFlag::O_WRONLY | OFlag::O_APPEND | OFlag::O_NONBLOCK,
+        0,
+    ) else {
+        return;
+    };
+    if file.metadata().is_ok_and(|m| {
+        (m.dev(), m.ino()) == ident && m.is_file() && m.len() as usize + line.len() <= MAX_LEN
+    }) {
+        let _ = file.write_all(line);
+    }
+}
+
+/// The records of every holder a shared lock file lists (the creator's
+/// first), reading at most `MAX_LEN` bytes.
+pub fn read_holders(file: &File) -> Vec<Record> {
+    let mut bytes = vec![0; MAX_LEN];
+    let mut len = 0;
+    while len < bytes.len() {
+        match file.read_at(&mut bytes[len..], len as u64) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    Record::holders(&bytes[..len])
+}
+
+/// Whether the holder a record names still holds the file `ident`: its
+/// process has it open. A holder we cannot look at (another pid
+/// namespace, no permission) counts as holding it.
+pub fn holds(record: &Record, ident: Ident) -> bool {
+    let ours = crate::procfs::pid_namespace().unwrap_or(0);
+    if record.pid_ns != 0 && ours != 0 && record.pid_ns != ours {
+        return true;
+    }
+    let pid = nix::unistd::Pid::from_raw(record.pid);
+    match crate::procfs::process_holds_inode(pid, ident.0, ident.1, record.fd) {
+        Ok(held) => held,
+        Err(err) => err.kind() != io::ErrorKind::NotFound,
+    }
+}
+
+/// One live holder, as `status --json` lists it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Holder {
+    pub pid: i32,
+    pub owner: i32,
+    pub mode: super::record::Mode,
+    pub shared: bool,
+    pub reason: Option<String>,
+    pub since: String,
+}
+
+impl Holder {
+    fn of(record: &Record) -> Holder {
+        Holder {
+            pid: record.pid,
+            owner: record.owner,
+            mode: record.mode,
+            shared: record.shared,
+            reason: record.reason.clone(),
+            since: record.start.clone(),
+        }
+    }
+}
+
+/// The live holders of a held resin-lock lock: its one record, or for a
+/// shared lock every listed holder that still holds it.
+fn live_holders(file: &File, ident: Ident, record: &Record) -> (Vec<Holder>, Vec<Record>) {
+    if !record.shared {
+        return (vec![Holder::of(record)], vec![record.clone()]);
+    }
+    let live: Vec<Record> = read_holders(file)
+        .into_iter()
+        .filter(|h| holds(h, ident))
+        .collect();
+    (live.iter().map(Holder::of).collect(), live)
+}
+
 /// Why a resin-lock record is stale, if it is.
 pub fn stale_reason(record: &Record, flocked: bool) -> Option<&'static str> {
     let boot = crate::procfs::boot_id().unwrap_or_default();
@@ -227,8 +346,12 @@ pub struct Inspection {
     pub owner_uid: Option<u32>,
     pub record: Option<serde_json::Value>,
     pub stale_reason: Option<String>,
+    /// Every live holder (several for a shared lock).
+    pub holders: Vec<Holder>,
     #[serde(skip)]
     pub parsed: Option<Record>,
+    #[serde(skip)]
+    pub holder_records: Vec<Record>,
     #[serde(skip)]
     pub what: Option<String>,
 }
@@ -243,7 +366,9 @@ impl Inspection {
             owner_uid: None,
             record: None,
             stale_reason: None,
+            holders: Vec::new(),
             parsed: None,
+            holder_records: Vec::new(),
             what: None,
         }
     }
@@ -268,9 +393,17 @@ impl Inspection {
                 ..Inspection::free(path)
             },
             Found::Ours {
-                uid, record, raw, ..
+                file,
+                ident,
+                uid,
+                record,
+                raw,
             } => {
                 let reason = stale_reason(record, flocked);
+                let (holders, holder_records) = match reason {
+                    None => live_holders(file, *ident, record),
+                    Some(_) => Default::default(),
+                };
                 Inspection {
                     state: if reason.is_some() {
                         State::Stale
@@ -282,6 +415,8 @@ impl Inspection {
                     owner_uid: Some(*uid),
                     record: Some(raw.clone()),
                     stale_reason: reason.map(str::to_owned),
+                    holders,
+                    holder_records,
                     parsed: Some(Record::clone(record)),
                     ..Inspection::free(path)
                 }
@@ -291,6 +426,19 @@ impl Inspection {
 
     /// Who holds it, in words: "resin-lock run (pid 42: ./flash.sh) since …".
     pub fn holder(&self) -> String {
+        if self.parsed.as_ref().is_some_and(|r| r.shared) && !self.holder_records.is_empty() {
+            let each: Vec<String> = self
+                .holder_records
+                .iter()
+                .map(Inspection::record_holder)
+                .collect();
+            return format!(
+                "{} shared holder{}: {}",
+                each.len(),
+                if each.len() == 1 { "" } else { "s" },
+                each.join("; ")
+            );
+        }
         match (&self.parsed, &self.what) {
             (Some(record), _) => Inspection::record_holder(record),
             (None, Some(what)) => what.clone(),
@@ -318,8 +466,9 @@ impl Inspection {
             })
             .unwrap_or_default();
         format!(
-            "resin-lock {} ({pid}: {}{reason}{max_hold}) {}",
+            "resin-lock {}{} ({pid}: {}{reason}{max_hold}) {}",
             record.mode.as_str(),
+            if record.shared { " -s" } else { "" },
             crate::ui::escape_controls(&record.command_line()),
             record.since()
         )
@@ -360,7 +509,7 @@ pub fn inspect(target: &super::Target) -> io::Result<Inspection> {
     };
     let found = examine(&dir, lock_name(path)?)?;
     let flocked = match &found {
-        Found::Ours { file, .. } => flock_held(file)?,
+        Found::Ours { file, record, .. } => flock_held(file, record.shared)?,
         _ => false,
     };
     Ok(Inspection::from_found(path, &found, flocked))

@@ -88,7 +88,7 @@ pub fn start(
         .map(|ms| (Duration::from_millis(ms), !quiet));
     // The fast path: a flocked O_TMPFILE per lock made before the fork, so
     // the keeper holds them from birth.
-    let prepared = prepare_all(targets);
+    let prepared = prepare_all(targets, opts.shared);
 
     // The signals that end a wait (ABORT_WAIT) stay blocked until a handler
     // is in place (slow path) or for good (fast path): one that comes while
@@ -114,24 +114,25 @@ pub fn start(
             let mut keeper_mask = mask;
             keeper_mask.add(Signal::SIGUSR1);
             let _ = keeper_mask.thread_set_mask();
+            let shared = opts.shared;
             let prepared = prepared
                 .map(|files| {
                     targets
                         .iter()
                         .map(|t| t.path.clone())
                         .zip(files)
-                        .filter_map(|(path, (dir, file))| Held::new(&path, dir, file).ok())
+                        .filter_map(|(path, (dir, file))| Held::new(&path, dir, file, shared).ok())
                         .collect()
                 })
                 .unwrap_or_default();
-            keeper_main(provisions, prepared)
+            keeper_main(provisions, prepared, shared)
         }
         ForkResult::Parent { child } => child,
     };
     drop(provisions);
 
     record.pid = keeper.as_raw();
-    match prepared.map(|files| link_all(targets, files, &record)) {
+    match prepared.map(|files| link_all(targets, files, &record, opts.shared)) {
         Some(Some(held)) => fast_path(ours, keeper, held, &aborting, notify),
         fast => {
             if fast.is_some() {
@@ -264,12 +265,12 @@ fn pending_signal(set: &SigSet) -> Option<i32> {
 }
 
 /// The fast path's directories and files, or None where it is not open.
-fn prepare_all(targets: &[Target]) -> Option<Vec<(LockDir, File)>> {
+fn prepare_all(targets: &[Target], shared: bool) -> Option<Vec<(LockDir, File)>> {
     targets
         .iter()
         .map(|target| {
             let dir = LockDir::open(target).ok()?;
-            let file = create::prepare_tmpfile(&dir).ok()?;
+            let file = create::prepare_tmpfile(&dir, shared).ok()?;
             Some((dir, file))
         })
         .collect()
@@ -277,7 +278,12 @@ fn prepare_all(targets: &[Target]) -> Option<Vec<(LockDir, File)>> {
 
 /// Link every prepared file, in order; None (and nothing left linked) if
 /// any path is taken or anything fails: the slow path takes over.
-fn link_all(targets: &[Target], files: Vec<(LockDir, File)>, record: &Record) -> Option<Vec<Held>> {
+fn link_all(
+    targets: &[Target],
+    files: Vec<(LockDir, File)>,
+    record: &Record,
+    shared: bool,
+) -> Option<Vec<Held>> {
     let mut held: Vec<Held> = Vec::with_capacity(files.len());
     for (target, (dir, file)) in targets.iter().zip(files) {
         // The same file twice (the same directory reached twice): the
@@ -288,7 +294,7 @@ fn link_all(targets: &[Target], files: Vec<(LockDir, File)>, record: &Record) ->
             ..record.clone()
         }
         .to_line();
-        match create::link_prepared(dir, &target.path, file, content.as_bytes()) {
+        match create::link_prepared(dir, &target.path, file, content.as_bytes(), shared) {
             Ok(Created::Taken(lock)) => held.push(lock),
             Ok(Created::Exists(_)) | Err(_) => {
                 let _ = release_all(held, &ignore);
@@ -329,8 +335,8 @@ fn hand_over(sock: &OwnedFd, held: &[Held]) -> Result<()> {
 }
 
 /// The keeper: never returns.
-fn keeper_main(provisions: Provisions, prepared: Vec<Held>) -> ! {
-    let code = match keep(provisions, prepared) {
+fn keeper_main(provisions: Provisions, prepared: Vec<Held>, shared: bool) -> ! {
+    let code = match keep(provisions, prepared, shared) {
         Ok(()) => 0,
         Err(_) => 1,
     };
@@ -338,7 +344,7 @@ fn keeper_main(provisions: Provisions, prepared: Vec<Held>) -> ! {
 }
 
 /// Receive the lock (fast or slow path), then hold it.
-fn keep(provisions: Provisions, mut prepared: Vec<Held>) -> io::Result<()> {
+fn keep(provisions: Provisions, mut prepared: Vec<Held>, shared: bool) -> io::Result<()> {
     let Provisions {
         sock,
         owner_fd,
@@ -368,7 +374,7 @@ fn keep(provisions: Provisions, mut prepared: Vec<Held>) -> io::Result<()> {
         prepared
     } else {
         drop(prepared);
-        let held = adopt(&payload, fds)?;
+        let held = adopt(&payload, fds, shared)?;
         nix::unistd::write(&sock, ACK)?;
         drop(sock);
         held
@@ -379,7 +385,7 @@ fn keep(provisions: Provisions, mut prepared: Vec<Held>) -> io::Result<()> {
 }
 
 /// The locks sent by `hand_over`.
-fn adopt(payload: &[u8], fds: Vec<OwnedFd>) -> io::Result<Vec<Held>> {
+fn adopt(payload: &[u8], fds: Vec<OwnedFd>, shared: bool) -> io::Result<Vec<Held>> {
     let mut fds = fds.into_iter();
     payload
         .split(|b| *b == 0)
@@ -389,7 +395,7 @@ fn adopt(payload: &[u8], fds: Vec<OwnedFd>) -> io::Result<Vec<Held>> {
                 return Err(io::Error::other("a lock came without its directory"));
             };
             let dir = LockDir::from_fd(dir, super::dir::parent_of(&path).to_owned());
-            Held::new(&path, dir, File::from(file))
+            Held::new(&path, dir, File::from(file), shared)
         })
         .collect()
 }

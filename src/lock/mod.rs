@@ -73,6 +73,8 @@ pub struct Held {
     dir: LockDir,
     file: File,
     ident: Ident,
+    /// Held with LOCK_SH, maybe with other holders (`-s`).
+    shared: bool,
 }
 
 /// What releasing a lock found at its path.
@@ -84,18 +86,21 @@ pub enum Released {
     Replaced,
     /// Someone removed the file already.
     Gone,
+    /// A shared lock that other holders still hold: left to them.
+    Left,
 }
 
 impl Held {
     /// Adopt an open, flocked lock file and its directory (also how the
     /// keeper receives its locks).
-    pub fn new(path: &Path, dir: LockDir, file: File) -> io::Result<Held> {
+    pub fn new(path: &Path, dir: LockDir, file: File, shared: bool) -> io::Result<Held> {
         let meta = file.metadata()?;
         Ok(Held {
             path: path.to_owned(),
             dir,
             file,
             ident: (meta.dev(), meta.ino()),
+            shared,
         })
     }
 
@@ -109,10 +114,44 @@ impl Held {
 
     /// Remove the lock file if the path still names our inode (checked while
     /// we hold the flock), then let go of the flock.
+    /// A shared lock is removed only by the last one out, once it holds
+    /// LOCK_EX; the others just let go.
     pub fn release(self) -> io::Result<Released> {
-        let outcome = unlink_if_same(&self.dir, lock_name(&self.path)?, self.ident)?;
+        let name = lock_name(&self.path)?;
+        // Under our LOCK_SH nobody but a forced removal takes the file
+        // away. Once we let go (`last_out` does at once), another holder
+        // may be the last one out and remove it, as it should.
+        let outcome = if self.shared && names_in(&self.dir, name, self.ident) {
+            match self.last_out()? {
+                true => match unlink_if_same(&self.dir, name, self.ident)? {
+                    Released::Removed => Released::Removed,
+                    _ => Released::Left,
+                },
+                false => Released::Left,
+            }
+        } else {
+            unlink_if_same(&self.dir, name, self.ident)?
+        };
         drop(self.file);
         Ok(outcome)
+    }
+
+    /// Whether we are the last shared holder: LOCK_EX on our own
+    /// descriptor. A failed attempt lets go of our LOCK_SH (flock converts
+    /// by unlocking first), so from then on we hold nothing; if no other
+    /// live holder is listed, what blocks us is a prober's brief LOCK_SH,
+    /// which `try_exclusive` waits out.
+    fn last_out(&self) -> io::Result<bool> {
+        match self.file.try_lock() {
+            Ok(()) => return Ok(true),
+            Err(std::fs::TryLockError::WouldBlock) => {}
+            Err(std::fs::TryLockError::Error(err)) => return Err(err),
+        }
+        let me = std::process::id() as i32;
+        let others = inspect::read_holders(&self.file)
+            .iter()
+            .any(|h| h.pid != me && inspect::holds(h, self.ident));
+        Ok(!others && inspect::try_exclusive(&self.file)? == Exclusive::Taken)
     }
 }
 
@@ -158,14 +197,14 @@ pub enum Attempt {
 
 /// Try to take `target` once: create it, or take over a stale resin-lock
 /// lock there and create it afresh. Busy when anyone else holds it.
-pub fn try_take(target: &Target, content: &[u8], notify: Notify) -> Result<Attempt> {
+pub fn try_take(target: &Target, content: &[u8], shared: bool, notify: Notify) -> Result<Attempt> {
     let path = &target.path;
     let name = lock_name(path).map_err(|err| create_error(path, err))?;
     // Each round either takes the lock, reports it busy, or removed a stale
     // lock (someone else's progress or ours); bounded against a livelock.
     for _ in 0..64 {
         let dir = LockDir::open(target).map_err(|err| create_error(path, err))?;
-        let dir = match create::create(dir, path, content) {
+        let dir = match create::create(dir, path, content, shared) {
             Ok(Created::Taken(held)) => return Ok(Attempt::Taken(held)),
             Ok(Created::Exists(dir)) => dir,
             Err(err) => return Err(create_error(path, err)),
@@ -181,9 +220,31 @@ pub fn try_take(target: &Target, content: &[u8], notify: Notify) -> Result<Attem
             ..
         } = &found
         {
-            let exclusive = inspect::try_exclusive(file).map_err(|err| {
+            // A shared taker joins a live shared lock of this boot.
+            let joining = shared && record.shared && inspect::stale_reason(record, true).is_none();
+            let exclusive = if joining {
+                inspect::try_join(file)
+            } else {
+                inspect::try_exclusive(file)
+            }
+            .map_err(|err| {
                 anyhow::Error::new(err).context(format!("cannot lock {}", path.display()))
             })?;
+            if joining && exclusive == Exclusive::Shared {
+                // We hold LOCK_SH. The last one out may have removed the
+                // file meanwhile: only the one the path names counts.
+                let ident = *ident;
+                if !names_in(&dir, name, ident) {
+                    continue;
+                }
+                let Found::Ours { file, .. } = found else {
+                    unreachable!()
+                };
+                inspect::append_line(&dir, name, ident, content);
+                let held =
+                    Held::new(path, dir, file, true).map_err(|err| create_error(path, err))?;
+                return Ok(Attempt::Taken(held));
+            }
             if exclusive == Exclusive::Taken {
                 // Nobody holds it: stale. We hold its flock now, so no
                 // other contender can take it over at the same time.
@@ -230,6 +291,7 @@ pub struct Busy {
 pub fn try_take_all(
     targets: &[Target],
     content: &[u8],
+    shared: bool,
     notify: Notify,
 ) -> Result<std::result::Result<Vec<Held>, Busy>> {
     let mut held: Vec<Held> = Vec::with_capacity(targets.len());
@@ -237,7 +299,7 @@ pub fn try_take_all(
         if same_file_taken(&held, target) {
             continue;
         }
-        match try_take(target, content, notify) {
+        match try_take(target, content, shared, notify) {
             Ok(Attempt::Taken(lock)) => held.push(lock),
             Ok(Attempt::Busy(holder, followed)) => {
                 release_all(held, notify)?;
@@ -262,6 +324,12 @@ fn same_file_taken(held: &[Held], target: &Target) -> bool {
     held.iter().any(|lock| {
         lock_name(&lock.path).ok() == lock_name(&target.path).ok() && names(target, lock.ident)
     })
+}
+
+/// Whether `name` in `dir` names the file `ident` now.
+fn names_in(dir: &LockDir, name: &OsStr, ident: Ident) -> bool {
+    dir.stat(name)
+        .is_ok_and(|stat| stat.is_some_and(|s| (s.st_dev, s.st_ino) == ident))
 }
 
 /// Whether `target`'s path names the file `ident` now (never creating its

@@ -75,6 +75,10 @@ pub struct Record {
     /// checks that one descriptor instead of listing them all.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fd: Option<i32>,
+    /// A shared lock (`-s`): held with LOCK_SH, possibly by several holders,
+    /// each of which appends its own line to the file.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub shared: bool,
 }
 
 impl Record {
@@ -97,6 +101,7 @@ impl Record {
             reason_cut: false,
             max_hold_ms: None,
             fd: None,
+            shared: false,
         }
     }
 
@@ -159,15 +164,39 @@ impl Record {
         }
     }
 
-    /// Read a lock file's content. `None` means it is not resin-lock's
-    /// (empty, `0`, garbage, another tool's JSON): a foreign lock.
+    /// Read a lock file's content: its first line is the creator's record.
+    /// `None` means it is not resin-lock's (empty, `0`, garbage, another
+    /// tool's JSON): a foreign lock. Only a shared lock has more lines (its
+    /// joiners' records, read by `holders`, appended only while the file
+    /// stays within `MAX_LEN`).
     pub fn parse(bytes: &[u8]) -> Option<(Record, serde_json::Value)> {
         if bytes.len() > MAX_LEN {
             return None;
         }
-        let value: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+        let (first, rest) = match bytes.iter().position(|b| *b == b'\n') {
+            Some(end) => (&bytes[..end], &bytes[end + 1..]),
+            None => (bytes, &[][..]),
+        };
+        let (record, value) = Record::parse_line(first)?;
+        (record.shared || rest.trim_ascii().is_empty()).then_some((record, value))
+    }
+
+    fn parse_line(line: &[u8]) -> Option<(Record, serde_json::Value)> {
+        if line.len() > MAX_LEN {
+            return None;
+        }
+        let value: serde_json::Value = serde_json::from_slice(line).ok()?;
         let record: Record = serde_json::from_value(value.clone()).ok()?;
         (record.tool == TOOL && record.v >= 1 && record.pid > 0).then_some((record, value))
+    }
+
+    /// Every holder's record in a lock file's content, the creator's
+    /// first; lines that are not records (one cut short) are skipped.
+    pub fn holders(bytes: &[u8]) -> Vec<Record> {
+        bytes
+            .split(|b| *b == b'\n')
+            .filter_map(|line| Record::parse_line(line).map(|(record, _)| record))
+            .collect()
     }
 
     /// The command line to show for the holder.
@@ -264,6 +293,34 @@ mod tests {
                 String::from_utf8_lossy(bytes)
             );
         }
+    }
+
+    #[test]
+    fn a_shared_lock_is_read_with_its_joiners() {
+        let shared = Record {
+            shared: true,
+            ..sample()
+        };
+        let joiner = Record {
+            pid: 77,
+            ..shared.clone()
+        };
+        let text = format!(
+            "{}{}{{\"tool\":\"resin-",
+            shared.to_line(),
+            joiner.to_line()
+        );
+        let (first, _) = Record::parse(text.as_bytes()).expect("ours");
+        assert_eq!(first, shared);
+        let pids: Vec<i32> = Record::holders(text.as_bytes())
+            .iter()
+            .map(|r| r.pid)
+            .collect();
+        assert_eq!(pids, [4242, 77]);
+        // An exclusive record has one line: anything after it is foreign.
+        let two = format!("{}{}", sample().to_line(), joiner.to_line());
+        assert!(Record::parse(two.as_bytes()).is_none());
+        assert!(Record::parse(format!("{}0\n", sample().to_line()).as_bytes()).is_none());
     }
 
     #[test]

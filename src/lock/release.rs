@@ -183,6 +183,9 @@ fn release_ours(
         let reason = stale_reason(record, false).unwrap_or("holder exited");
         return removed(dir, name, ident, Outcome::RemovedStale { reason }, path);
     }
+    if record.shared {
+        return release_shared(dir, name, path, &file, ident, caller);
+    }
     match record.mode {
         Mode::Run if caller.force => removed(
             dir,
@@ -203,6 +206,96 @@ fn release_ours(
     }
 }
 
+/// A shared lock: stop the caller's own keepers among its live holders;
+/// the file goes with the last one out. Without one of its own, the
+/// caller needs `--force`, which removes the file under all of them.
+fn release_shared(
+    dir: &LockDir,
+    name: &OsStr,
+    path: &Path,
+    file: &File,
+    ident: Ident,
+    caller: &Caller,
+) -> Result<Outcome> {
+    let shown = path.display();
+    let live: Vec<Record> = super::inspect::read_holders(file)
+        .into_iter()
+        .filter(|h| super::inspect::holds(h, ident))
+        .collect();
+    let own: Vec<&Record> = live
+        .iter()
+        .filter(|h| h.mode == Mode::Acquire && caller.owns(h))
+        .collect();
+    let Some(last) = own.last() else {
+        let holder = live
+            .iter()
+            .map(Inspection::record_holder)
+            .collect::<Vec<_>>()
+            .join("; ");
+        if caller.force {
+            let what = format!("shared holders: {holder}");
+            return removed(dir, name, ident, Outcome::ForcedForeign { what }, path);
+        }
+        if !live.is_empty() && live.iter().all(|h| h.mode == Mode::Run) {
+            return Ok(Outcome::Refused(Refusal::LiveRun { holder }));
+        }
+        return Ok(Outcome::Refused(Refusal::NotOwner { holder }));
+    };
+    for keeper in &own {
+        let pid = Pid::from_raw(keeper.pid);
+        let pidfd = match prove_keeper(pid, ident, keeper.fd, caller) {
+            Ok(pidfd) => pidfd,
+            Err(why) => {
+                return Ok(Outcome::Refused(Refusal::Unproven {
+                    keeper: keeper.pid,
+                    why,
+                }));
+            }
+        };
+        signal_keeper(&pidfd, pid)
+            .with_context(|| format!("cannot signal keeper pid {pid} of {shown}"))?;
+    }
+    // Each keeper leaves (removing the file if it is the last one out),
+    // then exits: its descriptor on the file closing is the end of its part.
+    let started = Instant::now();
+    while own.iter().any(|k| {
+        procfs::process_holds_inode(Pid::from_raw(k.pid), ident.0, ident.1, k.fd).unwrap_or(false)
+    }) {
+        if started.elapsed() > KEEPER_GRACE {
+            return Err(crate::exit::fail(
+                crate::exit::Exit::OsErr,
+                format!(
+                    "keeper pid {} did not let go of {shown} within {}s",
+                    last.pid,
+                    KEEPER_GRACE.as_secs()
+                ),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    match dir.stat(name)? {
+        // Still there: other holders keep it, or the last keeper could not
+        // tell it was the last (then nobody holds it, and we remove it).
+        Some(now) if (now.st_dev, now.st_ino) == ident => {
+            if super::inspect::try_exclusive(file)? == Exclusive::Taken {
+                removed(
+                    dir,
+                    name,
+                    ident,
+                    Outcome::KeeperLeftFile { keeper: last.pid },
+                    path,
+                )
+            } else {
+                Ok(Outcome::KeeperReleased {
+                    keeper: last.pid,
+                    taken_by: None,
+                })
+            }
+        }
+        _ => after_let_go(dir, name, path, ident, last.pid),
+    }
+}
+
 /// Unlink our file (we hold its flock or were told to force), reporting
 /// `done`, or that the path names another file now.
 fn removed(
@@ -215,7 +308,7 @@ fn removed(
     match unlink_if_same(dir, name, ident)
         .with_context(|| format!("cannot remove lock {}", path.display()))?
     {
-        Released::Removed | Released::Gone => Ok(done),
+        Released::Removed | Released::Gone | Released::Left => Ok(done),
         Released::Replaced => Ok(Outcome::Replaced {
             what: None,
             keepers_stopped: 0,

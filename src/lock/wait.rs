@@ -44,6 +44,8 @@ pub struct WaitOpts {
     /// The owner an `acquire` takes the lock for: an `acquire` lock of that
     /// same owner is never waited for (it would wait for itself).
     pub owner: Option<ProcId>,
+    /// `-s`: join shared holders; wait only for an exclusive or foreign one.
+    pub shared: bool,
 }
 
 /// Why we cannot take the lock now.
@@ -136,7 +138,7 @@ fn attempt(
     notify: Notify,
 ) -> Result<std::result::Result<Vec<Held>, Blocked>> {
     // Holders that let go are not followed any more.
-    followed.retain(|f| flock_held(&f.file).unwrap_or(false));
+    followed.retain(|f| flock_held(&f.file, f.record.shared).unwrap_or(false));
     if let Some(f) = followed.iter().find(|f| !f.in_place(&targets[f.index])) {
         let target = &targets[f.index];
         if !target.create_parent
@@ -151,15 +153,15 @@ fn attempt(
             record: f.record.clone(),
         }));
     }
-    let mut busy = match try_take_all(targets, content, notify)? {
+    let mut busy = match try_take_all(targets, content, opts.shared, notify)? {
         Ok(held) => {
             // A holder we follow may have been displaced between the check
             // above and our create (the forced update's unlink came just
             // then): it still runs, so back off at once.
-            if let Some(f) = followed
-                .iter()
-                .find(|f| !f.in_place(&targets[f.index]) && flock_held(&f.file).unwrap_or(false))
-            {
+            if let Some(f) = followed.iter().find(|f| {
+                !f.in_place(&targets[f.index])
+                    && flock_held(&f.file, f.record.shared).unwrap_or(false)
+            }) {
                 super::release_all(held, &super::ignore)?;
                 return Ok(Err(Blocked::Displaced {
                     index: f.index,
@@ -244,13 +246,19 @@ impl Said {
 /// An `acquire` whose owner already holds the lock fails at once instead of
 /// waiting for itself (SPEC 2b).
 fn refuse_own_lock(targets: &[Target], busy: &Busy, opts: WaitOpts) -> Result<()> {
-    let (Some(owner), Some(record)) = (opts.owner, busy.holder.parsed.as_ref()) else {
+    let Some(owner) = opts.owner else {
         return Ok(());
     };
-    if busy.holder.state != State::Held
-        || record.mode != Mode::Acquire
-        || !owner.is(record.owner, record.owner_start)
-    {
+    // A shared lock's holders are all listed; this owner's may be any one.
+    let own = |r: &&Record| r.mode == Mode::Acquire && owner.is(r.owner, r.owner_start);
+    let record = match busy.holder.holder_records.iter().find(own) {
+        Some(record) => record,
+        None => match busy.holder.parsed.as_ref().filter(own) {
+            Some(record) => record,
+            None => return Ok(()),
+        },
+    };
+    if busy.holder.state != State::Held {
         return Ok(());
     }
     Err(fail_with(

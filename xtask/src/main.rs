@@ -30,9 +30,10 @@ tasks:
                 npm lockfile, tini, dumb-init) and print the performance budgets as a
                 markdown table
   bench --quick the same with fewer rounds
-  bench --only update-now
-                only the time from release to the supervisor's update call
-                with --update-now, against a local fake supervisor";
+  bench --only FAMILY
+                one family alone, on the release build: shared (join and leave
+                against flock -s) or update-now (release to the supervisor's
+                update call, against a local fake supervisor)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -42,9 +43,9 @@ fn main() -> ExitCode {
         ["gen", "--check"] => gen_check(&root()),
         ["dist"] => dist::dist(&root(), false),
         ["dist", "--strict"] => dist::dist(&root(), true),
-        ["bench"] => bench::bench(&root(), false),
-        ["bench", "--quick"] => bench::bench(&root(), true),
-        ["bench", "--only", family] => bench::only(&root(), family),
+        ["bench"] => bench::bench(&root(), false, None),
+        ["bench", "--quick"] => bench::bench(&root(), true, None),
+        ["bench", "--only", family] => bench::bench(&root(), false, Some(family)),
         ["help" | "-h" | "--help"] => {
             println!("{USAGE}");
             Ok(())

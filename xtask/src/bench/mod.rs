@@ -15,7 +15,7 @@
 //!
 //! This module drives the run and prints the table; each benchmark family
 //! is a module of its own (`per_call` and `shell_loop`, `peak_rss` and
-//! `idle`, `handoff`, `contention`, `update_now`, `sizes`), on the shared `process`
+//! `idle`, `handoff`, `contention`, `shared`, `update_now`, `sizes`), on the shared `process`
 //! (spawning, reaping, scratch files) and `stats` (interleaving, quantiles)
 //! modules.
 //!
@@ -32,6 +32,7 @@ mod peak_rss;
 mod peers;
 mod per_call;
 mod process;
+mod shared;
 mod shell_loop;
 mod sizes;
 mod stats;
@@ -68,6 +69,8 @@ struct Plan {
     /// Contention: trials per tool, and loops per process in each trial.
     contention_trials: usize,
     contention_loops: usize,
+    /// Shared join/leave: rounds of each interleaved case.
+    shared: usize,
 }
 
 const FULL: Plan = Plan {
@@ -80,6 +83,7 @@ const FULL: Plan = Plan {
     handoff_lockfile: 5,
     contention_trials: 5,
     contention_loops: 100,
+    shared: 200,
 };
 
 const QUICK: Plan = Plan {
@@ -92,12 +96,22 @@ const QUICK: Plan = Plan {
     handoff_lockfile: 2,
     contention_trials: 2,
     contention_loops: 25,
+    shared: 30,
 };
 
 /// Untimed runs of each case before a comparison starts.
 const WARMUP: usize = 3;
 
-pub fn bench(root: &Path, quick: bool) -> Result<(), String> {
+/// The families `bench --only FAMILY` runs alone (on the release build).
+const FAMILIES: &[&str] = &["shared", "update-now"];
+
+pub fn bench(root: &Path, quick: bool, only: Option<&str>) -> Result<(), String> {
+    if let Some(family) = only.filter(|f| !FAMILIES.contains(f)) {
+        return Err(format!(
+            "bench --only: unknown family {family:?} (known: {})",
+            FAMILIES.join(", ")
+        ));
+    }
     let plan = if quick { &QUICK } else { &FULL };
     let peers = Peers::find(root);
     peers.report();
@@ -105,7 +119,10 @@ pub fn bench(root: &Path, quick: bool) -> Result<(), String> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
     let target_dir = dist::target_dir(&cargo, root)?;
     let release = build_release(&cargo, root, &target_dir)?;
-    let static_bin = build_dist(root, &target_dir);
+    let static_bin = match only {
+        Some(_) => None,
+        None => build_dist(root, &target_dir),
+    };
 
     process::set_child_subreaper();
     let scratch = Scratch::new()?;
@@ -123,58 +140,29 @@ pub fn bench(root: &Path, quick: bool) -> Result<(), String> {
     };
 
     let mut report = Report::default();
-    per_call::run_true(&tools, &scratch, plan, &mut report)?;
-    shell_loop::run_true(&tools, &scratch, plan, &mut report)?;
-    per_call::acquire_release(&tools, &scratch, plan, &mut report)?;
-    shell_loop::acquire_release(&tools, &scratch, plan, &mut report)?;
-    peak_rss::measure(&tools, &scratch, plan, &mut report)?;
-    idle::measure(&tools, &scratch, plan, &mut report)?;
-    handoff::measure(&tools, root, &scratch, plan, &mut report)?;
-    contention::measure(&tools, &scratch, plan, &mut report)?;
-    update_now::measure(&tools, &scratch, &mut report)?;
-    sizes::measure(&release, static_bin.as_deref(), &mut report.rows);
+    let all = only.is_none();
+    if all {
+        per_call::run_true(&tools, &scratch, plan, &mut report)?;
+        shell_loop::run_true(&tools, &scratch, plan, &mut report)?;
+        per_call::acquire_release(&tools, &scratch, plan, &mut report)?;
+        shell_loop::acquire_release(&tools, &scratch, plan, &mut report)?;
+        peak_rss::measure(&tools, &scratch, plan, &mut report)?;
+        idle::measure(&tools, &scratch, plan, &mut report)?;
+        handoff::measure(&tools, root, &scratch, plan, &mut report)?;
+        contention::measure(&tools, &scratch, plan, &mut report)?;
+    }
+    if all || only == Some("shared") {
+        shared::measure(&tools, &scratch, plan, &mut report)?;
+    }
+    if all || only == Some("update-now") {
+        update_now::measure(&tools, &scratch, &mut report)?;
+    }
+    if all {
+        sizes::measure(&release, static_bin.as_deref(), &mut report.rows);
+    }
     process::reap_orphans();
 
     print_report(root, plan, quick, &report);
-    Ok(())
-}
-
-/// `bench --only update-now`: one family alone, on the release build.
-pub fn only(root: &Path, family: &str) -> Result<(), String> {
-    if family != "update-now" {
-        return Err(format!(
-            "bench --only: unknown family {family:?} (known: update-now)"
-        ));
-    }
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
-    let target_dir = dist::target_dir(&cargo, root)?;
-    let release = build_release(&cargo, root, &target_dir)?;
-    let scratch = Scratch::new()?;
-    let tools = Tools {
-        release,
-        static_bin: None,
-        peers: Peers::find(root),
-        sh: required("sh")?,
-        bash: required("bash")?,
-        true_: required("true")?,
-        echo: required("echo")?,
-        rm: required("rm")?,
-        sleep: required("sleep")?,
-    };
-    let mut report = Report::default();
-    update_now::measure(&tools, &scratch, &mut report)?;
-    println!();
-    println!("## resin-lock benchmarks (--only {family})");
-    println!();
-    println!("- date: {}", date());
-    println!(
-        "- resin-lock: commit {}",
-        command_line_in(root, "git", &["describe", "--always", "--dirty"])
-            .unwrap_or_else(|| "unknown".to_owned())
-    );
-    println!("- rounds: {}; median", update_now::ROUNDS);
-    print_rows(&report.rows);
-    print_walls(&report.walls);
     Ok(())
 }
 
@@ -357,7 +345,7 @@ fn print_header(root: &Path, plan: &Plan, quick: bool) {
     println!(
         "- rounds: per-call {} (direct spawn), {} runs x {} blocks of {} (shell loop), \
          peak RSS {}, idle RSS {}, handoff {} (resin-lock, flock) / {} (npm) / {} (lockfile), \
-         contention {} trials of {CONTENDERS} x {}; medians, commands interleaved",
+         contention {} trials of {CONTENDERS} x {}, shared {}; medians, commands interleaved",
         plan.per_call,
         shell_loop::RUNS,
         plan.shell_blocks,
@@ -368,7 +356,8 @@ fn print_header(root: &Path, plan: &Plan, quick: bool) {
         plan.handoff_npm,
         plan.handoff_lockfile,
         plan.contention_trials,
-        plan.contention_loops
+        plan.contention_loops,
+        plan.shared
     );
 }
 
