@@ -471,11 +471,12 @@ fn leftover_temp_files_are_cleaned_up() {
             .assert()
             .success();
     }
-    let mut user = Command::new("flock")
-        .arg(&in_use)
-        .args(["sleep", "1000"])
-        .spawn()
-        .unwrap();
+    // flock(1) and its `sleep` in a group of their own, both killed at the
+    // end (killing flock alone left the sleep behind, holding the test
+    // runner's output pipe open).
+    let mut cmd = Command::new("flock");
+    cmd.arg(&in_use).args(["sleep", "1000"]);
+    let user = Group::spawn(cmd, "flock sleep");
     wait_until("flock to hold the temp file", || {
         Command::new("flock")
             .args(["-n", "-s"])
@@ -495,8 +496,7 @@ fn leftover_temp_files_are_cleaned_up() {
     assert!(!leftover.exists(), "the leftover is removed");
     assert!(in_use.exists(), "the one in use stays");
     assert!(fresh.exists(), "a new one stays");
-    user.kill().unwrap();
-    user.wait().unwrap();
+    drop(user);
 }
 
 /// Issue 12.8: with no inotify instance left (the per-user limit), a waiter
