@@ -342,3 +342,38 @@ fn an_exclusive_acquire_of_an_owner_holding_a_shared_lock_does_not_wait_for_itse
     a.leave();
     assert!(!s.lock().exists());
 }
+
+/// SPEC 2b for shared locks: a second `acquire -s` by an owner whose keeper
+/// already holds the lock fails at once, naming that keeper, instead of
+/// joining beside itself with a second keeper.
+#[test]
+fn a_second_shared_acquire_by_the_same_owner_fails_at_once() {
+    let s = Scratch::new();
+    let owner = Sleeper::new();
+    s.cmd(&["acquire", "-s", "--owner", &owner.pid()])
+        .assert()
+        .success();
+    let keeper = record(&s.lock())["pid"].clone();
+    let out = output_or_kill(s.cmd(&["acquire", "-s", "--owner", &owner.pid()]));
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("already held by this owner")
+            && stderr.contains(&format!("keeper pid {keeper}")),
+        "{stderr}"
+    );
+    assert_eq!(record_lines(&s.lock()).len(), 1, "no second holder joined");
+    // Another owner still joins.
+    let other = Sleeper::new();
+    s.cmd(&["acquire", "-s", "--owner", &other.pid()])
+        .assert()
+        .success();
+    assert_eq!(record_lines(&s.lock()).len(), 2);
+    s.cmd(&["release", "--owner", &owner.pid()])
+        .assert()
+        .success();
+    s.cmd(&["release", "--owner", &other.pid()])
+        .assert()
+        .success();
+    assert!(!s.lock().exists());
+}

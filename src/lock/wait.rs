@@ -153,6 +153,9 @@ fn attempt(
             record: f.record.clone(),
         }));
     }
+    if opts.shared {
+        refuse_own_shared_lock(targets, opts)?;
+    }
     let mut busy = match try_take_all(targets, content, opts.shared, notify)? {
         Ok(held) => {
             // A holder we follow may have been displaced between the check
@@ -271,6 +274,26 @@ fn refuse_own_lock(targets: &[Target], busy: &Busy, opts: WaitOpts) -> Result<()
             record.pid
         ),
     ))
+}
+
+/// A shared `acquire` joins a free shared lock without finding it busy: an
+/// owner that already holds it (SPEC 2b) is refused here, before it joins
+/// a second time.
+fn refuse_own_shared_lock(targets: &[Target], opts: WaitOpts) -> Result<()> {
+    if opts.owner.is_none() {
+        return Ok(());
+    }
+    for (index, target) in targets.iter().enumerate() {
+        if let Ok(holder) = super::inspect::inspect(target) {
+            let busy = Busy {
+                index,
+                holder: Box::new(holder),
+                followed: None,
+            };
+            refuse_own_lock(targets, &busy, opts)?;
+        }
+    }
+    Ok(())
 }
 
 /// Inotify watches on the directories of the lock paths and on the lock
