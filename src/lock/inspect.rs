@@ -166,13 +166,11 @@ pub fn flock_held(file: &File, shared: bool) -> io::Result<bool> {
     } else {
         file.try_lock_shared()
     };
-    match probe {
-        Ok(()) => {
-            file.unlock()?;
-            Ok(false)
-        }
-        Err(fs::TryLockError::WouldBlock) => Ok(true),
-        Err(fs::TryLockError::Error(err)) => Err(err),
+    if try_flock(probe)? {
+        file.unlock()?;
+        Ok(false)
+    } else {
+        Ok(true)
     }
 }
 
@@ -193,23 +191,41 @@ pub enum Exclusive {
 /// up to about 100 ms in doubling pauses, for a prober descheduled on a
 /// loaded machine.
 pub fn try_exclusive(file: &File) -> io::Result<Exclusive> {
-    let mut pause = std::time::Duration::from_micros(100);
-    for _ in 0..10 {
-        match file.try_lock() {
-            Ok(()) => return Ok(Exclusive::Taken),
-            Err(fs::TryLockError::WouldBlock) => {}
-            Err(fs::TryLockError::Error(err)) => return Err(err),
+    with_backoff(Exclusive::Shared, || {
+        if try_flock(file.try_lock())? {
+            return Ok(Some(Exclusive::Taken));
         }
         // An exclusive holder also blocks a shared lock; probers do not.
-        match file.try_lock_shared() {
-            Ok(()) => file.unlock()?,
-            Err(fs::TryLockError::WouldBlock) => return Ok(Exclusive::Held),
-            Err(fs::TryLockError::Error(err)) => return Err(err),
+        if try_flock(file.try_lock_shared())? {
+            file.unlock()?;
+            return Ok(None);
+        }
+        Ok(Some(Exclusive::Held))
+    })
+}
+
+/// Whether a non-blocking flock was taken (false: someone holds it).
+fn try_flock(attempt: Result<(), fs::TryLockError>) -> io::Result<bool> {
+    match attempt {
+        Ok(()) => Ok(true),
+        Err(fs::TryLockError::WouldBlock) => Ok(false),
+        Err(fs::TryLockError::Error(err)) => Err(err),
+    }
+}
+
+/// Run `step` until it has an answer, in doubling pauses from 100 µs (about
+/// 100 ms in all: a prober descheduled on a loaded machine); `otherwise`
+/// when it never has one.
+fn with_backoff<T>(otherwise: T, mut step: impl FnMut() -> io::Result<Option<T>>) -> io::Result<T> {
+    let mut pause = std::time::Duration::from_micros(100);
+    for _ in 0..10 {
+        if let Some(answer) = step()? {
+            return Ok(answer);
         }
         std::thread::sleep(pause);
         pause *= 2;
     }
-    Ok(Exclusive::Shared)
+    Ok(otherwise)
 }
 
 /// Take LOCK_SH on `file` to join a shared lock, unless nobody holds it
@@ -219,22 +235,15 @@ pub fn try_exclusive(file: &File) -> io::Result<Exclusive> {
 /// LOCK_EX held for a moment (a `status` probe, the last one out on its way
 /// to removing the file) is waited out as `try_exclusive` does.
 pub fn try_join(file: &File) -> io::Result<Exclusive> {
-    let mut pause = std::time::Duration::from_micros(100);
-    for _ in 0..10 {
-        match file.try_lock() {
-            Ok(()) => return Ok(Exclusive::Taken),
-            Err(fs::TryLockError::WouldBlock) => {}
-            Err(fs::TryLockError::Error(err)) => return Err(err),
+    with_backoff(Exclusive::Held, || {
+        if try_flock(file.try_lock())? {
+            Ok(Some(Exclusive::Taken))
+        } else if try_flock(file.try_lock_shared())? {
+            Ok(Some(Exclusive::Shared))
+        } else {
+            Ok(None)
         }
-        match file.try_lock_shared() {
-            Ok(()) => return Ok(Exclusive::Shared),
-            Err(fs::TryLockError::WouldBlock) => {}
-            Err(fs::TryLockError::Error(err)) => return Err(err),
-        }
-        std::thread::sleep(pause);
-        pause *= 2;
-    }
-    Ok(Exclusive::Held)
+    })
 }
 
 /// Add a joiner's record to a shared lock file we hold: one O_APPEND write,
