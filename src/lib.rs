@@ -7,6 +7,7 @@
 pub mod cli;
 pub mod cmd;
 pub mod duration;
+pub mod env;
 pub mod exit;
 pub mod locate;
 pub mod lock;

@@ -172,14 +172,10 @@ pub fn gather(root: &Path) -> Inputs {
 /// set to the empty string counts as unset. `ROOT/etc/os-release` is read
 /// only when no host OS variable is set.
 pub fn gather_from(root: &Path, env: impl Fn(&str) -> Option<OsString>) -> Inputs {
-    let first = |names: [&str; 2]| {
-        names.into_iter().find_map(|name| {
-            env(name)
-                .filter(|value| !value.is_empty())
-                .map(|value| Sourced {
-                    value,
-                    source: name.to_owned(),
-                })
+    let first = |names: [&'static str; 2]| {
+        crate::env::first_set(names, &env).map(|(name, value)| Sourced {
+            value,
+            source: name.to_owned(),
         })
     };
     let text = |found: Sourced<OsString>| Sourced {

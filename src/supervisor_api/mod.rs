@@ -79,12 +79,7 @@ impl Config {
     /// The error says what is missing and how to get it.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, String> {
         let first = |names: [&'static str; 2]| {
-            names.into_iter().find_map(|name| {
-                lookup(name)
-                    .map(|v| v.trim().to_owned())
-                    .filter(|v| !v.is_empty())
-                    .map(|v| (name, v))
-            })
+            crate::env::first_set(names, |name| lookup(name).map(|v| v.trim().to_owned()))
         };
         let hint = format!(
             "the supervisor provides it to services with the label {LABEL}: '1' \
