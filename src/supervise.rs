@@ -85,46 +85,95 @@ pub fn run_child(
         release_all(held, notify)?;
         return Err(fail(Exit::Usage, "run: missing command after --"));
     };
+    let child = match start(program, args, options, &held) {
+        Ok(child) => child,
+        Err(err) => {
+            release_all(held, notify)?;
+            return Err(err);
+        }
+    };
+    ui.verbose(|| format!("started {} as pid {}", program.to_string_lossy(), child.pid));
+    let (status, held) = watch(child, options, held, program, signals, ui, notify);
+    if child.terminal && foreground() == Some(child.pid) {
+        set_foreground(getpgrp());
+    }
+    let code = child_code(status);
+    let pid = child.pid;
+    ui.verbose(|| {
+        format!(
+            "{} (pid {pid}) {}{}",
+            program.to_string_lossy(),
+            describe_status(status),
+            if held.is_some() {
+                "; releasing the lock"
+            } else {
+                " (the lock was released at --max-hold)"
+            }
+        )
+    });
+    if let Some(held) = held {
+        warn_leftovers(program, ui);
+        if let Err(err) = release_all(held, notify) {
+            eprintln!("resin-lock: {}", crate::exit::message(&err));
+        }
+    }
+    reap(Pid::from_raw(-1), false);
+    Ok(code)
+}
+
+/// Spawn CMD with the lock's descriptors inherited (in a process group of
+/// its own with `-g`, leading the terminal when we have it).
+fn start(program: &OsString, args: &[OsString], options: Options, held: &[Held]) -> Result<Child> {
     if getpid().as_raw() != 1 {
         // Orphans of CMD's tree come to us, not to init, and are reaped.
         let _ = nix::sys::prctl::set_child_subreaper(true);
     }
-    for lock in &held {
+    for lock in held {
         // CMD inherits the flocked descriptor: the lock stays provably live
         // while CMD runs, even if resin-lock itself is SIGKILLed.
         fcntl(lock.fd(), FcntlArg::F_SETFD(FdFlag::empty()))?;
     }
     let mut command = Command::new(program);
-    command.args(args).env("RESIN_LOCK_HELD", held_paths(&held));
+    command.args(args).env("RESIN_LOCK_HELD", held_paths(held));
     let terminal = options.group && we_have_the_terminal();
     if terminal {
         crate::sys::lead_group_with_terminal(&mut command);
     } else if options.group {
         command.process_group(0);
     }
-    let child = match command.spawn() {
-        Ok(child) => child,
+    match command.spawn() {
+        Ok(child) => Ok(Child {
+            pid: Pid::from_raw(child.id() as i32),
+            group: options.group,
+            terminal,
+        }),
         Err(err) => {
             if terminal && foreground() != Some(getpgrp()) {
                 // CMD's group took the terminal, then exec failed.
                 set_foreground(getpgrp());
             }
-            release_all(held, notify)?;
-            return Err(fork_error(program, &err).unwrap_or_else(|| spawn_error(program, &err)));
+            Err(fork_error(program, &err).unwrap_or_else(|| spawn_error(program, &err)))
         }
-    };
-    let child = Child {
-        pid: Pid::from_raw(child.id() as i32),
-        group: options.group,
-        terminal,
-    };
-    ui.verbose(|| format!("started {} as pid {}", program.to_string_lossy(), child.pid));
+    }
+}
+
+/// Until CMD ends: reap, forward signals, and let go of the locks at
+/// `--max-hold`. CMD's status, and the locks if they are still held.
+fn watch(
+    child: Child,
+    options: Options,
+    held: Vec<Held>,
+    program: &OsStr,
+    signals: &mut SignalWatch,
+    ui: &Ui,
+    notify: Notify,
+) -> (WaitStatus, Option<Vec<Held>>) {
     // `--max-hold`, counted from the lock's taking (just before the spawn).
     let deadline = options.max_hold.map(|d| std::time::Instant::now() + d);
     let mut held = Some(held);
-    let status = loop {
-        match reap(child.pid, terminal) {
-            Some(Reaped::Ended(status)) => break status,
+    loop {
+        match reap(child.pid, child.terminal) {
+            Some(Reaped::Ended(status)) => return (status, held),
             Some(Reaped::Stopped) => stop_with(child),
             None => {}
         }
@@ -159,32 +208,7 @@ pub fn run_child(
                 forward(received, child, ui);
             }
         }
-    };
-    if terminal && foreground() == Some(child.pid) {
-        set_foreground(getpgrp());
     }
-    let code = child_code(status);
-    let child = child.pid;
-    ui.verbose(|| {
-        format!(
-            "{} (pid {child}) {}{}",
-            program.to_string_lossy(),
-            describe_status(status),
-            if held.is_some() {
-                "; releasing the lock"
-            } else {
-                " (the lock was released at --max-hold)"
-            }
-        )
-    });
-    if let Some(held) = held {
-        warn_leftovers(program, ui);
-        if let Err(err) = release_all(held, notify) {
-            eprintln!("resin-lock: {}", crate::exit::message(&err));
-        }
-    }
-    reap(Pid::from_raw(-1), false);
-    Ok(code)
 }
 
 /// `--max-hold` ran out while CMD runs: say so, then release the lock
