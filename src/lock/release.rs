@@ -227,19 +227,7 @@ fn release_shared(
         .filter(|h| h.mode == Mode::Acquire && caller.owns(h))
         .collect();
     let Some(last) = own.last() else {
-        let holder = live
-            .iter()
-            .map(Inspection::record_holder)
-            .collect::<Vec<_>>()
-            .join("; ");
-        if caller.force {
-            let what = format!("shared holders: {holder}");
-            return removed(dir, name, ident, Outcome::ForcedForeign { what }, path);
-        }
-        if !live.is_empty() && live.iter().all(|h| h.mode == Mode::Run) {
-            return Ok(Outcome::Refused(Refusal::LiveRun { holder }));
-        }
-        return Ok(Outcome::Refused(Refusal::NotOwner { holder }));
+        return not_ours_shared(dir, name, path, ident, &live, caller);
     };
     for keeper in &own {
         let pid = Pid::from_raw(keeper.pid);
@@ -255,24 +243,7 @@ fn release_shared(
         signal_keeper(&pidfd, pid)
             .with_context(|| format!("cannot signal keeper pid {pid} of {shown}"))?;
     }
-    // Each keeper leaves (removing the file if it is the last one out),
-    // then exits: its descriptor on the file closing is the end of its part.
-    let started = Instant::now();
-    while own.iter().any(|k| {
-        procfs::process_holds_inode(Pid::from_raw(k.pid), ident.0, ident.1, k.fd).unwrap_or(false)
-    }) {
-        if started.elapsed() > KEEPER_GRACE {
-            return Err(crate::exit::fail(
-                crate::exit::Exit::OsErr,
-                format!(
-                    "keeper pid {} did not let go of {shown} within {}s",
-                    last.pid,
-                    KEEPER_GRACE.as_secs()
-                ),
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
+    wait_keepers_left(&own, ident, path)?;
     match dir.stat(name)? {
         // Still there: other holders keep it, or the last keeper could not
         // tell it was the last (then nobody holds it, and we remove it).
@@ -294,6 +265,55 @@ fn release_shared(
         }
         _ => after_let_go(dir, name, path, ident, last.pid),
     }
+}
+
+/// A shared lock none of whose live holders is the caller's: removed with
+/// `--force`, else refused, naming every holder.
+fn not_ours_shared(
+    dir: &LockDir,
+    name: &OsStr,
+    path: &Path,
+    ident: Ident,
+    live: &[Record],
+    caller: &Caller,
+) -> Result<Outcome> {
+    let holder = live
+        .iter()
+        .map(Inspection::record_holder)
+        .collect::<Vec<_>>()
+        .join("; ");
+    if caller.force {
+        let what = format!("shared holders: {holder}");
+        return removed(dir, name, ident, Outcome::ForcedForeign { what }, path);
+    }
+    if !live.is_empty() && live.iter().all(|h| h.mode == Mode::Run) {
+        return Ok(Outcome::Refused(Refusal::LiveRun { holder }));
+    }
+    Ok(Outcome::Refused(Refusal::NotOwner { holder }))
+}
+
+/// Each signalled keeper leaves (removing the file if it is the last one
+/// out), then exits: its descriptor on the file closing is the end of its
+/// part. Bounded by `KEEPER_GRACE`.
+fn wait_keepers_left(own: &[&Record], ident: Ident, path: &Path) -> Result<()> {
+    let started = Instant::now();
+    while let Some(keeper) = own.iter().find(|k| {
+        procfs::process_holds_inode(Pid::from_raw(k.pid), ident.0, ident.1, k.fd).unwrap_or(false)
+    }) {
+        if started.elapsed() > KEEPER_GRACE {
+            return Err(crate::exit::fail(
+                crate::exit::Exit::OsErr,
+                format!(
+                    "keeper pid {} did not let go of {} within {}s",
+                    keeper.pid,
+                    path.display(),
+                    KEEPER_GRACE.as_secs()
+                ),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    Ok(())
 }
 
 /// Unlink our file (we hold its flock or were told to force), reporting
