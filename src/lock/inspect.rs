@@ -4,8 +4,7 @@
 
 use std::ffi::OsStr;
 use std::fs::{self, File};
-use std::io::{self, Read, Write};
-use std::os::unix::fs::FileExt;
+use std::io::{self, Read};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -15,6 +14,7 @@ use serde::Serialize;
 
 use super::dir::{LockDir, lock_name};
 use super::record::{MAX_LEN, Record};
+use super::shared::{Holder, live_holders};
 
 /// Supervisors >= v13.1 create their lock files as this uid (`nobody`).
 pub const SUPERVISOR_UID: u32 = 65534;
@@ -205,7 +205,7 @@ pub fn try_exclusive(file: &File) -> io::Result<Exclusive> {
 }
 
 /// Whether a non-blocking flock was taken (false: someone holds it).
-fn try_flock(attempt: Result<(), fs::TryLockError>) -> io::Result<bool> {
+pub(super) fn try_flock(attempt: Result<(), fs::TryLockError>) -> io::Result<bool> {
     match attempt {
         Ok(()) => Ok(true),
         Err(fs::TryLockError::WouldBlock) => Ok(false),
@@ -216,7 +216,10 @@ fn try_flock(attempt: Result<(), fs::TryLockError>) -> io::Result<bool> {
 /// Run `step` until it has an answer, in doubling pauses from 100 µs (about
 /// 100 ms in all: a prober descheduled on a loaded machine); `otherwise`
 /// when it never has one.
-fn with_backoff<T>(otherwise: T, mut step: impl FnMut() -> io::Result<Option<T>>) -> io::Result<T> {
+pub(super) fn with_backoff<T>(
+    otherwise: T,
+    mut step: impl FnMut() -> io::Result<Option<T>>,
+) -> io::Result<T> {
     let mut pause = std::time::Duration::from_micros(100);
     for _ in 0..10 {
         if let Some(answer) = step()? {
@@ -226,110 +229,6 @@ fn with_backoff<T>(otherwise: T, mut step: impl FnMut() -> io::Result<Option<T>>
         pause *= 2;
     }
     Ok(otherwise)
-}
-
-/// Take LOCK_SH on `file` to join a shared lock, unless nobody holds it
-/// (`Taken`: we hold LOCK_EX, it is stale) or an exclusive holder does
-/// (`Held`). `Shared`: we hold LOCK_SH now.
-///
-/// LOCK_EX held for a moment (a `status` probe, the last one out on its way
-/// to removing the file) is waited out as `try_exclusive` does.
-pub fn try_join(file: &File) -> io::Result<Exclusive> {
-    with_backoff(Exclusive::Held, || {
-        if try_flock(file.try_lock())? {
-            Ok(Some(Exclusive::Taken))
-        } else if try_flock(file.try_lock_shared())? {
-            Ok(Some(Exclusive::Shared))
-        } else {
-            Ok(None)
-        }
-    })
-}
-
-/// Add a joiner's record to a shared lock file we hold: one O_APPEND write,
-/// so the lines never mix. Best effort: a file of another user, or one
-/// grown to `MAX_LEN`, keeps the lock without listing this holder.
-pub fn append_line(dir: &LockDir, name: &OsStr, ident: Ident, line: &[u8]) {
-    let Ok(mut file) = dir.open_file(
-        name,
-        OFlag::O_WRONLY | OFlag::O_APPEND | OFlag::O_NONBLOCK,
-        0,
-    ) else {
-        return;
-    };
-    if file.metadata().is_ok_and(|m| {
-        (m.dev(), m.ino()) == ident && m.is_file() && m.len() as usize + line.len() <= MAX_LEN
-    }) {
-        let _ = file.write_all(line);
-    }
-}
-
-/// The records of every holder a shared lock file lists (the creator's
-/// first), reading at most `MAX_LEN` bytes.
-pub fn read_holders(file: &File) -> Vec<Record> {
-    let mut bytes = vec![0; MAX_LEN];
-    let mut len = 0;
-    while len < bytes.len() {
-        match file.read_at(&mut bytes[len..], len as u64) {
-            Ok(0) => break,
-            Ok(n) => len += n,
-            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => break,
-        }
-    }
-    Record::holders(&bytes[..len])
-}
-
-/// Whether the holder a record names still holds the file `ident`: its
-/// process has it open. A holder we cannot look at (another pid
-/// namespace, no permission) counts as holding it.
-pub fn holds(record: &Record, ident: Ident) -> bool {
-    let ours = crate::procfs::pid_namespace().unwrap_or(0);
-    if record.pid_ns != 0 && ours != 0 && record.pid_ns != ours {
-        return true;
-    }
-    let pid = nix::unistd::Pid::from_raw(record.pid);
-    match crate::procfs::process_holds_inode(pid, ident.0, ident.1, record.fd) {
-        Ok(held) => held,
-        Err(err) => err.kind() != io::ErrorKind::NotFound,
-    }
-}
-
-/// One live holder, as `status --json` lists it.
-#[derive(Debug, Clone, Serialize)]
-pub struct Holder {
-    pub pid: i32,
-    pub owner: i32,
-    pub mode: super::record::Mode,
-    pub shared: bool,
-    pub reason: Option<String>,
-    pub since: String,
-}
-
-impl Holder {
-    fn of(record: &Record) -> Holder {
-        Holder {
-            pid: record.pid,
-            owner: record.owner,
-            mode: record.mode,
-            shared: record.shared,
-            reason: record.reason.clone(),
-            since: record.start.clone(),
-        }
-    }
-}
-
-/// The live holders of a held resin-lock lock: its one record, or for a
-/// shared lock every listed holder that still holds it.
-fn live_holders(file: &File, ident: Ident, record: &Record) -> (Vec<Holder>, Vec<Record>) {
-    if !record.shared {
-        return (vec![Holder::of(record)], vec![record.clone()]);
-    }
-    let live: Vec<Record> = read_holders(file)
-        .into_iter()
-        .filter(|h| holds(h, ident))
-        .collect();
-    (live.iter().map(Holder::of).collect(), live)
 }
 
 /// Why a resin-lock record is stale, if it is.

@@ -11,6 +11,7 @@ pub mod keeper;
 pub mod owner;
 pub mod record;
 pub mod release;
+pub mod shared;
 pub mod wait;
 
 use std::ffi::OsStr;
@@ -148,9 +149,9 @@ impl Held {
             Err(std::fs::TryLockError::Error(err)) => return Err(err),
         }
         let me = std::process::id() as i32;
-        let others = inspect::read_holders(&self.file)
+        let others = shared::read_holders(&self.file)
             .iter()
-            .any(|h| h.pid != me && inspect::holds(h, self.ident));
+            .any(|h| h.pid != me && shared::holds(h, self.ident));
         Ok(!others && inspect::try_exclusive(&self.file)? == Exclusive::Taken)
     }
 }
@@ -223,7 +224,7 @@ pub fn try_take(target: &Target, content: &[u8], shared: bool, notify: Notify) -
             // A shared taker joins a live shared lock of this boot.
             let joining = shared && record.shared && inspect::stale_reason(record, true).is_none();
             let exclusive = if joining {
-                inspect::try_join(file)
+                shared::try_join(file)
             } else {
                 inspect::try_exclusive(file)
             }
@@ -240,7 +241,7 @@ pub fn try_take(target: &Target, content: &[u8], shared: bool, notify: Notify) -
                 let Found::Ours { file, .. } = found else {
                     unreachable!()
                 };
-                inspect::append_line(&dir, name, ident, content);
+                shared::append_line(&dir, name, ident, content);
                 let held =
                     Held::new(path, dir, file, true).map_err(|err| create_error(path, err))?;
                 return Ok(Attempt::Taken(held));

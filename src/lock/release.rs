@@ -218,9 +218,9 @@ fn release_shared(
     caller: &Caller,
 ) -> Result<Outcome> {
     let shown = path.display();
-    let live: Vec<Record> = super::inspect::read_holders(file)
+    let live: Vec<Record> = super::shared::read_holders(file)
         .into_iter()
-        .filter(|h| super::inspect::holds(h, ident))
+        .filter(|h| super::shared::holds(h, ident))
         .collect();
     let own: Vec<&Record> = live
         .iter()
