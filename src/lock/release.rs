@@ -184,7 +184,7 @@ fn release_ours(
         return removed(dir, name, ident, Outcome::RemovedStale { reason }, path);
     }
     if record.shared {
-        return release_shared(dir, name, path, &file, ident, caller);
+        return super::shared::release(dir, name, path, &file, ident, caller);
     }
     match record.mode {
         Mode::Run if caller.force => removed(
@@ -206,119 +206,9 @@ fn release_ours(
     }
 }
 
-/// A shared lock: stop the caller's own keepers among its live holders;
-/// the file goes with the last one out. Without one of its own, the
-/// caller needs `--force`, which removes the file under all of them.
-fn release_shared(
-    dir: &LockDir,
-    name: &OsStr,
-    path: &Path,
-    file: &File,
-    ident: Ident,
-    caller: &Caller,
-) -> Result<Outcome> {
-    let shown = path.display();
-    let live: Vec<Record> = super::shared::read_holders(file)
-        .into_iter()
-        .filter(|h| super::shared::holds(h, ident))
-        .collect();
-    let own: Vec<&Record> = live
-        .iter()
-        .filter(|h| h.mode == Mode::Acquire && caller.owns(h))
-        .collect();
-    let Some(last) = own.last() else {
-        return not_ours_shared(dir, name, path, ident, &live, caller);
-    };
-    for keeper in &own {
-        let pid = Pid::from_raw(keeper.pid);
-        let pidfd = match prove_keeper(pid, ident, keeper.fd, caller) {
-            Ok(pidfd) => pidfd,
-            Err(why) => {
-                return Ok(Outcome::Refused(Refusal::Unproven {
-                    keeper: keeper.pid,
-                    why,
-                }));
-            }
-        };
-        signal_keeper(&pidfd, pid)
-            .with_context(|| format!("cannot signal keeper pid {pid} of {shown}"))?;
-    }
-    wait_keepers_left(&own, ident, path)?;
-    match dir.stat(name)? {
-        // Still there: other holders keep it, or the last keeper could not
-        // tell it was the last (then nobody holds it, and we remove it).
-        Some(now) if (now.st_dev, now.st_ino) == ident => {
-            if super::inspect::try_exclusive(file)? == Exclusive::Taken {
-                removed(
-                    dir,
-                    name,
-                    ident,
-                    Outcome::KeeperLeftFile { keeper: last.pid },
-                    path,
-                )
-            } else {
-                Ok(Outcome::KeeperReleased {
-                    keeper: last.pid,
-                    taken_by: None,
-                })
-            }
-        }
-        _ => after_let_go(dir, name, path, ident, last.pid),
-    }
-}
-
-/// A shared lock none of whose live holders is the caller's: removed with
-/// `--force`, else refused, naming every holder.
-fn not_ours_shared(
-    dir: &LockDir,
-    name: &OsStr,
-    path: &Path,
-    ident: Ident,
-    live: &[Record],
-    caller: &Caller,
-) -> Result<Outcome> {
-    let holder = live
-        .iter()
-        .map(Inspection::record_holder)
-        .collect::<Vec<_>>()
-        .join("; ");
-    if caller.force {
-        let what = format!("shared holders: {holder}");
-        return removed(dir, name, ident, Outcome::ForcedForeign { what }, path);
-    }
-    if !live.is_empty() && live.iter().all(|h| h.mode == Mode::Run) {
-        return Ok(Outcome::Refused(Refusal::LiveRun { holder }));
-    }
-    Ok(Outcome::Refused(Refusal::NotOwner { holder }))
-}
-
-/// Each signalled keeper leaves (removing the file if it is the last one
-/// out), then exits: its descriptor on the file closing is the end of its
-/// part. Bounded by `KEEPER_GRACE`.
-fn wait_keepers_left(own: &[&Record], ident: Ident, path: &Path) -> Result<()> {
-    let started = Instant::now();
-    while let Some(keeper) = own.iter().find(|k| {
-        procfs::process_holds_inode(Pid::from_raw(k.pid), ident.0, ident.1, k.fd).unwrap_or(false)
-    }) {
-        if started.elapsed() > KEEPER_GRACE {
-            return Err(crate::exit::fail(
-                crate::exit::Exit::OsErr,
-                format!(
-                    "keeper pid {} did not let go of {} within {}s",
-                    keeper.pid,
-                    path.display(),
-                    KEEPER_GRACE.as_secs()
-                ),
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    Ok(())
-}
-
 /// Unlink our file (we hold its flock or were told to force), reporting
 /// `done`, or that the path names another file now.
-fn removed(
+pub(super) fn removed(
     dir: &LockDir,
     name: &OsStr,
     ident: Ident,
@@ -409,7 +299,7 @@ fn stop_keeper(
 }
 
 /// What is at the path once the keeper let go of the file.
-fn after_let_go(
+pub(super) fn after_let_go(
     dir: &LockDir,
     name: &OsStr,
     path: &Path,
@@ -450,7 +340,7 @@ const NO_PROC: &str = "no /proc to prove it";
 /// A pidfd of `keeper`, once proven: it holds the lock inode and runs as
 /// the caller's uid or root. The pidfd is opened before the checks, so the
 /// process checked is the one signalled.
-fn prove_keeper(
+pub(super) fn prove_keeper(
     keeper: Pid,
     ident: Ident,
     fd_hint: Option<i32>,
@@ -475,7 +365,7 @@ fn prove_keeper(
     }
 }
 
-fn signal_keeper(pidfd: &Option<OwnedFd>, keeper: Pid) -> io::Result<()> {
+pub(super) fn signal_keeper(pidfd: &Option<OwnedFd>, keeper: Pid) -> io::Result<()> {
     let sent = match pidfd {
         Some(fd) => sys::pidfd_send_signal(fd, Signal::SIGUSR1 as i32),
         None => nix::sys::signal::kill(keeper, Signal::SIGUSR1).map_err(io::Error::from),
