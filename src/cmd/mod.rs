@@ -122,8 +122,8 @@ pub fn hold_notes(record: &crate::lock::record::Record) -> String {
             crate::ui::escape_controls(reason)
         ));
     }
-    if let Some(ms) = record.max_hold_ms {
-        let dur = humantime::format_duration(std::time::Duration::from_millis(ms));
+    if let Some(max_hold) = record.max_hold() {
+        let dur = humantime::format_duration(max_hold);
         notes.push_str(&format!("; --max-hold lets go of it after {dur}"));
     }
     notes

@@ -367,11 +367,8 @@ impl Inspection {
             .map(|r| format!(", reason: {}", crate::ui::escape_controls(r)))
             .unwrap_or_default();
         let max_hold = record
-            .max_hold_ms
-            .map(|ms| {
-                let dur = std::time::Duration::from_millis(ms);
-                format!(", --max-hold {}", humantime::format_duration(dur))
-            })
+            .max_hold()
+            .map(|d| format!(", --max-hold {}", humantime::format_duration(d)))
             .unwrap_or_default();
         format!(
             "resin-lock {}{} ({pid}: {}{reason}{max_hold}) {}",

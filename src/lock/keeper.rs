@@ -83,9 +83,7 @@ pub fn start(
     notify: Notify,
 ) -> Result<Started> {
     let (ours, mut provisions) = provide(Pid::from_raw(owner.id.pid))?;
-    provisions.max_hold = record
-        .max_hold_ms
-        .map(|ms| (Duration::from_millis(ms), !quiet));
+    provisions.max_hold = record.max_hold().map(|d| (d, !quiet));
     // The fast path: a flocked O_TMPFILE per lock made before the fork, so
     // the keeper holds them from birth.
     let prepared = prepare_all(targets, opts.shared);

@@ -117,6 +117,11 @@ impl Record {
         self.max_hold_ms = max_hold.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
     }
 
+    /// The `--max-hold` the record keeps, if any.
+    pub fn max_hold(&self) -> Option<std::time::Duration> {
+        self.max_hold_ms.map(std::time::Duration::from_millis)
+    }
+
     /// How long the lock has been held, if `start` reads (which has whole
     /// seconds: up to a second more than it was).
     pub fn held_for(&self) -> Option<std::time::Duration> {
