@@ -527,14 +527,18 @@ fn unknown_option_is_a_usage_error_and_never_the_command() {
 /// wait until the background sleep's pid is written.
 fn start_with_background_job(s: &Scratch, args: &[&str]) -> (std::process::Child, i32) {
     let bgpid = s.path("bgpid");
+    // Only builtins after the `&`: a `mv` still exiting when the test's
+    // SIGTERM lands is a second leftover child, and the count says 2.
     let script = format!(
-        "sleep 1000 >/dev/null 2>&1 & echo $! > {b}.tmp && mv {b}.tmp {b}; wait",
+        "sleep 1000 >/dev/null 2>&1 & echo $! > {b}; wait",
         b = bgpid.display()
     );
     let mut cmd = s.cmd(&["run"]);
     cmd.args(args).args(["--", "sh", "-c", &script]);
     let run = spawn_quiet(cmd);
-    wait_for_file(&bgpid);
+    wait_until("the background job's pid", || {
+        fs::read_to_string(&bgpid).is_ok_and(|t| t.ends_with('\n'))
+    });
     (run, read_pid(&bgpid))
 }
 
