@@ -368,3 +368,15 @@ mod tests {
         assert!(lock_within(&other, Duration::from_secs(5)).unwrap());
     }
 }
+
+/// glibc's `_dl_get_origin`, which static glibc's start-up calls to learn
+/// the program's directory for `$ORIGIN` in `dlopen` search paths: a
+/// readlink("/proc/self/exe") on every start, about 50 µs of a `/proc`
+/// path walk (SPEC section 9: start-up is most of a call's cost). This
+/// program never loads a shared object by a path with `$ORIGIN`; `-1` is
+/// glibc's own answer for "unknown", as when `/proc` is not mounted.
+#[cfg(target_feature = "crt-static")]
+#[unsafe(no_mangle)]
+pub extern "C" fn _dl_get_origin() -> *const std::ffi::c_char {
+    usize::MAX as *const std::ffi::c_char
+}
