@@ -1011,3 +1011,59 @@ fn verbose_says_what_it_did() {
         .success()
         .stderr(contains("released"));
 }
+
+/// Of the resin-lock binary's read-only mappings in `pid` (its code and
+/// constants): how many KiB are resident, and how many KiB they span.
+fn binary_pages_kb(pid: i32) -> (u64, u64) {
+    let exe = fs::canonicalize(bin()).unwrap();
+    let smaps = fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap();
+    let kb = |value: &str| -> u64 { value.trim().trim_end_matches("kB").trim().parse().unwrap() };
+    let mut ours = false;
+    let (mut rss, mut size) = (0, 0);
+    for line in smaps.lines() {
+        let mut words = line.split_whitespace();
+        let first = words.next().unwrap_or("");
+        if first.contains('-') && !first.ends_with(':') {
+            // A mapping's header: "start-end perms offset dev inode path".
+            let perms = words.next().unwrap_or("");
+            ours = !perms.contains('w') && words.nth(3) == Some(exe.to_str().unwrap());
+        } else if ours && first == "Rss:" {
+            rss += kb(&line[4..]);
+        } else if ours && first == "Size:" {
+            size += kb(&line[5..]);
+        }
+    }
+    (rss, size)
+}
+
+/// SPEC section 9 (issue 16): a keeper or `run` that waits for hours gives
+/// back the pages its start-up mapped in (clap, the location table), so it
+/// costs no more memory than tini. Seen in /proc: start-up leaves most of
+/// the binary's code mapped; a process that has waited a while has less
+/// than half of it.
+#[test]
+fn idle_keeper_and_run_give_back_their_start_up_pages() {
+    let s = Scratch::new();
+    s.cmd(&["acquire"]).assert().success();
+    let keeper = record(&s.lock())["pid"].as_i64().unwrap() as i32;
+    let ready = s.path("ready");
+    let run_lock = s.path("run.lock");
+    let script = format!("touch {}; exec sleep 1000", ready.display());
+    let mut run = resin_lock();
+    run.arg("--path")
+        .arg(&run_lock)
+        .args(["run", "--", "sh", "-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null());
+    let run = Group::spawn(run, "resin-lock run");
+    wait_for_file(&ready);
+    for (what, pid) in [("keeper", keeper), ("run", run.pid())] {
+        let (_, size) = binary_pages_kb(pid);
+        assert!(size > 0, "the {what} maps its binary");
+        wait_until(&format!("the {what} to give back its pages"), || {
+            let (rss, _) = binary_pages_kb(pid);
+            rss * 2 < size
+        });
+    }
+    s.cmd(&["release"]).assert().success();
+}

@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use nix::errno::Errno;
-use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, kill};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
@@ -425,6 +425,7 @@ fn hold(
     max_hold: Option<(Duration, bool)>,
 ) {
     let deadline = max_hold.map(|(after, _)| std::time::Instant::now() + after);
+    let mut shed = sys::Shed::start();
     loop {
         let mut fds = vec![PollFd::new(release.as_fd(), PollFlags::POLLIN)];
         if let Some(fd) = &owner_fd {
@@ -455,7 +456,7 @@ fn hold(
                 timeout = left;
             }
         }
-        if let Err(err) = poll(&mut fds, timeout)
+        if let Err(err) = shed.poll(&mut fds, timeout)
             && err != Errno::EINTR
         {
             // Out of memory for the poll table, say: never let go because
