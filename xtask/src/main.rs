@@ -30,10 +30,13 @@ tasks:
                 npm lockfile, tini, dumb-init) and print the performance budgets as a
                 markdown table
   bench --quick the same with fewer rounds
-  bench --only FAMILY
-                one family alone, on the release build: shared (join and leave
-                against flock -s) or update-now (release to the supervisor's
-                update call, against a local fake supervisor)";
+  bench [--quick] --only FAMILY
+                one family alone: per-call (direct spawn and shell loop) or
+                memory (peak and idle RSS), on the release and the static build;
+                handoff, contention, shared (join and leave against flock -s)
+                or update-now (release to the supervisor's update call, against
+                a local fake supervisor), on the release build (contention on
+                both)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -46,6 +49,7 @@ fn main() -> ExitCode {
         ["bench"] => bench::bench(&root(), false, None),
         ["bench", "--quick"] => bench::bench(&root(), true, None),
         ["bench", "--only", family] => bench::bench(&root(), false, Some(family)),
+        ["bench", "--quick", "--only", family] => bench::bench(&root(), true, Some(family)),
         ["help" | "-h" | "--help"] => {
             println!("{USAGE}");
             Ok(())

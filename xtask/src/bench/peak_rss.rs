@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use super::per_call::run_true_cases;
 use super::process::{Scratch, argv, shown};
 use super::stats::{interleave, median_u64};
-use super::{Plan, Report, Row, Tools, WARMUP, ratio, skipped, verdict};
+use super::{Plan, Report, Row, Tools, WARMUP, ratio, skipped};
 
 pub(super) fn measure(
     tools: &Tools,
@@ -47,8 +47,8 @@ pub(super) fn measure(
                     ours: format!("{a} KiB"),
                     peer: format!("{b} KiB (flock F true)"),
                     ratio: format!("{:.2}x", ratio(a as f64, b as f64)),
-                    budget: "≤ flock's".to_owned(),
-                    holds: verdict(a <= b),
+                    budget: tools.budget_for(kind, "≤ flock's"),
+                    holds: tools.judge(kind, a <= b),
                 }
             }
             None => skipped(bench(kind), &tools.peers.flock),

@@ -20,8 +20,6 @@ use super::{Holds, Plan, Report, Row, Tools, ms, ratio, skipped, verdict};
 pub(super) const BLOCK: u32 = 50;
 /// Alternating runs, each giving one ratio.
 pub(super) const RUNS: usize = 3;
-/// SPEC section 9: at most this much of the peer's time per call.
-const BUDGET: f64 = 1.0;
 
 /// One comparison: a resin-lock command line against a peer's, each as the
 /// body of the loop, with `"$1"` the program and `"$2"` the lock file.
@@ -33,9 +31,9 @@ struct Pair<'a> {
     peer: &'a Peer,
     peer_shown: &'static str,
     peer_body: &'static str,
-    /// Whether the release binary's row is judged too, or only the static
-    /// (shipped) one's.
-    judge_release: bool,
+    /// At most this much of the peer's time per call, for the static
+    /// (shipped) binary; the release binary's row is for information.
+    budget: f64,
 }
 
 /// `resin-lock -q --path F run -- true` against `flock F true`.
@@ -52,7 +50,8 @@ pub(super) fn run_true(
         peer: &tools.peers.flock,
         peer_shown: "flock F true",
         peer_body: r#""$1" "$2" true"#,
-        judge_release: true,
+        // Issue 16: below SPEC section 9's 1.0x, with room for the noise.
+        budget: 0.95,
     };
     measure(tools, scratch, plan, report, &pair, "loop-run")
 }
@@ -73,7 +72,8 @@ pub(super) fn acquire_release(
         peer: &tools.peers.lockfile,
         peer_shown: "lockfile -r0 F && rm -f F",
         peer_body: r#""$1" -r0 "$2" && rm -f "$2""#,
-        judge_release: false,
+        // SPEC section 9.
+        budget: 1.0,
     };
     measure(tools, scratch, plan, report, &pair, "loop-acquire")
 }
@@ -151,7 +151,7 @@ fn measure(
                 ratio(ours, quantile(&r[n_ours], 0.5).as_secs_f64())
             })
             .collect();
-        let judged = *kind == "static" || pair.judge_release;
+        let judged = tools.judged(kind);
         report
             .rows
             .push(row(pair, kind, &all(i), &all(n_ours), &ratios, judged));
@@ -187,12 +187,12 @@ fn row(
         peer: format!("{} ({})", ms(quantile(peer, 0.5)), pair.peer_shown),
         ratio: format!("{median:.2}x ({min:.2}–{max:.2}x)"),
         budget: if judged {
-            format!("≤ {BUDGET:.1}x")
+            format!("≤ {:.2}x", pair.budget)
         } else {
             "— (budget: static)".to_owned()
         },
         holds: if judged {
-            verdict(median <= BUDGET)
+            verdict(median <= pair.budget)
         } else {
             Holds::Info
         },
