@@ -11,10 +11,10 @@ use crate::lock::owner::OwnerChoice;
 // How to wait for a busy lock (shared by `acquire` and `run`). Not a doc
 // comment: a deferred subcommand would take it as its own description.
 #[derive(Debug, Clone, Args)]
-pub struct WaitArgs {
+pub(crate) struct WaitArgs {
     /// Fail at once if the lock is busy instead of waiting.
     #[arg(short = 'n', long, conflicts_with = "timeout")]
-    pub nonblock: bool,
+    pub(crate) nonblock: bool,
 
     /// Give up after DUR (seconds, or with a unit: 250ms, 30s, 5m, 1h).
     // `-w -1` reaches the duration parser, which says why it is wrong.
@@ -26,7 +26,7 @@ pub struct WaitArgs {
         value_parser = crate::duration::parse,
         allow_negative_numbers = true
     )]
-    pub timeout: Option<Duration>,
+    pub(crate) timeout: Option<Duration>,
 
     /// Exit with CODE instead of 1 when the lock is busy (-n) or the wait times out (-w).
     #[arg(
@@ -35,25 +35,25 @@ pub struct WaitArgs {
         value_name = "CODE",
         value_hint = ValueHint::Other
     )]
-    pub conflict_exit_code: Option<u8>,
+    pub(crate) conflict_exit_code: Option<u8>,
 
     /// Share the lock: several holders at once (LOCK_SH), each blocking updates; the last one out removes it.
     ///
     /// A shared taker waits only for an exclusive holder or a foreign lock;
     /// an exclusive one waits until every shared holder is gone.
     #[arg(short = 's', long)]
-    pub shared: bool,
+    pub(crate) shared: bool,
 }
 
 // What the lock says about itself, and how long it may last (shared by
 // `acquire` and `run`). Not a doc comment, as `WaitArgs`.
 #[derive(Debug, Clone, Args)]
-pub struct HoldArgs {
+pub(crate) struct HoldArgs {
     /// Why the lock is held, stored in the lock file and shown by `status`, -v and waiters.
     ///
     /// At most 256 bytes are kept (a longer TEXT is cut, and the record says so).
     #[arg(long, value_name = "TEXT", value_hint = ValueHint::Other)]
-    pub reason: Option<String>,
+    pub(crate) reason: Option<String>,
 
     /// Let go of the lock after DUR even if the work goes on (off by default).
     ///
@@ -66,33 +66,33 @@ pub struct HoldArgs {
         value_parser = crate::duration::parse,
         allow_negative_numbers = true
     )]
-    pub max_hold: Option<Duration>,
+    pub(crate) max_hold: Option<Duration>,
 }
 
 #[derive(Debug, Args)]
-pub struct AcquireArgs {
+pub(crate) struct AcquireArgs {
     #[command(flatten)]
-    pub wait: WaitArgs,
+    pub(crate) wait: WaitArgs,
 
     #[command(flatten)]
-    pub hold: HoldArgs,
+    pub(crate) hold: HoldArgs,
 
     /// Keep the lock while process PID lives; `parent`: exactly the parent
     /// (default: the nearest ancestor that is not a transient wrapper).
     #[arg(long, value_name = "PID|parent", value_parser = parse_owner, value_hint = ValueHint::Other)]
-    pub owner: Option<OwnerChoice>,
+    pub(crate) owner: Option<OwnerChoice>,
 }
 
 #[derive(Debug, Args)]
-pub struct ReleaseArgs {
+pub(crate) struct ReleaseArgs {
     /// Also remove someone else's acquire lock, foreign locks and locks held
     /// by a running `resin-lock run`.
     #[arg(short, long)]
-    pub force: bool,
+    pub(crate) force: bool,
 
     /// Release the lock of owner PID (an ancestor of the caller always counts).
     #[arg(long, value_name = "PID|parent", value_parser = parse_owner, value_hint = ValueHint::Other)]
-    pub owner: Option<OwnerChoice>,
+    pub(crate) owner: Option<OwnerChoice>,
 
     /// After the lock is released, ask the supervisor to apply a pending update now.
     ///
@@ -107,7 +107,7 @@ pub struct ReleaseArgs {
     /// stays as it would be without this option. -v says what was asked and
     /// the answer.
     #[arg(long)]
-    pub update_now: bool,
+    pub(crate) update_now: bool,
 }
 
 /// `--owner`: a process id, or `parent`.
@@ -122,12 +122,12 @@ fn parse_owner(value: &str) -> Result<OwnerChoice, String> {
 }
 
 #[derive(Debug, Args)]
-pub struct RunArgs {
+pub(crate) struct RunArgs {
     #[command(flatten)]
-    pub wait: WaitArgs,
+    pub(crate) wait: WaitArgs,
 
     #[command(flatten)]
-    pub hold: HoldArgs,
+    pub(crate) hold: HoldArgs,
 
     /// Run CMD in its own process group and send forwarded signals to the whole group.
     ///
@@ -136,7 +136,7 @@ pub struct RunArgs {
     /// foreground group, so Ctrl-C and Ctrl-Z reach it directly, and the
     /// terminal comes back when CMD ends.
     #[arg(short, long)]
-    pub group: bool,
+    pub(crate) group: bool,
 
     /// After the lock is released, ask the supervisor to apply a pending update now.
     ///
@@ -151,7 +151,7 @@ pub struct RunArgs {
     /// stays as it would be without this option. -v says what was asked and
     /// the answer.
     #[arg(long)]
-    pub update_now: bool,
+    pub(crate) update_now: bool,
 
     /// The command to run while holding the lock, and its arguments.
     #[arg(
@@ -161,18 +161,18 @@ pub struct RunArgs {
         num_args = 1..,
         trailing_var_arg = true
     )]
-    pub cmd: Vec<OsString>,
+    pub(crate) cmd: Vec<OsString>,
 }
 
 #[derive(Debug, Args)]
-pub struct StatusArgs {
+pub(crate) struct StatusArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
 
     /// Also ask the supervisor API whether an update is pending.
     #[arg(long)]
-    pub supervisor: bool,
+    pub(crate) supervisor: bool,
 
     /// From the balenaOS host: every app's locks under /tmp/balena-supervisor/services.
     ///
@@ -187,7 +187,7 @@ pub struct StatusArgs {
     /// locks (SUPERVISOR_OVERRIDE_LOCK in ROOT/tmp/balena-supervisor/target-state-config).
     /// --path does not apply. Exit 0 when no lock file exists, 1 when one does.
     #[arg(long, conflicts_with_all = ["supervisor", "health"])]
-    pub host: bool,
+    pub(crate) host: bool,
 
     /// For a Docker HEALTHCHECK: exit 1 only when a lock blocks updates for nothing.
     ///
@@ -196,7 +196,7 @@ pub struct StatusArgs {
     /// or a lock held by a live holder or by the supervisor (it is updating). One line
     /// says why (with --json: the report, plus `healthy` and `health`).
     #[arg(long)]
-    pub health: bool,
+    pub(crate) health: bool,
 
     /// With --health: a lock held longer than DUR is unhealthy too.
     #[arg(
@@ -207,5 +207,5 @@ pub struct StatusArgs {
         value_parser = crate::duration::parse,
         allow_negative_numbers = true
     )]
-    pub max_hold: Option<Duration>,
+    pub(crate) max_hold: Option<Duration>,
 }

@@ -12,8 +12,10 @@ use clap::{CommandFactory, Parser, Subcommand, ValueHint};
 mod args;
 mod parse;
 
-pub use args::{AcquireArgs, HoldArgs, ReleaseArgs, RunArgs, StatusArgs, WaitArgs};
-pub use parse::{parse, parse_from};
+pub(crate) use args::{AcquireArgs, ReleaseArgs, RunArgs, StatusArgs, WaitArgs};
+pub use parse::parse;
+#[cfg(test)]
+use parse::parse_from;
 
 /// Block balena / resin.io supervisor updates while critical work runs.
 ///
@@ -53,7 +55,7 @@ pub struct Cli {
         global = true,
         env = "RESIN_LOCK_PATH"
     )]
-    pub paths: Vec<PathBuf>,
+    pub(crate) paths: Vec<PathBuf>,
 
     /// Resolve detected lock paths and detection files under DIR (never --path).
     ///
@@ -69,18 +71,18 @@ pub struct Cli {
         global = true,
         env = "RESIN_LOCK_ROOT"
     )]
-    pub root: Option<PathBuf>,
+    pub(crate) root: Option<PathBuf>,
 
     /// Say what was done and why (also: who holds the lock while waiting).
     #[arg(short, long, global = true, conflicts_with = "quiet")]
-    pub verbose: bool,
+    pub(crate) verbose: bool,
 
     /// Print nothing but errors.
     #[arg(short, long, global = true)]
-    pub quiet: bool,
+    pub(crate) quiet: bool,
 
     #[command(subcommand)]
-    pub command: Command,
+    pub(crate) command: Command,
 }
 
 /// `defer`: a subcommand's arguments are built only when it is the one
@@ -88,7 +90,7 @@ pub struct Cli {
 /// them cost every start about as much as the work of `status`.
 #[derive(Debug, Subcommand)]
 #[command(defer = true)]
-pub enum Command {
+pub(crate) enum Command {
     /// Take the update lock and keep it after this command returns, until `release`.
     ///
     /// A small keeper process holds the lock until `resin-lock release` or

@@ -119,7 +119,11 @@ fn typed_subcommand(cmd: &clap::Command, args: &[OsString]) -> Option<String> {
 /// with VAR unset gives one), and RESIN_LOCK_PATH may hold several paths
 /// joined by ':'. clap would take an empty variable for a missing value
 /// (exit 64) and the whole list for one path, so these two are read here.
-pub fn parse_from<I, T>(args: I, env: impl Fn(&str) -> Option<OsString>) -> clap::error::Result<Cli>
+#[cfg(test)]
+pub(crate) fn parse_from<I, T>(
+    args: I,
+    env: impl Fn(&str) -> Option<OsString>,
+) -> clap::error::Result<Cli>
 where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
