@@ -10,7 +10,7 @@ use nix::sys::wait::WaitStatus;
 /// Exit statuses with a fixed meaning. `run` also exits with the child's
 /// code N, or 128+S when the child (or resin-lock while waiting) got signal S.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Exit {
+pub(crate) enum Exit {
     /// Done; for `status`: no lock file exists.
     Ok,
     /// The lock is held by someone else (busy, timed out, release refused,
@@ -36,7 +36,7 @@ pub enum Exit {
 
 impl Exit {
     /// Every fixed status, in the order of the documented table.
-    pub const ALL: [Exit; 10] = [
+    pub(crate) const ALL: [Exit; 10] = [
         Exit::Ok,
         Exit::Busy,
         Exit::Usage,
@@ -49,7 +49,7 @@ impl Exit {
         Exit::NotFound,
     ];
 
-    pub fn code(self) -> u8 {
+    pub(crate) fn code(self) -> u8 {
         match self {
             Exit::Ok => 0,
             Exit::Busy => 1,
@@ -66,7 +66,7 @@ impl Exit {
 
     /// What the status means, in one line: the table of the README, the man
     /// page's EXIT STATUS and `--help` are made from these (`like this` is code).
-    pub fn meaning(self) -> &'static str {
+    pub(crate) fn meaning(self) -> &'static str {
         match self {
             Exit::Ok => "done; for `status`: no lock file exists (updates are allowed)",
             Exit::Busy => {
@@ -108,7 +108,7 @@ impl Exit {
 }
 
 /// The statuses that are not one fixed code, as the table shows them.
-pub const VARIABLE_STATUSES: [(&str, &str); 2] = [
+pub(crate) const VARIABLE_STATUSES: [(&str, &str); 2] = [
     ("N", "`run`: CMD exited with N"),
     (
         "128+S",
@@ -132,7 +132,7 @@ pub fn table() -> Vec<(String, &'static str)> {
 
 /// The table as plain text for `--help`, wrapped to 78 columns with a
 /// hanging indent (clap would wrap it at the terminal's width without one).
-pub fn help_table() -> String {
+pub(crate) fn help_table() -> String {
     const WIDTH: usize = 78;
     const INDENT: &str = "         ";
     let mut text = String::from("Exit status:\n");
@@ -155,12 +155,12 @@ pub fn help_table() -> String {
 }
 
 /// The status for "stopped by signal S": 128+S, as shells report it.
-pub fn signal_code(signal: i32) -> u8 {
+pub(crate) fn signal_code(signal: i32) -> u8 {
     u8::try_from(128 + signal).unwrap_or(255)
 }
 
 /// Map a child's final wait status to our exit status (N, or 128+S).
-pub fn child_code(status: WaitStatus) -> u8 {
+pub(crate) fn child_code(status: WaitStatus) -> u8 {
     match status {
         WaitStatus::Exited(_, code) => u8::try_from(code).unwrap_or(255),
         WaitStatus::Signaled(_, signal, _) => signal_code(signal as i32),
@@ -170,7 +170,7 @@ pub fn child_code(status: WaitStatus) -> u8 {
 
 /// A child's end in words, for messages: "exited with status 3", "was
 /// killed by signal TERM".
-pub fn describe_status(status: WaitStatus) -> String {
+pub(crate) fn describe_status(status: WaitStatus) -> String {
     match status {
         WaitStatus::Exited(_, code) => format!("exited with status {code}"),
         WaitStatus::Signaled(_, signal, core_dumped) => format!(
@@ -185,9 +185,9 @@ pub fn describe_status(status: WaitStatus) -> String {
 /// An error with a documented exit status. It is the root of an `anyhow`
 /// chain; `report` finds it and prints the whole chain once.
 #[derive(Debug)]
-pub struct Failure {
-    pub code: u8,
-    pub message: String,
+pub(crate) struct Failure {
+    pub(crate) code: u8,
+    pub(crate) message: String,
 }
 
 impl fmt::Display for Failure {
@@ -199,7 +199,7 @@ impl fmt::Display for Failure {
 impl std::error::Error for Failure {}
 
 /// Build an error that exits with `code` and prints `message`.
-pub fn fail(code: Exit, message: impl Into<String>) -> anyhow::Error {
+pub(crate) fn fail(code: Exit, message: impl Into<String>) -> anyhow::Error {
     anyhow::Error::new(Failure {
         code: code.code(),
         message: message.into(),
@@ -207,7 +207,7 @@ pub fn fail(code: Exit, message: impl Into<String>) -> anyhow::Error {
 }
 
 /// Build an error with a raw exit status (e.g. `-E CODE`).
-pub fn fail_with(code: u8, message: impl Into<String>) -> anyhow::Error {
+pub(crate) fn fail_with(code: u8, message: impl Into<String>) -> anyhow::Error {
     anyhow::Error::new(Failure {
         code,
         message: message.into(),
@@ -216,7 +216,7 @@ pub fn fail_with(code: u8, message: impl Into<String>) -> anyhow::Error {
 
 /// The exit status an error chain stands for: a `Failure` anywhere in it
 /// decides; otherwise an I/O error is an OS error (71) and anything else a bug (70).
-pub fn code_of(err: &anyhow::Error) -> u8 {
+pub(crate) fn code_of(err: &anyhow::Error) -> u8 {
     if let Some(failure) = err.chain().find_map(|e| e.downcast_ref::<Failure>()) {
         return failure.code;
     }
@@ -247,7 +247,7 @@ pub fn report(result: anyhow::Result<u8>) -> u8 {
 /// The words of an error chain for its one line: `what: why: why`, with
 /// the system's words for an errno but not the `(os error N)` that
 /// `io::Error` adds to them, and control characters escaped.
-pub fn message(err: &anyhow::Error) -> String {
+pub(crate) fn message(err: &anyhow::Error) -> String {
     const SUFFIX: &str = " (os error ";
     let mut text = format!("{err:#}");
     let mut from = 0;

@@ -3,17 +3,21 @@
 //! integration tests and the xtask generators can reach the CLI definition.
 //!
 //! Data flows one way: `cli` -> `cmd` -> (`locate`, `lock`, `supervise`, `supervisor_api`) -> `sys`.
+//!
+//! Public only what `main`, the integration tests and the xtask reach (the CLI
+//! definition, the exit table, and the parsers the property tests drive);
+//! everything else is `pub(crate)`, so the compiler reports dead code.
 
 pub mod cli;
 pub mod cmd;
 pub mod duration;
-pub mod env;
+pub(crate) mod env;
 pub mod exit;
 pub mod locate;
 pub mod lock;
-pub mod procfs;
-pub mod signals;
-pub mod supervise;
+pub(crate) mod procfs;
+pub(crate) mod signals;
+pub(crate) mod supervise;
 pub mod supervisor_api;
 pub mod sys;
-pub mod ui;
+pub(crate) mod ui;

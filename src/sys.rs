@@ -55,7 +55,7 @@ pub fn start_up() {
 /// take it. (timer_create could aim it at this thread, but static glibc then
 /// links pthread_create and its resolver state, +80 KB.) The previous
 /// disposition is restored.
-pub fn lock_within(file: &fs::File, limit: std::time::Duration) -> io::Result<bool> {
+pub(crate) fn lock_within(file: &fs::File, limit: std::time::Duration) -> io::Result<bool> {
     use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
     use nix::unistd::alarm;
 
@@ -91,7 +91,7 @@ pub fn lock_within(file: &fs::File, limit: std::time::Duration) -> io::Result<bo
 
 /// `pidfd_open(2)`: a descriptor that becomes readable when `pid` exits.
 /// Immune to pid reuse once opened.
-pub fn pidfd_open(pid: Pid) -> io::Result<OwnedFd> {
+pub(crate) fn pidfd_open(pid: Pid) -> io::Result<OwnedFd> {
     // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or
     // -1; no memory is passed.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
@@ -105,7 +105,7 @@ pub fn pidfd_open(pid: Pid) -> io::Result<OwnedFd> {
 
 /// `fork(2)`. Callers are single-threaded at this point (resin-lock starts
 /// no threads), so the child may do anything the parent could.
-pub fn fork() -> io::Result<ForkResult> {
+pub(crate) fn fork() -> io::Result<ForkResult> {
     // SAFETY: resin-lock never starts a thread, so the child is a full copy
     // of a single-threaded process and may allocate, lock and call any function.
     unsafe { nix::unistd::fork() }.map_err(io::Error::from)
@@ -115,7 +115,7 @@ pub fn fork() -> io::Result<ForkResult> {
 /// long-lived keeper holds no pipe of its caller open. Cannot fail: where
 /// close_range(2) is missing (Linux before 5.9) each descriptor up to the
 /// limit is closed in turn.
-pub fn close_other_fds(keep: &[RawFd]) {
+pub(crate) fn close_other_fds(keep: &[RawFd]) {
     let mut kept: Vec<RawFd> = keep.iter().copied().filter(|fd| *fd > 2).collect();
     kept.sort_unstable();
     kept.dedup();
@@ -158,7 +158,7 @@ fn close_one_by_one(keep: &[RawFd]) {
 
 /// Point stdin, stdout and stderr at `null` (/dev/null, closed here), or
 /// close them where there is no /dev/null. Cannot fail.
-pub fn detach_stdio(null: Option<fs::File>) {
+pub(crate) fn detach_stdio(null: Option<fs::File>) {
     for target in 0..=2 {
         match &null {
             // SAFETY: dup2 onto the standard descriptors; both are valid
@@ -173,12 +173,12 @@ pub fn detach_stdio(null: Option<fs::File>) {
 }
 
 /// The text of an errno value, without Rust's " (os error N)".
-pub fn strerror(code: i32) -> String {
+pub(crate) fn strerror(code: i32) -> String {
     nix::errno::Errno::from_raw(code).desc().to_owned()
 }
 
 /// Whether a process with this pid exists (EPERM still means it does).
-pub fn process_exists(pid: Pid) -> bool {
+pub(crate) fn process_exists(pid: Pid) -> bool {
     matches!(
         nix::sys::signal::kill(pid, None),
         Ok(()) | Err(nix::errno::Errno::EPERM)
@@ -187,7 +187,7 @@ pub fn process_exists(pid: Pid) -> bool {
 
 /// `pidfd_send_signal(2)`: signal the process a pidfd names, which cannot
 /// be a later process that reused its pid.
-pub fn pidfd_send_signal(pidfd: &OwnedFd, signal: i32) -> io::Result<()> {
+pub(crate) fn pidfd_send_signal(pidfd: &OwnedFd, signal: i32) -> io::Result<()> {
     // SAFETY: the descriptor is a valid pidfd we own; a null siginfo and
     // zero flags are what the call documents for a plain kill(2)-like send.
     let rc = unsafe {
@@ -209,7 +209,7 @@ pub fn pidfd_send_signal(pidfd: &OwnedFd, signal: i32) -> io::Result<()> {
 /// process group of the terminal on its stdin before it execs, as tini's
 /// `-g` does: from the child itself, so CMD never runs in the background
 /// of its own terminal. No terminal (ENOTTY, ENXIO) is not an error.
-pub fn lead_group_with_terminal(cmd: &mut std::process::Command) {
+pub(crate) fn lead_group_with_terminal(cmd: &mut std::process::Command) {
     use std::os::unix::process::CommandExt;
     // SAFETY: `take_terminal` runs in the forked child between fork and
     // exec; it only makes async-signal-safe system calls (setpgid,
@@ -241,13 +241,13 @@ fn take_terminal() -> io::Result<()> {
 }
 
 /// The most descriptors one message to the keeper carries.
-pub const MAX_PASSED_FDS: usize = 64;
+pub(crate) const MAX_PASSED_FDS: usize = 64;
 /// The most lock paths one `acquire` hands to its keeper (a file and its
 /// directory each).
-pub const MAX_PATHS: usize = MAX_PASSED_FDS / 2;
+pub(crate) const MAX_PATHS: usize = MAX_PASSED_FDS / 2;
 
 /// Send `fds` and `payload` in one SOCK_SEQPACKET message (SCM_RIGHTS).
-pub fn send_fds(sock: &OwnedFd, payload: &[u8], fds: &[RawFd]) -> io::Result<()> {
+pub(crate) fn send_fds(sock: &OwnedFd, payload: &[u8], fds: &[RawFd]) -> io::Result<()> {
     use nix::sys::socket::{ControlMessage, MsgFlags, UnixAddr, sendmsg};
     let iov = [io::IoSlice::new(payload)];
     sendmsg::<UnixAddr>(
@@ -262,7 +262,7 @@ pub fn send_fds(sock: &OwnedFd, payload: &[u8], fds: &[RawFd]) -> io::Result<()>
 
 /// Receive one message sent by `send_fds`: its payload and the descriptors,
 /// now owned by this process. `None` at end of stream.
-pub fn recv_fds(sock: &OwnedFd) -> io::Result<Option<(Vec<u8>, Vec<OwnedFd>)>> {
+pub(crate) fn recv_fds(sock: &OwnedFd) -> io::Result<Option<(Vec<u8>, Vec<OwnedFd>)>> {
     use nix::sys::socket::{ControlMessageOwned, MsgFlags, UnixAddr, recvmsg};
     let mut payload = vec![0u8; 64 * 1024];
     let mut cmsg = nix::cmsg_space!([RawFd; MAX_PASSED_FDS]);
@@ -404,7 +404,7 @@ impl Shed {
 }
 
 /// The process name of `acquire` keepers (at most 15 bytes), as `ps` shows it.
-pub const KEEPER_NAME: &std::ffi::CStr = c"resin-lock-keep";
+pub(crate) const KEEPER_NAME: &std::ffi::CStr = c"resin-lock-keep";
 
 /// glibc's `__assert_fail`, which its start-up code references. glibc's own
 /// translates and formats its message (gettext, printf, iconv: about 30

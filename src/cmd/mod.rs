@@ -1,11 +1,11 @@
 //! One file per subcommand; each reads like the man page of that command.
 
-pub mod acquire;
-pub mod force_update;
-pub mod host;
-pub mod release;
-pub mod run;
-pub mod status;
+pub(crate) mod acquire;
+pub(crate) mod force_update;
+pub(crate) mod host;
+pub(crate) mod release;
+pub(crate) mod run;
+pub(crate) mod status;
 
 use std::path::Path;
 
@@ -21,9 +21,9 @@ use crate::lock::{Event, Released};
 use crate::ui::Ui;
 
 /// What every command needs: how to talk, and where the locks are.
-pub struct Context {
-    pub ui: Ui,
-    pub locations: Locations,
+pub(crate) struct Context {
+    pub(crate) ui: Ui,
+    pub(crate) locations: Locations,
 }
 
 /// Run the parsed command; the result is the exit status.
@@ -90,7 +90,7 @@ fn check_root(root: &Path) -> Result<()> {
 
 /// Supervisors >= v13.1 treat lock files owned by uid 65534 as their own and
 /// delete them, so a lock taken as that user would protect nothing.
-pub fn refuse_nobody() -> Result<()> {
+pub(crate) fn refuse_nobody() -> Result<()> {
     if nix::unistd::geteuid().as_raw() == SUPERVISOR_UID {
         return Err(fail(
             Exit::NoPerm,
@@ -103,7 +103,7 @@ pub fn refuse_nobody() -> Result<()> {
 }
 
 /// How to wait, from `-n`, `-w`, `-E`; `owner`: an `acquire`'s owner.
-pub fn wait_opts(args: &WaitArgs, owner: Option<ProcId>) -> WaitOpts {
+pub(crate) fn wait_opts(args: &WaitArgs, owner: Option<ProcId>) -> WaitOpts {
     WaitOpts {
         nonblock: args.nonblock,
         timeout: args.timeout,
@@ -114,7 +114,7 @@ pub fn wait_opts(args: &WaitArgs, owner: Option<ProcId>) -> WaitOpts {
 }
 
 /// `-v`: why the lock is held and for how long at most, after its paths.
-pub fn hold_notes(record: &crate::lock::record::Record) -> String {
+pub(crate) fn hold_notes(record: &crate::lock::record::Record) -> String {
     let mut notes = String::new();
     if let Some(reason) = &record.reason {
         notes.push_str(&format!(
@@ -130,7 +130,7 @@ pub fn hold_notes(record: &crate::lock::record::Record) -> String {
 }
 
 /// Why a removed or replaced lock file matters: the one way this is said.
-pub fn maybe_forced(path: &Path) -> String {
+pub(crate) fn maybe_forced(path: &Path) -> String {
     format!(
         "{}: our lock file was removed by someone else while we held it (the supervisor may have forced an update)",
         path.display()
@@ -138,7 +138,7 @@ pub fn maybe_forced(path: &Path) -> String {
 }
 
 /// Say what the lock protocol did, as `-q` and `-v` allow.
-pub fn tell(ui: &Ui, event: Event<'_>) {
+pub(crate) fn tell(ui: &Ui, event: Event<'_>) {
     match event {
         Event::Waiting { path, holder } => {
             let hint = match holder.held_by {

@@ -31,21 +31,22 @@ use {
 };
 
 /// The persistent lock of supervisors before v7 (survives reboots).
-pub const PERSISTENT_PATH: &str = "/data/resin-updates.lock";
+pub(crate) const PERSISTENT_PATH: &str = "/data/resin-updates.lock";
 /// The tmpfs lock of supervisors v4.0.0 to v7.21.x, and the default (SPEC rule 10).
-pub const DEFAULT_PATH: &str = "/tmp/resin/resin-updates.lock";
+pub(crate) const DEFAULT_PATH: &str = "/tmp/resin/resin-updates.lock";
 /// The lock of supervisors >= v7.22.0.
-pub const BALENA_PATH: &str = "/tmp/balena/updates.lock";
+pub(crate) const BALENA_PATH: &str = "/tmp/balena/updates.lock";
 /// Its directory, whose presence means a supervisor >= v7.22.0 (SPEC rule 9).
-pub const BALENA_DIR: &str = "/tmp/balena";
+pub(crate) const BALENA_DIR: &str = "/tmp/balena";
 /// Read for the host OS version when running on the host itself.
-pub const OS_RELEASE: &str = "/etc/os-release";
+pub(crate) const OS_RELEASE: &str = "/etc/os-release";
 
 /// Environment variables read by detection, in order of precedence.
-pub const APP_LOCK_PATH_VARS: [&str; 2] = ["BALENA_APP_LOCK_PATH", "RESIN_APP_LOCK_PATH"];
-pub const SUPERVISOR_VERSION_VARS: [&str; 2] =
+pub(crate) const APP_LOCK_PATH_VARS: [&str; 2] = ["BALENA_APP_LOCK_PATH", "RESIN_APP_LOCK_PATH"];
+pub(crate) const SUPERVISOR_VERSION_VARS: [&str; 2] =
     ["BALENA_SUPERVISOR_VERSION", "RESIN_SUPERVISOR_VERSION"];
-pub const HOST_OS_VERSION_VARS: [&str; 2] = ["BALENA_HOST_OS_VERSION", "RESIN_HOST_OS_VERSION"];
+pub(crate) const HOST_OS_VERSION_VARS: [&str; 2] =
+    ["BALENA_HOST_OS_VERSION", "RESIN_HOST_OS_VERSION"];
 
 /// `os-release` `ID`s of the hosts whose version matters.
 const HOST_OS_IDS: [&str; 2] = ["balena-os", "resin-os"];
@@ -76,23 +77,23 @@ pub struct Detection {
     /// The rule of the location table that chose the paths; null for `--path`.
     pub rule: Option<u8>,
     /// The supervisor version as understood; null when unknown.
-    pub supervisor_version: Option<String>,
+    pub(crate) supervisor_version: Option<String>,
     /// The variable the supervisor version was read from (also when it was
     /// not a version); null when none is set.
-    pub supervisor_version_source: Option<String>,
-    pub os_version: Option<String>,
+    pub(crate) supervisor_version_source: Option<String>,
+    pub(crate) os_version: Option<String>,
     /// A variable, or the os-release file that was read.
-    pub os_version_source: Option<String>,
-    pub os_is_1x: bool,
-    pub root: String,
+    pub(crate) os_version_source: Option<String>,
+    pub(crate) os_is_1x: bool,
+    pub(crate) root: String,
     /// The supervisor version exactly as read.
-    pub supervisor_version_raw: Option<String>,
+    pub(crate) supervisor_version_raw: Option<String>,
     /// The host OS version exactly as read (a PRETTY_NAME).
-    pub os_version_raw: Option<String>,
+    pub(crate) os_version_raw: Option<String>,
     /// The variable that named the lock path (rule 1).
-    pub app_lock_path_source: Option<String>,
+    pub(crate) app_lock_path_source: Option<String>,
     /// Whether `ROOT/tmp/balena` is a directory; null for `--path`.
-    pub tmp_balena_is_dir: Option<bool>,
+    pub(crate) tmp_balena_is_dir: Option<bool>,
     /// The choice in words.
     #[serde(skip)]
     pub explanation: String,
@@ -108,14 +109,14 @@ pub struct Detected {
 
 /// The lock paths to use, in order, and how they were chosen.
 #[derive(Debug, Clone)]
-pub struct Locations {
-    pub targets: Vec<Target>,
-    pub detection: Detection,
+pub(crate) struct Locations {
+    pub(crate) targets: Vec<Target>,
+    pub(crate) detection: Detection,
 }
 
 /// Resolve the lock paths: explicit ones win, as given; otherwise the
 /// detected ones, under `root`, with parents that may be created.
-pub fn resolve(explicit: &[PathBuf], root: Option<&Path>) -> Locations {
+pub(crate) fn resolve(explicit: &[PathBuf], root: Option<&Path>) -> Locations {
     let root = root.unwrap_or(Path::new("/"));
     if !explicit.is_empty() {
         return Locations {
@@ -159,19 +160,19 @@ pub fn resolve(explicit: &[PathBuf], root: Option<&Path>) -> Locations {
 }
 
 /// `path` (absolute) relative to `root`. A relative path counts from the root.
-pub fn under_root(root: &Path, path: &Path) -> PathBuf {
+pub(crate) fn under_root(root: &Path, path: &Path) -> PathBuf {
     root.join(path.strip_prefix("/").unwrap_or(path))
 }
 
 /// Read the detection inputs from the process environment and from `root`.
-pub fn gather(root: &Path) -> Inputs {
+pub(crate) fn gather(root: &Path) -> Inputs {
     gather_from(root, |name| std::env::var_os(name))
 }
 
 /// `gather` with the environment given as a function (for tests). A variable
 /// set to the empty string counts as unset. `ROOT/etc/os-release` is read
 /// only when no host OS variable is set.
-pub fn gather_from(root: &Path, env: impl Fn(&str) -> Option<OsString>) -> Inputs {
+pub(crate) fn gather_from(root: &Path, env: impl Fn(&str) -> Option<OsString>) -> Inputs {
     let first = |names: [&'static str; 2]| {
         crate::env::first_set(names, &env).map(|(name, value)| Sourced {
             value,

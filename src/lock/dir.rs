@@ -25,6 +25,8 @@ use super::Target;
 pub struct LockDir {
     fd: OwnedFd,
     /// The directory as the user named it, for messages.
+    // Never read: removing it changes `from_fd`, which lock/keeper.rs calls.
+    #[expect(dead_code, reason = "never read; goes with from_fd's second argument")]
     pub shown: PathBuf,
 }
 

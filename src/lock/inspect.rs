@@ -56,7 +56,6 @@ pub enum Found {
         held_by: HeldBy,
         /// Why it is foreign, in words ("a symlink", "lockfile(1)'s `0`" …).
         what: String,
-        ident: Ident,
     },
     /// A resin-lock record, with the open file for probing its flock.
     Ours {
@@ -84,7 +83,6 @@ pub fn examine(dir: &LockDir, name: &OsStr) -> io::Result<Found> {
             uid,
             held_by,
             what: what.to_owned(),
-            ident,
         };
         let format = stat.st_mode & libc::S_IFMT;
         match format {

@@ -3,16 +3,16 @@
 //! visible until it is removed; removal only while the path still names our
 //! inode; race-free takeover of stale locks; all-or-nothing over several paths.
 
-pub mod create;
-pub mod dir;
-pub mod displaced;
-pub mod inspect;
-pub mod keeper;
-pub mod owner;
+pub(crate) mod create;
+pub(crate) mod dir;
+pub(crate) mod displaced;
+pub(crate) mod inspect;
+pub(crate) mod keeper;
+pub(crate) mod owner;
 pub mod record;
-pub mod release;
-pub mod shared;
-pub mod wait;
+pub(crate) mod release;
+pub(crate) mod shared;
+pub(crate) mod wait;
 
 use std::ffi::OsStr;
 use std::fs::File;
@@ -33,16 +33,16 @@ use record::Record;
 /// (detected paths) or is an error (`--path`), and the `--root` it must be
 /// resolved in (detected paths under `--root`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Target {
-    pub path: PathBuf,
-    pub create_parent: bool,
-    pub root: Option<PathBuf>,
+pub(crate) struct Target {
+    pub(crate) path: PathBuf,
+    pub(crate) create_parent: bool,
+    pub(crate) root: Option<PathBuf>,
 }
 
 /// What the protocol did that a user may want to hear about. The commands
 /// turn these into words (`cmd::tell`); `lock/` never prints.
 #[derive(Debug)]
-pub enum Event<'a> {
+pub(crate) enum Event<'a> {
     /// A wait begins: who holds the lock.
     Waiting {
         path: &'a Path,
@@ -62,15 +62,15 @@ pub enum Event<'a> {
 }
 
 /// Where events go.
-pub type Notify<'a> = &'a dyn Fn(Event<'_>);
+pub(crate) type Notify<'a> = &'a dyn Fn(Event<'_>);
 
 /// Events nobody listens to (the keeper).
-pub fn ignore(_: Event<'_>) {}
+pub(crate) fn ignore(_: Event<'_>) {}
 
 /// A lock we hold: the open, flocked lock file, its directory and identity.
 #[derive(Debug)]
-pub struct Held {
-    pub path: PathBuf,
+pub(crate) struct Held {
+    pub(crate) path: PathBuf,
     dir: LockDir,
     file: File,
     ident: Ident,
@@ -80,7 +80,7 @@ pub struct Held {
 
 /// What releasing a lock found at its path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Released {
+pub(crate) enum Released {
     Removed,
     /// The path names another file now (e.g. the supervisor forced an update
     /// and created its own lock): left alone.
@@ -94,7 +94,7 @@ pub enum Released {
 impl Held {
     /// Adopt an open, flocked lock file and its directory (also how the
     /// keeper receives its locks).
-    pub fn new(path: &Path, dir: LockDir, file: File, shared: bool) -> io::Result<Held> {
+    pub(crate) fn new(path: &Path, dir: LockDir, file: File, shared: bool) -> io::Result<Held> {
         let meta = file.metadata()?;
         Ok(Held {
             path: path.to_owned(),
@@ -105,11 +105,11 @@ impl Held {
         })
     }
 
-    pub fn fd(&self) -> BorrowedFd<'_> {
+    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
         self.file.as_fd()
     }
 
-    pub fn dir_fd(&self) -> BorrowedFd<'_> {
+    pub(crate) fn dir_fd(&self) -> BorrowedFd<'_> {
         self.dir.fd()
     }
 
@@ -117,7 +117,7 @@ impl Held {
     /// we hold the flock), then let go of the flock.
     /// A shared lock is removed only by the last one out, once it holds
     /// LOCK_EX; the others just let go.
-    pub fn release(self) -> io::Result<Released> {
+    pub(crate) fn release(self) -> io::Result<Released> {
         let name = lock_name(&self.path)?;
         // Under our LOCK_SH nobody but a forced removal takes the file
         // away. Once we let go (`last_out` does at once), another holder
@@ -157,7 +157,7 @@ impl Held {
 }
 
 /// Unlink `name` in `dir` only if it names `ident`.
-pub fn unlink_if_same(dir: &LockDir, name: &OsStr, ident: Ident) -> io::Result<Released> {
+pub(crate) fn unlink_if_same(dir: &LockDir, name: &OsStr, ident: Ident) -> io::Result<Released> {
     match dir.stat(name)? {
         Some(stat) if (stat.st_dev, stat.st_ino) == ident => match dir.unlink(name) {
             Ok(()) => Ok(Released::Removed),
@@ -171,7 +171,7 @@ pub fn unlink_if_same(dir: &LockDir, name: &OsStr, ident: Ident) -> io::Result<R
 
 /// Release every lock (in reverse order of taking them), telling what was
 /// found at each path; the first error is returned after trying them all.
-pub fn release_all(held: Vec<Held>, notify: Notify) -> Result<()> {
+pub(crate) fn release_all(held: Vec<Held>, notify: Notify) -> Result<()> {
     let mut first_error = None;
     for lock in held.into_iter().rev() {
         let path = lock.path.clone();
@@ -189,7 +189,7 @@ pub fn release_all(held: Vec<Held>, notify: Notify) -> Result<()> {
 }
 
 /// One attempt at one path.
-pub enum Attempt {
+pub(crate) enum Attempt {
     Taken(Held),
     /// Busy: who holds it, and for a resin-lock lock the open file (kept by
     /// a waiter to follow that holder, SPEC 2a).
@@ -198,7 +198,12 @@ pub enum Attempt {
 
 /// Try to take `target` once: create it, or take over a stale resin-lock
 /// lock there and create it afresh. Busy when anyone else holds it.
-pub fn try_take(target: &Target, content: &[u8], shared: bool, notify: Notify) -> Result<Attempt> {
+pub(crate) fn try_take(
+    target: &Target,
+    content: &[u8],
+    shared: bool,
+    notify: Notify,
+) -> Result<Attempt> {
     let path = &target.path;
     let name = lock_name(path).map_err(|err| create_error(path, err))?;
     // Each round either takes the lock, reports it busy, or removed a stale
@@ -280,16 +285,16 @@ pub fn try_take(target: &Target, content: &[u8], shared: bool, notify: Notify) -
 
 /// Who holds the first busy target: its index, the report, and (for a
 /// resin-lock lock) its open file and identity.
-pub struct Busy {
-    pub index: usize,
-    pub holder: Box<Inspection>,
-    pub followed: Option<(File, Ident)>,
+pub(crate) struct Busy {
+    pub(crate) index: usize,
+    pub(crate) holder: Box<Inspection>,
+    pub(crate) followed: Option<(File, Ident)>,
 }
 
 /// Take every target in order, all or nothing: when one is busy, release
 /// those already taken and report which one is busy. Two targets that name
 /// the same file are one lock, taken once.
-pub fn try_take_all(
+pub(crate) fn try_take_all(
     targets: &[Target],
     content: &[u8],
     shared: bool,
@@ -335,7 +340,7 @@ fn names_in(dir: &LockDir, name: &OsStr, ident: Ident) -> bool {
 
 /// Whether `target`'s path names the file `ident` now (never creating its
 /// directory).
-pub fn names(target: &Target, ident: Ident) -> bool {
+pub(crate) fn names(target: &Target, ident: Ident) -> bool {
     let Ok(name) = lock_name(&target.path) else {
         return false;
     };
@@ -349,12 +354,12 @@ pub fn names(target: &Target, ident: Ident) -> bool {
 
 /// Map a failure to create the lock to exit 73 (or 71 for resource
 /// exhaustion), naming the path and, where it helps, the directory.
-pub fn create_error(path: &Path, err: io::Error) -> anyhow::Error {
+pub(crate) fn create_error(path: &Path, err: io::Error) -> anyhow::Error {
     lock_error("create", path, err)
 }
 
 /// `create_error` for another verb ("release").
-pub fn lock_error(verb: &str, path: &Path, err: io::Error) -> anyhow::Error {
+pub(crate) fn lock_error(verb: &str, path: &Path, err: io::Error) -> anyhow::Error {
     let dir = parent_of(path);
     let why = match err.raw_os_error() {
         Some(libc::ENOENT) if !dir.exists() => {

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 /// The `tool` value that marks a lock file as resin-lock's.
 pub const TOOL: &str = "resin-lock";
 /// The record format version written by this build.
-pub const VERSION: u32 = 1;
+pub(crate) const VERSION: u32 = 1;
 /// Lock files larger than this are not records (and are not read further).
 pub const MAX_LEN: usize = 64 * 1024;
 /// The most a record that resin-lock writes takes (SPEC 2): well inside
@@ -26,7 +26,7 @@ pub enum Mode {
 }
 
 impl Mode {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Mode::Acquire => "acquire",
             Mode::Run => "run",
@@ -83,7 +83,7 @@ pub struct Record {
 
 impl Record {
     /// A record for a lock taken now by this process on this boot.
-    pub fn new(mode: Mode, pid: i32, owner: i32, cmd: Vec<String>) -> Record {
+    pub(crate) fn new(mode: Mode, pid: i32, owner: i32, cmd: Vec<String>) -> Record {
         Record {
             tool: TOOL.to_owned(),
             v: VERSION,
@@ -106,25 +106,25 @@ impl Record {
     }
 
     /// Set `--reason` (none when empty), cut to `MAX_ARG` bytes with a mark.
-    pub fn set_reason(&mut self, reason: Option<&str>) {
+    pub(crate) fn set_reason(&mut self, reason: Option<&str>) {
         let reason = reason.filter(|r| !r.is_empty());
         self.reason_cut = reason.is_some_and(|r| r.len() > MAX_ARG);
         self.reason = reason.map(|r| cut(r, MAX_ARG));
     }
 
     /// Set `--max-hold`.
-    pub fn set_max_hold(&mut self, max_hold: Option<std::time::Duration>) {
+    pub(crate) fn set_max_hold(&mut self, max_hold: Option<std::time::Duration>) {
         self.max_hold_ms = max_hold.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
     }
 
     /// The `--max-hold` the record keeps, if any.
-    pub fn max_hold(&self) -> Option<std::time::Duration> {
+    pub(crate) fn max_hold(&self) -> Option<std::time::Duration> {
         self.max_hold_ms.map(std::time::Duration::from_millis)
     }
 
     /// How long the lock has been held, if `start` reads (which has whole
     /// seconds: up to a second more than it was).
-    pub fn held_for(&self) -> Option<std::time::Duration> {
+    pub(crate) fn held_for(&self) -> Option<std::time::Duration> {
         let start = humantime::parse_rfc3339(&self.start).ok()?;
         Some(SystemTime::now().duration_since(start).unwrap_or_default())
     }
@@ -197,7 +197,7 @@ impl Record {
 
     /// Every holder's record in a lock file's content, the creator's
     /// first; lines that are not records (one cut short) are skipped.
-    pub fn holders(bytes: &[u8]) -> Vec<Record> {
+    pub(crate) fn holders(bytes: &[u8]) -> Vec<Record> {
         bytes
             .split(|b| *b == b'\n')
             .filter_map(|line| Record::parse_line(line).map(|(record, _)| record))

@@ -28,23 +28,23 @@ const MAX_HEADERS: usize = 32;
 
 /// Time limits of one exchange.
 #[derive(Debug, Clone, Copy)]
-pub struct Bounds {
+pub(crate) struct Bounds {
     /// To connect.
-    pub connect: Duration,
+    pub(crate) connect: Duration,
     /// For the whole exchange, connecting included.
-    pub total: Duration,
+    pub(crate) total: Duration,
 }
 
 /// A request, sent with `Connection: close`. No `Debug`: the target may
 /// hold the API key.
-pub struct Request<'a> {
-    pub method: &'a str,
+pub(crate) struct Request<'a> {
+    pub(crate) method: &'a str,
     /// The path and the query. It may hold a secret, so no error shows it.
-    pub target: &'a str,
+    pub(crate) target: &'a str,
     /// The `Host` header.
-    pub host: &'a str,
+    pub(crate) host: &'a str,
     /// A JSON body, if any.
-    pub json: Option<&'a str>,
+    pub(crate) json: Option<&'a str>,
 }
 
 /// A final answer: its status code and its body (de-chunked).
@@ -56,7 +56,7 @@ pub struct Answer {
 
 /// Why an exchange brought no usable answer.
 #[derive(Debug)]
-pub enum Error {
+pub(crate) enum Error {
     /// Nothing came back: no connection, no answer in time, or the
     /// connection closed before the first byte of one.
     Io(io::Error),
@@ -91,7 +91,11 @@ fn malformed(why: impl Into<String>) -> Malformed {
 }
 
 /// Send `request` to `socket` and read the final answer, within `bounds`.
-pub fn exchange(socket: SocketAddr, request: &Request, bounds: Bounds) -> Result<Answer, Error> {
+pub(crate) fn exchange(
+    socket: SocketAddr,
+    request: &Request,
+    bounds: Bounds,
+) -> Result<Answer, Error> {
     let start = Instant::now();
     let mut stream = TcpStream::connect_timeout(&socket, bounds.connect)?;
     stream.set_write_timeout(Some(bounds.total))?;

@@ -29,28 +29,28 @@ use crate::ui::escape_controls;
 use http::{Answer, Bounds, Request};
 
 /// The service label that makes the supervisor expose its API to a service.
-pub const LABEL: &str = "io.balena.features.supervisor-api";
+pub(crate) const LABEL: &str = "io.balena.features.supervisor-api";
 
 /// Where the supervisor API is and how to authenticate, as the environment says.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Config {
+pub(crate) struct Config {
     /// `http://host:port`, without a trailing slash.
-    pub address: String,
+    pub(crate) address: String,
     /// Where to connect: the address's IP and port (80 when none is given).
-    pub socket: SocketAddr,
-    pub api_key: String,
+    pub(crate) socket: SocketAddr,
+    pub(crate) api_key: String,
     /// The variable the address came from (for `-v`).
-    pub address_source: &'static str,
+    pub(crate) address_source: &'static str,
 }
 
 /// How long `force-update` waits: to connect, and for the whole exchange.
-pub const FORCE_TIMEOUT: Bounds = Bounds {
+pub(crate) const FORCE_TIMEOUT: Bounds = Bounds {
     connect: Duration::from_secs(2),
     total: Duration::from_secs(10),
 };
 
 /// How long `status --supervisor` waits: short, so a health check never hangs.
-pub const STATUS_TIMEOUT: Bounds = Bounds {
+pub(crate) const STATUS_TIMEOUT: Bounds = Bounds {
     connect: Duration::from_secs(1),
     total: Duration::from_secs(3),
 };
@@ -58,7 +58,7 @@ pub const STATUS_TIMEOUT: Bounds = Bounds {
 /// How long each of `--update-now`'s two requests waits. Both together stay
 /// within 2 s: the lock is already released, and the caller's exit (or its
 /// next job) waits for us.
-pub const UPDATE_NOW_TIMEOUT: Bounds = Bounds {
+pub(crate) const UPDATE_NOW_TIMEOUT: Bounds = Bounds {
     connect: Duration::from_millis(500),
     total: Duration::from_secs(1),
 };
@@ -66,18 +66,18 @@ pub const UPDATE_NOW_TIMEOUT: Bounds = Bounds {
 /// The body of `--update-now`'s request: apply a pending update, respecting
 /// update locks (`force: false`), and cut short the supervisor's backoff
 /// (`cancel: true`).
-pub const UPDATE_NOW_BODY: &str = r#"{"force":false,"cancel":true}"#;
+pub(crate) const UPDATE_NOW_BODY: &str = r#"{"force":false,"cancel":true}"#;
 
 impl Config {
     /// Read the configuration from the process environment.
-    pub fn from_env() -> Result<Config, String> {
+    pub(crate) fn from_env() -> Result<Config, String> {
         Config::from_lookup(|name| std::env::var(name).ok())
     }
 
     /// Read the configuration through `lookup` (a variable name to its value):
     /// each `BALENA_` variable wins over its `RESIN_` twin; empty counts as unset.
     /// The error says what is missing and how to get it.
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, String> {
+    pub(crate) fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, String> {
         let first = |names: [&'static str; 2]| {
             crate::env::first_set(names, |name| lookup(name).map(|v| v.trim().to_owned()))
         };
@@ -123,7 +123,7 @@ impl Config {
     }
 
     /// The full URL of an endpoint, without the key (safe to show).
-    pub fn url(&self, endpoint: &str) -> String {
+    pub(crate) fn url(&self, endpoint: &str) -> String {
         format!("{}{endpoint}", self.address)
     }
 }
@@ -132,7 +132,7 @@ impl Config {
 /// overriding update locks. `Ok` holds the status of the accepting answer
 /// (202 or 204). Errors carry the exit status: 69 when the supervisor cannot
 /// be reached, 77 when it refuses the key, 70 for any other answer.
-pub fn force_update(config: &Config) -> Result<u16> {
+pub(crate) fn force_update(config: &Config) -> Result<u16> {
     post_update(config, r#"{"force":true}"#, FORCE_TIMEOUT)
 }
 
@@ -180,22 +180,22 @@ fn post_update(config: &Config, json: &str, bounds: Bounds) -> Result<u16> {
 /// other fields are unknown (null) when they are. Strings are as the
 /// supervisor sent them (the API key aside): escape them to print them.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DeviceInfo {
+pub(crate) struct DeviceInfo {
     #[serde(default)]
-    pub reachable: bool,
-    pub supervisor_version: Option<String>,
-    pub os_version: Option<String>,
-    pub update_pending: Option<bool>,
-    pub update_downloaded: Option<bool>,
-    pub update_failed: Option<bool>,
-    pub status: Option<String>,
+    pub(crate) reachable: bool,
+    pub(crate) supervisor_version: Option<String>,
+    pub(crate) os_version: Option<String>,
+    pub(crate) update_pending: Option<bool>,
+    pub(crate) update_downloaded: Option<bool>,
+    pub(crate) update_failed: Option<bool>,
+    pub(crate) status: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
+    pub(crate) error: Option<String>,
 }
 
 impl DeviceInfo {
     /// The report when no answer could be had.
-    pub fn unreachable(error: impl Into<String>) -> DeviceInfo {
+    pub(crate) fn unreachable(error: impl Into<String>) -> DeviceInfo {
         DeviceInfo {
             error: Some(error.into()),
             ..DeviceInfo::default()
@@ -213,7 +213,7 @@ impl DeviceInfo {
 }
 
 /// The configuration from the environment, then `device`; never fails.
-pub fn device_from_env() -> DeviceInfo {
+pub(crate) fn device_from_env() -> DeviceInfo {
     match Config::from_env() {
         Ok(config) => device(&config),
         Err(missing) => DeviceInfo::unreachable(missing),
@@ -221,7 +221,7 @@ pub fn device_from_env() -> DeviceInfo {
 }
 
 /// `GET /v1/device`: the supervisor's view of the device and its updates.
-pub fn device(config: &Config) -> DeviceInfo {
+pub(crate) fn device(config: &Config) -> DeviceInfo {
     device_within(config, STATUS_TIMEOUT)
 }
 
@@ -273,7 +273,7 @@ fn device_within(config: &Config, bounds: Bounds) -> DeviceInfo {
 
 /// What `--update-now` did, for the command to put in words.
 #[derive(Debug)]
-pub enum UpdateNow {
+pub(crate) enum UpdateNow {
     /// The supervisor says no update is pending: nothing was asked.
     NotPending,
     /// The supervisor could not be reached to ask (nothing was posted: a
@@ -292,7 +292,7 @@ pub enum UpdateNow {
 /// After a lock is released: if an update is pending (or the supervisor
 /// cannot say), ask the supervisor to apply it now. Never more than two
 /// requests, each within `UPDATE_NOW_TIMEOUT`; never fails.
-pub fn update_now(config: &Config) -> UpdateNow {
+pub(crate) fn update_now(config: &Config) -> UpdateNow {
     let info = device_within(config, UPDATE_NOW_TIMEOUT);
     if !info.reachable {
         let why = info.error.unwrap_or_else(|| "no answer".to_owned());
@@ -425,7 +425,7 @@ fn say(text: &str, config: &Config) -> String {
 }
 
 /// `text` with the API key (plain or percent-encoded) replaced by `***`.
-pub fn redact(text: &str, config: &Config) -> String {
+pub(crate) fn redact(text: &str, config: &Config) -> String {
     let key = &config.api_key;
     if key.is_empty() {
         return text.to_owned();

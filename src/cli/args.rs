@@ -1,0 +1,211 @@
+//! The arguments of each subcommand, with their help text (the doc comments
+//! are the user-facing help, as in `cli/mod.rs`).
+
+use std::ffi::OsString;
+use std::time::Duration;
+
+use clap::{Args, ValueHint};
+
+use crate::lock::owner::OwnerChoice;
+
+// How to wait for a busy lock (shared by `acquire` and `run`). Not a doc
+// comment: a deferred subcommand would take it as its own description.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct WaitArgs {
+    /// Fail at once if the lock is busy instead of waiting.
+    #[arg(short = 'n', long, conflicts_with = "timeout")]
+    pub(crate) nonblock: bool,
+
+    /// Give up after DUR (seconds, or with a unit: 250ms, 30s, 5m, 1h).
+    // `-w -1` reaches the duration parser, which says why it is wrong.
+    #[arg(
+        short = 'w',
+        long,
+        value_name = "DUR",
+        value_hint = ValueHint::Other,
+        value_parser = crate::duration::parse,
+        allow_negative_numbers = true
+    )]
+    pub(crate) timeout: Option<Duration>,
+
+    /// Exit with CODE instead of 1 when the lock is busy (-n) or the wait times out (-w).
+    #[arg(
+        short = 'E',
+        long = "conflict-exit-code",
+        value_name = "CODE",
+        value_hint = ValueHint::Other
+    )]
+    pub(crate) conflict_exit_code: Option<u8>,
+
+    /// Share the lock: several holders at once (LOCK_SH), each blocking updates; the last one out removes it.
+    ///
+    /// A shared taker waits only for an exclusive holder or a foreign lock;
+    /// an exclusive one waits until every shared holder is gone.
+    #[arg(short = 's', long)]
+    pub(crate) shared: bool,
+}
+
+// What the lock says about itself, and how long it may last (shared by
+// `acquire` and `run`). Not a doc comment, as `WaitArgs`.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct HoldArgs {
+    /// Why the lock is held, stored in the lock file and shown by `status`, -v and waiters.
+    ///
+    /// At most 256 bytes are kept (a longer TEXT is cut, and the record says so).
+    #[arg(long, value_name = "TEXT", value_hint = ValueHint::Other)]
+    pub(crate) reason: Option<String>,
+
+    /// Let go of the lock after DUR even if the work goes on (off by default).
+    ///
+    /// One line on stderr says so. For devices where a hung job must never block
+    /// updates forever. DUR as for --timeout. The lock file also records DUR.
+    #[arg(
+        long,
+        value_name = "DUR",
+        value_hint = ValueHint::Other,
+        value_parser = crate::duration::parse,
+        allow_negative_numbers = true
+    )]
+    pub(crate) max_hold: Option<Duration>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct AcquireArgs {
+    #[command(flatten)]
+    pub(crate) wait: WaitArgs,
+
+    #[command(flatten)]
+    pub(crate) hold: HoldArgs,
+
+    /// Keep the lock while process PID lives; `parent`: exactly the parent
+    /// (default: the nearest ancestor that is not a transient wrapper).
+    #[arg(long, value_name = "PID|parent", value_parser = parse_owner, value_hint = ValueHint::Other)]
+    pub(crate) owner: Option<OwnerChoice>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ReleaseArgs {
+    /// Also remove someone else's acquire lock, foreign locks and locks held
+    /// by a running `resin-lock run`.
+    #[arg(short, long)]
+    pub(crate) force: bool,
+
+    /// Release the lock of owner PID (an ancestor of the caller always counts).
+    #[arg(long, value_name = "PID|parent", value_parser = parse_owner, value_hint = ValueHint::Other)]
+    pub(crate) owner: Option<OwnerChoice>,
+
+    /// After the lock is released, ask the supervisor to apply a pending update now.
+    ///
+    /// Asks GET /v1/device; when it says update_pending, or cannot say (an
+    /// error, a bad answer), sends POST /v1/update {"force":false,"cancel":true},
+    /// which applies the update (respecting other locks) instead of after the
+    /// supervisor's backoff of up to 15 minutes. Needs the supervisor API
+    /// (BALENA_SUPERVISOR_ADDRESS and _API_KEY, or the RESIN_ names: the
+    /// io.balena.features.supervisor-api label). Best effort and bounded (at
+    /// most 2 s): when the API is not configured or the supervisor does not
+    /// accept, one warning line says so (silenced by -q) and the exit status
+    /// stays as it would be without this option. -v says what was asked and
+    /// the answer.
+    #[arg(long)]
+    pub(crate) update_now: bool,
+}
+
+/// `--owner`: a process id, or `parent`.
+fn parse_owner(value: &str) -> Result<OwnerChoice, String> {
+    if value == "parent" {
+        return Ok(OwnerChoice::Parent);
+    }
+    match value.parse::<i32>() {
+        Ok(pid) if pid > 0 => Ok(OwnerChoice::Pid(pid)),
+        _ => Err(format!("`{value}` is not a process id or `parent`")),
+    }
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RunArgs {
+    #[command(flatten)]
+    pub(crate) wait: WaitArgs,
+
+    #[command(flatten)]
+    pub(crate) hold: HoldArgs,
+
+    /// Run CMD in its own process group and send forwarded signals to the whole group.
+    ///
+    /// As tini's -g: `docker stop` (SIGTERM) then also reaches what CMD
+    /// started in the background. At a terminal, CMD's group becomes the
+    /// foreground group, so Ctrl-C and Ctrl-Z reach it directly, and the
+    /// terminal comes back when CMD ends.
+    #[arg(short, long)]
+    pub(crate) group: bool,
+
+    /// After the lock is released, ask the supervisor to apply a pending update now.
+    ///
+    /// Asks GET /v1/device; when it says update_pending, or cannot say (an
+    /// error, a bad answer), sends POST /v1/update {"force":false,"cancel":true},
+    /// which applies the update (respecting other locks) instead of after the
+    /// supervisor's backoff of up to 15 minutes. Needs the supervisor API
+    /// (BALENA_SUPERVISOR_ADDRESS and _API_KEY, or the RESIN_ names: the
+    /// io.balena.features.supervisor-api label). Best effort and bounded (at
+    /// most 2 s): when the API is not configured or the supervisor does not
+    /// accept, one warning line says so (silenced by -q) and the exit status
+    /// stays as it would be without this option. -v says what was asked and
+    /// the answer.
+    #[arg(long)]
+    pub(crate) update_now: bool,
+
+    /// The command to run while holding the lock, and its arguments.
+    #[arg(
+        value_name = "CMD",
+        value_hint = ValueHint::CommandWithArguments,
+        required = true,
+        num_args = 1..,
+        trailing_var_arg = true
+    )]
+    pub(crate) cmd: Vec<OsString>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct StatusArgs {
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub(crate) json: bool,
+
+    /// Also ask the supervisor API whether an update is pending.
+    #[arg(long)]
+    pub(crate) supervisor: bool,
+
+    /// From the balenaOS host: every app's locks under /tmp/balena-supervisor/services.
+    ///
+    /// Lists each updates.lock and resin-updates.lock under
+    /// ROOT/tmp/balena-supervisor/services/<appId>/<service>/ (ROOT: --root, else
+    /// /): the app and service, whether it is held, stale or foreign (the
+    /// supervisor's own, uid 65534, or another tool's), the holder from its
+    /// record (pids are in the container's pid namespace, not the host's), the
+    /// reason, for how long, and what it blocks: the supervisor (any lock file
+    /// but its own) and safe_reboot, the host OS's reboot check (`flock -nx` on
+    /// files named updates.lock only). Also whether the supervisor overrides
+    /// locks (SUPERVISOR_OVERRIDE_LOCK in ROOT/tmp/balena-supervisor/target-state-config).
+    /// --path does not apply. Exit 0 when no lock file exists, 1 when one does.
+    #[arg(long, conflicts_with_all = ["supervisor", "health"])]
+    pub(crate) host: bool,
+
+    /// For a Docker HEALTHCHECK: exit 1 only when a lock blocks updates for nothing.
+    ///
+    /// Unhealthy (exit 1): a stale lock (its holder is gone, or it is from a previous
+    /// boot), or, with --max-hold, a lock held longer than DUR. Healthy (exit 0): no lock,
+    /// or a lock held by a live holder or by the supervisor (it is updating). One line
+    /// says why (with --json: the report, plus `healthy` and `health`).
+    #[arg(long)]
+    pub(crate) health: bool,
+
+    /// With --health: a lock held longer than DUR is unhealthy too.
+    #[arg(
+        long,
+        value_name = "DUR",
+        requires = "health",
+        value_hint = ValueHint::Other,
+        value_parser = crate::duration::parse,
+        allow_negative_numbers = true
+    )]
+    pub(crate) max_hold: Option<Duration>,
+}

@@ -1,0 +1,171 @@
+//! From the process arguments to a `Cli`: resin-lock's own reading of the
+//! RESIN_LOCK_PATH and RESIN_LOCK_ROOT variables, and usage errors in
+//! resin-lock's voice.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use clap::FromArgMatches;
+
+use super::{Cli, command};
+use crate::exit::Exit;
+
+/// Parse the process arguments; on failure print the message and return
+/// the exit status (0 for --help/--version, 64 for usage errors, not clap's 2).
+pub fn parse() -> Result<Cli, u8> {
+    let args: Vec<OsString> = std::env::args_os().collect();
+    let mut cmd = parsing_command();
+    parse_with(&mut cmd, &args, |name| std::env::var_os(name)).map_err(|err| {
+        if !err.use_stderr() {
+            // --help, --version. A closed stdout is not worth a second error.
+            let _ = err.print();
+            return Exit::Ok.code();
+        }
+        eprint!("{}", usage_error(&err.format(&mut cmd), &mut cmd, &args));
+        Exit::Usage.code()
+    })
+}
+
+/// A usage error in resin-lock's voice: `resin-lock: <what>` on one line
+/// (clap's message, with its tips folded in), then the usage of the command
+/// the user typed. Not clap's own usage line, which puts an option it
+/// suggests (`--json` for `--jsn`) in it as if the user had typed it.
+fn usage_error(err: &clap::Error, cmd: &mut clap::Command, args: &[OsString]) -> String {
+    let what = if err.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+        let names: Vec<&str> = cmd
+            .get_subcommands()
+            .filter(|sub| !sub.is_hide_set() && sub.get_name() != "help")
+            .map(|sub| sub.get_name())
+            .collect();
+        format!(
+            "no command given: one of {}; see resin-lock --help",
+            names.join(", ")
+        )
+    } else {
+        clap_message(&err.render().to_string())
+    };
+    cmd.build();
+    let typed = typed_subcommand(cmd, args);
+    let usage = match typed.and_then(|name| cmd.find_subcommand_mut(&name)) {
+        Some(sub) => sub.render_usage(),
+        None => cmd.render_usage(),
+    };
+    format!("resin-lock: {what}\n{usage}\n")
+}
+
+/// clap's rendered error as one line: the message without `error: `, its
+/// continuation lines (e.g. the missing arguments) and `tip:` lines
+/// appended, without the usage and the "For more information" lines.
+fn clap_message(rendered: &str) -> String {
+    let mut lines = rendered.lines();
+    let first = lines.next().unwrap_or_default();
+    let mut what = first.strip_prefix("error: ").unwrap_or(first).to_owned();
+    let mut items = Vec::new();
+    let mut in_usage = false;
+    for line in lines {
+        let line = line.trim();
+        if line.is_empty() {
+            in_usage = false;
+        } else if line.starts_with("Usage:") {
+            in_usage = true;
+        } else if in_usage || line.starts_with("For more information") {
+        } else if let Some(tip) = line.strip_prefix("tip: ") {
+            what.push_str("; ");
+            what.push_str(tip);
+        } else {
+            items.push(line);
+        }
+    }
+    if !items.is_empty() {
+        what.push(' ');
+        what.push_str(&items.join(", "));
+    }
+    what
+}
+
+/// The subcommand the user typed: the first word that is not an option or
+/// the value of a global option.
+fn typed_subcommand(cmd: &clap::Command, args: &[OsString]) -> Option<String> {
+    let takes_value: Vec<String> = cmd
+        .get_arguments()
+        .filter(|arg| arg.get_action().takes_values() && !arg.is_positional())
+        .flat_map(|arg| {
+            let long = arg.get_long().map(|long| format!("--{long}"));
+            let short = arg.get_short().map(|short| format!("-{short}"));
+            long.into_iter().chain(short)
+        })
+        .collect();
+    let mut words = args.iter().skip(1);
+    while let Some(word) = words.next() {
+        let word = word.to_str()?;
+        if word == "--" {
+            return None;
+        }
+        if word.starts_with('-') {
+            if takes_value.iter().any(|option| option == word) {
+                words.next();
+            }
+            continue;
+        }
+        return cmd
+            .find_subcommand(word)
+            .map(|sub| sub.get_name().to_owned());
+    }
+    None
+}
+
+/// Parse `args`, with `env` for the environment variables. An empty
+/// RESIN_LOCK_PATH or RESIN_LOCK_ROOT counts as unset (compose's `${VAR}`
+/// with VAR unset gives one), and RESIN_LOCK_PATH may hold several paths
+/// joined by ':'. clap would take an empty variable for a missing value
+/// (exit 64) and the whole list for one path, so these two are read here.
+#[cfg(test)]
+pub(crate) fn parse_from<I, T>(
+    args: I,
+    env: impl Fn(&str) -> Option<OsString>,
+) -> clap::error::Result<Cli>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+    parse_with(&mut parsing_command(), &args, env)
+}
+
+/// The command as parsed: clap's `env` is off for --path and --root, whose
+/// variables `parse_with` reads itself (empty is unset, `:` separates paths).
+fn parsing_command() -> clap::Command {
+    use clap::builder::Resettable;
+    command()
+        .mut_arg("paths", |arg| arg.env(Resettable::Reset))
+        .mut_arg("root", |arg| arg.env(Resettable::Reset))
+}
+
+fn parse_with(
+    cmd: &mut clap::Command,
+    args: &[OsString],
+    env: impl Fn(&str) -> Option<OsString>,
+) -> clap::error::Result<Cli> {
+    let mut matches = cmd.try_get_matches_from_mut(args)?;
+    let mut cli = Cli::from_arg_matches_mut(&mut matches)?;
+    if cli.paths.is_empty() {
+        cli.paths = split_paths(&env("RESIN_LOCK_PATH").unwrap_or_default());
+    }
+    if cli.root.is_none() {
+        cli.root = env("RESIN_LOCK_ROOT")
+            .filter(|root| !root.is_empty())
+            .map(PathBuf::from);
+    }
+    Ok(cli)
+}
+
+/// Paths joined by ':' (as in RESIN_LOCK_HELD); empty ones are skipped.
+fn split_paths(joined: &OsString) -> Vec<PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    joined
+        .as_bytes()
+        .split(|&b| b == b':')
+        .filter(|path| !path.is_empty())
+        .map(|path| PathBuf::from(std::ffi::OsStr::from_bytes(path)))
+        .collect()
+}
