@@ -11,7 +11,7 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::DirBuilderExt;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Component, Path};
 
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag};
@@ -20,14 +20,10 @@ use nix::unistd::UnlinkatFlags;
 
 use super::Target;
 
-/// An open lock directory and the name of the lock in it.
+/// An open lock directory.
 #[derive(Debug)]
 pub struct LockDir {
     fd: OwnedFd,
-    /// The directory as the user named it, for messages.
-    // Never read: removing it changes `from_fd`, which lock/keeper.rs calls.
-    #[expect(dead_code, reason = "never read; goes with from_fd's second argument")]
-    pub shown: PathBuf,
 }
 
 /// The file name of a lock path, or an error that says why there is none.
@@ -78,10 +74,7 @@ impl LockDir {
                 })?
             }
         };
-        Ok(LockDir {
-            fd,
-            shown: dir.to_owned(),
-        })
+        Ok(LockDir { fd })
     }
 
     pub fn fd(&self) -> BorrowedFd<'_> {
@@ -89,8 +82,8 @@ impl LockDir {
     }
 
     /// Adopt a directory descriptor received from another process.
-    pub fn from_fd(fd: OwnedFd, shown: PathBuf) -> LockDir {
-        LockDir { fd, shown }
+    pub fn from_fd(fd: OwnedFd) -> LockDir {
+        LockDir { fd }
     }
 
     /// lstat(2) of `name` in the directory; None when it does not exist.

@@ -392,7 +392,7 @@ fn adopt(payload: &[u8], fds: Vec<OwnedFd>, shared: bool) -> io::Result<Vec<Held
             let (Some(file), Some(dir)) = (fds.next(), fds.next()) else {
                 return Err(io::Error::other("a lock came without its directory"));
             };
-            let dir = LockDir::from_fd(dir, super::dir::parent_of(&path).to_owned());
+            let dir = LockDir::from_fd(dir);
             Held::new(&path, dir, File::from(file), shared)
         })
         .collect()
