@@ -16,17 +16,15 @@
 //! signals through, /dev/null, the owner's pidfd) is made before the fork:
 //! once `acquire` returns 0, nothing is left that can fail (SPEC 4).
 
-use std::ffi::OsString;
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use nix::errno::Errno;
-use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, kill};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
@@ -41,6 +39,8 @@ use super::{Held, Notify, Target, ignore, release_all};
 use crate::exit::{Exit, fail};
 use crate::signals::{ABORT_WAIT, SignalWatch};
 use crate::sys;
+
+mod life;
 
 /// The keeper's answer once it holds the descriptors it was sent.
 const ACK: &[u8] = b"K";
@@ -123,7 +123,7 @@ pub fn start(
                         .collect()
                 })
                 .unwrap_or_default();
-            keeper_main(provisions, prepared, shared)
+            life::keeper_main(provisions, prepared, shared)
         }
         ForkResult::Parent { child } => child,
     };
@@ -330,172 +330,4 @@ fn hand_over(sock: &OwnedFd, held: &[Held]) -> Result<()> {
         ));
     }
     Ok(())
-}
-
-/// The keeper: never returns.
-fn keeper_main(provisions: Provisions, prepared: Vec<Held>, shared: bool) -> ! {
-    let code = match keep(provisions, prepared, shared) {
-        Ok(()) => 0,
-        Err(_) => 1,
-    };
-    std::process::exit(code)
-}
-
-/// Receive the lock (fast or slow path), then hold it.
-fn keep(provisions: Provisions, mut prepared: Vec<Held>, shared: bool) -> io::Result<()> {
-    let Provisions {
-        sock,
-        owner_fd,
-        owner,
-        release_signal,
-        null,
-        max_hold,
-    } = provisions;
-    // Out of the caller's session at once, so that a Ctrl-C or hangup meant
-    // for the caller's shell never reaches the keeper.
-    let _ = nix::unistd::setsid();
-    // `acquire` may be waiting for the answer: take the descriptors and
-    // answer first, everything else after.
-    let (payload, fds) = loop {
-        let Some((payload, fds)) = sys::recv_fds(&sock)? else {
-            return Ok(()); // acquire gave up (busy, timeout, signal)
-        };
-        if fds.is_empty() && payload == SLOW {
-            prepared.clear();
-            continue;
-        }
-        break (payload, fds);
-    };
-    let held: Vec<Held> = if fds.is_empty() && payload == LINKED {
-        // The fast path: acquire linked the files we have held since fork.
-        drop(sock);
-        prepared
-    } else {
-        drop(prepared);
-        let held = adopt(&payload, fds, shared)?;
-        nix::unistd::write(&sock, ACK)?;
-        drop(sock);
-        held
-    };
-    settle(&held, owner_fd.as_ref(), &release_signal, null);
-    hold(held, owner_fd, owner, &release_signal, max_hold);
-    Ok(())
-}
-
-/// The locks sent by `hand_over`.
-fn adopt(payload: &[u8], fds: Vec<OwnedFd>, shared: bool) -> io::Result<Vec<Held>> {
-    let mut fds = fds.into_iter();
-    payload
-        .split(|b| *b == 0)
-        .map(|path| {
-            let path = PathBuf::from(OsString::from_vec(path.to_vec()));
-            let (Some(file), Some(dir)) = (fds.next(), fds.next()) else {
-                return Err(io::Error::other("a lock came without its directory"));
-            };
-            let dir = LockDir::from_fd(dir);
-            Held::new(&path, dir, File::from(file), shared)
-        })
-        .collect()
-}
-
-/// Become a quiet background process. Nothing here can fail in a way that
-/// matters: every step that could was done before the fork.
-fn settle(held: &[Held], owner_fd: Option<&OwnedFd>, release: &SignalFd, null: Option<File>) {
-    let _ = nix::sys::prctl::set_name(sys::KEEPER_NAME);
-    let _ = std::env::set_current_dir("/");
-    // Lets go of the caller's stdout, which `$(resin-lock acquire)` reads to its end.
-    sys::detach_stdio(null);
-    let mut keep_fds: Vec<_> = held
-        .iter()
-        .flat_map(|h| [h.fd().as_raw_fd(), h.dir_fd().as_raw_fd()])
-        .collect();
-    keep_fds.extend(owner_fd.map(|fd| fd.as_raw_fd()));
-    keep_fds.push(release.as_fd().as_raw_fd());
-    sys::close_other_fds(&keep_fds);
-}
-
-/// Hold the locks until `release` asks (SIGUSR1: remove them), `--max-hold`
-/// runs out (remove them too) or the owner exits (leave them: stale now,
-/// they keep blocking updates).
-fn hold(
-    held: Vec<Held>,
-    owner_fd: Option<OwnedFd>,
-    owner: Pid,
-    release: &SignalFd,
-    max_hold: Option<(Duration, bool)>,
-) {
-    let deadline = max_hold.map(|(after, _)| std::time::Instant::now() + after);
-    let mut shed = sys::Shed::start();
-    loop {
-        let mut fds = vec![PollFd::new(release.as_fd(), PollFlags::POLLIN)];
-        if let Some(fd) = &owner_fd {
-            fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
-        }
-        // Without a pidfd, look at the owner once a second.
-        let mut timeout = if owner_fd.is_some() {
-            PollTimeout::NONE
-        } else {
-            PollTimeout::try_from(Duration::from_secs(1)).unwrap_or(PollTimeout::MAX)
-        };
-        if let Some(deadline) = deadline {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            if left.is_zero() {
-                let paths: Vec<String> =
-                    held.iter().map(|h| h.path.display().to_string()).collect();
-                let _ = release_all(held, &ignore);
-                if let Some((after, true)) = max_hold {
-                    tell_owner(owner, &paths, after);
-                }
-                return;
-            }
-            // Rounded up: a poll that wakes a little early only loops.
-            let left = PollTimeout::try_from(left + Duration::from_millis(1));
-            let left = left.unwrap_or(PollTimeout::MAX);
-            // NONE (wait for ever) sorts first, as -1.
-            if timeout == PollTimeout::NONE || left < timeout {
-                timeout = left;
-            }
-        }
-        if let Err(err) = shed.poll(&mut fds, timeout)
-            && err != Errno::EINTR
-        {
-            // Out of memory for the poll table, say: never let go because
-            // of it. Try again in a while.
-            std::thread::sleep(Duration::from_millis(100));
-            continue;
-        }
-        let owner_gone = match &owner_fd {
-            Some(_) => fds.get(1).and_then(PollFd::any).unwrap_or(false),
-            None => kill(owner, None) == Err(Errno::ESRCH),
-        };
-        drop(fds);
-        if let Ok(Some(info)) = release.read_signal()
-            && info.ssi_signo == Signal::SIGUSR1 as u32
-        {
-            let _ = release_all(held, &ignore);
-            return;
-        }
-        if owner_gone {
-            return;
-        }
-    }
-}
-
-/// `--max-hold` ran out: one line on the owner's stderr (the keeper has
-/// none of its own), which is where the owner's logs go. Best effort.
-fn tell_owner(owner: Pid, paths: &[String], after: Duration) {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let stderr = File::options()
-        .append(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open(format!("/proc/{owner}/fd/2"));
-    if let Ok(mut stderr) = stderr {
-        let _ = writeln!(
-            stderr,
-            "resin-lock: held {} for {} (--max-hold); released it: the owner (pid {owner}) goes on unprotected",
-            paths.join(", "),
-            humantime::format_duration(after)
-        );
-    }
 }

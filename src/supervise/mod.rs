@@ -22,12 +22,10 @@
 //! is released: the lock no longer protects them.
 
 use std::ffi::{OsStr, OsString};
-use std::io::{self, Read};
+use std::io;
 use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::Result;
@@ -43,6 +41,8 @@ use crate::exit::{Exit, child_code, describe_status, fail};
 use crate::lock::{Held, Notify, release_all};
 use crate::signals::{Received, SignalWatch};
 use crate::ui::Ui;
+
+mod start_error;
 
 /// How `run` starts CMD.
 #[derive(Debug, Clone, Copy, Default)]
@@ -152,7 +152,7 @@ fn start(program: &OsString, args: &[OsString], options: Options, held: &[Held])
                 // CMD's group took the terminal, then exec failed.
                 set_foreground(getpgrp());
             }
-            Err(fork_error(program, &err).unwrap_or_else(|| spawn_error(program, &err)))
+            Err(start_error::explain(program, &err))
         }
     }
 }
@@ -273,17 +273,6 @@ fn leftover_message(program: &str, left: &[Pid]) -> String {
     )
 }
 
-/// A failed fork (EAGAIN: the process limit; ENOMEM) is an operating system
-/// error (71), not a fault of CMD (126).
-fn fork_error(program: &OsStr, err: &io::Error) -> Option<anyhow::Error> {
-    matches!(err.raw_os_error(), Some(libc::EAGAIN | libc::ENOMEM)).then(|| {
-        fail(
-            Exit::OsErr,
-            format!("cannot start {}: {err}", program.to_string_lossy()),
-        )
-    })
-}
-
 /// The lock paths joined by ':' (paths need not be UTF-8).
 fn held_paths(held: &[Held]) -> OsString {
     let joined = held
@@ -292,83 +281,6 @@ fn held_paths(held: &[Held]) -> OsString {
         .collect::<Vec<_>>()
         .join(&b':');
     OsStr::from_bytes(&joined).to_owned()
-}
-
-fn spawn_error(program: &OsStr, err: &io::Error) -> anyhow::Error {
-    let name = program.to_string_lossy();
-    if program.is_empty() {
-        return fail(Exit::NotFound, "run: the command name is empty");
-    }
-    match err.kind() {
-        // ENOENT from execve for a file that is there: what it needs to run
-        // is missing. Shells say so with 127 too (bash, dash, zsh, fish).
-        io::ErrorKind::NotFound => match find_program(program).map(|p| interpreter(&p)) {
-            Some(Some(interpreter)) => fail(
-                Exit::NotFound,
-                format!(
-                    "{name}: bad interpreter: {interpreter} (named on its #! line) does not exist"
-                ),
-            ),
-            Some(None) => fail(
-                Exit::NotFound,
-                format!(
-                    "{name}: cannot execute: its dynamic loader does not exist (built for \
-                     another system or libc?)"
-                ),
-            ),
-            None => fail(Exit::NotFound, format!("{name}: command not found")),
-        },
-        io::ErrorKind::PermissionDenied if Path::new(program).is_dir() => {
-            fail(Exit::NotExecutable, format!("{name}: is a directory"))
-        }
-        io::ErrorKind::PermissionDenied => fail(
-            Exit::NotExecutable,
-            format!("{name}: permission denied (not executable)"),
-        ),
-        _ => fail(
-            Exit::NotExecutable,
-            format!(
-                "{name}: cannot execute: {}",
-                err.raw_os_error().map_or_else(
-                    || err.to_string(),
-                    |errno| Errno::from_raw(errno).desc().to_owned()
-                )
-            ),
-        ),
-    }
-}
-
-/// The file that exec would have run for `program`: the path itself when
-/// it has a '/', else the first executable file of that name in PATH.
-fn find_program(program: &OsStr) -> Option<PathBuf> {
-    let is_program = |path: &Path| {
-        std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-    };
-    if program.as_bytes().contains(&b'/') {
-        let path = PathBuf::from(program);
-        return is_program(&path).then_some(path);
-    }
-    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(program))
-        .find(|path| is_program(path))
-}
-
-/// The interpreter a script names on its `#!` line (read from its first
-/// 256 bytes), or None for a file that has none.
-fn interpreter(script: &Path) -> Option<String> {
-    let mut head = Vec::with_capacity(256);
-    std::fs::File::open(script)
-        .ok()?
-        .take(256)
-        .read_to_end(&mut head)
-        .ok()?;
-    let line = head.strip_prefix(b"#!")?.split(|&b| b == b'\n').next()?;
-    let word = line
-        // As the kernel reads it: a `\r` of a DOS line end stays in the name.
-        .split(|&b| b == b' ' || b == b'\t')
-        .find(|word| !word.is_empty())?;
-    Some(String::from_utf8_lossy(word).into_owned())
 }
 
 /// What `reap` saw of the main child.
@@ -483,23 +395,6 @@ fn stop_with(child: Child) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::exit::code_of;
-
-    #[test]
-    fn a_fork_without_resources_is_an_os_error() {
-        let program = OsStr::new("job");
-        for errno in [libc::EAGAIN, libc::ENOMEM] {
-            let err = fork_error(program, &io::Error::from_raw_os_error(errno)).unwrap();
-            assert_eq!(code_of(&err), Exit::OsErr.code());
-            assert!(
-                format!("{err:#}").starts_with("cannot start job: "),
-                "{err:#}"
-            );
-        }
-        for errno in [libc::ENOENT, libc::EACCES, libc::ENOEXEC, libc::E2BIG] {
-            assert!(fork_error(program, &io::Error::from_raw_os_error(errno)).is_none());
-        }
-    }
 
     #[test]
     fn leftovers_are_counted_and_listed() {
