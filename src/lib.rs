@@ -2,7 +2,12 @@
 //! sections. The binary is a thin `main`; everything lives here so that the
 //! integration tests and the xtask generators can reach the CLI definition.
 //!
-//! Data flows one way: `cli` -> `cmd` -> (`locate`, `lock`, `supervise`, `supervisor_api`) -> `sys`.
+//! Data flows one way: `cli` -> `cmd` -> (`locate`, `lock`, `supervise`,
+//! `supervisor_api`) -> `sys`. The leaf helpers (`env`, `duration`, `exit`,
+//! `procfs`, `signals`, `text`) import nothing above them. `ui` (what is
+//! said on stderr) is the commands', and `supervise`'s: what `run` says
+//! while CMD runs (a forwarded signal, leftover children, `--max-hold`)
+//! has to be said at that moment, not returned afterwards.
 //!
 //! Public only what `main`, the integration tests and the xtask reach (the CLI
 //! definition, the exit table, and the parsers the property tests drive);
@@ -20,4 +25,5 @@ pub(crate) mod signals;
 pub(crate) mod supervise;
 pub mod supervisor_api;
 pub mod sys;
+pub(crate) mod text;
 pub(crate) mod ui;

@@ -362,7 +362,7 @@ impl Inspection {
         let reason = record
             .reason
             .as_deref()
-            .map(|r| format!(", reason: {}", crate::ui::escape_controls(r)))
+            .map(|r| format!(", reason: {}", crate::text::escape_controls(r)))
             .unwrap_or_default();
         let max_hold = record
             .max_hold()
@@ -372,7 +372,7 @@ impl Inspection {
             "resin-lock {}{} ({pid}: {}{reason}{max_hold}) {}",
             record.mode.as_str(),
             if record.shared { " -s" } else { "" },
-            crate::ui::escape_controls(&record.command_line()),
+            crate::text::escape_controls(&record.command_line()),
             record.since()
         )
     }

@@ -25,7 +25,7 @@ use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
 use crate::exit::{Exit, fail};
-use crate::ui::escape_controls;
+use crate::text::escape_controls;
 use http::{Answer, Bounds, Request};
 
 /// The service label that makes the supervisor expose its API to a service.
