@@ -252,18 +252,7 @@ pub(crate) fn try_take(
                 return Ok(Attempt::Taken(held));
             }
             if exclusive == Exclusive::Taken {
-                // Nobody holds it: stale. We hold its flock now, so no
-                // other contender can take it over at the same time.
-                let reason = inspect::stale_reason(record, false).unwrap_or("holder exited");
-                if unlink_if_same(&dir, name, *ident).map_err(|err| create_error(path, err))?
-                    == Released::Removed
-                {
-                    notify(Event::TookOverStale {
-                        path,
-                        reason,
-                        record,
-                    });
-                }
+                remove_stale(&dir, path, *ident, record, notify)?;
                 continue;
             }
         }
@@ -289,6 +278,29 @@ pub(crate) struct Busy {
     pub(crate) index: usize,
     pub(crate) holder: Box<Inspection>,
     pub(crate) followed: Option<(File, Ident)>,
+}
+
+/// Nobody holds the lock at `path`: stale. We hold its flock now, so no
+/// other contender can take it over at the same time: remove it, if the
+/// path still names it.
+fn remove_stale(
+    dir: &LockDir,
+    path: &Path,
+    ident: Ident,
+    record: &Record,
+    notify: Notify,
+) -> Result<()> {
+    let name = lock_name(path).map_err(|err| create_error(path, err))?;
+    let reason = inspect::stale_reason(record, false).unwrap_or("holder exited");
+    if unlink_if_same(dir, name, ident).map_err(|err| create_error(path, err))? == Released::Removed
+    {
+        notify(Event::TookOverStale {
+            path,
+            reason,
+            record,
+        });
+    }
+    Ok(())
 }
 
 /// Take every target in order, all or nothing: when one is busy, release
