@@ -14,6 +14,9 @@ use crate::exit::Exit;
 /// the exit status (0 for --help/--version, 64 for usage errors, not clap's 2).
 pub fn parse() -> Result<Cli, u8> {
     let args: Vec<OsString> = std::env::args_os().collect();
+    if let Some(cli) = super::fast::parse(&args) {
+        return Ok(with_env(cli, |name| std::env::var_os(name)));
+    }
     let mut cmd = parsing_command();
     parse_with(&mut cmd, &args, |name| std::env::var_os(name)).map_err(|err| {
         if !err.use_stderr() {
@@ -147,7 +150,13 @@ fn parse_with(
     env: impl Fn(&str) -> Option<OsString>,
 ) -> clap::error::Result<Cli> {
     let mut matches = cmd.try_get_matches_from_mut(args)?;
-    let mut cli = Cli::from_arg_matches_mut(&mut matches)?;
+    let cli = Cli::from_arg_matches_mut(&mut matches)?;
+    Ok(with_env(cli, env))
+}
+
+/// RESIN_LOCK_PATH and RESIN_LOCK_ROOT where the command line has no
+/// --path or --root.
+fn with_env(mut cli: Cli, env: impl Fn(&str) -> Option<OsString>) -> Cli {
     if cli.paths.is_empty() {
         cli.paths = split_paths(&env("RESIN_LOCK_PATH").unwrap_or_default());
     }
@@ -156,7 +165,7 @@ fn parse_with(
             .filter(|root| !root.is_empty())
             .map(PathBuf::from);
     }
-    Ok(cli)
+    cli
 }
 
 /// Paths joined by ':' (as in RESIN_LOCK_HELD); empty ones are skipped.
