@@ -31,12 +31,11 @@ tasks:
                 markdown table
   bench --quick the same with fewer rounds
   bench [--quick] --only FAMILY
-                one family alone: per-call (direct spawn and shell loop) or
-                memory (peak and idle RSS), on the release and the static build;
-                handoff, contention, shared (join and leave against flock -s)
-                or update-now (release to the supervisor's update call, against
-                a local fake supervisor), on the release build (contention on
-                both)";
+                one family alone: per-call (direct spawn and shell loop),
+                memory (peak and idle RSS), contention or shared (join and
+                leave against flock -s), on the release and the static build;
+                handoff or update-now (release to the supervisor's update call,
+                against a local fake supervisor), on the release build";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();

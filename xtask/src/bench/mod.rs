@@ -102,9 +102,9 @@ const QUICK: Plan = Plan {
 /// Untimed runs of each case before a comparison starts.
 const WARMUP: usize = 3;
 
-/// The families `bench --only FAMILY` runs alone: `per-call` (direct spawn
-/// and shell loop) and `memory` (peak and idle RSS) on the release and the
-/// static build, the others on the release build.
+/// The families `bench --only FAMILY` runs alone (those of
+/// `STATIC_FAMILIES` on the release and the static build, the others on
+/// the release build).
 const FAMILIES: &[&str] = &[
     "per-call",
     "memory",
@@ -115,7 +115,7 @@ const FAMILIES: &[&str] = &[
 ];
 
 /// The families measured on the static binary too.
-const STATIC_FAMILIES: &[&str] = &["per-call", "memory", "contention"];
+const STATIC_FAMILIES: &[&str] = &["per-call", "memory", "contention", "shared"];
 
 pub fn bench(root: &Path, quick: bool, only: Option<&str>) -> Result<(), String> {
     if let Some(family) = only.filter(|f| !FAMILIES.contains(f)) {
