@@ -129,10 +129,13 @@ pub(crate) fn hold_notes(record: &crate::lock::record::Record) -> String {
     notes
 }
 
+/// Why a lock file is removed under its holder, as far as we can tell.
+const FORCED: &str = "the supervisor may have forced an update";
+
 /// Why a removed or replaced lock file matters: the one way this is said.
 pub(crate) fn maybe_forced(path: &Path) -> String {
     format!(
-        "{}: our lock file was removed by someone else while we held it (the supervisor may have forced an update)",
+        "{}: our lock file was removed by someone else while we held it ({FORCED})",
         path.display()
     )
 }
@@ -158,7 +161,7 @@ pub(crate) fn tell(ui: &Ui, event: Event<'_>) {
             ));
         }
         Event::WaitingForDisplaced { path, record } => ui.warn(format!(
-            "waiting for {}: its lock file was removed (the supervisor may have forced an update), \
+            "waiting for {}: its lock file was removed ({FORCED}), \
              but its holder still runs: {}; waiting for it to end",
             path.display(),
             crate::lock::inspect::Inspection::record_holder(record)
