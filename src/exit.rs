@@ -229,6 +229,31 @@ pub(crate) fn code_of(err: &anyhow::Error) -> u8 {
     Exit::Software.code()
 }
 
+/// A panic is a bug: one line on stderr, where and what, then exit 70 at
+/// once (SPEC section 7: never an abort with a core). Held locks are let go
+/// as on any exit; a `run` child keeps its inherited lock.
+pub fn on_panic_exit_70() {
+    use std::io::Write as _;
+    std::panic::set_hook(Box::new(|info| {
+        let at = info
+            .location()
+            .map(|at| format!(" at {}:{}", at.file(), at.line()))
+            .unwrap_or_default();
+        let payload = info.payload();
+        let what = payload
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| payload.downcast_ref::<String>().map(String::as_str));
+        let what = crate::text::escape_controls(what.unwrap_or("a panic"));
+        // Not eprintln!: straight to fd 2, whatever captures print macros.
+        let _ = writeln!(
+            std::io::stderr(),
+            "resin-lock: internal error (a bug){at}: {what}"
+        );
+        crate::sys::exit_at_once(i32::from(Exit::Software.code()));
+    }));
+}
+
 /// Print an error once as `resin-lock: <what failed>: <why>` and return its
 /// status. An empty message stands for a silent exit.
 pub fn report(result: anyhow::Result<u8>) -> u8 {
@@ -280,6 +305,39 @@ pub(crate) fn message(err: &anyhow::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_panic_is_one_line_and_exit_70() {
+        use nix::unistd::{ForkResult, fork, pipe};
+        use std::io::Read;
+        let (reader, writer) = pipe().unwrap();
+        // SAFETY: the child only installs the hook, points stderr at the
+        // pipe and panics; the hook ends it with _exit.
+        match unsafe { fork() }.unwrap() {
+            ForkResult::Child => {
+                nix::unistd::dup2_stderr(&writer).unwrap();
+                on_panic_exit_70();
+                let _ = std::panic::catch_unwind(|| panic!("bad\nthing"));
+                // Only if the hook did not end it.
+                crate::sys::exit_at_once(1);
+            }
+            ForkResult::Parent { child } => {
+                drop(writer);
+                let status = nix::sys::wait::waitpid(child, None).unwrap();
+                assert_eq!(status, WaitStatus::Exited(child, 70));
+                let mut said = String::new();
+                std::fs::File::from(reader)
+                    .read_to_string(&mut said)
+                    .unwrap();
+                assert!(
+                    said.starts_with("resin-lock: internal error (a bug) at src/exit.rs:")
+                        && said.ends_with(": bad\\nthing\n")
+                        && said.lines().count() == 1,
+                    "{said:?}"
+                );
+            }
+        }
+    }
     use anyhow::Context;
     use nix::sys::signal::Signal;
     use nix::unistd::Pid;

@@ -14,6 +14,7 @@ use std::ffi::{c_char, c_int};
 #[unsafe(no_mangle)]
 extern "C" fn main(_argc: c_int, _argv: *const *const c_char) -> c_int {
     resin_lock::sys::start_up();
+    resin_lock::exit::on_panic_exit_70();
     let code = match resin_lock::cli::parse() {
         Ok(cli) => resin_lock::exit::report(resin_lock::cmd::dispatch(cli)),
         Err(code) => code,
