@@ -313,7 +313,7 @@ pub(crate) fn recv_fds(sock: &OwnedFd) -> io::Result<Option<(Vec<u8>, Vec<OwnedF
 /// - The heap's free pages (`malloc_trim`).
 ///
 /// Best effort: any failure leaves things as they were.
-pub fn shed_startup_pages() {
+pub(crate) fn shed_startup_pages() {
     // SAFETY: getauxval only reads the auxiliary vector the kernel gave us.
     let (phdr, phnum) = unsafe {
         (
@@ -360,22 +360,26 @@ pub fn shed_startup_pages() {
 /// in a script) never pays for pages mapped back in, and between the
 /// shedding and the wait that follows nothing else runs, so the idle
 /// process maps back only what `poll` itself touches.
-pub struct Shed {
+pub(crate) struct Shed {
     at: Option<std::time::Instant>,
 }
 
 impl Shed {
-    pub const AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+    pub(crate) const AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 
     /// Due `AFTER` from now.
-    pub fn start() -> Shed {
+    pub(crate) fn start() -> Shed {
         Shed {
             at: Some(std::time::Instant::now() + Shed::AFTER),
         }
     }
 
     /// `nix::poll::poll`, with the shedding on its way when it is due.
-    pub fn poll(&mut self, fds: &mut [PollFd], timeout: PollTimeout) -> nix::Result<libc::c_int> {
+    pub(crate) fn poll(
+        &mut self,
+        fds: &mut [PollFd],
+        timeout: PollTimeout,
+    ) -> nix::Result<libc::c_int> {
         let Some(at) = self.at else {
             return poll(fds, timeout);
         };
@@ -405,7 +409,7 @@ impl Shed {
 
 /// End the process now with `code`: no atexit handlers, no flushing (a
 /// panic may have come while they were half done).
-pub fn exit_at_once(code: i32) -> ! {
+pub(crate) fn exit_at_once(code: i32) -> ! {
     // SAFETY: _exit has no preconditions; it never returns.
     unsafe { libc::_exit(code) }
 }
