@@ -199,8 +199,16 @@ fn stderr(out: &Output) -> String {
 
 /// The request of `force-update`, as the supervisor documents it.
 fn assert_force_request(request: &Received, key: &str) {
-    assert_eq!(request.method, "POST");
-    assert_eq!(request.path, "/v1/update");
+    assert_update_post(request, key, serde_json::json!({"force": true}));
+}
+
+/// `POST /v1/update` with the key in the query and `body` as JSON.
+fn assert_update_post(request: &Received, key: &str, body: serde_json::Value) {
+    assert_eq!(
+        (request.method.as_str(), request.path.as_str()),
+        ("POST", "/v1/update"),
+        "{request:?}"
+    );
     assert_eq!(request.query, format!("apikey={key}"));
     assert!(
         request
@@ -209,8 +217,8 @@ fn assert_force_request(request: &Received, key: &str) {
             .is_some_and(|t| t.starts_with("application/json")),
         "{request:?}"
     );
-    let body: serde_json::Value = serde_json::from_str(&request.body).expect("JSON body");
-    assert_eq!(body, serde_json::json!({"force": true}));
+    let sent: serde_json::Value = serde_json::from_str(&request.body).expect("JSON body");
+    assert_eq!(sent, body);
 }
 
 #[test]
@@ -736,21 +744,11 @@ fn assert_device_request(request: &Received) {
 
 /// The second: `POST /v1/update {"force":false,"cancel":true}` with the key.
 fn assert_update_now_request(request: &Received) {
-    assert_eq!(
-        (request.method.as_str(), request.path.as_str()),
-        ("POST", "/v1/update"),
-        "{request:?}"
+    assert_update_post(
+        request,
+        KEY,
+        serde_json::json!({"force": false, "cancel": true}),
     );
-    assert_eq!(request.query, format!("apikey={KEY}"));
-    assert!(
-        request
-            .content_type
-            .as_deref()
-            .is_some_and(|t| t.starts_with("application/json")),
-        "{request:?}"
-    );
-    let body: serde_json::Value = serde_json::from_str(&request.body).expect("JSON body");
-    assert_eq!(body, serde_json::json!({"force": false, "cancel": true}));
     assert!(
         !request.lock_existed,
         "asked while the lock was still there"
@@ -768,6 +766,18 @@ fn acquired(scratch: &Scratch, answers: Vec<Answer>) -> FakeSupervisor {
     FakeSupervisor::answering(answers, Some(scratch.lock()))
 }
 
+/// Acquire the scratch lock, then run `ARGS` (a release) with the API
+/// configured and the fake supervisor giving `answers`.
+fn release_with_api(
+    scratch: &Scratch,
+    answers: Vec<Answer>,
+    args: &[&str],
+) -> (FakeSupervisor, Output) {
+    let fake = acquired(scratch, answers);
+    let out = run(scratch_with_api(scratch, &fake.address, args));
+    (fake, out)
+}
+
 /// `resin-lock --path <lock> ARGS…` with the API configured.
 fn scratch_with_api(scratch: &Scratch, address: &str, args: &[&str]) -> Command {
     let mut cmd = scratch.cmd(args);
@@ -779,15 +789,11 @@ fn scratch_with_api(scratch: &Scratch, address: &str, args: &[&str]) -> Command 
 #[test]
 fn release_update_now_posts_when_an_update_is_pending() {
     let scratch = Scratch::new();
-    let fake = acquired(
+    let (fake, out) = release_with_api(
         &scratch,
         vec![Answer::Status(200, DEVICE), Answer::Status(202, "")],
-    );
-    let out = run(scratch_with_api(
-        &scratch,
-        &fake.address,
         &["release", "--update-now"],
-    ));
+    );
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(
         stderr(&out),
@@ -803,15 +809,11 @@ fn release_update_now_posts_when_an_update_is_pending() {
 #[test]
 fn release_update_now_verbose_says_what_was_asked_and_the_answer() {
     let scratch = Scratch::new();
-    let fake = acquired(
+    let (fake, out) = release_with_api(
         &scratch,
         vec![Answer::Status(200, DEVICE), Answer::Status(204, "")],
-    );
-    let out = run(scratch_with_api(
-        &scratch,
-        &fake.address,
         &["-v", "release", "--update-now"],
-    ));
+    );
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let err = stderr(&out);
     assert!(err.contains("GET http://127.0.0.1:"), "{err}");
@@ -825,15 +827,11 @@ fn release_update_now_verbose_says_what_was_asked_and_the_answer() {
 #[test]
 fn release_update_now_asks_nothing_when_no_update_is_pending() {
     let scratch = Scratch::new();
-    let fake = acquired(
+    let (fake, out) = release_with_api(
         &scratch,
         vec![Answer::Status(200, IDLE_DEVICE), Answer::Status(202, "")],
-    );
-    let out = run(scratch_with_api(
-        &scratch,
-        &fake.address,
         &["-v", "release", "--update-now"],
-    ));
+    );
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(
         stderr(&out).contains("no update is pending"),
@@ -858,12 +856,11 @@ fn update_now_posts_when_the_supervisor_cannot_say() {
     ];
     for (what, device) in cases {
         let scratch = Scratch::new();
-        let fake = acquired(&scratch, vec![device, Answer::Status(202, "")]);
-        let out = run(scratch_with_api(
+        let (fake, out) = release_with_api(
             &scratch,
-            &fake.address,
+            vec![device, Answer::Status(202, "")],
             &["release", "--update-now"],
-        ));
+        );
         assert_eq!(out.status.code(), Some(0), "{what}: {}", stderr(&out));
         assert_eq!(stderr(&out), "", "{what}: the update was asked for");
         assert_device_request(&fake.request());
@@ -890,12 +887,11 @@ fn update_now_refused_is_one_warning_and_release_still_exits_0() {
     ];
     for (what, post, word) in cases {
         let scratch = Scratch::new();
-        let fake = acquired(&scratch, vec![Answer::Status(200, DEVICE), post]);
-        let out = run(scratch_with_api(
+        let (fake, out) = release_with_api(
             &scratch,
-            &fake.address,
+            vec![Answer::Status(200, DEVICE), post],
             &["release", "--update-now"],
-        ));
+        );
         assert_eq!(out.status.code(), Some(0), "{what}: {}", stderr(&out));
         assert_one_error_line(&out, what);
         assert!(
