@@ -174,14 +174,21 @@ fn record_lines(path: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
-#[test]
-fn release_stops_only_the_callers_own_shared_keeper() {
-    let s = Scratch::new();
-    let a = Holder::run(&s, true, "a");
+/// A shared `run` holder, then an `acquire -s` keeper beside it for a
+/// sleeping owner.
+fn shared_run_and_keeper(s: &Scratch) -> (Holder, Sleeper) {
+    let a = Holder::run(s, true, "a");
     let owner = Sleeper::new();
     s.cmd(&["acquire", "-s", "--owner", &owner.pid()])
         .assert()
         .success();
+    (a, owner)
+}
+
+#[test]
+fn release_stops_only_the_callers_own_shared_keeper() {
+    let s = Scratch::new();
+    let (a, owner) = shared_run_and_keeper(&s);
     let lines = record_lines(&s.lock());
     assert_eq!(lines.len(), 2, "{lines:?}");
     assert_eq!(lines[1]["mode"], "acquire");
@@ -321,11 +328,7 @@ fn a_joiner_racing_the_last_leaver_never_holds_an_unlinked_file() {
 #[test]
 fn an_exclusive_acquire_of_an_owner_holding_a_shared_lock_does_not_wait_for_itself() {
     let s = Scratch::new();
-    let a = Holder::run(&s, true, "a");
-    let owner = Sleeper::new();
-    s.cmd(&["acquire", "-s", "--owner", &owner.pid()])
-        .assert()
-        .success();
+    let (a, owner) = shared_run_and_keeper(&s);
     // Its keeper is the second holder listed, not the file's creator.
     let out = output_or_kill(s.cmd(&["acquire", "--owner", &owner.pid()]));
     assert_eq!(out.status.code(), Some(1));

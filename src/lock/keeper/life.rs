@@ -17,9 +17,9 @@ use nix::sys::signal::{Signal, kill};
 use nix::sys::signalfd::SignalFd;
 use nix::unistd::Pid;
 
-use super::super::dir::LockDir;
-use super::super::{Held, ignore, release_all};
 use super::{ACK, LINKED, Provisions, SLOW};
+use crate::lock::dir::LockDir;
+use crate::lock::{Held, ignore, release_all};
 use crate::sys;
 
 /// The keeper: never returns.
