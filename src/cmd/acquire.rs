@@ -4,7 +4,7 @@
 
 use anyhow::Result;
 
-use super::{Context, refuse_nobody, tell, wait_opts};
+use super::context::{Context, refuse_nobody, tell, wait_opts};
 use crate::cli::AcquireArgs;
 use crate::exit::{Exit, fail, signal_code};
 use crate::lock::keeper::{self, Started};
@@ -45,7 +45,7 @@ pub fn run(ctx: &Context, args: AcquireArgs) -> Result<u8> {
     record.owner_start = owner.id.start;
     record.set_reason(args.hold.reason.as_deref());
     record.set_max_hold(args.hold.max_hold);
-    let notes = super::hold_notes(&record);
+    let notes = super::context::hold_notes(&record);
     record.shared = args.wait.shared;
     let started = keeper::start(
         &ctx.locations.targets,

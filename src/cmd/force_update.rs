@@ -11,7 +11,7 @@ use std::io::{self, Write};
 
 use anyhow::Result;
 
-use super::Context;
+use super::context::Context;
 use crate::exit::{Exit, fail};
 use crate::supervisor_api::{self, Config, UPDATE_NOW_BODY, UpdateNow};
 use crate::ui::Ui;

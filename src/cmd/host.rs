@@ -20,11 +20,12 @@ use anyhow::Result;
 use nix::fcntl::OFlag;
 use serde::Serialize;
 
-use super::Context;
+use super::context::Context;
 use crate::exit::Exit;
 use crate::lock::Target;
 use crate::lock::dir::LockDir;
-use crate::lock::inspect::{HeldBy, Inspection, State, flock_held, inspect};
+use crate::lock::inspect::{Inspection, State, inspect};
+use crate::lock::probe::{HeldBy, flock_held};
 use crate::lock::record::Mode;
 use crate::ui::escape_controls;
 

@@ -5,7 +5,7 @@
 
 use anyhow::Result;
 
-use super::{Context, maybe_forced};
+use super::context::{Context, maybe_forced};
 use crate::cli::ReleaseArgs;
 use crate::exit::Exit;
 use crate::lock::owner::{self, OwnerChoice, ProcId};

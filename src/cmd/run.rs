@@ -5,7 +5,7 @@ use anyhow::{Context as _, Result};
 use nix::unistd::getpid;
 use signal_hook::consts::SIGCHLD;
 
-use super::{Context, refuse_nobody, tell, wait_opts};
+use super::context::{Context, refuse_nobody, tell, wait_opts};
 use crate::cli::RunArgs;
 use crate::lock::record::{Mode, Record};
 use crate::lock::wait::take_all;
@@ -39,7 +39,11 @@ pub fn run(ctx: &Context, args: RunArgs) -> Result<u8> {
     )?;
     ctx.ui.verbose(|| {
         let paths: Vec<String> = held.iter().map(|h| h.path.display().to_string()).collect();
-        format!("holding {}{}", paths.join(", "), super::hold_notes(&record))
+        format!(
+            "holding {}{}",
+            paths.join(", "),
+            super::context::hold_notes(&record)
+        )
     });
     let options = supervise::Options {
         group: args.group,

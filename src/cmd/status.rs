@@ -10,11 +10,12 @@ use std::time::{Duration, SystemTime};
 use anyhow::Result;
 use serde::Serialize;
 
-use super::Context;
+use super::context::Context;
 use crate::cli::StatusArgs;
 use crate::exit::Exit;
 use crate::locate::Detection;
-use crate::lock::inspect::{HeldBy, Inspection, State, inspect};
+use crate::lock::inspect::{Inspection, State, inspect};
+use crate::lock::probe::HeldBy;
 use crate::supervisor_api::{self, DeviceInfo};
 use crate::ui::escape_controls;
 

@@ -16,8 +16,8 @@ use std::path::Path;
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
 
-use super::Held;
 use super::dir::{LockDir, lock_name};
+use super::held::Held;
 
 /// Lock files are world-readable so the supervisor and `status` can read them.
 pub const MODE: u32 = 0o644;

@@ -11,14 +11,38 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::DirBuilderExt;
-use std::path::{Component, Path};
+use std::path::{Component, Path, PathBuf};
 
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag};
 use nix::sys::stat::{FileStat, Mode};
 use nix::unistd::UnlinkatFlags;
 
-use super::Target;
+/// A lock path, whether its missing parent directory may be created
+/// (detected paths) or is an error (`--path`), and the `--root` it must be
+/// resolved in (detected paths under `--root`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub path: PathBuf,
+    pub create_parent: bool,
+    pub root: Option<PathBuf>,
+}
+
+/// The identity of a file: (st_dev, st_ino).
+pub type Ident = (u64, u64);
+
+/// What releasing a lock found at its path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Released {
+    Removed,
+    /// The path names another file now (e.g. the supervisor forced an update
+    /// and created its own lock): left alone.
+    Replaced,
+    /// Someone removed the file already.
+    Gone,
+    /// A shared lock that other holders still hold: left to them.
+    Left,
+}
 
 /// An open lock directory.
 #[derive(Debug)]
@@ -233,4 +257,37 @@ fn open_resolved_in_root(root: &OwnedFd, rel: &Path) -> nix::Result<OwnedFd> {
         .flags(DIR_FLAGS)
         .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
     nix::fcntl::openat2(root, rel, how)
+}
+
+/// Unlink `name` in `dir` only if it names `ident`.
+pub fn unlink_if_same(dir: &LockDir, name: &OsStr, ident: Ident) -> io::Result<Released> {
+    match dir.stat(name)? {
+        Some(stat) if (stat.st_dev, stat.st_ino) == ident => match dir.unlink(name) {
+            Ok(()) => Ok(Released::Removed),
+            Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(Released::Gone),
+            Err(err) => Err(err),
+        },
+        Some(_) => Ok(Released::Replaced),
+        None => Ok(Released::Gone),
+    }
+}
+
+/// Whether `name` in `dir` names the file `ident` now.
+pub fn names_in(dir: &LockDir, name: &OsStr, ident: Ident) -> bool {
+    dir.stat(name)
+        .is_ok_and(|stat| stat.is_some_and(|s| (s.st_dev, s.st_ino) == ident))
+}
+
+/// Whether `target`'s path names the file `ident` now (never creating its
+/// directory).
+pub fn names(target: &Target, ident: Ident) -> bool {
+    let Ok(name) = lock_name(&target.path) else {
+        return false;
+    };
+    LockDir::open(&Target {
+        create_parent: false,
+        ..target.clone()
+    })
+    .and_then(|dir| dir.stat(name))
+    .is_ok_and(|stat| stat.is_some_and(|s| (s.st_dev, s.st_ino) == ident))
 }

@@ -9,27 +9,25 @@
 //! holder lets go, and only then creates a lock (SPEC 2a): the supervisor's
 //! own `lockfile` wins that race, and two resin-lock holders never overlap.
 
-use std::collections::HashMap;
-use std::ffi::OsString;
-use std::fs::File;
-use std::os::fd::{AsFd, AsRawFd};
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
 
-use super::dir::{LockDir, lock_name, parent_of};
-use super::inspect::{Ident, Inspection, State, flock_held};
+use super::dir::LockDir;
+use super::dir::Target;
+use super::error::create_error;
+use super::event::{Event, Notify, ignore};
+use super::held::Held;
+use super::inspect::{Inspection, State};
 use super::owner::ProcId;
+use super::probe::flock_held;
 use super::record::{Mode, Record};
-use super::{Busy, Event, Held, Notify, Target, try_take_all};
+use super::take::{Busy, release_all, try_take_all};
 use crate::exit::{fail_with, signal_code};
-use crate::signals::{ABORT_WAIT, SignalWatch};
+use crate::signals::SignalWatch;
 
 mod watcher;
-use watcher::Watcher;
+use watcher::{Followed, Watcher};
 
 /// The safety-net poll interval.
 const POLL: Duration = Duration::from_secs(1);
@@ -59,20 +57,6 @@ enum Blocked {
         index: usize,
         record: Record,
     },
-}
-
-/// A resin-lock lock file we saw held: kept open to follow its holder.
-struct Followed {
-    index: usize,
-    file: File,
-    ident: Ident,
-    record: Record,
-}
-
-impl Followed {
-    fn in_place(&self, target: &Target) -> bool {
-        super::names(target, self.ident)
-    }
 }
 
 /// Take all `targets`, waiting as `opts` says. A signal from `ABORT_WAIT`
@@ -149,7 +133,7 @@ fn attempt(
         {
             // The lock could not be created anyway (its `--path` directory
             // is gone): say so now rather than after the holder is done.
-            return Err(super::create_error(&target.path, err));
+            return Err(create_error(&target.path, err));
         }
         return Ok(Err(Blocked::Displaced {
             index: f.index,
@@ -168,7 +152,7 @@ fn attempt(
                 !f.in_place(&targets[f.index])
                     && flock_held(&f.file, f.record.shared).unwrap_or(false)
             }) {
-                super::release_all(held, &super::ignore)?;
+                release_all(held, &ignore)?;
                 return Ok(Err(Blocked::Displaced {
                     index: f.index,
                     record: f.record.clone(),

@@ -17,9 +17,11 @@ use nix::sys::signal::{Signal, kill};
 use nix::sys::signalfd::SignalFd;
 use nix::unistd::Pid;
 
-use super::{ACK, LINKED, Provisions, SLOW};
+use super::provisions::{ACK, LINKED, Provisions, SLOW};
 use crate::lock::dir::LockDir;
-use crate::lock::{Held, ignore, release_all};
+use crate::lock::event::ignore;
+use crate::lock::held::Held;
+use crate::lock::take::release_all;
 use crate::sys;
 
 /// The keeper: never returns.

@@ -21,7 +21,6 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use nix::errno::Errno;
@@ -32,24 +31,21 @@ use nix::unistd::{ForkResult, Pid};
 
 use super::create::{self, Created};
 use super::dir::LockDir;
+use super::dir::Target;
+use super::event::{Notify, ignore};
+use super::held::Held;
 use super::owner::Owner;
 use super::record::Record;
+use super::take::release_all;
 use super::wait::{WaitOpts, take_all};
-use super::{Held, Notify, Target, ignore, release_all};
 use crate::exit::{Exit, fail};
 use crate::signals::{ABORT_WAIT, SignalWatch};
 use crate::sys;
 
 mod life;
+mod provisions;
 
-/// The keeper's answer once it holds the descriptors it was sent.
-const ACK: &[u8] = b"K";
-/// acquire to keeper: the files prepared before the fork are linked, and
-/// so held (the fast path).
-const LINKED: &[u8] = b"L";
-/// acquire to keeper: the prepared files were not linked; let go of them
-/// and wait for the lock to be sent (the slow path).
-const SLOW: &[u8] = b"S";
+use provisions::{ACK, LINKED, Provisions, SLOW};
 
 /// How `start` ended.
 #[derive(Debug)]
@@ -58,18 +54,6 @@ pub enum Started {
     Holding { keeper: Pid, paths: Vec<PathBuf> },
     /// A signal (ABORT_WAIT) came while taking the lock: nothing is held.
     Interrupted(i32),
-}
-
-/// What the keeper is born with: made before the fork, so that nothing the
-/// keeper needs can fail after `acquire` has returned.
-struct Provisions {
-    sock: OwnedFd,
-    owner_fd: Option<OwnedFd>,
-    owner: Pid,
-    release_signal: SignalFd,
-    null: Option<File>,
-    /// `--max-hold`, and whether to say when it runs out (not with -q).
-    max_hold: Option<(Duration, bool)>,
 }
 
 /// Take the lock for `owner` and start the keeper that holds it (and lets

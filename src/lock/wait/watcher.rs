@@ -2,7 +2,34 @@
 //! there may free the lock) and the files of displaced holders it follows
 //! (their holder closing one may be the lock coming free).
 
-use super::*;
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::fs::File;
+use std::os::fd::{AsFd, AsRawFd};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
+
+use crate::lock::dir::{Ident, Target, lock_name, names, parent_of};
+use crate::lock::record::Record;
+use crate::signals::{ABORT_WAIT, SignalWatch};
+
+/// A resin-lock lock file we saw held: kept open to follow its holder.
+pub(super) struct Followed {
+    pub(super) index: usize,
+    pub(super) file: File,
+    pub(super) ident: Ident,
+    pub(super) record: Record,
+}
+
+impl Followed {
+    pub(super) fn in_place(&self, target: &Target) -> bool {
+        names(target, self.ident)
+    }
+}
 
 /// Inotify watches on the directories of the lock paths and on the lock
 /// files followed; none when no inotify instance can be had (then we poll).

@@ -12,9 +12,10 @@ use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::Signal;
 
-use super::dir::LockDir;
-use super::record::Record;
-use super::release::{Caller, KEEPER_GRACE};
+use super::keepers::KEEPER_GRACE;
+use super::outcome::Caller;
+use crate::lock::dir::LockDir;
+use crate::lock::record::{self, Record};
 use crate::{procfs, sys};
 
 /// Stop the keepers of our lock in `dir` whose file someone else removed
@@ -61,7 +62,7 @@ fn displaced_record(fd_path: &Path) -> Option<Record> {
         return None;
     }
     let mut bytes = Vec::new();
-    file.take(super::record::MAX_LEN as u64 + 1)
+    file.take(record::MAX_LEN as u64 + 1)
         .read_to_end(&mut bytes)
         .ok()?;
     Record::parse(&bytes).map(|(record, _)| record)

@@ -1,0 +1,119 @@
+//! Releasing an exclusive resin-lock lock that someone holds (SPEC 2b, 4):
+//! a live `run` only with `--force`; an `acquire` lock by asking its keeper
+//! to let go, and only for its owner.
+
+use std::ffi::OsStr;
+use std::fs::File;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result};
+use nix::unistd::Pid;
+
+use super::keepers::{KEEPER_GRACE, NO_PROC, after_let_go, prove_keeper, removed, signal_keeper};
+use super::outcome::{Caller, Outcome, Refusal};
+use crate::lock::dir::{Ident, LockDir};
+use crate::lock::inspect::Inspection;
+use crate::lock::probe::{self, Exclusive};
+use crate::lock::record::{Mode, Record};
+use crate::sys;
+
+/// A live exclusive lock: refused, forced, or released through its keeper.
+pub fn release(
+    dir: &LockDir,
+    name: &OsStr,
+    path: &Path,
+    file: &File,
+    ident: Ident,
+    record: &Record,
+    caller: &Caller,
+) -> Result<Outcome> {
+    match record.mode {
+        Mode::Run if caller.force => removed(
+            dir,
+            name,
+            ident,
+            Outcome::ForcedRun { pid: record.pid },
+            path,
+        ),
+        Mode::Run => Ok(Outcome::Refused(Refusal::LiveRun {
+            holder: Inspection::record_holder(record),
+        })),
+        Mode::Acquire if !caller.force && !caller.owns(record) => {
+            Ok(Outcome::Refused(Refusal::NotOwner {
+                holder: Inspection::record_holder(record),
+            }))
+        }
+        Mode::Acquire => stop_keeper(dir, name, path, file, ident, record, caller),
+    }
+}
+
+/// Ask the keeper of an `acquire` lock to release it, and wait until it has.
+fn stop_keeper(
+    dir: &LockDir,
+    name: &OsStr,
+    path: &Path,
+    file: &File,
+    ident: Ident,
+    record: &Record,
+    caller: &Caller,
+) -> Result<Outcome> {
+    let shown = path.display();
+    let keeper = Pid::from_raw(record.pid);
+    // The flock is held: by the keeper, or for a moment by an acquire still
+    // handing over to it. Give those a moment.
+    let started = Instant::now();
+    let pidfd = loop {
+        match prove_keeper(keeper, ident, record.fd, caller) {
+            Ok(pidfd) => break pidfd,
+            Err(why) => {
+                match probe::try_exclusive(file).with_context(|| format!("cannot lock {shown}"))? {
+                    Exclusive::Taken => {
+                        return removed(
+                            dir,
+                            name,
+                            ident,
+                            Outcome::RemovedStale {
+                                reason: "holder exited",
+                            },
+                            path,
+                        );
+                    }
+                    Exclusive::Held | Exclusive::Shared => {}
+                }
+                if started.elapsed() > Duration::from_secs(1) || why == NO_PROC {
+                    if caller.force {
+                        return removed(
+                            dir,
+                            name,
+                            ident,
+                            Outcome::ForcedUnproven { keeper: record.pid },
+                            path,
+                        );
+                    }
+                    return Ok(Outcome::Refused(Refusal::Unproven {
+                        keeper: record.pid,
+                        why,
+                    }));
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    };
+    signal_keeper(&pidfd, keeper)
+        .with_context(|| format!("cannot signal keeper pid {keeper} of {shown}"))?;
+    // The keeper removes the file under its flock, then closes it: the flock
+    // coming free is the end of its part, without waiting for it to exit.
+    // (It lets go of several paths in reverse order of taking them, and
+    // `release` visits them in order, so this first wait covers them all.)
+    if !sys::lock_within(file, KEEPER_GRACE).with_context(|| format!("cannot lock {shown}"))? {
+        return Err(crate::exit::fail(
+            crate::exit::Exit::OsErr,
+            format!(
+                "keeper pid {keeper} did not let go of {shown} within {}s",
+                KEEPER_GRACE.as_secs()
+            ),
+        ));
+    }
+    after_let_go(dir, name, path, ident, record.pid)
+}

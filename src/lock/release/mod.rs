@@ -1,0 +1,142 @@
+//! What `release` decides for one lock path (SPEC 2b, 4): a lock taken by
+//! `acquire` is released by its keeper, and only for its owner; a stale
+//! resin-lock lock by anyone; a live `run` lock and any foreign lock only
+//! with `--force`. Keepers are signalled only once proven to hold the lock
+//! inode and to run as the caller's uid or root, through a pidfd opened
+//! before the checks. The decision is returned; `cmd::release` says it.
+//!
+//! Read down the files: this one looks at what is at the path (`probe`)
+//! and hands a held resin-lock lock to `exclusive` or `shared`, which sit
+//! beside each other; both ask keepers to let go through `keepers`; keepers
+//! whose file someone else removed are `displaced`'s; `outcome` is what
+//! they all return.
+
+mod displaced;
+mod exclusive;
+mod keepers;
+mod outcome;
+mod shared;
+
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io;
+use std::path::Path;
+
+use anyhow::{Context as _, Result};
+
+pub use outcome::{Caller, Outcome, Refusal};
+
+use crate::lock::dir::{Ident, LockDir, Target, lock_name, parent_of};
+use crate::lock::error::lock_error;
+use crate::lock::probe::{self, Exclusive, Found, Kind, examine, stale_reason};
+use crate::lock::record::Record;
+use keepers::removed;
+
+/// Decide and do `release` for `target`.
+pub fn release(target: &Target, caller: &Caller) -> Result<Outcome> {
+    let path = &target.path;
+    let shown = path.display();
+    let dir = match LockDir::open(&Target {
+        create_parent: false,
+        ..target.clone()
+    }) {
+        Ok(dir) => dir,
+        // The directory went with the lock: its keepers still show it in
+        // /proc as the parent's canonical path and its name.
+        Err(err) if err.kind() == io::ErrorKind::NotFound => {
+            let removed_dir = displaced::canonical_removed_dir(parent_of(path));
+            return Ok(match removed_dir.map(|d| displaced::stop(&d, caller)) {
+                Some(stopped) if stopped > 0 => Outcome::Replaced {
+                    what: None,
+                    keepers_stopped: stopped,
+                },
+                _ => Outcome::NothingThere,
+            });
+        }
+        Err(err) => return Err(lock_error("release", path, err)),
+    };
+    let name = lock_name(path)?;
+    let found = examine(&dir, name).with_context(|| format!("cannot read lock {shown}"))?;
+    let outcome = match found {
+        Found::Missing => match displaced::stop_in(&dir, caller) {
+            0 => Outcome::NothingThere,
+            stopped => Outcome::Replaced {
+                what: None,
+                keepers_stopped: stopped,
+            },
+        },
+        Found::Foreign { kind, what, .. } => {
+            let stopped = displaced::stop_in(&dir, caller);
+            if caller.force {
+                if let Some(refusal) = remove_foreign(&dir, name, kind, path)? {
+                    return Ok(Outcome::Refused(refusal));
+                }
+                Outcome::ForcedForeign { what }
+            } else if stopped > 0 {
+                Outcome::Replaced {
+                    what: Some(what),
+                    keepers_stopped: stopped,
+                }
+            } else {
+                Outcome::Refused(Refusal::Foreign { what })
+            }
+        }
+        Found::Ours {
+            file,
+            ident,
+            record,
+            ..
+        } => release_ours(&dir, name, path, file, ident, &record, caller)?,
+    };
+    Ok(outcome)
+}
+
+/// A resin-lock lock: stale (nobody holds its flock) for anyone to remove,
+/// else its holders' to give back, exclusive and shared alike.
+fn release_ours(
+    dir: &LockDir,
+    name: &OsStr,
+    path: &Path,
+    file: File,
+    ident: Ident,
+    record: &Record,
+    caller: &Caller,
+) -> Result<Outcome> {
+    let shown = path.display();
+    let exclusive = probe::try_exclusive(&file).with_context(|| format!("cannot lock {shown}"))?;
+    if exclusive == Exclusive::Taken {
+        let reason = stale_reason(record, false).unwrap_or("holder exited");
+        return removed(dir, name, ident, Outcome::RemovedStale { reason }, path);
+    }
+    if record.shared {
+        shared::release(dir, name, path, &file, ident, caller)
+    } else {
+        exclusive::release(dir, name, path, &file, ident, record, caller)
+    }
+}
+
+/// `--force` on a foreign lock: remove it (a symlink itself, never its
+/// target; a directory only if empty).
+fn remove_foreign(dir: &LockDir, name: &OsStr, kind: Kind, path: &Path) -> Result<Option<Refusal>> {
+    // What is there may have been swapped since it was looked at: a
+    // directory for a file, or back.
+    let result = match kind {
+        Kind::Directory => dir.rmdir(name),
+        Kind::File | Kind::Symlink => dir.unlink(name),
+    }
+    .or_else(|err| match err.raw_os_error() {
+        Some(libc::EISDIR) => dir.rmdir(name),
+        Some(libc::ENOTDIR) => dir.unlink(name),
+        _ => Err(err),
+    });
+    match result {
+        Ok(()) => Ok(None),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(err) if err.raw_os_error() == Some(libc::ENOTEMPTY) => {
+            Ok(Some(Refusal::NonEmptyDirectory))
+        }
+        Err(err) => {
+            Err(anyhow::Error::new(err).context(format!("cannot remove {}", path.display())))
+        }
+    }
+}

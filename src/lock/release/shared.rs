@@ -1,0 +1,131 @@
+//! Releasing a shared resin-lock lock (`-s`) that someone holds: the
+//! caller's own keepers among its live holders are asked to let go, and
+//! the file goes with the last one out; without one of its own, the caller
+//! needs `--force`, which removes the file under all of them.
+
+use std::ffi::OsStr;
+use std::fs::File;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result};
+use nix::unistd::Pid;
+
+use super::keepers::{KEEPER_GRACE, after_let_go, prove_keeper, removed, signal_keeper};
+use super::outcome::{Caller, Outcome, Refusal};
+use crate::lock::dir::{Ident, LockDir};
+use crate::lock::holders::{holds, read_holders};
+use crate::lock::inspect::Inspection;
+use crate::lock::probe::{self, Exclusive};
+use crate::lock::record::{Mode, Record};
+use crate::procfs;
+
+/// A shared lock: stop the caller's own keepers among its live holders;
+/// the file goes with the last one out. Without one of its own, the
+/// caller needs `--force`, which removes the file under all of them.
+pub fn release(
+    dir: &LockDir,
+    name: &OsStr,
+    path: &Path,
+    file: &File,
+    ident: Ident,
+    caller: &Caller,
+) -> Result<Outcome> {
+    let shown = path.display();
+    let live: Vec<Record> = read_holders(file)
+        .into_iter()
+        .filter(|h| holds(h, ident))
+        .collect();
+    let own: Vec<&Record> = live
+        .iter()
+        .filter(|h| h.mode == Mode::Acquire && caller.owns(h))
+        .collect();
+    let Some(last) = own.last() else {
+        return not_ours_shared(dir, name, path, ident, &live, caller);
+    };
+    for keeper in &own {
+        let pid = Pid::from_raw(keeper.pid);
+        let pidfd = match prove_keeper(pid, ident, keeper.fd, caller) {
+            Ok(pidfd) => pidfd,
+            Err(why) => {
+                return Ok(Outcome::Refused(Refusal::Unproven {
+                    keeper: keeper.pid,
+                    why,
+                }));
+            }
+        };
+        signal_keeper(&pidfd, pid)
+            .with_context(|| format!("cannot signal keeper pid {pid} of {shown}"))?;
+    }
+    wait_keepers_left(&own, ident, path)?;
+    match dir.stat(name)? {
+        // Still there: other holders keep it, or the last keeper could not
+        // tell it was the last (then nobody holds it, and we remove it).
+        Some(now) if (now.st_dev, now.st_ino) == ident => {
+            if probe::try_exclusive(file)? == Exclusive::Taken {
+                removed(
+                    dir,
+                    name,
+                    ident,
+                    Outcome::KeeperLeftFile { keeper: last.pid },
+                    path,
+                )
+            } else {
+                Ok(Outcome::KeeperReleased {
+                    keeper: last.pid,
+                    taken_by: None,
+                })
+            }
+        }
+        _ => after_let_go(dir, name, path, ident, last.pid),
+    }
+}
+
+/// A shared lock none of whose live holders is the caller's: removed with
+/// `--force`, else refused, naming every holder.
+fn not_ours_shared(
+    dir: &LockDir,
+    name: &OsStr,
+    path: &Path,
+    ident: Ident,
+    live: &[Record],
+    caller: &Caller,
+) -> Result<Outcome> {
+    let holder = live
+        .iter()
+        .map(Inspection::record_holder)
+        .collect::<Vec<_>>()
+        .join("; ");
+    if caller.force {
+        let what = format!("shared holders: {holder}");
+        return removed(dir, name, ident, Outcome::ForcedForeign { what }, path);
+    }
+    if !live.is_empty() && live.iter().all(|h| h.mode == Mode::Run) {
+        return Ok(Outcome::Refused(Refusal::LiveRun { holder }));
+    }
+    Ok(Outcome::Refused(Refusal::NotOwner { holder }))
+}
+
+/// Each signalled keeper leaves (removing the file if it is the last one
+/// out), then exits: its descriptor on the file closing is the end of its
+/// part. Bounded by `KEEPER_GRACE`.
+fn wait_keepers_left(own: &[&Record], ident: Ident, path: &Path) -> Result<()> {
+    let started = Instant::now();
+    while let Some(keeper) = own.iter().find(|k| {
+        procfs::process_holds_inode(Pid::from_raw(k.pid), ident.0, ident.1, k.fd).unwrap_or(false)
+    }) {
+        if started.elapsed() > KEEPER_GRACE {
+            return Err(crate::exit::fail(
+                crate::exit::Exit::OsErr,
+                format!(
+                    "keeper pid {} did not let go of {} within {}s",
+                    keeper.pid,
+                    path.display(),
+                    KEEPER_GRACE.as_secs()
+                ),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    Ok(())
+}
