@@ -118,6 +118,47 @@ fn command_not_found_is_127_and_not_executable_is_126() {
     assert!(!s.lock().exists(), "released before exiting");
 }
 
+/// SPEC 5: a script without a `#!` line runs with /bin/sh, as execvp(3),
+/// flock(1) and tini run it; it holds the lock and gets its arguments. A
+/// binary of another machine is still exec's error (126), not sh's.
+#[test]
+fn a_script_without_shebang_runs_with_bin_sh() {
+    let s = Scratch::new();
+    let script = s.path("plain-script");
+    let out = s.path("out");
+    fs::write(
+        &script,
+        format!(
+            "echo \"$0 $1 $RESIN_LOCK_HELD\" > {}\nexit 7\n",
+            out.display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+    s.cmd(&["run", "--"])
+        .arg(&script)
+        .arg("first")
+        .assert()
+        .code(7)
+        .stderr("");
+    let said = fs::read_to_string(&out).unwrap();
+    assert_eq!(
+        said.trim(),
+        format!("{} first {}", script.display(), s.lock().display())
+    );
+    assert!(!s.lock().exists(), "released after the script");
+
+    let foreign = s.path("foreign-binary");
+    fs::write(&foreign, b"\x7fELF\x02\x01\x01\0garbage").unwrap();
+    fs::set_permissions(&foreign, fs::Permissions::from_mode(0o755)).unwrap();
+    s.cmd(&["run", "--"])
+        .arg(&foreign)
+        .assert()
+        .code(126)
+        .stderr(contains("foreign-binary").and(contains("Exec format error")));
+    assert!(!s.lock().exists(), "released before exiting");
+}
+
 /// Start `run -- sigchild.py` and wait until the child is ready.
 fn start_sigchild(s: &Scratch, exit_on: &str) -> (std::process::Child, PathBuf) {
     let log = s.path("log");

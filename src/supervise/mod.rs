@@ -133,15 +133,29 @@ fn start(program: &OsString, args: &[OsString], options: Options, held: &[Held])
         // while CMD runs, even if resin-lock itself is SIGKILLed.
         fcntl(lock.fd(), FcntlArg::F_SETFD(FdFlag::empty()))?;
     }
-    let mut command = Command::new(program);
-    command.args(args).env("RESIN_LOCK_HELD", held_paths(held));
     let terminal = options.group && we_have_the_terminal();
-    if terminal {
-        crate::sys::lead_group_with_terminal(&mut command);
-    } else if options.group {
-        command.process_group(0);
-    }
-    match command.spawn() {
+    let spawn = |program: &OsStr, args: &[&OsStr]| {
+        let mut command = Command::new(program);
+        command.args(args).env("RESIN_LOCK_HELD", held_paths(held));
+        if terminal {
+            crate::sys::lead_group_with_terminal(&mut command);
+        } else if options.group {
+            command.process_group(0);
+        }
+        command.spawn()
+    };
+    let args: Vec<&OsStr> = args.iter().map(OsString::as_os_str).collect();
+    let spawned = spawn(program, &args).or_else(|err| {
+        // A script without `#!`: run by /bin/sh, as execvp(3) does.
+        match start_error::shell_script(program, &err) {
+            Some(script) => {
+                let with_script = [&[script.as_os_str()][..], &args].concat();
+                spawn(OsStr::new("/bin/sh"), &with_script)
+            }
+            None => Err(err),
+        }
+    });
+    match spawned {
         Ok(child) => Ok(Child {
             pid: Pid::from_raw(child.id() as i32),
             group: options.group,

@@ -89,6 +89,24 @@ fn find_program(program: &OsStr) -> Option<PathBuf> {
         .find(|path| is_program(path))
 }
 
+/// The script `/bin/sh` should run for `program` after exec refused it
+/// with ENOEXEC (SPEC 5): a file without `#!` is a shell script to
+/// execvp(3), flock(1) and tini. Never a binary of another machine (ELF),
+/// which stays exec's "exec format error".
+pub(super) fn shell_script(program: &OsStr, err: &io::Error) -> Option<PathBuf> {
+    if err.raw_os_error() != Some(libc::ENOEXEC) {
+        return None;
+    }
+    let path = find_program(program)?;
+    let mut head = Vec::with_capacity(4);
+    std::fs::File::open(&path)
+        .ok()?
+        .take(4)
+        .read_to_end(&mut head)
+        .ok()?;
+    (head != b"\x7fELF").then_some(path)
+}
+
 /// The interpreter a script names on its `#!` line (read from its first
 /// 256 bytes), or None for a file that has none.
 fn interpreter(script: &Path) -> Option<String> {
