@@ -19,6 +19,43 @@ pub fn bin() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_resin-lock")))
 }
 
+/// The binary under test, where another uid can run it: a clone under
+/// `/root` (mode 700, where root's clone lands) keeps `target/` out of
+/// their reach. A copy in a root-owned 0755 directory of /tmp, one per
+/// build (keyed by the binary's path, size and time), replaced atomically
+/// (tests may run as separate processes, so the copy is made under a
+/// temporary name and renamed into place).
+pub fn bin_for_others() -> PathBuf {
+    static COPY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    COPY.get_or_init(copy_for_others).clone()
+}
+
+fn copy_for_others() -> PathBuf {
+    use std::hash::{Hash, Hasher};
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let bin = bin();
+    let meta = std::fs::metadata(&bin).expect("the binary under test");
+    let mut key = std::collections::hash_map::DefaultHasher::new();
+    (&bin, meta.len(), meta.mtime(), meta.mtime_nsec()).hash(&mut key);
+    let base = Path::new("/tmp/resin-lock-test-bin");
+    let _ = std::fs::create_dir(base);
+    let base_meta = std::fs::symlink_metadata(base).unwrap();
+    assert!(
+        base_meta.is_dir() && base_meta.uid() == 0 && base_meta.mode() & 0o022 == 0,
+        "{} must be a directory of root's that nobody else can write",
+        base.display()
+    );
+    std::fs::set_permissions(base, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let copy = base.join(format!("resin-lock-{:016x}", key.finish()));
+    if !copy.exists() {
+        let temp = base.join(format!(".copy-{}", std::process::id()));
+        std::fs::copy(&bin, &temp).unwrap();
+        std::fs::set_permissions(&temp, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::rename(&temp, &copy).unwrap();
+    }
+    copy
+}
+
 /// `resin-lock` with a clean environment (no detection inputs leak in).
 pub fn resin_lock() -> Command {
     let mut cmd = Command::new(bin());

@@ -742,7 +742,7 @@ fn permission_denied_is_exit_73() {
     // uid 1000 may not write in a root-owned 0755 directory.
     Command::new("setpriv")
         .args(["--reuid=1000", "--regid=1000", "--clear-groups"])
-        .arg(env!("CARGO_BIN_EXE_resin-lock"))
+        .arg(bin_for_others())
         .arg("--path")
         .arg(dir.join("updates.lock"))
         .args(["acquire", "-n"])
@@ -773,7 +773,7 @@ fn uid_65534_is_refused_with_the_reason() {
     for args in [&["acquire"][..], &["run", "--", "true"][..]] {
         Command::new("setpriv")
             .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-            .arg(env!("CARGO_BIN_EXE_resin-lock"))
+            .arg(bin_for_others())
             .arg("--path")
             .arg(s.lock())
             .args(args)

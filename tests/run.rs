@@ -736,7 +736,7 @@ fn a_failed_fork_is_71_and_releases_the_lock() {
     Command::new("setpriv")
         .args(["--reuid", "48713", "--regid", "48713", "--clear-groups"])
         .args(["prlimit", "--nproc=1"])
-        .arg(env!("CARGO_BIN_EXE_resin-lock"))
+        .arg(bin_for_others())
         .arg("--path")
         .arg(s.lock())
         .args(["run", "--", "true"])

@@ -517,7 +517,7 @@ os.execv(sys.argv[1], sys.argv[1:])
 "#;
     let mut waiter = as_uid(1000, "/usr/bin/python3")
         .args(["-c", exhaust])
-        .arg(bin())
+        .arg(bin_for_others())
         .arg("--path")
         .arg(s.lock())
         .args(["run", "--", "touch"])

@@ -203,7 +203,9 @@ fn permission_denied_and_uid_65534_say_so() {
         let mut cmd = Command::new("setpriv");
         cmd.arg(format!("--reuid={uid}"))
             .arg(format!("--regid={uid}"))
-            .args(["--clear-groups", BIN, "--path"])
+            .arg("--clear-groups")
+            .arg(bin_for_others())
+            .arg("--path")
             .arg(s.lock())
             .args(["acquire", "-n"]);
         cmd
