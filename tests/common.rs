@@ -214,12 +214,28 @@ pub fn acquire_and_kill_keeper(s: &Scratch) -> i32 {
 }
 
 /// Run `script` in `workers` shells at once; every one must succeed.
+/// Their stderr is read, not left to the test's: every line they say must
+/// be a waiting line (who held the lock), whole.
 pub fn run_workers(script: &str, workers: usize) {
     let children: Vec<Child> = (0..workers)
-        .map(|_| Command::new("sh").args(["-c", script]).spawn().unwrap())
+        .map(|_| {
+            Command::new("sh")
+                .args(["-c", script])
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
         .collect();
-    for mut child in children {
-        assert!(child.wait().unwrap().success());
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "a worker failed: {said}");
+        for line in said.lines() {
+            assert!(
+                line.starts_with("resin-lock: waiting for "),
+                "a worker said more than who held the lock: {line}"
+            );
+        }
     }
 }
 
