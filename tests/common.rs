@@ -12,7 +12,8 @@ pub use predicates::prelude::*;
 pub use predicates::str::contains;
 
 /// The binary under test: this build's, or `RESIN_LOCK_TEST_BIN` (to show
-/// that a new test fails against an older build).
+/// that a new test fails against an older build, or to test a static ARM
+/// binary from `cargo xtask dist`, run by qemu-user through binfmt_misc).
 pub fn bin() -> PathBuf {
     std::env::var_os("RESIN_LOCK_TEST_BIN")
         .map(PathBuf::from)
@@ -54,6 +55,25 @@ fn copy_for_others() -> PathBuf {
         std::fs::rename(&temp, &copy).unwrap();
     }
     copy
+}
+
+/// Whether the test must skip because `RESIN_LOCK_TEST_BIN` names a binary
+/// of another machine (run by qemu-user) and qemu-user cannot do `why`;
+/// says so in one line. Always false for a binary of this machine.
+pub fn emulated(test: &str, why: &str) -> bool {
+    let e_machine = |path: &Path| {
+        let bytes = std::fs::read(path).ok()?;
+        (bytes.get(..4)? == b"\x7fELF").then(|| bytes.get(18..20).map(|m| [m[0], m[1]]))?
+    };
+    let Some(test_bin) = std::env::var_os("RESIN_LOCK_TEST_BIN") else {
+        return false;
+    };
+    let this = std::env::current_exe().ok().and_then(|exe| e_machine(&exe));
+    if e_machine(Path::new(&test_bin)) == this {
+        return false;
+    }
+    say(&format!("{test}: skipped under qemu-user: {why}"));
+    true
 }
 
 /// `resin-lock` with a clean environment (no detection inputs leak in).

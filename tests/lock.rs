@@ -1043,6 +1043,12 @@ fn binary_pages_kb(pid: i32) -> (u64, u64) {
 /// than half of it.
 #[test]
 fn idle_keeper_and_run_give_back_their_start_up_pages() {
+    if emulated(
+        "idle_keeper_and_run_give_back_their_start_up_pages",
+        "the resident pages in /proc are the emulator's, not the binary's",
+    ) {
+        return;
+    }
     let s = Scratch::new();
     s.cmd(&["acquire"]).assert().success();
     let keeper = record(&s.lock())["pid"].as_i64().unwrap() as i32;

@@ -155,7 +155,7 @@ pub fn clean_leftover_temps(dir: &LockDir, name: &OsStr) {
             continue;
         }
         let same = |stat: Option<nix::sys::stat::FileStat>| {
-            stat.is_some_and(|s| (s.st_dev, s.st_ino) == (meta.dev(), meta.ino()))
+            stat.is_some_and(|s| super::dir::ident(&s) == (meta.dev(), meta.ino()))
         };
         // Under our flock: the name still names what we locked, and the
         // lock name does not.

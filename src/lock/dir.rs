@@ -31,6 +31,13 @@ pub struct Target {
 /// The identity of a file: (st_dev, st_ino).
 pub type Ident = (u64, u64);
 
+/// The identity of what `stat` describes. `dev_t` and `ino_t` are 32 bits
+/// wide on 32-bit glibc targets (armv7), 64 bits elsewhere.
+#[allow(clippy::unnecessary_cast)]
+pub fn ident(stat: &FileStat) -> Ident {
+    (stat.st_dev as u64, stat.st_ino as u64)
+}
+
 /// What releasing a lock found at its path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Released {
@@ -262,7 +269,7 @@ fn open_resolved_in_root(root: &OwnedFd, rel: &Path) -> nix::Result<OwnedFd> {
 /// Unlink `name` in `dir` only if it names `ident`.
 pub fn unlink_if_same(dir: &LockDir, name: &OsStr, ident: Ident) -> io::Result<Released> {
     match dir.stat(name)? {
-        Some(stat) if (stat.st_dev, stat.st_ino) == ident => match dir.unlink(name) {
+        Some(stat) if self::ident(&stat) == ident => match dir.unlink(name) {
             Ok(()) => Ok(Released::Removed),
             Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(Released::Gone),
             Err(err) => Err(err),
@@ -275,7 +282,7 @@ pub fn unlink_if_same(dir: &LockDir, name: &OsStr, ident: Ident) -> io::Result<R
 /// Whether `name` in `dir` names the file `ident` now.
 pub fn names_in(dir: &LockDir, name: &OsStr, ident: Ident) -> bool {
     dir.stat(name)
-        .is_ok_and(|stat| stat.is_some_and(|s| (s.st_dev, s.st_ino) == ident))
+        .is_ok_and(|stat| stat.is_some_and(|s| self::ident(&s) == ident))
 }
 
 /// Whether `target`'s path names the file `ident` now (never creating its
@@ -289,5 +296,5 @@ pub fn names(target: &Target, ident: Ident) -> bool {
         ..target.clone()
     })
     .and_then(|dir| dir.stat(name))
-    .is_ok_and(|stat| stat.is_some_and(|s| (s.st_dev, s.st_ino) == ident))
+    .is_ok_and(|stat| stat.is_some_and(|s| self::ident(&s) == ident))
 }

@@ -65,7 +65,7 @@ pub fn examine(dir: &LockDir, name: &OsStr) -> io::Result<Found> {
             return Ok(Found::Missing);
         };
         let uid = stat.st_uid;
-        let ident = (stat.st_dev, stat.st_ino);
+        let ident = super::dir::ident(&stat);
         let foreign = |kind, held_by, what: &str| Found::Foreign {
             kind,
             uid,

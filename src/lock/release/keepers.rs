@@ -50,7 +50,7 @@ pub fn after_let_go(
 ) -> Result<Outcome> {
     match dir.stat(name)? {
         // It exited without removing it: stale now, and our flock is held.
-        Some(now) if (now.st_dev, now.st_ino) == ident => {
+        Some(now) if crate::lock::dir::ident(&now) == ident => {
             removed(dir, name, ident, Outcome::KeeperLeftFile { keeper }, path)
         }
         // Another file: a waiting resin-lock took the lock the moment the

@@ -61,7 +61,7 @@ pub fn release(
     match dir.stat(name)? {
         // Still there: other holders keep it, or the last keeper could not
         // tell it was the last (then nobody holds it, and we remove it).
-        Some(now) if (now.st_dev, now.st_ino) == ident => {
+        Some(now) if crate::lock::dir::ident(&now) == ident => {
             if probe::try_exclusive(file)? == Exclusive::Taken {
                 removed(
                     dir,

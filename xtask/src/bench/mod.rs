@@ -258,7 +258,7 @@ fn build_dist(root: &Path, target_dir: &Path) -> Option<PathBuf> {
     // that the binary measured is the one the sources make, never a stale
     // copy left in target/dist.
     let path = target_dir.join("dist").join("resin-lock");
-    if let Err(err) = dist::dist(root, false) {
+    if let Err(err) = dist::dist(root, false, dist::Targets::Host) {
         eprintln!("xtask dist: {err} (measuring the binary anyway)");
     }
     path.is_file().then_some(path)
