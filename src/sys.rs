@@ -9,44 +9,6 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use nix::poll::{PollFd, PollTimeout, poll};
 use nix::unistd::{ForkResult, Pid};
 
-/// What std's start-up (`lang_start`) would do that resin-lock relies on; the
-/// binary's C `main` calls it first (see `main.rs`).
-///
-/// - A closed stdin, stdout or stderr is reopened on /dev/null, so that no
-///   lock file, socket or inotify descriptor can become fd 1 and receive the
-///   output meant for the terminal. An error here aborts, as in std.
-/// - SIGPIPE is ignored, so a closed stdout is an EPIPE error that `status`
-///   and `force-update` handle quietly (children get it back at its default).
-pub fn start_up() {
-    let mut fds = [0, 1, 2].map(|fd| libc::pollfd {
-        fd,
-        events: 0,
-        revents: 0,
-    });
-    // SAFETY: `fds` is a valid array of 3 pollfd for the duration of the call;
-    // a zero timeout never blocks. poll only reports on the descriptors.
-    let polled = unsafe { libc::poll(fds.as_mut_ptr(), 3, 0) };
-    for pfd in fds {
-        let closed = if polled < 0 {
-            // SAFETY: F_GETFD only queries the descriptor table.
-            let flags = unsafe { libc::fcntl(pfd.fd, libc::F_GETFD) };
-            flags < 0
-        } else {
-            pfd.revents & libc::POLLNVAL != 0
-        };
-        // The lowest free descriptor is the closed one, since 0..fd are open.
-        // Not close-on-exec (unlike std::fs::File): `run`'s child inherits it.
-        // SAFETY: open with a valid C string; the descriptor is deliberately
-        // left open for the life of the process.
-        if closed && unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDWR) } < 0 {
-            std::process::abort();
-        }
-    }
-    // SAFETY: SIG_IGN installs no handler code; nothing else has touched
-    // SIGPIPE's disposition yet.
-    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
-}
-
 /// Take flock(LOCK_EX) on `file`, waiting at most `limit` (rounded up to
 /// whole seconds), the way flock(1) -w does: SIGALRM from alarm(2), caught
 /// by a handler installed without SA_RESTART, interrupts the wait. False if

@@ -522,20 +522,54 @@ fn status_json_follows_the_schema() {
     s.cmd(&["release"]).assert().success();
 }
 
+/// SPEC section 7: `status | head -0` exits quietly with its own status.
+/// The pipe's read end is closed before `status` starts, so every write is
+/// EPIPE (with SIGPIPE at its default, `status` would die of it: std's
+/// start-up ignores it).
 #[test]
-fn status_with_closed_stdout_is_quiet() {
+fn status_into_a_closed_pipe_is_quiet_and_keeps_its_status() {
     let s = Scratch::new();
-    let script = format!(
-        "{} --path {} status | head -c 0; echo \"rc=${{PIPESTATUS[0]}}\"",
-        env!("CARGO_BIN_EXE_resin-lock"),
-        s.lock().display()
-    );
-    Command::new("bash")
-        .args(["-c", &script])
-        .assert()
-        .success()
-        .stdout("rc=0\n")
-        .stderr("");
+    let status_into_closed_pipe = || {
+        let (reader, writer) = nix::unistd::pipe().unwrap();
+        drop(reader);
+        let mut status = s.cmd(&["status"]);
+        status.stdout(Stdio::from(writer));
+        status
+    };
+    status_into_closed_pipe().assert().code(0).stderr("");
+    s.cmd(&["acquire"]).assert().success();
+    status_into_closed_pipe().assert().code(1).stderr("");
+    s.cmd(&["release"]).assert().success();
+}
+
+/// Started with stdin, stdout or stderr closed, `acquire` and `status`
+/// work as with them open: std's start-up opens /dev/null on the closed
+/// one, so the lock file or its directory never becomes fd 0-2 (where the
+/// keeper's detaching from the terminal would close it, or `-v` would
+/// write into it).
+#[test]
+fn acquire_and_status_with_a_standard_descriptor_closed() {
+    for fd in 0..3 {
+        let s = Scratch::new();
+        let script = format!(
+            "\"$1\" --path \"$2\" -v acquire {fd}>&- || exit 10; \
+             \"$1\" --path \"$2\" -v status {fd}>&-; [ $? = 1 ] || exit 11"
+        );
+        Command::new("bash")
+            .args(["-c", &script, "bash"])
+            .arg(bin())
+            .arg(s.lock())
+            .stdin(Stdio::null())
+            .assert()
+            .success();
+        let rec = record(&s.lock());
+        assert_eq!(rec["mode"], "acquire", "fd {fd} closed");
+        let status = status_json(&s);
+        assert_eq!(status["locks"][0]["state"], "held", "fd {fd} closed");
+        s.cmd(&["release"]).assert().success();
+        assert!(!s.lock().exists(), "fd {fd} closed");
+        assert_eq!(s.leftovers(&[]), Vec::<String>::new(), "fd {fd} closed");
+    }
 }
 
 #[test]
