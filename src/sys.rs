@@ -379,36 +379,6 @@ pub(crate) fn exit_at_once(code: i32) -> ! {
 /// The process name of `acquire` keepers (at most 15 bytes), as `ps` shows it.
 pub(crate) const KEEPER_NAME: &std::ffi::CStr = c"resin-lock-keep";
 
-/// glibc's `__assert_fail`, which its start-up code references. glibc's own
-/// translates and formats its message (gettext, printf, iconv: about 30
-/// KiB of the static binary); an assertion inside glibc is a bug to report,
-/// and this says so in one line before aborting, as glibc's would.
-///
-/// # Safety
-///
-/// `assertion` and `file` are NUL-terminated strings, as glibc passes them.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn __assert_fail(
-    assertion: *const std::ffi::c_char,
-    file: *const std::ffi::c_char,
-    line: std::ffi::c_uint,
-    _function: *const std::ffi::c_char,
-) -> ! {
-    // SAFETY: glibc passes NUL-terminated strings that live for the call.
-    let (assertion, file) = unsafe {
-        (
-            std::ffi::CStr::from_ptr(assertion),
-            std::ffi::CStr::from_ptr(file),
-        )
-    };
-    eprintln!(
-        "resin-lock: internal error (a bug): glibc assertion {} failed at {}:{line}",
-        assertion.to_string_lossy(),
-        file.to_string_lossy()
-    );
-    std::process::abort()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -471,16 +441,4 @@ mod tests {
         drop(file);
         assert!(lock_within(&other, Duration::from_secs(5)).unwrap());
     }
-}
-
-/// glibc's `_dl_get_origin`, which static glibc's start-up calls to learn
-/// the program's directory for `$ORIGIN` in `dlopen` search paths: a
-/// readlink("/proc/self/exe") on every start, about 50 µs of a `/proc`
-/// path walk (SPEC section 9: start-up is most of a call's cost). This
-/// program never loads a shared object by a path with `$ORIGIN`; `-1` is
-/// glibc's own answer for "unknown", as when `/proc` is not mounted.
-#[cfg(target_feature = "crt-static")]
-#[unsafe(no_mangle)]
-pub extern "C" fn _dl_get_origin() -> *const std::ffi::c_char {
-    usize::MAX as *const std::ffi::c_char
 }

@@ -24,7 +24,7 @@ tasks:
   gen           write man/resin-lock.1 and completions/ from the CLI definition
   gen --check   fail if the committed man page or completions are out of date
   dist          build the static release binary at target/dist/resin-lock and check it
-                (static, runs; the 1.5 MiB size budget only warns)
+                (static, runs; the 2 MiB size budget only warns)
   dist --strict the same, and fail when the binary is over the size budget
   bench         measure resin-lock against its peers (flock, lockfile, dotlockfile,
                 npm lockfile, tini, dumb-init) and print the performance budgets as a
