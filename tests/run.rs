@@ -98,7 +98,11 @@ fn cmd_gets_sigpipe_at_its_default_disposition() {
     let line = String::from_utf8(out.stdout).unwrap();
     let mask = line.trim().strip_prefix("SigIgn:").unwrap().trim();
     let ignored = u64::from_str_radix(mask, 16).unwrap();
-    assert_eq!(ignored & 1 << (libc::SIGPIPE - 1), 0, "SIGPIPE ignored: {line}");
+    assert_eq!(
+        ignored & 1 << (libc::SIGPIPE - 1),
+        0,
+        "SIGPIPE ignored: {line}"
+    );
 }
 
 #[test]
