@@ -24,6 +24,6 @@ pub(crate) mod procfs;
 pub(crate) mod signals;
 pub(crate) mod supervise;
 pub mod supervisor_api;
-pub mod sys;
+pub(crate) mod sys;
 pub(crate) mod text;
 pub(crate) mod ui;

@@ -1,24 +1,21 @@
 //! The `resin-lock` binary: parse the command line, run the command, map the
 //! outcome to the documented exit status (see `exit.rs`).
 //!
-//! The entry point is the C `main`, not std's `lang_start`: std's start-up
-//! asks glibc for the main thread's stack bounds (`pthread_getattr_np`, which
-//! reads and `sscanf`s `/proc/self/maps` on every start) only to print a
-//! message on stack overflow. That costs time on every call and links glibc's
-//! whole scanf and long-double parsing into the static binary. The two things
-//! std's start-up does that matter here are done by `sys::start_up`.
-#![no_main]
+//! std's start-up, before this `main`, does the two things resin-lock relies
+//! on: a closed stdin, stdout or stderr is opened on /dev/null (so no lock
+//! file or socket becomes fd 1), and SIGPIPE is ignored (so a closed stdout
+//! is an EPIPE that `status` handles quietly; `run`'s child gets it back at
+//! its default, as std's `Command` resets it before exec).
 
-use std::ffi::{c_char, c_int};
+use std::process::ExitCode;
 
-#[unsafe(no_mangle)]
-extern "C" fn main(_argc: c_int, _argv: *const *const c_char) -> c_int {
-    resin_lock::sys::start_up();
-    resin_lock::exit::on_panic_exit_70();
-    let code = match resin_lock::cli::parse() {
-        Ok(cli) => resin_lock::exit::report(resin_lock::cmd::dispatch(cli)),
+use resin_lock::{cli, cmd, exit};
+
+fn main() -> ExitCode {
+    exit::on_panic_exit_70();
+    let code = match cli::parse() {
+        Ok(cli) => exit::report(cmd::dispatch(cli)),
         Err(code) => code,
     };
-    // Flushes stdout, as returning from std's main would.
-    std::process::exit(i32::from(code))
+    ExitCode::from(code)
 }

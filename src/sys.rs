@@ -6,46 +6,7 @@ use std::fs;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
-use nix::poll::{PollFd, PollTimeout, poll};
 use nix::unistd::{ForkResult, Pid};
-
-/// What std's start-up (`lang_start`) would do that resin-lock relies on; the
-/// binary's C `main` calls it first (see `main.rs`).
-///
-/// - A closed stdin, stdout or stderr is reopened on /dev/null, so that no
-///   lock file, socket or inotify descriptor can become fd 1 and receive the
-///   output meant for the terminal. An error here aborts, as in std.
-/// - SIGPIPE is ignored, so a closed stdout is an EPIPE error that `status`
-///   and `force-update` handle quietly (children get it back at its default).
-pub fn start_up() {
-    let mut fds = [0, 1, 2].map(|fd| libc::pollfd {
-        fd,
-        events: 0,
-        revents: 0,
-    });
-    // SAFETY: `fds` is a valid array of 3 pollfd for the duration of the call;
-    // a zero timeout never blocks. poll only reports on the descriptors.
-    let polled = unsafe { libc::poll(fds.as_mut_ptr(), 3, 0) };
-    for pfd in fds {
-        let closed = if polled < 0 {
-            // SAFETY: F_GETFD only queries the descriptor table.
-            let flags = unsafe { libc::fcntl(pfd.fd, libc::F_GETFD) };
-            flags < 0
-        } else {
-            pfd.revents & libc::POLLNVAL != 0
-        };
-        // The lowest free descriptor is the closed one, since 0..fd are open.
-        // Not close-on-exec (unlike std::fs::File): `run`'s child inherits it.
-        // SAFETY: open with a valid C string; the descriptor is deliberately
-        // left open for the life of the process.
-        if closed && unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDWR) } < 0 {
-            std::process::abort();
-        }
-    }
-    // SAFETY: SIG_IGN installs no handler code; nothing else has touched
-    // SIGPIPE's disposition yet.
-    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
-}
 
 /// Take flock(LOCK_EX) on `file`, waiting at most `limit` (rounded up to
 /// whole seconds), the way flock(1) -w does: SIGALRM from alarm(2), caught
@@ -300,113 +261,6 @@ pub(crate) fn recv_fds(sock: &OwnedFd) -> io::Result<Option<(Vec<u8>, Vec<OwnedF
     Ok(Some((payload, fds)))
 }
 
-/// Give back what start-up used and a long wait does not need (SPEC
-/// section 9: an idle `run` or keeper is resident for hours, and must cost
-/// no more than tini). Two things:
-///
-/// - The mappings of the program's read-only pages (code and constants),
-///   which fault-around mapped in 64 KiB at a time while clap, the
-///   location table and the lock protocol ran: about 1 MiB of the static
-///   binary. Unmapping a clean page of a file costs nothing: it stays in
-///   the page cache, and the few the wait touches come back on use.
-///   Writable segments are never touched (that would lose their data).
-/// - The heap's free pages (`malloc_trim`).
-///
-/// Best effort: any failure leaves things as they were.
-pub(crate) fn shed_startup_pages() {
-    // SAFETY: getauxval only reads the auxiliary vector the kernel gave us.
-    let (phdr, phnum) = unsafe {
-        (
-            libc::getauxval(libc::AT_PHDR) as usize,
-            libc::getauxval(libc::AT_PHNUM) as usize,
-        )
-    };
-    if phdr == 0 || phnum == 0 {
-        return;
-    }
-    // SAFETY: AT_PHDR is the address of the program's `phnum` program
-    // headers, mapped read-only for the life of the process.
-    let headers = unsafe { std::slice::from_raw_parts(phdr as *const libc::Elf64_Phdr, phnum) };
-    // Where the program was loaded: AT_PHDR against PT_PHDR's own address.
-    let Some(bias) = headers
-        .iter()
-        .find(|h| h.p_type == libc::PT_PHDR)
-        .map(|h| phdr.wrapping_sub(h.p_vaddr as usize))
-    else {
-        return;
-    };
-    let page = 4096;
-    for h in headers {
-        if h.p_type != libc::PT_LOAD || h.p_flags & libc::PF_W != 0 {
-            continue;
-        }
-        // Only whole pages inside the segment: a page it shares with a
-        // writable neighbour stays.
-        let start = (bias + h.p_vaddr as usize).next_multiple_of(page);
-        let end = (bias + (h.p_vaddr + h.p_memsz) as usize) / page * page;
-        if end > start {
-            // SAFETY: [start, end) lies inside a read-only segment of this
-            // program: no data is lost, and any page is mapped back from
-            // the file when next touched.
-            unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED) };
-        }
-    }
-    // SAFETY: malloc_trim has no preconditions.
-    unsafe { libc::malloc_trim(0) };
-}
-
-/// A long wait's `poll`, which sheds the start-up pages once it has
-/// waited a second: a short hold (`run -- true`, `acquire` then `release`
-/// in a script) never pays for pages mapped back in, and between the
-/// shedding and the wait that follows nothing else runs, so the idle
-/// process maps back only what `poll` itself touches.
-pub(crate) struct Shed {
-    at: Option<std::time::Instant>,
-}
-
-impl Shed {
-    pub(crate) const AFTER: std::time::Duration = std::time::Duration::from_secs(1);
-
-    /// Due `AFTER` from now.
-    pub(crate) fn start() -> Shed {
-        Shed {
-            at: Some(std::time::Instant::now() + Shed::AFTER),
-        }
-    }
-
-    /// `nix::poll::poll`, with the shedding on its way when it is due.
-    pub(crate) fn poll(
-        &mut self,
-        fds: &mut [PollFd],
-        timeout: PollTimeout,
-    ) -> nix::Result<libc::c_int> {
-        let Some(at) = self.at else {
-            return poll(fds, timeout);
-        };
-        let start = std::time::Instant::now();
-        let until_shed = at.saturating_duration_since(start);
-        // None: for ever.
-        let wanted = (timeout != PollTimeout::NONE)
-            .then(|| std::time::Duration::from_millis(timeout.as_millis().unwrap_or(0).into()));
-        if wanted.is_some_and(|wanted| wanted <= until_shed) {
-            return poll(fds, timeout);
-        }
-        // Rounded up: waking a little early would only poll again.
-        let first = PollTimeout::try_from(until_shed + std::time::Duration::from_millis(1));
-        match poll(fds, first.unwrap_or(PollTimeout::MAX))? {
-            0 => {}
-            ready => return Ok(ready),
-        }
-        self.at = None;
-        shed_startup_pages();
-        let left = wanted.map_or(PollTimeout::NONE, |wanted| {
-            PollTimeout::try_from(wanted.saturating_sub(start.elapsed()))
-                .unwrap_or(PollTimeout::MAX)
-        });
-        poll(fds, left)
-    }
-}
-
 /// End the process now with `code`: no atexit handlers, no flushing (a
 /// panic may have come while they were half done).
 pub(crate) fn exit_at_once(code: i32) -> ! {
@@ -417,67 +271,10 @@ pub(crate) fn exit_at_once(code: i32) -> ! {
 /// The process name of `acquire` keepers (at most 15 bytes), as `ps` shows it.
 pub(crate) const KEEPER_NAME: &std::ffi::CStr = c"resin-lock-keep";
 
-/// glibc's `__assert_fail`, which its start-up code references. glibc's own
-/// translates and formats its message (gettext, printf, iconv: about 30
-/// KiB of the static binary); an assertion inside glibc is a bug to report,
-/// and this says so in one line before aborting, as glibc's would.
-///
-/// # Safety
-///
-/// `assertion` and `file` are NUL-terminated strings, as glibc passes them.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn __assert_fail(
-    assertion: *const std::ffi::c_char,
-    file: *const std::ffi::c_char,
-    line: std::ffi::c_uint,
-    _function: *const std::ffi::c_char,
-) -> ! {
-    // SAFETY: glibc passes NUL-terminated strings that live for the call.
-    let (assertion, file) = unsafe {
-        (
-            std::ffi::CStr::from_ptr(assertion),
-            std::ffi::CStr::from_ptr(file),
-        )
-    };
-    eprintln!(
-        "resin-lock: internal error (a bug): glibc assertion {} failed at {}:{line}",
-        assertion.to_string_lossy(),
-        file.to_string_lossy()
-    );
-    std::process::abort()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::time::Duration;
-
-    /// A pipe: (read end, write end).
-    fn pipe() -> (OwnedFd, OwnedFd) {
-        nix::unistd::pipe().unwrap()
-    }
-
-    #[test]
-    fn a_shed_poll_returns_events_at_once_and_sheds_only_when_due() {
-        use std::os::fd::AsFd;
-        let (reader, writer) = pipe();
-        let mut shed = Shed::start();
-        // Not yet due: a short timeout passes without shedding.
-        let mut fds = [PollFd::new(reader.as_fd(), nix::poll::PollFlags::POLLIN)];
-        assert_eq!(shed.poll(&mut fds, PollTimeout::from(10u8)).unwrap(), 0);
-        assert!(shed.at.is_some(), "not shed before its time");
-        // Ready: returned at once, still not shed.
-        nix::unistd::write(&writer, b"x").unwrap();
-        let mut fds = [PollFd::new(reader.as_fd(), nix::poll::PollFlags::POLLIN)];
-        assert_eq!(shed.poll(&mut fds, PollTimeout::NONE).unwrap(), 1);
-        assert!(shed.at.is_some());
-        // Due: shed once, then the caller's wait goes on to its end.
-        let (quiet, _keep) = pipe();
-        shed.at = Some(std::time::Instant::now());
-        let mut fds = [PollFd::new(quiet.as_fd(), nix::poll::PollFlags::POLLIN)];
-        assert_eq!(shed.poll(&mut fds, PollTimeout::from(20u8)).unwrap(), 0);
-        assert!(shed.at.is_none(), "shed once due");
-    }
 
     #[test]
     fn lock_within_takes_a_free_lock_and_gives_up_on_a_held_one() {
@@ -509,16 +306,4 @@ mod tests {
         drop(file);
         assert!(lock_within(&other, Duration::from_secs(5)).unwrap());
     }
-}
-
-/// glibc's `_dl_get_origin`, which static glibc's start-up calls to learn
-/// the program's directory for `$ORIGIN` in `dlopen` search paths: a
-/// readlink("/proc/self/exe") on every start, about 50 µs of a `/proc`
-/// path walk (SPEC section 9: start-up is most of a call's cost). This
-/// program never loads a shared object by a path with `$ORIGIN`; `-1` is
-/// glibc's own answer for "unknown", as when `/proc` is not mounted.
-#[cfg(target_feature = "crt-static")]
-#[unsafe(no_mangle)]
-pub extern "C" fn _dl_get_origin() -> *const std::ffi::c_char {
-    usize::MAX as *const std::ffi::c_char
 }

@@ -83,6 +83,28 @@ fn closed_standard_descriptors_become_dev_null_not_the_lock() {
     assert_eq!(s.leftovers(&["fds"]), Vec::<String>::new());
 }
 
+/// resin-lock ignores SIGPIPE (std's start-up does, so a closed stdout is
+/// an error it handles), but CMD starts with SIGPIPE at its default, as
+/// from a shell (else `yes | head -1` in CMD would see EPIPE errors instead
+/// of ending quietly). std's `Command` resets it before exec.
+#[test]
+fn cmd_gets_sigpipe_at_its_default_disposition() {
+    let s = Scratch::new();
+    let out = s
+        .cmd(&["run", "--", "grep", "^SigIgn:", "/proc/self/status"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let line = String::from_utf8(out.stdout).unwrap();
+    let mask = line.trim().strip_prefix("SigIgn:").unwrap().trim();
+    let ignored = u64::from_str_radix(mask, 16).unwrap();
+    assert_eq!(
+        ignored & 1 << (libc::SIGPIPE - 1),
+        0,
+        "SIGPIPE ignored: {line}"
+    );
+}
+
 #[test]
 fn exit_codes_follow_the_child() {
     let s = Scratch::new();

@@ -314,21 +314,6 @@ fn verbose_run_says_how_the_command_ended_in_words() {
     assert!(stderr.contains("was killed by signal TERM"), "{stderr}");
 }
 
-#[test]
-fn status_with_stdout_closed_is_quiet() {
-    let s = Scratch::new();
-    let script = format!(
-        "{BIN} --path {} status | head -c 0; echo \"rc=${{PIPESTATUS[0]}}\"",
-        s.lock().display()
-    );
-    Command::new("bash")
-        .args(["-c", &script])
-        .assert()
-        .success()
-        .stdout("rc=0\n")
-        .stderr("");
-}
-
 /// The section 7 paths fixed after the first walk: an option typo before
 /// CMD, an empty RESIN_LOCK_PATH / RESIN_LOCK_ROOT, a --root that does not
 /// exist, a symlink in place of the lock directory, a wait that only a

@@ -10,7 +10,6 @@ use std::path::PathBuf;
 use clap::{CommandFactory, Parser, Subcommand, ValueHint};
 
 mod args;
-mod fast;
 mod parse;
 
 pub(crate) use args::{AcquireArgs, ReleaseArgs, RunArgs, StatusArgs, WaitArgs};

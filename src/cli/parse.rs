@@ -14,9 +14,6 @@ use crate::exit::Exit;
 /// the exit status (0 for --help/--version, 64 for usage errors, not clap's 2).
 pub fn parse() -> Result<Cli, u8> {
     let args: Vec<OsString> = std::env::args_os().collect();
-    if let Some(cli) = super::fast::parse(&args) {
-        return Ok(with_env(cli, |name| std::env::var_os(name)));
-    }
     let mut cmd = parsing_command();
     parse_with(&mut cmd, &args, |name| std::env::var_os(name)).map_err(|err| {
         if !err.use_stderr() {

@@ -31,7 +31,7 @@ use std::process::Command;
 use anyhow::Result;
 use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, FdFlag, fcntl};
-use nix::poll::{PollFd, PollFlags, PollTimeout};
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, kill, killpg, raise, sigprocmask};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{Pid, getpgid, getpgrp, getpid, getsid, isatty, tcgetpgrp, tcsetpgrp};
@@ -185,7 +185,6 @@ fn watch(
     // `--max-hold`, counted from the lock's taking (just before the spawn).
     let deadline = options.max_hold.map(|d| std::time::Instant::now() + d);
     let mut held = Some(held);
-    let mut shed = crate::sys::Shed::start();
     loop {
         match reap(child.pid, child.terminal) {
             Some(Reaped::Ended(status)) => return (status, held),
@@ -213,7 +212,7 @@ fn watch(
         let mut fds = [PollFd::new(signals.fd(), PollFlags::POLLIN)];
         // An error (out of memory for the poll table) must not end the
         // wait with the lock held and CMD unwatched: try again shortly.
-        if let Err(err) = shed.poll(&mut fds, timeout)
+        if let Err(err) = poll(&mut fds, timeout)
             && err != Errno::EINTR
         {
             std::thread::sleep(std::time::Duration::from_millis(100));

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use nix::errno::Errno;
-use nix::poll::{PollFd, PollFlags, PollTimeout};
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{Signal, kill};
 use nix::sys::signalfd::SignalFd;
 use nix::unistd::Pid;
@@ -117,7 +117,6 @@ fn hold(
     max_hold: Option<(Duration, bool)>,
 ) {
     let deadline = max_hold.map(|(after, _)| std::time::Instant::now() + after);
-    let mut shed = sys::Shed::start();
     loop {
         let mut fds = vec![PollFd::new(release.as_fd(), PollFlags::POLLIN)];
         if let Some(fd) = &owner_fd {
@@ -148,7 +147,7 @@ fn hold(
                 timeout = left;
             }
         }
-        if let Err(err) = shed.poll(&mut fds, timeout)
+        if let Err(err) = poll(&mut fds, timeout)
             && err != Errno::EINTR
         {
             // Out of memory for the poll table, say: never let go because
