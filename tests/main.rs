@@ -3,6 +3,7 @@
 mod common;
 mod fleet;
 mod fleet_host;
+mod layers;
 mod locate;
 mod lock;
 mod props;

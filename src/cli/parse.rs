@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use clap::FromArgMatches;
 
-use super::{Cli, command};
+use super::definition::{Cli, command};
 use crate::exit::Exit;
 
 /// Parse the process arguments; on failure print the message and return
