@@ -798,3 +798,38 @@ fn a_failed_fork_is_71_and_releases_the_lock() {
         .stderr(contains("cannot start true"));
     assert_eq!(s.leftovers(&[]), Vec::<String>::new());
 }
+
+/// Issue 20.3: a `--max-hold` past what the clock can count means never,
+/// as a `-w` that large does. It used to panic after CMD had started: the
+/// child ran on orphaned, its exit status was lost and the lock went stale.
+/// Nothing after the fork may panic (`run`, `run -s`, and the keeper).
+#[test]
+fn a_max_hold_too_large_for_the_clock_is_never() {
+    let s = Scratch::new();
+    let huge = "18446744073709551615";
+    let ran = s.path("ran");
+    for shared in [false, true] {
+        let mut args = vec!["run", "--max-hold", huge];
+        if shared {
+            args.push("-s");
+        }
+        s.cmd(&args)
+            .args(["--", "sh", "-c", "touch \"$1\"; exit 5", "sh"])
+            .arg(&ran)
+            .assert()
+            .code(5)
+            .stderr("");
+        assert!(ran.exists(), "CMD ran");
+        fs::remove_file(&ran).unwrap();
+        assert_eq!(s.leftovers(&[]), Vec::<String>::new(), "released");
+    }
+    s.cmd(&["acquire", "--max-hold", huge])
+        .assert()
+        .success()
+        .stderr("");
+    let keeper = record(&s.lock())["pid"].as_i64().unwrap() as i32;
+    assert!(alive(keeper), "the keeper holds the lock");
+    s.cmd(&["status", "--health"]).assert().success();
+    s.cmd(&["release"]).assert().success();
+    assert!(!s.lock().exists());
+}

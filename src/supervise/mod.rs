@@ -183,7 +183,11 @@ fn watch(
     notify: Notify,
 ) -> (WaitStatus, Option<Vec<Held>>) {
     // `--max-hold`, counted from the lock's taking (just before the spawn).
-    let deadline = options.max_hold.map(|d| std::time::Instant::now() + d);
+    // One past what a clock can count is never (as `-w` is): CMD runs now,
+    // and nothing from here on may panic.
+    let deadline = options
+        .max_hold
+        .and_then(|d| std::time::Instant::now().checked_add(d));
     let mut held = Some(held);
     loop {
         match reap(child.pid, child.terminal) {
@@ -205,8 +209,10 @@ fn watch(
         }
         let timeout = match left.filter(|_| held.is_some()) {
             // Rounded up: a poll that wakes a little early only loops.
-            Some(left) => PollTimeout::try_from(left + std::time::Duration::from_millis(1))
-                .unwrap_or(PollTimeout::MAX),
+            Some(left) => {
+                PollTimeout::try_from(left.saturating_add(std::time::Duration::from_millis(1)))
+                    .unwrap_or(PollTimeout::MAX)
+            }
             None => PollTimeout::NONE,
         };
         let mut fds = [PollFd::new(signals.fd(), PollFlags::POLLIN)];

@@ -116,7 +116,8 @@ fn hold(
     release: &SignalFd,
     max_hold: Option<(Duration, bool)>,
 ) {
-    let deadline = max_hold.map(|(after, _)| std::time::Instant::now() + after);
+    // One past what a clock can count is never: the keeper must not panic.
+    let deadline = max_hold.and_then(|(after, _)| std::time::Instant::now().checked_add(after));
     loop {
         let mut fds = vec![PollFd::new(release.as_fd(), PollFlags::POLLIN)];
         if let Some(fd) = &owner_fd {
@@ -140,7 +141,7 @@ fn hold(
                 return;
             }
             // Rounded up: a poll that wakes a little early only loops.
-            let left = PollTimeout::try_from(left + Duration::from_millis(1));
+            let left = PollTimeout::try_from(left.saturating_add(Duration::from_millis(1)));
             let left = left.unwrap_or(PollTimeout::MAX);
             // NONE (wait for ever) sorts first, as -1.
             if timeout == PollTimeout::NONE || left < timeout {
