@@ -24,9 +24,9 @@ function __fish_resin_lock_using_subcommand
     contains -- $cmd[1] $argv
 end
 
-complete -c resin-lock -n "__fish_resin_lock_needs_command" -l path -d 'Lock this file instead of the detected location (repeatable; taken in order, all or nothing)' -r -F
-complete -c resin-lock -n "__fish_resin_lock_needs_command" -l root -d 'Resolve detected lock paths and detection files under DIR (never --path)' -r -f -a "(__fish_complete_directories)"
-complete -c resin-lock -n "__fish_resin_lock_needs_command" -s v -l verbose -d 'Say what was done and why (also: who holds the lock while waiting)'
+complete -c resin-lock -n "__fish_resin_lock_needs_command" -l path -d 'Use this lock file, not the detected one (repeatable)' -r -F
+complete -c resin-lock -n "__fish_resin_lock_needs_command" -l root -d 'Resolve detected lock paths and files under DIR' -r -f -a "(__fish_complete_directories)"
+complete -c resin-lock -n "__fish_resin_lock_needs_command" -s v -l verbose -d 'Say what was done and why'
 complete -c resin-lock -n "__fish_resin_lock_needs_command" -s q -l quiet -d 'Print nothing but errors'
 complete -c resin-lock -n "__fish_resin_lock_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c resin-lock -n "__fish_resin_lock_needs_command" -s V -l version -d 'Print version'
@@ -36,46 +36,46 @@ complete -c resin-lock -n "__fish_resin_lock_needs_command" -f -a "run" -d 'Take
 complete -c resin-lock -n "__fish_resin_lock_needs_command" -f -a "status" -d 'Report every lock path, its holder, and how the paths were chosen'
 complete -c resin-lock -n "__fish_resin_lock_needs_command" -f -a "force-update" -d 'Ask the supervisor to update now, overriding update locks'
 complete -c resin-lock -n "__fish_resin_lock_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c resin-lock -n "__fish_resin_lock_using_subcommand acquire" -l path -d 'Lock this file instead of the detected location (repeatable; taken in order, all or nothing)' -r -F
-complete -c resin-lock -n "__fish_resin_lock_using_subcommand acquire" -l root -d 'Resolve detected lock paths and detection files under DIR (never --path)' -r -f -a "(__fish_complete_directories)"
-complete -c resin-lock -n "__fish_resin_lock_using_subcommand acquire" -s w -l timeout -d 'Give up after DUR (seconds, or with a unit: 250ms, 30s, 5m, 1h)' -r -f
-complete -c resin-lock -n "__fish_resin_lock_using_subcommand acquire" -s E -l conflict-exit-code -d 'Exit with CODE instead of 1 when the lock is busy (-n) or the wait times out (-w)' -r -f
-complete -c resin-lock -n "__fish_resin_lock_using_subcommand acquire" -l reason -d 'Why the lock is held, stored in the lock file and shown by `status`, -v and waiters' -r -f
-complete -c resin-lock -n "__fish_resin_lock_using_subcommand acquire" -l max-hold -d 'Let go of the lock after DUR even if the work goes on (off by default)' -r -f
+complete -c resin-lock -n "__fish_resin_lock_using_subcommand acquire" -l path -d 'Use this lock file, not the detected one (repeatable)' -r -F
+complete -c resin-lock -n "__fish_resin_lock_using_subcommand acquire" -l root -d 'Resolve detected lock paths and files under DIR' -r -f -a "(__fish_complete_directories)"
+complete -c resin-lock -n "__fish_resin_lock_using_subcommand acquire" -s w -l timeout -d 'Give up after DUR (seconds, or 250ms, 30s, 5m, 1h)' -r -f
+complete -c resin-lock -n "__fish_resin_lock_using_subcommand acquire" -s E -l conflict-exit-code -d 'Exit with CODE, not 1, when busy (-n) or timed out (-w)' -r -f
+complete -c resin-lock -n "__fish_resin_lock_using_subcommand acquire" -l reason -d 'Why the lock is held (shown by status, -v and waiters)' -r -f
+complete -c resin-lock -n "__fish_resin_lock_using_subcommand acquire" -l max-hold -d 'Let go of the lock after DUR even if the work goes on' -r -f
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand acquire" -l owner -d 'Keep the lock while process PID lives; `parent`: exactly the parent (default: the nearest ancestor that is not a transient wrapper)' -r -f
-complete -c resin-lock -n "__fish_resin_lock_using_subcommand acquire" -s v -l verbose -d 'Say what was done and why (also: who holds the lock while waiting)'
+complete -c resin-lock -n "__fish_resin_lock_using_subcommand acquire" -s v -l verbose -d 'Say what was done and why'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand acquire" -s q -l quiet -d 'Print nothing but errors'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand acquire" -s n -l nonblock -d 'Fail at once if the lock is busy instead of waiting'
-complete -c resin-lock -n "__fish_resin_lock_using_subcommand acquire" -s s -l shared -d 'Share the lock: several holders at once (LOCK_SH), each blocking updates; the last one out removes it'
+complete -c resin-lock -n "__fish_resin_lock_using_subcommand acquire" -s s -l shared -d 'Share the lock (LOCK_SH); the last holder out removes it'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand acquire" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand acquire" -s V -l version -d 'Print version'
-complete -c resin-lock -n "__fish_resin_lock_using_subcommand release" -l path -d 'Lock this file instead of the detected location (repeatable; taken in order, all or nothing)' -r -F
-complete -c resin-lock -n "__fish_resin_lock_using_subcommand release" -l root -d 'Resolve detected lock paths and detection files under DIR (never --path)' -r -f -a "(__fish_complete_directories)"
+complete -c resin-lock -n "__fish_resin_lock_using_subcommand release" -l path -d 'Use this lock file, not the detected one (repeatable)' -r -F
+complete -c resin-lock -n "__fish_resin_lock_using_subcommand release" -l root -d 'Resolve detected lock paths and files under DIR' -r -f -a "(__fish_complete_directories)"
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand release" -l owner -d 'Release the lock of owner PID (an ancestor of the caller always counts)' -r -f
-complete -c resin-lock -n "__fish_resin_lock_using_subcommand release" -s v -l verbose -d 'Say what was done and why (also: who holds the lock while waiting)'
+complete -c resin-lock -n "__fish_resin_lock_using_subcommand release" -s v -l verbose -d 'Say what was done and why'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand release" -s q -l quiet -d 'Print nothing but errors'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand release" -s f -l force -d 'Also remove someone else\'s acquire lock, foreign locks and locks held by a running `resin-lock run`'
-complete -c resin-lock -n "__fish_resin_lock_using_subcommand release" -l update-now -d 'After the lock is released, ask the supervisor to apply a pending update now'
+complete -c resin-lock -n "__fish_resin_lock_using_subcommand release" -l update-now -d 'After release, ask the supervisor to apply a pending update now'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand release" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand release" -s V -l version -d 'Print version'
-complete -c resin-lock -n "__fish_resin_lock_using_subcommand run; and not __fish_resin_lock_run_past_options" -l path -d 'Lock this file instead of the detected location (repeatable; taken in order, all or nothing)' -r -F
-complete -c resin-lock -n "__fish_resin_lock_using_subcommand run; and not __fish_resin_lock_run_past_options" -l root -d 'Resolve detected lock paths and detection files under DIR (never --path)' -r -f -a "(__fish_complete_directories)"
-complete -c resin-lock -n "__fish_resin_lock_using_subcommand run; and not __fish_resin_lock_run_past_options" -s w -l timeout -d 'Give up after DUR (seconds, or with a unit: 250ms, 30s, 5m, 1h)' -r -f
-complete -c resin-lock -n "__fish_resin_lock_using_subcommand run; and not __fish_resin_lock_run_past_options" -s E -l conflict-exit-code -d 'Exit with CODE instead of 1 when the lock is busy (-n) or the wait times out (-w)' -r -f
-complete -c resin-lock -n "__fish_resin_lock_using_subcommand run; and not __fish_resin_lock_run_past_options" -l reason -d 'Why the lock is held, stored in the lock file and shown by `status`, -v and waiters' -r -f
-complete -c resin-lock -n "__fish_resin_lock_using_subcommand run; and not __fish_resin_lock_run_past_options" -l max-hold -d 'Let go of the lock after DUR even if the work goes on (off by default)' -r -f
-complete -c resin-lock -n "__fish_resin_lock_using_subcommand run; and not __fish_resin_lock_run_past_options" -s v -l verbose -d 'Say what was done and why (also: who holds the lock while waiting)'
+complete -c resin-lock -n "__fish_resin_lock_using_subcommand run; and not __fish_resin_lock_run_past_options" -l path -d 'Use this lock file, not the detected one (repeatable)' -r -F
+complete -c resin-lock -n "__fish_resin_lock_using_subcommand run; and not __fish_resin_lock_run_past_options" -l root -d 'Resolve detected lock paths and files under DIR' -r -f -a "(__fish_complete_directories)"
+complete -c resin-lock -n "__fish_resin_lock_using_subcommand run; and not __fish_resin_lock_run_past_options" -s w -l timeout -d 'Give up after DUR (seconds, or 250ms, 30s, 5m, 1h)' -r -f
+complete -c resin-lock -n "__fish_resin_lock_using_subcommand run; and not __fish_resin_lock_run_past_options" -s E -l conflict-exit-code -d 'Exit with CODE, not 1, when busy (-n) or timed out (-w)' -r -f
+complete -c resin-lock -n "__fish_resin_lock_using_subcommand run; and not __fish_resin_lock_run_past_options" -l reason -d 'Why the lock is held (shown by status, -v and waiters)' -r -f
+complete -c resin-lock -n "__fish_resin_lock_using_subcommand run; and not __fish_resin_lock_run_past_options" -l max-hold -d 'Let go of the lock after DUR even if the work goes on' -r -f
+complete -c resin-lock -n "__fish_resin_lock_using_subcommand run; and not __fish_resin_lock_run_past_options" -s v -l verbose -d 'Say what was done and why'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand run; and not __fish_resin_lock_run_past_options" -s q -l quiet -d 'Print nothing but errors'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand run; and not __fish_resin_lock_run_past_options" -s n -l nonblock -d 'Fail at once if the lock is busy instead of waiting'
-complete -c resin-lock -n "__fish_resin_lock_using_subcommand run; and not __fish_resin_lock_run_past_options" -s s -l shared -d 'Share the lock: several holders at once (LOCK_SH), each blocking updates; the last one out removes it'
-complete -c resin-lock -n "__fish_resin_lock_using_subcommand run; and not __fish_resin_lock_run_past_options" -s g -l group -d 'Run CMD in its own process group and send forwarded signals to the whole group'
-complete -c resin-lock -n "__fish_resin_lock_using_subcommand run; and not __fish_resin_lock_run_past_options" -l update-now -d 'After the lock is released, ask the supervisor to apply a pending update now'
+complete -c resin-lock -n "__fish_resin_lock_using_subcommand run; and not __fish_resin_lock_run_past_options" -s s -l shared -d 'Share the lock (LOCK_SH); the last holder out removes it'
+complete -c resin-lock -n "__fish_resin_lock_using_subcommand run; and not __fish_resin_lock_run_past_options" -s g -l group -d 'Run CMD in its own process group; signal the whole group'
+complete -c resin-lock -n "__fish_resin_lock_using_subcommand run; and not __fish_resin_lock_run_past_options" -l update-now -d 'After release, ask the supervisor to apply a pending update now'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand run; and not __fish_resin_lock_run_past_options" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand run; and not __fish_resin_lock_run_past_options" -s V -l version -d 'Print version'
-complete -c resin-lock -n "__fish_resin_lock_using_subcommand status" -l path -d 'Lock this file instead of the detected location (repeatable; taken in order, all or nothing)' -r -F
-complete -c resin-lock -n "__fish_resin_lock_using_subcommand status" -l root -d 'Resolve detected lock paths and detection files under DIR (never --path)' -r -f -a "(__fish_complete_directories)"
+complete -c resin-lock -n "__fish_resin_lock_using_subcommand status" -l path -d 'Use this lock file, not the detected one (repeatable)' -r -F
+complete -c resin-lock -n "__fish_resin_lock_using_subcommand status" -l root -d 'Resolve detected lock paths and files under DIR' -r -f -a "(__fish_complete_directories)"
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand status" -l max-hold -d 'With --health: a lock held longer than DUR is unhealthy too' -r -f
-complete -c resin-lock -n "__fish_resin_lock_using_subcommand status" -s v -l verbose -d 'Say what was done and why (also: who holds the lock while waiting)'
+complete -c resin-lock -n "__fish_resin_lock_using_subcommand status" -s v -l verbose -d 'Say what was done and why'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand status" -s q -l quiet -d 'Print nothing but errors'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand status" -l json -d 'Print one JSON object instead of text'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand status" -l supervisor -d 'Also ask the supervisor API whether an update is pending'
@@ -83,9 +83,9 @@ complete -c resin-lock -n "__fish_resin_lock_using_subcommand status" -l host -d
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand status" -l health -d 'For a Docker HEALTHCHECK: exit 1 only when a lock blocks updates for nothing'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand status" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand status" -s V -l version -d 'Print version'
-complete -c resin-lock -n "__fish_resin_lock_using_subcommand force-update" -l path -d 'Lock this file instead of the detected location (repeatable; taken in order, all or nothing)' -r -F
-complete -c resin-lock -n "__fish_resin_lock_using_subcommand force-update" -l root -d 'Resolve detected lock paths and detection files under DIR (never --path)' -r -f -a "(__fish_complete_directories)"
-complete -c resin-lock -n "__fish_resin_lock_using_subcommand force-update" -s v -l verbose -d 'Say what was done and why (also: who holds the lock while waiting)'
+complete -c resin-lock -n "__fish_resin_lock_using_subcommand force-update" -l path -d 'Use this lock file, not the detected one (repeatable)' -r -F
+complete -c resin-lock -n "__fish_resin_lock_using_subcommand force-update" -l root -d 'Resolve detected lock paths and files under DIR' -r -f -a "(__fish_complete_directories)"
+complete -c resin-lock -n "__fish_resin_lock_using_subcommand force-update" -s v -l verbose -d 'Say what was done and why'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand force-update" -s q -l quiet -d 'Print nothing but errors'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand force-update" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand force-update" -s V -l version -d 'Print version'

@@ -1,5 +1,6 @@
 //! Integration tests: one binary (autotests = false), one module per area.
 
+mod cli;
 mod common;
 mod fleet;
 mod fleet_host;

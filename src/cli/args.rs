@@ -16,7 +16,10 @@ pub(crate) struct WaitArgs {
     #[arg(short = 'n', long, conflicts_with = "timeout")]
     pub(crate) nonblock: bool,
 
-    /// Give up after DUR (seconds, or with a unit: 250ms, 30s, 5m, 1h).
+    /// Give up after DUR (seconds, or 250ms, 30s, 5m, 1h).
+    ///
+    /// DUR is seconds (10, 0.5) or a number with a unit (250ms, 30s, 5m, 1h);
+    /// one too large for the clock means for ever.
     // `-w -1` reaches the duration parser, which says why it is wrong.
     #[arg(
         short = 'w',
@@ -28,7 +31,10 @@ pub(crate) struct WaitArgs {
     )]
     pub(crate) timeout: Option<Duration>,
 
-    /// Exit with CODE instead of 1 when the lock is busy (-n) or the wait times out (-w).
+    /// Exit with CODE, not 1, when busy (-n) or timed out (-w).
+    ///
+    /// As flock(1)'s -E: a script can tell "someone else holds the lock" from
+    /// its own failures.
     #[arg(
         short = 'E',
         long = "conflict-exit-code",
@@ -37,8 +43,10 @@ pub(crate) struct WaitArgs {
     )]
     pub(crate) conflict_exit_code: Option<u8>,
 
-    /// Share the lock: several holders at once (LOCK_SH), each blocking updates; the last one out removes it.
+    /// Share the lock (LOCK_SH); the last holder out removes it.
     ///
+    /// Several holders at once, each blocking updates as an exclusive holder
+    /// does (the supervisor and the host OS reboot check).
     /// A shared taker waits only for an exclusive holder or a foreign lock;
     /// an exclusive one waits until every shared holder is gone.
     #[arg(short = 's', long)]
@@ -49,13 +57,16 @@ pub(crate) struct WaitArgs {
 // `acquire` and `run`). Not a doc comment, as `WaitArgs`.
 #[derive(Debug, Clone, Args)]
 pub(crate) struct HoldArgs {
-    /// Why the lock is held, stored in the lock file and shown by `status`, -v and waiters.
+    /// Why the lock is held (shown by status, -v and waiters).
     ///
+    /// Stored in the lock file's record.
     /// At most 256 bytes are kept (a longer TEXT is cut, and the record says so).
     #[arg(long, value_name = "TEXT", value_hint = ValueHint::Other)]
     pub(crate) reason: Option<String>,
 
-    /// Let go of the lock after DUR even if the work goes on (off by default).
+    /// Let go of the lock after DUR even if the work goes on.
+    ///
+    /// Off by default.
     ///
     /// One line on stderr says so. For devices where a hung job must never block
     /// updates forever. DUR as for --timeout. The lock file also records DUR.
@@ -94,7 +105,7 @@ pub(crate) struct ReleaseArgs {
     #[arg(long, value_name = "PID|parent", value_parser = parse_owner, value_hint = ValueHint::Other)]
     pub(crate) owner: Option<OwnerChoice>,
 
-    /// After the lock is released, ask the supervisor to apply a pending update now.
+    /// After release, ask the supervisor to apply a pending update now.
     ///
     /// Asks GET /v1/device; when it says update_pending, or cannot say (an
     /// error, a bad answer), sends POST /v1/update {"force":false,"cancel":true},
@@ -129,7 +140,7 @@ pub(crate) struct RunArgs {
     #[command(flatten)]
     pub(crate) hold: HoldArgs,
 
-    /// Run CMD in its own process group and send forwarded signals to the whole group.
+    /// Run CMD in its own process group; signal the whole group.
     ///
     /// As tini's -g: `docker stop` (SIGTERM) then also reaches what CMD
     /// started in the background. At a terminal, CMD's group becomes the
@@ -138,7 +149,7 @@ pub(crate) struct RunArgs {
     #[arg(short, long)]
     pub(crate) group: bool,
 
-    /// After the lock is released, ask the supervisor to apply a pending update now.
+    /// After release, ask the supervisor to apply a pending update now.
     ///
     /// Asks GET /v1/device; when it says update_pending, or cannot say (an
     /// error, a bad answer), sends POST /v1/update {"force":false,"cancel":true},

@@ -22,7 +22,9 @@ use super::args::{AcquireArgs, ReleaseArgs, RunArgs, StatusArgs};
     max_term_width = 100
 )]
 pub struct Cli {
-    /// Lock this file instead of the detected location (repeatable; taken in order, all or nothing).
+    /// Use this lock file, not the detected one (repeatable).
+    ///
+    /// Several are taken in the order given, all or nothing.
     ///
     /// Without --path, the first rule that fits picks the lock: 1. the file named by
     /// BALENA_APP_LOCK_PATH or RESIN_APP_LOCK_PATH; 2. supervisor before v4:
@@ -48,7 +50,7 @@ pub struct Cli {
     )]
     pub(crate) paths: Vec<PathBuf>,
 
-    /// Resolve detected lock paths and detection files under DIR (never --path).
+    /// Resolve detected lock paths and files under DIR.
     ///
     /// Every detected lock path (also one from BALENA_APP_LOCK_PATH), /etc/os-release and
     /// /tmp/balena are taken relative to DIR, for host-side tools and tests. A path given
@@ -64,7 +66,7 @@ pub struct Cli {
     )]
     pub(crate) root: Option<PathBuf>,
 
-    /// Say what was done and why (also: who holds the lock while waiting).
+    /// Say what was done and why.
     #[arg(short, long, global = true, conflicts_with = "quiet")]
     pub(crate) verbose: bool,
 
@@ -158,8 +160,10 @@ pub(crate) enum Command {
 /// generators. Its subcommands get their arguments when built (see
 /// `Command`). The exit-status table after the help comes from `exit.rs`.
 pub fn command() -> clap::Command {
-    Cli::command().after_help(format!(
-        "{}\nSee resin-lock(1) for the lock locations and the protocol.",
-        crate::exit::help_table()
-    ))
+    Cli::command()
+        .after_help("Exit status: 0 done (status: no lock file), 1 busy or held, 64 usage; the table is in --help.\nSee resin-lock(1) for the lock locations and the protocol.")
+        .after_long_help(format!(
+            "{}\nSee resin-lock(1) for the lock locations and the protocol.",
+            crate::exit::help_table()
+        ))
 }

@@ -45,6 +45,10 @@ fn usage_error(err: &clap::Error, cmd: &mut clap::Command, args: &[OsString]) ->
         clap_message(&err.render().to_string())
     };
     cmd.build();
+    let what = match misplaced_option(err, cmd, args) {
+        Some(sub) => format!("{what}; it is an option of `{sub}`: put it after `{sub}`"),
+        None => what,
+    };
     let typed = typed_subcommand(cmd, args);
     let usage = match typed.and_then(|name| cmd.find_subcommand_mut(&name)) {
         Some(sub) => sub.render_usage(),
@@ -81,6 +85,37 @@ fn clap_message(rendered: &str) -> String {
         what.push_str(&items.join(", "));
     }
     what
+}
+
+/// The subcommand whose option the user put before it (`-w 5 run …`): an
+/// unknown argument that is an option of the first subcommand named later.
+fn misplaced_option(err: &clap::Error, cmd: &clap::Command, args: &[OsString]) -> Option<String> {
+    use clap::error::{ContextKind, ContextValue};
+    if err.kind() != clap::error::ErrorKind::UnknownArgument {
+        return None;
+    }
+    let Some(ContextValue::String(invalid)) = err.get(ContextKind::InvalidArg) else {
+        return None;
+    };
+    let option = invalid.split('=').next()?;
+    if err.to_string().contains("exists") {
+        // clap suggested it already ("'run --timeout' exists").
+        return None;
+    }
+    let at = args
+        .iter()
+        .position(|word| word.to_str().is_some_and(|w| w.starts_with(option)))?;
+    let sub = args[at + 1..]
+        .iter()
+        .find_map(|word| cmd.find_subcommand(word.to_str()?))?;
+    let known = sub.get_arguments().any(|arg| {
+        arg.get_long()
+            .is_some_and(|long| option == format!("--{long}"))
+            || arg.get_short().is_some_and(|short| {
+                option.starts_with(&format!("-{short}")) && !option.starts_with("--")
+            })
+    });
+    known.then(|| sub.get_name().to_owned())
 }
 
 /// The subcommand the user typed: the first word that is not an option or
