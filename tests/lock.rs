@@ -998,6 +998,56 @@ fn contention_never_overlaps() {
     assert_eq!(s.leftovers(&["counter"]), Vec::<String>::new());
 }
 
+/// Ordinary hand-over among four `run -- true` loops (SPEC 2a): a waiter
+/// that follows a holder's file sees it unlinked a moment before the holder
+/// lets go of its flock, which is no forced removal, so no line may say so.
+/// All write to one stderr file: each line whole (one write(2) per line),
+/// never spliced with another process's ("resin-lock: resin-lock: ...").
+#[test]
+fn normal_contention_never_cries_forced_update_and_lines_never_splice() {
+    let s = Scratch::new();
+    let err = s.path("stderr");
+    let script = format!(
+        r#"i=0
+        while [ $i -lt {rounds} ]; do
+            {bin} --path {lock} run -- true || exit 10
+            i=$((i + 1))
+        done"#,
+        rounds = rounds(150),
+        bin = bin().display(),
+        lock = s.lock().display(),
+    );
+    let log = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&err)
+        .unwrap();
+    let mut workers: Vec<Group> = (0..4)
+        .map(|i| {
+            let mut cmd = Command::new("sh");
+            cmd.args(["-c", &script])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(log.try_clone().unwrap());
+            Group::spawn(cmd, &format!("worker {i}"))
+        })
+        .collect();
+    for worker in &mut workers {
+        assert!(worker.wait().success());
+    }
+    let text = fs::read_to_string(&err).unwrap();
+    for line in text.lines() {
+        assert!(
+            line.starts_with("resin-lock: waiting for ")
+                && line.matches("resin-lock:").count() == 1
+                && !line.contains("removed"),
+            "a line that should not be: {line:?}\nin:\n{text}"
+        );
+    }
+    assert!(text.ends_with('\n') || text.is_empty());
+    assert_eq!(s.leftovers(&["stderr"]), Vec::<String>::new());
+}
+
 #[test]
 fn verbose_says_what_it_did() {
     let s = Scratch::new();
