@@ -929,6 +929,96 @@ fn procmail_lockfile_as_the_supervisor_sees_our_lock_as_held() {
     assert!(s.lock().exists());
 }
 
+/// What another tool leaves at the lock path in `forced_update_wins_*`.
+#[derive(Clone, Copy)]
+enum ForeignLock {
+    EmptyFile,
+    Directory,
+}
+
+/// The supervisor's forced update against a waiter (SPEC 2a, issue 19):
+/// another tool's lock is at the path and `run -w 20` waits on it; the
+/// force removes it and, 2-20 ms later (its shell), `lockfile -r 0` runs as
+/// uid 65534. The supervisor's lock must win every round, and the waiter's
+/// job must not start while it exists; once the supervisor removes it, the
+/// waiter gets the lock.
+fn forced_update_wins_against_a_waiter(foreign: ForeignLock, base_rounds: usize) {
+    if tool("lockfile").is_none() {
+        return;
+    }
+    let s = shared_scratch();
+    let lock = s.lock();
+    let inside = s.path("supervisor-inside");
+    let ran = s.path("ran");
+    let overlaps = s.path("overlaps");
+    let job = r#"[ -e "$1/supervisor-inside" ] && echo overlap >> "$1/overlaps"
+        [ -e "$1/updates.lock" ] || echo "no lock" >> "$1/overlaps"
+        echo ran >> "$1/ran""#;
+    let dir = s.dir.path().to_str().unwrap().to_owned();
+    let mut rng = Rng::for_test("forced_update_wins_against_a_waiter");
+    let rounds = rounds(base_rounds);
+    for round in 0..rounds {
+        match foreign {
+            ForeignLock::EmptyFile => fs::write(&lock, "").unwrap(),
+            ForeignLock::Directory => fs::create_dir(&lock).unwrap(),
+        }
+        let (mut waiter, mut stderr) =
+            spawn_waiter(&s, &["run", "-w", "20", "--", "sh", "-c", job, "sh", &dir]);
+        // The force: remove the app's lock, then the shell's `lockfile`.
+        match foreign {
+            ForeignLock::EmptyFile => fs::remove_file(&lock).unwrap(),
+            ForeignLock::Directory => fs::remove_dir(&lock).unwrap(),
+        }
+        std::thread::sleep(Duration::from_millis(2 + rng.below(19) as u64));
+        let out = as_nobody("lockfile")
+            .args(["-r", "0"])
+            .arg(&lock)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "round {round}: the supervisor's lockfile lost ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(fs::metadata(&lock).unwrap().uid(), 65534);
+        // The supervisor's critical section: the waiter must stay out.
+        fs::write(&inside, "").unwrap();
+        assert!(waiter.try_wait().unwrap().is_none(), "round {round}");
+        assert!(!ran.exists(), "round {round}: the job ran");
+        fs::remove_file(&inside).unwrap();
+        fs::remove_file(&lock).unwrap();
+        assert!(
+            wait_guarded(&mut waiter, "waiter").success(),
+            "round {round}"
+        );
+        let mut rest = String::new();
+        std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+        assert!(
+            rest.lines()
+                .all(|l| l.starts_with("resin-lock: ") && !l.contains("removed")),
+            "round {round}: {rest}"
+        );
+        assert_eq!(fs::read_to_string(&ran).unwrap(), "ran\n", "round {round}");
+        fs::remove_file(&ran).unwrap();
+        assert!(
+            !overlaps.exists(),
+            "round {round}: critical sections overlapped"
+        );
+        assert_eq!(s.leftovers(&[]), Vec::<String>::new());
+    }
+}
+
+#[test]
+fn forced_update_wins_against_a_waiter_on_an_empty_file() {
+    forced_update_wins_against_a_waiter(ForeignLock::EmptyFile, 25);
+}
+
+#[test]
+fn forced_update_wins_against_a_waiter_on_a_directory() {
+    forced_update_wins_against_a_waiter(ForeignLock::Directory, 25);
+}
+
 fn npm_locksync(fixtures: &Path, path: &Path, hold: bool) -> std::process::Child {
     let mut cmd = Command::new("node");
     cmd.arg(fixtures.join("locksync.js")).arg(path);
