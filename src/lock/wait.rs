@@ -28,6 +28,7 @@ use super::inspect::{Inspection, State};
 use super::owner::ProcId;
 use super::probe::flock_held;
 use super::record::{Mode, Record};
+use super::shared::mark_writer_waits;
 use super::take::{Busy, release_all, try_take_all};
 use crate::exit::{fail_with, signal_code};
 use crate::signals::SignalWatch;
@@ -114,6 +115,12 @@ pub fn take_all(
         let remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
         if opts.nonblock || remaining == Some(Duration::ZERO) {
             return Err(busy_error(targets, &blocked, opts));
+        }
+        if !opts.shared {
+            // We wait: shared takers queue behind us from now on.
+            for f in followed.iter().filter(|f| f.record.shared) {
+                mark_writer_waits(&f.file);
+            }
         }
         let Some(watcher) = watcher.as_mut() else {
             // Watch before the next attempt, so no removal is missed.
