@@ -495,6 +495,45 @@ fn signal_while_taking_the_lock_leaves_nothing_held() {
     assert_eq!(s.leftovers(&[]), Vec::<String>::new());
 }
 
+/// Issue 20.6: without /proc, a contender SIGKILLed in the middle of
+/// creating its lock (strace kills it at the linkat(2) of its named temp
+/// file; the first linkat, through /proc/self/fd, fails) leaves the temp
+/// file it had flocked and written. The next call proves its creator gone
+/// by that flock and removes it at once (SPEC 7), not once it is 10 s old.
+#[test]
+fn without_proc_a_killed_creators_temp_file_is_removed_at_once() {
+    let s = Scratch::new();
+    let script = format!(
+        r#"mount -t tmpfs none /proc || exit 99
+        strace -f -qq -o /dev/null -e trace=linkat \
+            -e inject=linkat:signal=SIGKILL:when=2 {bin} --path {l} run -- true
+        echo $? > {d}/killed
+        ls -A {d} > {d}/listing
+        exec {bin} --path {l} run -- true 2> {d}/stderr"#,
+        bin = bin().display(),
+        l = s.lock().display(),
+        d = s.dir.path().display(),
+    );
+    let out = Command::new("unshare")
+        .args(["--mount", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(fs::read_to_string(s.path("killed")).unwrap().trim(), "137");
+    let listing = fs::read_to_string(s.path("listing")).unwrap();
+    assert!(
+        listing
+            .lines()
+            .any(|n| n.starts_with(".updates.lock.") && n.ends_with(".tmp")),
+        "the killed contender left its temp file: {listing}"
+    );
+    assert_eq!(fs::read_to_string(s.path("stderr")).unwrap(), "");
+    assert_eq!(
+        s.leftovers(&["killed", "listing", "stderr"]),
+        Vec::<String>::new()
+    );
+}
+
 #[test]
 fn status_json_follows_the_schema() {
     let s = Scratch::new();
