@@ -233,7 +233,6 @@ pub(crate) fn code_of(err: &anyhow::Error) -> u8 {
 /// once (SPEC section 7: never an abort with a core). Held locks are let go
 /// as on any exit; a `run` child keeps its inherited lock.
 pub fn on_panic_exit_70() {
-    use std::io::Write as _;
     std::panic::set_hook(Box::new(|info| {
         let at = info
             .location()
@@ -245,11 +244,9 @@ pub fn on_panic_exit_70() {
             .copied()
             .or_else(|| payload.downcast_ref::<String>().map(String::as_str));
         let what = crate::text::escape_controls(what.unwrap_or("a panic"));
-        // Not eprintln!: straight to fd 2, whatever captures print macros.
-        let _ = writeln!(
-            std::io::stderr(),
-            "resin-lock: internal error (a bug){at}: {what}"
-        );
+        // Not eprintln!: straight to fd 2 in one write, whatever captures
+        // print macros.
+        crate::ui::say(&format!("internal error (a bug){at}: {what}"));
         crate::sys::exit_at_once(i32::from(Exit::Software.code()));
     }));
 }
@@ -262,7 +259,7 @@ pub fn report(result: anyhow::Result<u8>) -> u8 {
         Err(err) => {
             let text = message(&err);
             if !text.is_empty() {
-                eprintln!("resin-lock: {text}");
+                crate::ui::say(&text);
             }
             code_of(&err)
         }

@@ -52,6 +52,19 @@ pub(crate) fn lock_within(file: &fs::File, limit: std::time::Duration) -> io::Re
 
 /// `pidfd_open(2)`: a descriptor that becomes readable when `pid` exits.
 /// Immune to pid reuse once opened.
+/// A one-byte range at `start` for an OFD byte-range lock of type `l_type`
+/// (`F_RDLCK`, `F_WRLCK`): the writer mark of `lock::shared`.
+pub(crate) fn ofd_range(l_type: i32, start: libc::off_t) -> libc::flock {
+    // SAFETY: libc::flock is plain integers on every target; all zero is a
+    // valid value, and zeroing also covers the extra fields some have.
+    let mut range: libc::flock = unsafe { std::mem::zeroed() };
+    range.l_type = l_type as libc::c_short;
+    range.l_whence = libc::SEEK_SET as libc::c_short;
+    range.l_start = start;
+    range.l_len = 1;
+    range
+}
+
 pub(crate) fn pidfd_open(pid: Pid) -> io::Result<OwnedFd> {
     // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or
     // -1; no memory is passed.

@@ -240,12 +240,20 @@ fn run_lets_go_at_max_hold_and_its_command_goes_on() {
     waiter
         .arg(&taken)
         .stdin(Stdio::null())
-        .stdout(Stdio::null());
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
     let mut waiter = Group::spawn(waiter, "the waiter");
+    let waiter_err = waiter.child.stderr.take().unwrap();
     let line = read_until(&mut holder_err, "(--max-hold)");
     assert!(line.contains(&s.lock().display().to_string()), "{line}");
     assert!(line.contains("sh goes on unprotected"), "{line}");
     assert!(waiter.wait().success());
+    // The waiter says who held the lock, and nothing else.
+    let said = std::io::read_to_string(waiter_err).unwrap();
+    assert!(
+        said.lines().count() == 1 && said.contains("waiting for") && said.contains("reason: job"),
+        "{said}"
+    );
     let status = holder.wait();
     assert_eq!(status.code(), Some(7), "run exits as CMD did");
     assert_eq!(fs::read_to_string(&marker).unwrap().trim(), "went-on");

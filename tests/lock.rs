@@ -495,6 +495,45 @@ fn signal_while_taking_the_lock_leaves_nothing_held() {
     assert_eq!(s.leftovers(&[]), Vec::<String>::new());
 }
 
+/// Issue 20.6: without /proc, a contender SIGKILLed in the middle of
+/// creating its lock (strace kills it at the linkat(2) of its named temp
+/// file; the first linkat, through /proc/self/fd, fails) leaves the temp
+/// file it had flocked and written. The next call proves its creator gone
+/// by that flock and removes it at once (SPEC 7), not once it is 10 s old.
+#[test]
+fn without_proc_a_killed_creators_temp_file_is_removed_at_once() {
+    let s = Scratch::new();
+    let script = format!(
+        r#"mount -t tmpfs none /proc || exit 99
+        strace -f -qq -o /dev/null -e trace=linkat \
+            -e inject=linkat:signal=SIGKILL:when=2 {bin} --path {l} run -- true
+        echo $? > {d}/killed
+        ls -A {d} > {d}/listing
+        exec {bin} --path {l} run -- true 2> {d}/stderr"#,
+        bin = bin().display(),
+        l = s.lock().display(),
+        d = s.dir.path().display(),
+    );
+    let out = Command::new("unshare")
+        .args(["--mount", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(fs::read_to_string(s.path("killed")).unwrap().trim(), "137");
+    let listing = fs::read_to_string(s.path("listing")).unwrap();
+    assert!(
+        listing
+            .lines()
+            .any(|n| n.starts_with(".updates.lock.") && n.ends_with(".tmp")),
+        "the killed contender left its temp file: {listing}"
+    );
+    assert_eq!(fs::read_to_string(s.path("stderr")).unwrap(), "");
+    assert_eq!(
+        s.leftovers(&["killed", "listing", "stderr"]),
+        Vec::<String>::new()
+    );
+}
+
 #[test]
 fn status_json_follows_the_schema() {
     let s = Scratch::new();
@@ -963,6 +1002,96 @@ fn procmail_lockfile_as_the_supervisor_sees_our_lock_as_held() {
     assert!(s.lock().exists());
 }
 
+/// What another tool leaves at the lock path in `forced_update_wins_*`.
+#[derive(Clone, Copy)]
+enum ForeignLock {
+    EmptyFile,
+    Directory,
+}
+
+/// The supervisor's forced update against a waiter (SPEC 2a, issue 19):
+/// another tool's lock is at the path and `run -w 20` waits on it; the
+/// force removes it and, 2-20 ms later (its shell), `lockfile -r 0` runs as
+/// uid 65534. The supervisor's lock must win every round, and the waiter's
+/// job must not start while it exists; once the supervisor removes it, the
+/// waiter gets the lock.
+fn forced_update_wins_against_a_waiter(foreign: ForeignLock, base_rounds: usize) {
+    if tool("lockfile").is_none() {
+        return;
+    }
+    let s = shared_scratch();
+    let lock = s.lock();
+    let inside = s.path("supervisor-inside");
+    let ran = s.path("ran");
+    let overlaps = s.path("overlaps");
+    let job = r#"[ -e "$1/supervisor-inside" ] && echo overlap >> "$1/overlaps"
+        [ -e "$1/updates.lock" ] || echo "no lock" >> "$1/overlaps"
+        echo ran >> "$1/ran""#;
+    let dir = s.dir.path().to_str().unwrap().to_owned();
+    let mut rng = Rng::for_test("forced_update_wins_against_a_waiter");
+    let rounds = rounds(base_rounds);
+    for round in 0..rounds {
+        match foreign {
+            ForeignLock::EmptyFile => fs::write(&lock, "").unwrap(),
+            ForeignLock::Directory => fs::create_dir(&lock).unwrap(),
+        }
+        let (mut waiter, mut stderr) =
+            spawn_waiter(&s, &["run", "-w", "20", "--", "sh", "-c", job, "sh", &dir]);
+        // The force: remove the app's lock, then the shell's `lockfile`.
+        match foreign {
+            ForeignLock::EmptyFile => fs::remove_file(&lock).unwrap(),
+            ForeignLock::Directory => fs::remove_dir(&lock).unwrap(),
+        }
+        std::thread::sleep(Duration::from_millis(2 + rng.below(19) as u64));
+        let out = as_nobody("lockfile")
+            .args(["-r", "0"])
+            .arg(&lock)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "round {round}: the supervisor's lockfile lost ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(fs::metadata(&lock).unwrap().uid(), 65534);
+        // The supervisor's critical section: the waiter must stay out.
+        fs::write(&inside, "").unwrap();
+        assert!(waiter.try_wait().unwrap().is_none(), "round {round}");
+        assert!(!ran.exists(), "round {round}: the job ran");
+        fs::remove_file(&inside).unwrap();
+        fs::remove_file(&lock).unwrap();
+        assert!(
+            wait_guarded(&mut waiter, "waiter").success(),
+            "round {round}"
+        );
+        let mut rest = String::new();
+        std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+        assert!(
+            rest.lines()
+                .all(|l| l.starts_with("resin-lock: ") && !l.contains("removed")),
+            "round {round}: {rest}"
+        );
+        assert_eq!(fs::read_to_string(&ran).unwrap(), "ran\n", "round {round}");
+        fs::remove_file(&ran).unwrap();
+        assert!(
+            !overlaps.exists(),
+            "round {round}: critical sections overlapped"
+        );
+        assert_eq!(s.leftovers(&[]), Vec::<String>::new());
+    }
+}
+
+#[test]
+fn forced_update_wins_against_a_waiter_on_an_empty_file() {
+    forced_update_wins_against_a_waiter(ForeignLock::EmptyFile, 25);
+}
+
+#[test]
+fn forced_update_wins_against_a_waiter_on_a_directory() {
+    forced_update_wins_against_a_waiter(ForeignLock::Directory, 25);
+}
+
 fn npm_locksync(fixtures: &Path, path: &Path, hold: bool) -> std::process::Child {
     let mut cmd = Command::new("node");
     cmd.arg(fixtures.join("locksync.js")).arg(path);
@@ -1030,6 +1159,56 @@ fn contention_never_overlaps() {
     run_workers(&script, 4);
     assert_counted_without_overlap(&counter, &overlaps, 4 * rounds);
     assert_eq!(s.leftovers(&["counter"]), Vec::<String>::new());
+}
+
+/// Ordinary hand-over among four `run -- true` loops (SPEC 2a): a waiter
+/// that follows a holder's file sees it unlinked a moment before the holder
+/// lets go of its flock, which is no forced removal, so no line may say so.
+/// All write to one stderr file: each line whole (one write(2) per line),
+/// never spliced with another process's ("resin-lock: resin-lock: ...").
+#[test]
+fn normal_contention_never_cries_forced_update_and_lines_never_splice() {
+    let s = Scratch::new();
+    let err = s.path("stderr");
+    let script = format!(
+        r#"i=0
+        while [ $i -lt {rounds} ]; do
+            {bin} --path {lock} run -- true || exit 10
+            i=$((i + 1))
+        done"#,
+        rounds = rounds(150),
+        bin = bin().display(),
+        lock = s.lock().display(),
+    );
+    let log = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&err)
+        .unwrap();
+    let mut workers: Vec<Group> = (0..4)
+        .map(|i| {
+            let mut cmd = Command::new("sh");
+            cmd.args(["-c", &script])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(log.try_clone().unwrap());
+            Group::spawn(cmd, &format!("worker {i}"))
+        })
+        .collect();
+    for worker in &mut workers {
+        assert!(worker.wait().success());
+    }
+    let text = fs::read_to_string(&err).unwrap();
+    for line in text.lines() {
+        assert!(
+            line.starts_with("resin-lock: waiting for ")
+                && line.matches("resin-lock:").count() == 1
+                && !line.contains("removed"),
+            "a line that should not be: {line:?}\nin:\n{text}"
+        );
+    }
+    assert!(text.ends_with('\n') || text.is_empty());
+    assert_eq!(s.leftovers(&["stderr"]), Vec::<String>::new());
 }
 
 #[test]

@@ -380,3 +380,70 @@ fn a_second_shared_acquire_by_the_same_owner_fails_at_once() {
         .success();
     assert!(!s.lock().exists());
 }
+
+/// Writer starvation (issue 20.5): two overlapping loops of `run -s` keep
+/// a shared holder in place at every moment. Once an exclusive taker waits,
+/// new shared takers queue behind it, so it gets the lock (its `-w 8` is a
+/// hang guard, not a timing assertion).
+#[test]
+fn an_exclusive_waiter_is_not_starved_by_overlapping_shared_loops() {
+    let s = Scratch::new();
+    let stop = s.path("stop");
+    let got = s.path("got");
+    let script = format!(
+        r#"while [ ! -e {stop} ]; do
+            {bin} --path {lock} run -s -- sleep 0.4 || exit 1
+        done"#,
+        stop = stop.display(),
+        bin = bin().display(),
+        lock = s.lock().display(),
+    );
+    let shared_loop = |name: &str| {
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", &script])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(s.path(&format!("{name}.err"))).unwrap());
+        Group::spawn(cmd, name)
+    };
+    let mut first = shared_loop("first");
+    wait_until("the first shared holder", || s.lock().exists());
+    let mut second = shared_loop("second");
+    wait_until("two shared holders at once", || {
+        s.lock().exists() && holder_pids(&s).len() == 2
+    });
+    let out = output_or_kill({
+        let mut cmd = s.cmd(&["run", "-w", "8", "--", "touch"]);
+        cmd.arg(&got);
+        cmd
+    });
+    fs::write(&stop, "").unwrap();
+    assert!(first.wait().success());
+    assert!(second.wait().success());
+    assert!(
+        out.status.success(),
+        "{}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(got.exists());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr
+            .lines()
+            .all(|l| l.starts_with("resin-lock: waiting for ")),
+        "{stderr}"
+    );
+    for name in ["first", "second"] {
+        let text = fs::read_to_string(s.path(&format!("{name}.err"))).unwrap();
+        assert!(
+            text.lines()
+                .all(|l| l.starts_with("resin-lock: waiting for ")),
+            "{name}: {text}"
+        );
+    }
+    assert_eq!(
+        s.leftovers(&["stop", "got", "first.err", "second.err"]),
+        Vec::<String>::new()
+    );
+}

@@ -460,10 +460,10 @@ fn leftover_temp_files_are_cleaned_up() {
     let in_use = s.path(".updates.lock.fedcba9876543210.tmp");
     fs::write(&leftover, "x").unwrap();
     fs::write(&in_use, "y").unwrap();
-    // Leftovers are old; a temp file made a moment ago may be a live
-    // creator's that is not flocked yet.
+    // A creator writes its temp file only once it flocks it: an empty one
+    // made a moment ago may be a live creator's that is not flocked yet.
     let fresh = s.path(".updates.lock.00112233445566ff.tmp");
-    fs::write(&fresh, "z").unwrap();
+    fs::write(&fresh, "").unwrap();
     for old in [&leftover, &in_use] {
         Command::new("touch")
             .args(["-d", "1 hour ago"])

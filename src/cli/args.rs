@@ -48,7 +48,13 @@ pub(crate) struct WaitArgs {
     /// Several holders at once, each blocking updates as an exclusive holder
     /// does (the supervisor and the host OS reboot check).
     /// A shared taker waits only for an exclusive holder or a foreign lock;
-    /// an exclusive one waits until every shared holder is gone.
+    /// an exclusive one waits until every shared holder is gone. Once an
+    /// exclusive taker waits, new shared takers queue behind it instead of
+    /// joining, so a stream of shared holders cannot keep it out: while it
+    /// waits it holds a read lock (fcntl F_OFD_SETLK) on one byte far past
+    /// the end of the shared lock file, which shared takers look for
+    /// (F_OFD_GETLK). The kernel drops it when the waiter takes the lock,
+    /// gives up or dies; flock(1) and the supervisor never see it.
     #[arg(short = 's', long)]
     pub(crate) shared: bool,
 }

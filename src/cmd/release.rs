@@ -32,13 +32,13 @@ pub fn run(ctx: &Context, args: ReleaseArgs) -> Result<u8> {
     for target in &ctx.locations.targets {
         match release::release(target, &caller) {
             Ok(Outcome::Refused(refusal)) => {
-                eprintln!("resin-lock: {}", refusal_text(&target.path, &refusal));
+                crate::ui::say(&refusal_text(&target.path, &refusal));
                 refused = true;
             }
             Ok(outcome) => say(ctx, &target.path, outcome),
             Err(err) => {
                 if let Some(previous) = last_error.replace(err) {
-                    eprintln!("resin-lock: {previous:#}");
+                    crate::ui::say(&format!("{previous:#}"));
                 }
             }
         }

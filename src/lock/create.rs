@@ -130,15 +130,19 @@ pub fn is_temp_name(name: &OsStr, candidate: &OsStr) -> bool {
     rest.len() == 16 && rest.iter().all(u8::is_ascii_hexdigit)
 }
 
-/// How old an unflocked temp file must be to count as a leftover: a live
-/// creator flocks its temp file microseconds after making it.
+/// How old an unflocked *empty* temp file must be to count as a leftover:
+/// a live creator flocks its temp file microseconds after making it, and
+/// writes the record only then.
 const LEFTOVER_AGE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Remove temp files of lock `name` left by a process killed between
-/// creating and removing them: each is flocked from a moment after its
-/// creation for as long as its creator lives, so one that nobody flocks and
-/// that is not brand new is a leftover. One that the lock name also links
-/// (killed after linking) is left to the stale-lock takeover.
+/// creating and removing them (SPEC 7): each is flocked from a moment after
+/// its creation for as long as its creator lives, and written only once
+/// flocked. So one that holds a record and that nobody flocks has lost its
+/// creator: removed at once, with no need of /proc to ask whether the
+/// creator lives. An empty one may be a live creator's that is not flocked
+/// yet, and is removed only once it is old. One that the lock name also
+/// links (killed after linking) is left to the stale-lock takeover.
 pub fn clean_leftover_temps(dir: &LockDir, name: &OsStr) {
     let Ok(names) = dir.names() else { return };
     for candidate in names.iter().filter(|c| is_temp_name(name, c)) {
@@ -146,11 +150,13 @@ pub fn clean_leftover_temps(dir: &LockDir, name: &OsStr) {
             continue;
         };
         let Ok(meta) = file.metadata() else { continue };
-        let fresh = meta
-            .modified()
-            .ok()
-            .and_then(|t| t.elapsed().ok())
-            .is_none_or(|age| age < LEFTOVER_AGE);
+        // Written means flocked by its creator first: the flock decides.
+        let fresh = meta.len() == 0
+            && meta
+                .modified()
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_none_or(|age| age < LEFTOVER_AGE);
         if !meta.is_file() || fresh || file.try_lock().is_err() {
             continue;
         }

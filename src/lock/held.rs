@@ -12,6 +12,18 @@ use super::dir::{Ident, LockDir, Released, lock_name, names_in, unlink_if_same};
 use super::holders;
 use super::probe::{self, Exclusive};
 
+/// The mode a holder gives its lock file just before it removes it itself
+/// (no write bit): a waiter that follows the file and finds it unlinked
+/// while still flocked can tell an ordinary release, which is over in a
+/// moment, from a removal by someone else (SPEC 2a), and says nothing.
+pub(crate) const RELEASING_MODE: u32 = 0o444;
+
+/// Whether the holder of `file` marked it as being released by itself.
+pub(crate) fn being_released(file: &File) -> bool {
+    file.metadata()
+        .is_ok_and(|m| m.mode() & 0o777 == RELEASING_MODE)
+}
+
 /// A lock we hold: the open, flocked lock file, its directory and identity.
 #[derive(Debug)]
 pub(crate) struct Held {
@@ -56,17 +68,30 @@ impl Held {
         // may be the last one out and remove it, as it should.
         let outcome = if self.shared && names_in(&self.dir, name, self.ident) {
             match self.last_out()? {
-                true => match unlink_if_same(&self.dir, name, self.ident)? {
-                    Released::Removed => Released::Removed,
-                    _ => Released::Left,
-                },
+                true => {
+                    self.mark_released();
+                    match unlink_if_same(&self.dir, name, self.ident)? {
+                        Released::Removed => Released::Removed,
+                        _ => Released::Left,
+                    }
+                }
                 false => Released::Left,
             }
         } else {
+            self.mark_released();
             unlink_if_same(&self.dir, name, self.ident)?
         };
         drop(self.file);
         Ok(outcome)
+    }
+
+    /// Say to followers that we remove the file ourselves (`RELEASING_MODE`).
+    /// Best effort: a file we cannot chmod only makes a waiter say more.
+    fn mark_released(&self) {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = self
+            .file
+            .set_permissions(std::fs::Permissions::from_mode(RELEASING_MODE));
     }
 
     /// Whether we are the last shared holder: LOCK_EX on our own

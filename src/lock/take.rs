@@ -75,8 +75,12 @@ pub(crate) fn try_take(
             ..
         } = &found
         {
-            // A shared taker joins a live shared lock of this boot.
-            let joining = shared && record.shared && probe::stale_reason(record, true).is_none();
+            // A shared taker joins a live shared lock of this boot, unless
+            // an exclusive taker waits for it: then it queues behind.
+            let joining = shared
+                && record.shared
+                && probe::stale_reason(record, true).is_none()
+                && !shared::writer_waits(file);
             let exclusive = if joining {
                 shared::try_join(file)
             } else {

@@ -8,6 +8,12 @@
 //! forced update, `release --force`), the waiter goes on waiting until that
 //! holder lets go, and only then creates a lock (SPEC 2a): the supervisor's
 //! own `lockfile` wins that race, and two resin-lock holders never overlap.
+//!
+//! A lock that is not resin-lock's has no flock to follow: when one the
+//! waiter saw vanishes, its removal may be the first half of a forced update
+//! whose `lockfile -r 0` follows a few milliseconds later. The waiter lets
+//! the directory settle (`SETTLE` with nothing at the path, checked again
+//! after the wait) before it creates its lock.
 
 use std::time::{Duration, Instant};
 
@@ -17,11 +23,12 @@ use super::dir::LockDir;
 use super::dir::Target;
 use super::error::create_error;
 use super::event::{Event, Notify, ignore};
-use super::held::Held;
+use super::held::{Held, being_released};
 use super::inspect::{Inspection, State};
 use super::owner::ProcId;
 use super::probe::flock_held;
 use super::record::{Mode, Record};
+use super::shared::mark_writer_waits;
 use super::take::{Busy, release_all, try_take_all};
 use crate::exit::{fail_with, signal_code};
 use crate::signals::SignalWatch;
@@ -34,6 +41,10 @@ const POLL: Duration = Duration::from_secs(1);
 /// The poll interval where inotify cannot tell us (no instance left, or an
 /// unlinked file that cannot be watched).
 const FAST_POLL: Duration = Duration::from_millis(20);
+/// How long the path must stay free after a foreign lock vanished before
+/// we create ours (SPEC 2a): the supervisor's shell starts `lockfile -r 0`
+/// a few milliseconds after its force removed the file.
+const SETTLE: Duration = Duration::from_millis(250);
 
 /// How long and how to wait (from `-n`, `-w`, `-E`).
 #[derive(Debug, Clone, Copy)]
@@ -53,10 +64,27 @@ pub struct WaitOpts {
 enum Blocked {
     Busy(Busy),
     /// A lock file we saw held was removed, and its holder holds it still.
+    /// `releasing`: by that holder itself, which lets go in a moment (no
+    /// forced update: nothing to say).
     Displaced {
         index: usize,
         record: Record,
+        releasing: bool,
     },
+    /// A foreign lock at this path vanished: the path must stay free until
+    /// `until` before we create a lock there.
+    Settling {
+        index: usize,
+        until: Instant,
+    },
+}
+
+/// Per path: whether the last lock seen there was foreign, and since when
+/// the path has been free after it vanished.
+#[derive(Debug, Clone, Copy, Default)]
+struct Settle {
+    foreign_seen: bool,
+    free_since: Option<Instant>,
 }
 
 /// Take all `targets`, waiting as `opts` says. A signal from `ABORT_WAIT`
@@ -73,8 +101,9 @@ pub fn take_all(
     let mut watcher: Option<Watcher> = None;
     let mut said = Said::default();
     let mut followed: Vec<Followed> = Vec::new();
+    let mut settles = vec![Settle::default(); targets.len()];
     loop {
-        let blocked = match attempt(targets, content, opts, &mut followed, notify)? {
+        let blocked = match attempt(targets, content, opts, &mut followed, &mut settles, notify)? {
             Ok(held) => {
                 if let Some(watcher) = watcher {
                     watcher.retire();
@@ -86,6 +115,12 @@ pub fn take_all(
         let remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
         if opts.nonblock || remaining == Some(Duration::ZERO) {
             return Err(busy_error(targets, &blocked, opts));
+        }
+        if !opts.shared {
+            // We wait: shared takers queue behind us from now on.
+            for f in followed.iter().filter(|f| f.record.shared) {
+                mark_writer_waits(&f.file);
+            }
         }
         let Some(watcher) = watcher.as_mut() else {
             // Watch before the next attempt, so no removal is missed.
@@ -107,6 +142,11 @@ pub fn take_all(
             } else {
                 POLL
             };
+        let timeout = match blocked {
+            // Nothing to be woken by: the path must stay free until then.
+            Blocked::Settling { until, .. } => until.saturating_duration_since(Instant::now()),
+            _ => timeout,
+        };
         let timeout = remaining.map_or(timeout, |r| r.min(timeout));
         if let Some(signal) = watcher.wait(targets, timeout, signals)? {
             // Silent: the caller was asked to stop, and did.
@@ -122,6 +162,7 @@ fn attempt(
     content: &[u8],
     opts: WaitOpts,
     followed: &mut Vec<Followed>,
+    settles: &mut [Settle],
     notify: Notify,
 ) -> Result<std::result::Result<Vec<Held>, Blocked>> {
     // Holders that let go are not followed any more.
@@ -138,7 +179,11 @@ fn attempt(
         return Ok(Err(Blocked::Displaced {
             index: f.index,
             record: f.record.clone(),
+            releasing: being_released(&f.file),
         }));
+    }
+    if let Some(settling) = settling(targets, settles) {
+        return Ok(Err(settling));
     }
     if opts.shared {
         refuse_own_shared_lock(targets, opts)?;
@@ -156,6 +201,7 @@ fn attempt(
                 return Ok(Err(Blocked::Displaced {
                     index: f.index,
                     record: f.record.clone(),
+                    releasing: being_released(&f.file),
                 }));
             }
             return Ok(Ok(held));
@@ -163,6 +209,12 @@ fn attempt(
         Err(busy) => busy,
     };
     refuse_own_lock(targets, &busy, opts)?;
+    // Only a foreign lock's removal needs the directory to settle; a
+    // resin-lock holder's flock says when it is done.
+    settles[busy.index] = Settle {
+        foreign_seen: busy.followed.is_none(),
+        free_since: None,
+    };
     if let (Some((file, ident)), Some(record)) = (busy.followed.take(), busy.holder.parsed.clone())
         && !followed.iter().any(|f| f.ident == ident)
     {
@@ -176,11 +228,48 @@ fn attempt(
     Ok(Err(Blocked::Busy(busy)))
 }
 
+/// A path where a foreign lock vanished and that has not been free for
+/// `SETTLE` yet (SPEC 2a), checked now, after any wait: blocked until then.
+/// A path that is taken again is left to the attempt, which sees who took it.
+fn settling(targets: &[Target], settles: &mut [Settle]) -> Option<Blocked> {
+    for (index, settle) in settles.iter_mut().enumerate() {
+        if !settle.foreign_seen {
+            continue;
+        }
+        if !path_free(&targets[index]) {
+            settle.free_since = None;
+            continue;
+        }
+        let since = *settle.free_since.get_or_insert_with(Instant::now);
+        let until = since + SETTLE;
+        if Instant::now() < until {
+            return Some(Blocked::Settling { index, until });
+        }
+    }
+    None
+}
+
+/// Whether nothing is at `target`'s path (its directory gone counts as free).
+fn path_free(target: &Target) -> bool {
+    let Ok(name) = super::dir::lock_name(&target.path) else {
+        return false;
+    };
+    match LockDir::open(&Target {
+        create_parent: false,
+        ..target.clone()
+    }) {
+        Ok(dir) => matches!(dir.stat(name), Ok(None)),
+        Err(_) => true,
+    }
+}
+
 impl Blocked {
     fn path<'a>(&self, targets: &'a [Target]) -> &'a std::path::Path {
         match self {
             Blocked::Busy(busy) => &targets[busy.index].path,
-            Blocked::Displaced { index, .. } => &targets[*index].path,
+            Blocked::Displaced { index, .. } | Blocked::Settling { index, .. } => {
+                &targets[*index].path
+            }
         }
     }
 }
@@ -194,6 +283,9 @@ fn busy_error(targets: &[Target], blocked: &Blocked, opts: WaitOpts) -> anyhow::
             "{} (its file was removed, but it still runs)",
             Inspection::record_holder(record)
         ),
+        Blocked::Settling { .. } => "another tool, which let go of it a moment ago \
+             (waiting for the directory to settle, in case the supervisor takes it)"
+            .to_owned(),
     };
     fail_with(
         opts.busy_code,
@@ -223,7 +315,11 @@ impl Said {
                 });
                 self.waiting = true;
             }
-            Blocked::Displaced { record, .. } if !self.displaced => {
+            Blocked::Displaced {
+                record,
+                releasing: false,
+                ..
+            } if !self.displaced => {
                 notify(Event::WaitingForDisplaced { path, record });
                 self.waiting = true;
                 self.displaced = true;

@@ -114,7 +114,7 @@ pub fn run_child(
     if let Some(held) = held {
         warn_leftovers(program, ui);
         if let Err(err) = release_all(held, notify) {
-            eprintln!("resin-lock: {}", crate::exit::message(&err));
+            crate::ui::say(&crate::exit::message(&err));
         }
     }
     reap(Pid::from_raw(-1), false);
@@ -248,7 +248,7 @@ fn expire(held: Vec<Held>, after: std::time::Duration, program: &OsStr, ui: &Ui,
         .filter_map(|h| h.fd().try_clone_to_owned().ok().map(std::fs::File::from))
         .collect();
     if let Err(err) = release_all(held, notify) {
-        eprintln!("resin-lock: {}", crate::exit::message(&err));
+        crate::ui::say(&crate::exit::message(&err));
     }
     for file in shared {
         let _ = file.unlock();

@@ -17,8 +17,8 @@
 //! when it fails), and `RESIN_LOCK_TORTURE_SEED=S` replays it.
 //!
 //! One file per fault kind: `contenders`, `killed_holders`, `killed_waiters`,
-//! `file_system`, `shared_exclusive`; here the arena and the helpers that
-//! more than one of them uses.
+//! `file_system`, `shared_exclusive`, `forced_foreign`; here the arena and
+//! the helpers that more than one of them uses.
 
 use std::fs::{self, File};
 use std::io::{BufRead, BufReader};
@@ -31,6 +31,7 @@ use crate::common::*;
 
 mod contenders;
 mod file_system;
+mod forced_foreign;
 mod killed_holders;
 mod killed_waiters;
 mod shared_exclusive;
