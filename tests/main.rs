@@ -5,6 +5,7 @@ mod fleet;
 mod fleet_host;
 mod locate;
 mod lock;
+mod owners;
 mod props;
 mod run;
 mod shared;
