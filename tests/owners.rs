@@ -5,11 +5,12 @@
 //! `--max-hold` notice in a log.
 
 use std::fs;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::Command;
 
 use crate::common::*;
+use crate::trust::{as_uid, shared};
 
 /// `sh SCRIPT` to its end under the hang guard; fails unless it exits 0.
 fn run_script(s: &Scratch, text: &str) -> std::process::Output {
@@ -110,5 +111,98 @@ fn the_acquiring_job_releases_from_a_subshell_function_or_nested_shell() {
         assert!(out.status.success(), "{release}: {out:?}");
         assert!(out.stderr.is_empty(), "{release}: {out:?}");
         assert!(!s.lock().exists(), "{release}");
+    }
+}
+
+/// Issue 20.7: uid 1000 releasing root's live lock in the 1777 lock
+/// directory is told the real reason (another user's lock) and exits 73,
+/// with and without `--force`; the lock stays, its keeper too.
+#[test]
+fn another_users_lock_is_exit_73_with_the_reason_even_with_force() {
+    let s = shared();
+    // The owner is this test, an ancestor of uid 1000's `release` below.
+    s.cmd(&["acquire"]).assert().success();
+    let keeper = record(&s.lock())["pid"].as_i64().unwrap() as i32;
+    for args in [&["release"][..], &["release", "--force"]] {
+        let mut cmd = as_uid(1000, bin().to_str().unwrap());
+        cmd.arg("--path").arg(s.lock()).args(args);
+        let out = output_or_kill(cmd);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(73), "{args:?}: {err}");
+        assert!(
+            err.contains("another user's lock (uid 0)") && err.lines().count() == 1,
+            "{args:?}: {err}"
+        );
+        assert!(alive(keeper), "{args:?}: the keeper still holds it");
+        assert_eq!(record(&s.lock())["pid"], keeper, "{args:?}");
+    }
+    s.cmd(&["release"]).assert().success();
+    assert!(!s.lock().exists());
+}
+
+/// Issue 19.2: `release --force` never removes the supervisor's lock (a
+/// uid-65534 file, as the supervisor makes it with `lockfile -r 0`): exit
+/// 1 and a line that says so; plain `release` refuses it too.
+#[test]
+fn release_force_never_removes_the_supervisors_lock() {
+    let Some(lockfile) = tool("lockfile") else {
+        return;
+    };
+    let s = shared();
+    as_uid(65534, lockfile.to_str().unwrap())
+        .args(["-r", "0"])
+        .arg(s.lock())
+        .assert()
+        .success();
+    for args in [&["release", "--force"][..], &["release"]] {
+        let out = output_or_kill(s.cmd(args));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(
+            err.contains("the supervisor")
+                && err.contains("not even with --force")
+                && err.lines().count() == 1,
+            "{args:?}: {err}"
+        );
+        assert_eq!(fs::metadata(s.lock()).unwrap().uid(), 65534, "{args:?}");
+    }
+}
+
+/// Issue 19.2, right after a forced update replaced the caller's own lock
+/// (the supervisor unlinks it, then `lockfile -r 0` as uid 65534):
+/// `release --force` stops our keeper but leaves the supervisor's file,
+/// exit 1; plain `release` leaves it too and exits 0, as before.
+#[test]
+fn release_force_after_a_forced_update_leaves_the_supervisors_lock() {
+    let Some(lockfile) = tool("lockfile") else {
+        return;
+    };
+    for force in [true, false] {
+        let s = shared();
+        s.cmd(&["acquire"]).assert().success();
+        let keeper = record(&s.lock())["pid"].as_i64().unwrap() as i32;
+        fs::remove_file(s.lock()).unwrap();
+        as_uid(65534, lockfile.to_str().unwrap())
+            .args(["-r", "0"])
+            .arg(s.lock())
+            .assert()
+            .success();
+        let args: &[&str] = if force {
+            &["release", "--force"]
+        } else {
+            &["release"]
+        };
+        let out = output_or_kill(s.cmd(args));
+        let err = String::from_utf8_lossy(&out.stderr);
+        let expected = if force { 1 } else { 0 };
+        assert_eq!(out.status.code(), Some(expected), "{args:?}: {err}");
+        assert!(err.lines().count() == 1, "{args:?}: {err}");
+        if force {
+            assert!(err.contains("not even with --force"), "{err}");
+        } else {
+            assert!(err.contains("left it alone"), "{err}");
+        }
+        assert_eq!(fs::metadata(s.lock()).unwrap().uid(), 65534, "{args:?}");
+        wait_until("our displaced keeper to be stopped", || !alive(keeper));
     }
 }
