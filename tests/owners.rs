@@ -206,3 +206,79 @@ fn release_force_after_a_forced_update_leaves_the_supervisors_lock() {
         wait_until("our displaced keeper to be stopped", || !alive(keeper));
     }
 }
+
+/// Issue 20.2: wrappers that fork, wait and exit with their command
+/// (flock(1), script(1), xargs) are transient: once the wrapper has
+/// exited, the lock is still held for the process that ran it (this test),
+/// and that process's `release` pairs up with it.
+#[test]
+fn wrappers_that_fork_and_wait_leave_the_lock_held_for_the_outer_owner() {
+    let bin = bin();
+    let bin = bin.to_str().unwrap();
+    for wrapper in ["flock", "script", "xargs"] {
+        let s = Scratch::new();
+        let lock = s.lock();
+        let lock = lock.to_str().unwrap();
+        let acquire = format!("{bin} --path {lock} acquire");
+        let mut cmd = Command::new(wrapper);
+        match wrapper {
+            "flock" => cmd.arg(s.path("flock-file")).args(acquire.split(' ')),
+            "script" => cmd.args(["-qc", &acquire, "/dev/null"]),
+            _ => cmd.args([bin, "--path", lock]),
+        };
+        let out = if wrapper == "xargs" {
+            use std::io::Write;
+            let mut child = cmd
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            child.stdin.take().unwrap().write_all(b"acquire\n").unwrap();
+            wait_guarded(&mut child, "xargs");
+            child.wait_with_output().unwrap()
+        } else {
+            output_or_kill(cmd)
+        };
+        assert!(out.status.success(), "{wrapper}: {out:?}");
+        assert!(out.stderr.is_empty(), "{wrapper}: {out:?}");
+        let rec = record(&s.lock());
+        assert_eq!(rec["owner"], std::process::id(), "{wrapper}: {rec}");
+        assert_eq!(
+            status_json(&s)["locks"][0]["state"],
+            "held",
+            "{wrapper}: not stale once the wrapper exited"
+        );
+        s.cmd(&["release"]).assert().success().stderr("");
+        assert!(!s.lock().exists(), "{wrapper}");
+    }
+}
+
+/// Issue 20.2: `strace -f resin-lock acquire` returned only when the lock
+/// was released (strace waited for the keeper it traced). Now it returns
+/// at once; the keeper is not traced, and the lock is held for the outer
+/// owner. Bounded by the hang guard: a regression fails, it does not hang.
+#[test]
+fn strace_f_acquire_returns_and_the_keeper_is_not_traced() {
+    let Some(strace) = tool("strace") else {
+        return;
+    };
+    let s = Scratch::new();
+    let mut cmd = Command::new(strace);
+    cmd.args(["-f", "-o", "/dev/null"])
+        .arg(bin())
+        .arg("--path")
+        .arg(s.lock())
+        .arg("acquire");
+    let out = output_or_kill(cmd);
+    assert!(out.status.success(), "{out:?}");
+    assert!(out.stderr.is_empty(), "{out:?}");
+    let rec = record(&s.lock());
+    assert_eq!(rec["owner"], std::process::id(), "{rec}");
+    let keeper = rec["pid"].as_i64().unwrap();
+    let status = fs::read_to_string(format!("/proc/{keeper}/status")).unwrap();
+    assert!(status.contains("TracerPid:\t0\n"), "{status}");
+    assert_eq!(status_json(&s)["locks"][0]["state"], "held");
+    s.cmd(&["release"]).assert().success().stderr("");
+    assert!(!s.lock().exists());
+}

@@ -86,7 +86,14 @@ pub fn start(
         .thread_swap_mask(SigmaskHow::SIG_BLOCK)
         .map_err(io::Error::from)
         .context("cannot block signals")?;
-    let forked = sys::fork();
+    // Under a tracer that follows forks (`strace -f`), a keeper it traced
+    // would keep it waiting until the lock is released: fork one it cannot
+    // follow (SPEC 2b).
+    let forked = if crate::procfs::traced() {
+        sys::fork_untraced()
+    } else {
+        sys::fork()
+    };
     if forked.is_err() {
         let _ = mask.thread_set_mask();
     }
