@@ -282,3 +282,72 @@ fn strace_f_acquire_returns_and_the_keeper_is_not_traced() {
     s.cmd(&["release"]).assert().success().stderr("");
     assert!(!s.lock().exists());
 }
+
+/// Issue 20.14: the `--max-hold` notice of an `acquire` keeper is appended
+/// to the log acquire's stderr went to, never over it: neither over lines
+/// appended since (`2>log; echo more >>log`), nor under the owner's next
+/// line through the same `2>log` (the owner's stderr).
+#[test]
+fn the_max_hold_notice_is_appended_to_a_log() {
+    let s = Scratch::new();
+    let log = s.path("log");
+    let notice = "(--max-hold); released it";
+    // Wait (bounded) until the notice is in the log, then append `end`.
+    let then_end = |end: &str| {
+        format!(
+            "i=0; until grep -q -- '{notice}' {log}; do i=$((i+1)); [ $i -gt 6000 ] && exit 7; sleep 0.01; done; {end}",
+            log = log.display()
+        )
+    };
+    let rl = format!("{} --path {}", bin().display(), s.lock().display());
+    let cases = [
+        // acquire's own `2>log`, lines appended after it.
+        (
+            format!(
+                "{rl} acquire --max-hold 1s 2>{log}; echo more >>{log}\n{}\n",
+                then_end(&format!("echo end >>{}", log.display())),
+                log = log.display()
+            ),
+            false,
+        ),
+        // The owner's stderr is the log (`sh job.sh 2>log`); acquire
+        // inherits it, and the owner goes on writing through it.
+        (
+            format!(
+                "{rl} acquire --max-hold 1s; echo more >&2\n{}\n",
+                then_end("echo end >&2")
+            ),
+            true,
+        ),
+    ];
+    for (script, owner_log) in cases {
+        let _ = fs::remove_file(&log);
+        let job = s.path("job.sh");
+        fs::write(&job, &script).unwrap();
+        let mut cmd = Command::new("sh");
+        cmd.arg(&job);
+        if owner_log {
+            let mut child = cmd
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(fs::File::create(&log).unwrap())
+                .spawn()
+                .unwrap();
+            assert!(wait_guarded(&mut child, "job.sh").success(), "{script}");
+        } else {
+            let out = output_or_kill(cmd);
+            assert!(out.status.success(), "{script}: {out:?}");
+            assert!(out.stderr.is_empty(), "{script}: {out:?}");
+        }
+        let text = fs::read_to_string(&log).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{script}: {text:?}");
+        assert_eq!(lines[0], "more", "{script}: {text:?}");
+        assert!(
+            lines[1].starts_with("resin-lock: held ") && lines[1].contains(notice),
+            "{script}: {text:?}"
+        );
+        assert_eq!(lines[2], "end", "{script}: {text:?}");
+        assert!(!s.lock().exists(), "released after --max-hold");
+    }
+}

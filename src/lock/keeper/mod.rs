@@ -68,6 +68,9 @@ pub fn start(
 ) -> Result<Started> {
     let (ours, mut provisions) = provide(Pid::from_raw(owner.id.pid))?;
     provisions.max_hold = record.max_hold().map(|d| (d, !quiet));
+    if provisions.max_hold.is_some_and(|(_, say)| say) {
+        provisions.log = stderr_log();
+    }
     // The fast path: a flocked O_TMPFILE per lock made before the fork, so
     // the keeper holds them from birth.
     let prepared = prepare_all(targets, opts.shared);
@@ -166,8 +169,17 @@ fn provide(owner: Pid) -> Result<(OwnedFd, Provisions)> {
         release_signal,
         null,
         max_hold: None,
+        log: None,
     };
     Ok((ours, provisions))
+}
+
+/// A copy of our stderr when it is a regular file (`2>log`). A pipe or a
+/// terminal is not kept: a keeper holding a pipe open would keep its
+/// reader (`$(…)`, execSync) waiting for its end.
+fn stderr_log() -> Option<File> {
+    let log = File::from(io::stderr().as_fd().try_clone_to_owned().ok()?);
+    log.metadata().ok()?.is_file().then_some(log)
 }
 
 /// The files prepared before the fork are linked: tell the keeper, unless
