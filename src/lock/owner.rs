@@ -185,8 +185,7 @@ fn nearest_lasting(mut pid: i32) -> Owner {
 /// pid exists.
 pub fn is_running(id: ProcId) -> bool {
     let Ok(stat) = crate::procfs::read_proc(format!("/proc/{}/stat", id.pid)) else {
-        return !crate::procfs::proc_mounted()
-            && crate::sys::process_exists(Pid::from_raw(id.pid));
+        return !crate::procfs::proc_mounted() && crate::sys::process_exists(Pid::from_raw(id.pid));
     };
     let exited = crate::procfs::stat_fields(&stat)
         .and_then(|fields| fields.first().map(|state| matches!(*state, "Z" | "X")))

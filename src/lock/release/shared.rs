@@ -104,12 +104,13 @@ fn not_ours_shared(
         return Ok(Outcome::Refused(Refusal::LiveRun { holder }));
     }
     // A holder of the caller's owner, taken by a sibling job still running.
-    let sibling = live.iter().filter(|h| h.mode == Mode::Acquire).find_map(|h| {
-        match caller.claim(h) {
+    let sibling = live
+        .iter()
+        .filter(|h| h.mode == Mode::Acquire)
+        .find_map(|h| match caller.claim(h) {
             Claim::OtherJob(job) => Some(super::exclusive::other_job(h, job)),
             _ => None,
-        }
-    });
+        });
     if let Some(refusal) = sibling {
         return Ok(Outcome::Refused(refusal));
     }
