@@ -80,7 +80,7 @@ pub fn start(
     // the lock is being taken then ends acquire with 128+S and nothing held,
     // rather than killing it with a lock half taken. The keeper is born with
     // them blocked too, and keeps SIGUSR1 (release's request) blocked, so
-    // that one sent before it reads it stays pending.
+    // that one sent before it reads it stays pending (and SIGHUP, see below).
     let aborting: SigSet = ABORT_WAIT
         .iter()
         .filter_map(|&signal| Signal::try_from(signal).ok())
@@ -105,6 +105,11 @@ pub fn start(
             drop(ours);
             let mut keeper_mask = mask;
             keeper_mask.add(Signal::SIGUSR1);
+            // Born in the caller's session, it leaves it (setsid) only once
+            // it runs: a hangup of that session meanwhile (the pty of
+            // `script -c` closing as soon as acquire returned) must not kill
+            // it. It stays blocked: the keeper has no terminal to hang up.
+            keeper_mask.add(Signal::SIGHUP);
             let _ = keeper_mask.thread_set_mask();
             let shared = opts.shared;
             let prepared = prepared
