@@ -90,7 +90,8 @@ impl Exit {
             Exit::CantCreate => {
                 "cannot create the lock: permission denied, read-only file system, missing \
                  parent directory of `--path`, parent is not a directory, name too long, no \
-                 space; also a lock directory that is a symlink (never followed), for any command"
+                 space; also a lock directory that is a symlink (never followed), for any command; \
+                 `release` of another user's live lock"
             }
             Exit::NoPerm => {
                 "refused for safety: running as uid 65534; or the supervisor API refused \

@@ -50,6 +50,17 @@ pub fn pid_namespace() -> io::Result<u64> {
     Ok(fs::metadata("/proc/self/ns/pid")?.ino())
 }
 
+/// Whether a tracer (`strace`, `ltrace`, a debugger) is attached to this
+/// process (`TracerPid` in /proc/self/status). False without /proc.
+pub fn traced() -> bool {
+    read_proc("/proc/self/status").is_ok_and(|status| {
+        String::from_utf8_lossy(&status)
+            .lines()
+            .find_map(|line| line.strip_prefix("TracerPid:"))
+            .is_some_and(|pid| pid.trim() != "0")
+    })
+}
+
 /// Whether /proc is mounted (a minimal container may have none).
 pub fn proc_mounted() -> bool {
     Path::new("/proc/self/fd").exists()

@@ -85,6 +85,33 @@ pub(crate) fn fork() -> io::Result<ForkResult> {
     unsafe { nix::unistd::fork() }.map_err(io::Error::from)
 }
 
+/// `fork(2)` that a tracer following forks (`strace -f`, `ltrace -f`) does
+/// not follow: `clone(2)` with CLONE_UNTRACED. Used only for the keeper,
+/// and only under a tracer: a traced keeper would keep `strace -f` waiting
+/// for it until the lock is released (SPEC 2b).
+pub(crate) fn fork_untraced() -> io::Result<ForkResult> {
+    let flags = libc::c_long::from(libc::CLONE_UNTRACED) | libc::c_long::from(libc::SIGCHLD);
+    // SAFETY: clone(2) without CLONE_VM, without a new stack and with
+    // SIGCHLD is fork(2) in the kernel's eyes: the child gets a copy of the
+    // address space. No pointers are passed (the other arguments are 0, in
+    // whatever order the architecture takes them). What libc's fork() does
+    // besides is skipped: atfork handlers (resin-lock registers none) and
+    // resetting the locks and thread list of other threads (resin-lock
+    // starts none, so none is held). The child's libc still has the
+    // parent's thread id cached; the keeper never uses it (no pthread
+    // calls, no raise(3); std's locks do not use it).
+    let pid = unsafe { libc::syscall(libc::SYS_clone, flags, 0, 0, 0, 0) };
+    match pid {
+        -1 => Err(io::Error::last_os_error()),
+        0 => Ok(ForkResult::Child),
+        pid => Ok(ForkResult::Parent {
+            child: Pid::from_raw(
+                i32::try_from(pid).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?,
+            ),
+        }),
+    }
+}
+
 /// Close every descriptor of this process except 0, 1, 2 and `keep`, so a
 /// long-lived keeper holds no pipe of its caller open. Cannot fail: where
 /// close_range(2) is missing (Linux before 5.9) each descriptor up to the

@@ -71,6 +71,7 @@ fn record() -> impl Strategy<Value = Record> {
                 reason_cut: false,
                 max_hold_ms,
                 owner_start,
+                chain: Vec::new(),
                 fd,
                 shared,
             },

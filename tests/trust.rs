@@ -13,7 +13,7 @@ use crate::common::*;
 
 /// A scratch dir that other uids may write in, as the supervisor makes the
 /// lock directory (1777).
-fn shared() -> Scratch {
+pub(crate) fn shared() -> Scratch {
     let s = Scratch::new();
     fs::set_permissions(s.dir.path(), fs::Permissions::from_mode(0o1777)).unwrap();
     s
@@ -39,7 +39,7 @@ fn keeper_holds_a_file_in(dir: &Path) -> bool {
 }
 
 /// `program` run as `uid` (and its gid), no supplementary groups.
-fn as_uid(uid: u32, program: &str) -> Command {
+pub(crate) fn as_uid(uid: u32, program: &str) -> Command {
     let mut cmd = Command::new("setpriv");
     cmd.args([
         &format!("--reuid={uid}"),

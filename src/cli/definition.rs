@@ -89,28 +89,36 @@ pub(crate) enum Command {
     /// A small keeper process holds the lock until `resin-lock release` or
     /// until the owner process exits. The owner is the nearest ancestor that
     /// is not a transient wrapper: a shell running `-c STRING` (Node's
-    /// execSync, Python's shell=True, system(3)) or sudo, doas, su, timeout,
-    /// time, chronic, strace, setsid are skipped; PID 1 never is. --owner
-    /// parent means exactly the parent; --owner PID names it. If the owner
+    /// execSync, Python's shell=True, system(3)) or a wrapper that forks,
+    /// waits and exits with its command (sudo, doas, su, timeout, time,
+    /// chronic, flock FILE CMD, script -c, xargs, strace, ltrace, setsid,
+    /// npx, npm exec) is skipped; PID 1 never is. Under strace -f the keeper
+    /// is not traced, so acquire returns. --owner parent means exactly the
+    /// parent; --owner PID names it. If the owner
     /// exits without releasing, the lock file stays (updates stay blocked) but
     /// is stale, and the next acquire or run takes it over. An acquire whose
     /// owner already holds the lock fails at once.
     ///
     /// With --max-hold DUR, the keeper lets go of the lock DUR after it was
-    /// taken (the file is removed, updates may go on) and says so in one line
-    /// on the owner's stderr; the owner is not signalled.
+    /// taken (the file is removed, updates may go on) and says so in one line,
+    /// appended to acquire's stderr when that is a file (2>log), else on the
+    /// owner's stderr; the owner is not signalled.
     Acquire(AcquireArgs),
 
     /// Give the lock back.
     ///
     /// Removes a lock taken by `resin-lock acquire` (stopping its keeper) when
-    /// the caller owns it: the lock's owner is the caller, one of its
-    /// ancestors, or --owner (owners are matched by pid and start time).
-    /// Removes a stale resin-lock lock for anyone. Refuses (exit 1) someone
-    /// else's acquire lock, a lock held by a running `resin-lock run` and any
-    /// foreign lock (the supervisor's, another tool's, a directory, a
-    /// symlink) unless --force. Releasing a lock that is not there is not an
-    /// error.
+    /// the caller owns it: the lock's owner is --owner, or the caller or one
+    /// of its ancestors, and then acquire's own parent (the job that
+    /// acquired) is the caller, one of its ancestors, or has exited; so two
+    /// `sh -c` jobs of one parent cannot release each other's lock
+    /// (processes are matched by pid and start time). Removes a stale
+    /// resin-lock lock for anyone. Refuses (exit 1) someone else's acquire
+    /// lock, a lock held by a running `resin-lock run` and any foreign lock
+    /// (another tool's, a directory, a symlink) unless --force. Never removes
+    /// the supervisor's own lock (uid 65534, or helios' tagged file), not
+    /// even with --force (exit 1). Another user's live lock is exit 73.
+    /// Releasing a lock that is not there is not an error.
     Release(ReleaseArgs),
 
     /// Take the lock, run CMD, release the lock when CMD ends, exit as CMD did.

@@ -8,8 +8,12 @@ use super::context::{Context, refuse_nobody, tell, wait_opts};
 use crate::cli::AcquireArgs;
 use crate::exit::{Exit, fail, signal_code};
 use crate::lock::keeper::{self, Started};
-use crate::lock::owner::{self, NoOwner, OwnerChoice};
-use crate::lock::record::{Mode, Record};
+use crate::lock::owner::{self, NoOwner, OwnerChoice, ProcId};
+use crate::lock::record::{Link, Mode, Record};
+
+/// The most links of the chain a record keeps: the first (the job that
+/// acquired) is the one `release` needs; the owner ends it.
+const MAX_CHAIN: usize = 16;
 
 pub fn run(ctx: &Context, args: AcquireArgs) -> Result<u8> {
     refuse_nobody()?;
@@ -43,6 +47,7 @@ pub fn run(ctx: &Context, args: AcquireArgs) -> Result<u8> {
     });
     let mut record = Record::new(Mode::Acquire, 0, owner.id.pid, owner.cmd.clone());
     record.owner_start = owner.id.start;
+    record.chain = record_chain(&owner.chain);
     record.set_reason(args.hold.reason.as_deref());
     record.set_max_hold(args.hold.max_hold);
     let notes = super::context::hold_notes(&record);
@@ -72,4 +77,19 @@ pub fn run(ctx: &Context, args: AcquireArgs) -> Result<u8> {
         }
         Started::Interrupted(signal) => Ok(signal_code(signal)),
     }
+}
+
+/// The chain from acquire's parent to the owner, as the record keeps it:
+/// bounded, the first links and the owner.
+fn record_chain(chain: &[ProcId]) -> Vec<Link> {
+    let link = |p: &ProcId| Link {
+        pid: p.pid,
+        start: p.start,
+    };
+    if chain.len() <= MAX_CHAIN {
+        return chain.iter().map(link).collect();
+    }
+    let mut kept: Vec<Link> = chain[..MAX_CHAIN - 1].iter().map(link).collect();
+    kept.extend(chain.last().map(link));
+    kept
 }

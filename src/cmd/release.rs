@@ -10,6 +10,7 @@ use crate::cli::ReleaseArgs;
 use crate::exit::Exit;
 use crate::lock::owner::{self, OwnerChoice, ProcId};
 use crate::lock::release::{self, Caller, Outcome, Refusal};
+use crate::ui::escape_controls;
 
 pub fn run(ctx: &Context, args: ReleaseArgs) -> Result<u8> {
     let explicit = match args.owner {
@@ -26,14 +27,22 @@ pub fn run(ctx: &Context, args: ReleaseArgs) -> Result<u8> {
         euid: nix::unistd::geteuid().as_raw(),
     };
     let mut last_error = None;
-    let mut refused = false;
+    let mut refused: Option<Exit> = None;
     // In order: a keeper lets go of its paths in reverse, so by the time the
     // first path is free, the others are.
     for target in &ctx.locations.targets {
         match release::release(target, &caller) {
             Ok(Outcome::Refused(refusal)) => {
                 crate::ui::say(&refusal_text(&target.path, &refusal));
-                refused = true;
+                // Another user's lock is a permission problem (73); any
+                // other refusal is the lock being someone else's (1).
+                let exit = match refusal {
+                    Refusal::OtherUser { .. } => Exit::CantCreate,
+                    _ => Exit::Busy,
+                };
+                if refused != Some(Exit::CantCreate) {
+                    refused = Some(exit);
+                }
             }
             Ok(outcome) => say(ctx, &target.path, outcome),
             Err(err) => {
@@ -45,7 +54,7 @@ pub fn run(ctx: &Context, args: ReleaseArgs) -> Result<u8> {
     }
     match last_error {
         Some(err) => Err(err),
-        None if refused => Ok(Exit::Busy.code()),
+        None if let Some(exit) = refused => Ok(exit.code()),
         None => {
             // Only once every path is free: a refused or failed release
             // leaves the update blocked anyway.
@@ -119,6 +128,32 @@ fn refusal_text(path: &std::path::Path, refusal: &Refusal) -> String {
             "{shown} is held by {holder}, which is not this caller's lock; \
              only its owner releases it (use --force to release it anyway)"
         ),
+        Refusal::OtherJob {
+            holder,
+            job,
+            job_cmd,
+        } => format!(
+            "{shown} is held by {holder} for another job of the same owner, pid {job} ({}), \
+             which still runs; only that job releases it (use --force to release it anyway)",
+            job_line(job_cmd)
+        ),
+        Refusal::OtherUser { uid, holder } => format!(
+            "{shown} is held by {holder}, another user's lock (uid {uid}); this user can \
+             neither stop its keeper nor remove it, even with --force (release it as uid {uid} \
+             or root)"
+        ),
+        Refusal::Supervisor {
+            what,
+            keepers_stopped,
+        } => format!(
+            "{shown} is held by {what}: an update is in progress; not removing it, not even with \
+             --force (the supervisor removes its own lock){}",
+            if *keepers_stopped > 0 {
+                "; stopped the keeper of our lock it replaced"
+            } else {
+                ""
+            }
+        ),
         Refusal::Unproven { keeper, why } => format!(
             "{shown} is held, but keeper pid {keeper} cannot be stopped: {why}; \
              not removing it (use --force)"
@@ -126,5 +161,19 @@ fn refusal_text(path: &std::path::Path, refusal: &Refusal) -> String {
         Refusal::NonEmptyDirectory => {
             format!("{shown} is a non-empty directory; not removing it")
         }
+    }
+}
+
+/// A job's command line for one line of text: escaped, and cut (a `sh -c`
+/// job's script may be long).
+fn job_line(cmd: &[String]) -> String {
+    const MAX_CHARS: usize = 80;
+    if cmd.is_empty() {
+        return "?".to_owned();
+    }
+    let line = escape_controls(&cmd.join(" "));
+    match line.char_indices().nth(MAX_CHARS) {
+        Some((end, _)) => format!("{} …", &line[..end]),
+        None => line,
     }
 }

@@ -45,6 +45,10 @@ pub struct Owner {
     pub id: ProcId,
     pub cmd: Vec<String>,
     pub skipped: Vec<(i32, String)>,
+    /// From `acquire`'s parent up to the owner, both included, when the
+    /// owner is found that way (SPEC 2b); empty for an `--owner PID` that
+    /// is no ancestor, or without /proc.
+    pub chain: Vec<ProcId>,
 }
 
 /// Why no owner could be chosen.
@@ -107,32 +111,62 @@ pub fn choose(choice: OwnerChoice) -> Result<Owner, NoOwner> {
         OwnerChoice::Default => return Ok(nearest_lasting(parent)),
     };
     let info = proc_info(pid);
+    let id = ProcId {
+        pid,
+        start: info.as_ref().map(|i| i.start),
+    };
     Ok(Owner {
-        id: ProcId {
-            pid,
-            start: info.as_ref().map(|i| i.start),
-        },
+        id,
         cmd: info.map(|i| i.cmd).unwrap_or_default(),
         skipped: Vec::new(),
+        chain: chain_up_to(parent, id),
     })
+}
+
+/// The processes from `pid` up to `owner`, both included, or nothing when
+/// `owner` is not found that way (with its start time) within a bound.
+fn chain_up_to(mut pid: i32, owner: ProcId) -> Vec<ProcId> {
+    let mut chain = Vec::new();
+    for _ in 0..64 {
+        let Some((ppid, start)) = proc_stat(pid) else {
+            break;
+        };
+        let link = ProcId {
+            pid,
+            start: Some(start),
+        };
+        chain.push(link);
+        if link.is(owner.pid, owner.start) {
+            return chain;
+        }
+        if ppid <= 0 {
+            break;
+        }
+        pid = ppid;
+    }
+    Vec::new()
 }
 
 /// From `pid` up, the first process that is not a transient wrapper.
 /// PID 1 is never skipped; without /proc the parent is the owner.
 fn nearest_lasting(mut pid: i32) -> Owner {
     let mut skipped = Vec::new();
+    let mut chain = Vec::new();
     // Bounded: a pid chain cannot be longer than the pids there are, but a
     // race with exiting processes must not loop.
     for _ in 0..64 {
         let Some(info) = proc_info(pid) else { break };
+        let id = ProcId {
+            pid,
+            start: Some(info.start),
+        };
+        chain.push(id);
         if pid == 1 || info.ppid <= 0 || !is_transient(&info.cmd) {
             return Owner {
-                id: ProcId {
-                    pid,
-                    start: Some(info.start),
-                },
+                id,
                 cmd: info.cmd,
                 skipped,
+                chain,
             };
         }
         skipped.push((pid, info.cmd.join(" ")));
@@ -142,7 +176,21 @@ fn nearest_lasting(mut pid: i32) -> Owner {
         id: ProcId { pid, start: None },
         cmd: Vec::new(),
         skipped,
+        chain: Vec::new(),
     }
+}
+
+/// Whether the process a record names (pid and start time) still runs: a
+/// zombie has exited. Without /proc, or without a start time, whether the
+/// pid exists.
+pub fn is_running(id: ProcId) -> bool {
+    let Ok(stat) = crate::procfs::read_proc(format!("/proc/{}/stat", id.pid)) else {
+        return !crate::procfs::proc_mounted() && crate::sys::process_exists(Pid::from_raw(id.pid));
+    };
+    let exited = crate::procfs::stat_fields(&stat)
+        .and_then(|fields| fields.first().map(|state| matches!(*state, "Z" | "X")))
+        .unwrap_or(false);
+    !exited && parse_stat(&stat).is_some_and(|(_, start)| id.is(id.pid, Some(start)))
 }
 
 /// Whether this process, or one of its ancestors, is the process a record
@@ -181,11 +229,20 @@ pub fn is_self_or_ancestor(pid: i32, start: Option<u64>) -> bool {
     false
 }
 
-/// Programs that fork the command they are given and exit with it.
+/// Programs that fork the command they are given, wait for it and exit
+/// with it (SPEC 2b). Those that exec() it instead (`nice`, `env`, …) are
+/// listed too: they are never anyone's parent, but the same name may fork
+/// elsewhere (`unshare --fork`, busybox applets).
 const WRAPPERS: &[&str] = &[
-    "sudo", "doas", "su", "timeout", "time", "chronic", "strace", "setsid", "nice", "ionice",
-    "nohup", "env", "stdbuf", "setpriv", "runuser", "unshare",
+    "sudo", "doas", "su", "timeout", "time", "chronic", "strace", "ltrace", "setsid", "nice",
+    "ionice", "chrt", "taskset", "prlimit", "nohup", "env", "stdbuf", "setpriv", "runuser",
+    "unshare", "flock", "script", "xargs", "npx",
 ];
+
+/// `npm exec …` / `npm x …` (npm names its process after the command).
+fn is_npm_exec(name: &str, args: &[String]) -> bool {
+    name == "npm" && args.first().is_some_and(|a| a == "exec" || a == "x")
+}
 
 /// Shells: transient when they run `-c STRING`.
 const SHELLS: &[&str] = &["sh", "bash", "dash", "ash", "ksh", "mksh", "zsh", "busybox"];
@@ -195,6 +252,16 @@ const SHELLS: &[&str] = &["sh", "bash", "dash", "ash", "ksh", "mksh", "zsh", "bu
 /// or a wrapper that forks its command and exits with it. (A wrapper that
 /// exec()s instead is never anyone's parent.)
 pub fn is_transient(cmd: &[String]) -> bool {
+    // A process title set by the program itself (node's `process.title`:
+    // npx shows as `npm exec`) is one argument with spaces.
+    let titled: Vec<String>;
+    let cmd = match cmd {
+        [title] if title.contains(' ') => {
+            titled = title.split_whitespace().map(str::to_owned).collect();
+            &titled[..]
+        }
+        _ => cmd,
+    };
     let Some(first) = cmd.first() else {
         return false;
     };
@@ -207,7 +274,7 @@ pub fn is_transient(cmd: &[String]) -> bool {
         name = program_name(applet);
         args = &args[1..];
     }
-    if WRAPPERS.contains(&name) {
+    if WRAPPERS.contains(&name) || is_npm_exec(name, args) {
         return true;
     }
     if !SHELLS.contains(&name) {
@@ -266,6 +333,13 @@ mod tests {
             "strace -f resin-lock acquire",
             "setsid resin-lock acquire",
             "bash --norc -c x",
+            "flock /tmp/f resin-lock acquire",
+            "script -qc resin-lock acquire /dev/null",
+            "xargs resin-lock",
+            "ltrace -f resin-lock acquire",
+            "strace -f -o /dev/null resin-lock acquire",
+            "npx resin-lock acquire",
+            "npm exec -- resin-lock acquire",
         ];
         for line in transient {
             assert!(is_transient(&words(line)), "{line}");
@@ -279,11 +353,15 @@ mod tests {
             "python3 -c print(1)",
             "/sbin/init",
             "sh -e ./job.sh",
+            "npm start",
             "",
         ];
         for line in lasting {
             assert!(!is_transient(&words(line)), "{line}");
         }
+        // npx names itself `npm exec`: one argument with a space.
+        assert!(is_transient(&["npm exec".to_owned()]));
+        assert!(!is_transient(&["npm start".to_owned()]));
         assert!(!is_transient(&[]));
     }
 

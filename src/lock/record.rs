@@ -47,6 +47,13 @@ pub struct Record {
     /// that `release` never matches an owner by pid alone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner_start: Option<u64>,
+    /// `acquire`: the processes from its parent up to the owner, both
+    /// included (SPEC 2b). `release` by a process of the same owner needs
+    /// the first of them (the job that acquired) to be the caller, one of
+    /// its ancestors, or gone. Empty when unknown (`--owner PID` of a
+    /// process that is no ancestor, no /proc, an older record).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chain: Vec<Link>,
     /// When the lock was taken, RFC 3339 UTC.
     pub start: String,
     #[serde(default)]
@@ -81,6 +88,14 @@ pub struct Record {
     pub shared: bool,
 }
 
+/// A process in a record: its pid and start time (clock ticks after boot).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Link {
+    pub pid: i32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<u64>,
+}
+
 impl Record {
     /// A record for a lock taken now by this process on this boot.
     pub(crate) fn new(mode: Mode, pid: i32, owner: i32, cmd: Vec<String>) -> Record {
@@ -95,6 +110,7 @@ impl Record {
             pid_ns: crate::procfs::pid_namespace().unwrap_or(0),
             uid: nix::unistd::geteuid().as_raw(),
             owner_start: None,
+            chain: Vec::new(),
             cmd,
             cmd_cut: false,
             reason: None,

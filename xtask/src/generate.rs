@@ -509,9 +509,10 @@ fn signals() -> Roff {
                      updates until release removes it or the next acquire or run takes it \
                      over.",
                     "With --max-hold DUR the keeper removes the lock file DUR after it took \
-                     the lock and exits, and writes one line to the owner's stderr \
-                     (/proc/PID/fd/2, best effort; not with -q). The owner is not \
-                     signalled.",
+                     the lock and exits, and writes one line, appended at the end of the \
+                     file acquire's stderr went to when that is a file (2>log), else to the \
+                     owner's stderr (/proc/PID/fd/2); best effort, not with -q. The owner \
+                     is not signalled.",
                 ],
             ),
         ],

@@ -6,7 +6,7 @@
 use std::ffi::OsString;
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStringExt;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -42,6 +42,7 @@ fn keep(provisions: Provisions, mut prepared: Vec<Held>, shared: bool) -> io::Re
         release_signal,
         null,
         max_hold,
+        log,
     } = provisions;
     // Out of the caller's session at once, so that a Ctrl-C or hangup meant
     // for the caller's shell never reaches the keeper.
@@ -69,8 +70,12 @@ fn keep(provisions: Provisions, mut prepared: Vec<Held>, shared: bool) -> io::Re
         drop(sock);
         held
     };
-    settle(&held, owner_fd.as_ref(), &release_signal, null);
-    hold(held, owner_fd, owner, &release_signal, max_hold);
+    // The owner's pidfd and acquire's log stay open too.
+    let also: Vec<RawFd> = (owner_fd.iter().map(AsRawFd::as_raw_fd))
+        .chain(log.iter().map(AsRawFd::as_raw_fd))
+        .collect();
+    settle(&held, &also, &release_signal, null);
+    hold(held, (owner_fd, log), owner, &release_signal, max_hold);
     Ok(())
 }
 
@@ -92,7 +97,7 @@ fn adopt(payload: &[u8], fds: Vec<OwnedFd>, shared: bool) -> io::Result<Vec<Held
 
 /// Become a quiet background process. Nothing here can fail in a way that
 /// matters: every step that could was done before the fork.
-fn settle(held: &[Held], owner_fd: Option<&OwnedFd>, release: &SignalFd, null: Option<File>) {
+fn settle(held: &[Held], also: &[RawFd], release: &SignalFd, null: Option<File>) {
     let _ = nix::sys::prctl::set_name(sys::KEEPER_NAME);
     let _ = std::env::set_current_dir("/");
     // Lets go of the caller's stdout, which `$(resin-lock acquire)` reads to its end.
@@ -101,7 +106,7 @@ fn settle(held: &[Held], owner_fd: Option<&OwnedFd>, release: &SignalFd, null: O
         .iter()
         .flat_map(|h| [h.fd().as_raw_fd(), h.dir_fd().as_raw_fd()])
         .collect();
-    keep_fds.extend(owner_fd.map(|fd| fd.as_raw_fd()));
+    keep_fds.extend_from_slice(also);
     keep_fds.push(release.as_fd().as_raw_fd());
     sys::close_other_fds(&keep_fds);
 }
@@ -111,7 +116,7 @@ fn settle(held: &[Held], owner_fd: Option<&OwnedFd>, release: &SignalFd, null: O
 /// they keep blocking updates).
 fn hold(
     held: Vec<Held>,
-    owner_fd: Option<OwnedFd>,
+    (owner_fd, log): (Option<OwnedFd>, Option<File>),
     owner: Pid,
     release: &SignalFd,
     max_hold: Option<(Duration, bool)>,
@@ -136,7 +141,7 @@ fn hold(
                     held.iter().map(|h| h.path.display().to_string()).collect();
                 let _ = release_all(held, &ignore);
                 if let Some((after, true)) = max_hold {
-                    tell_owner(owner, &paths, after);
+                    tell_owner(owner, log, &paths, after);
                 }
                 return;
             }
@@ -173,21 +178,34 @@ fn hold(
     }
 }
 
-/// `--max-hold` ran out: one line on the owner's stderr (the keeper has
-/// none of its own), which is where the owner's logs go. Best effort.
-fn tell_owner(owner: Pid, paths: &[String], after: Duration) {
-    use std::io::Write as _;
+/// `--max-hold` ran out: one line (one write) where acquire's stderr went
+/// when that is a file (`2>log`), else on the owner's stderr (the keeper
+/// has none of its own), which is where the owner's logs go. Best effort.
+///
+/// The log is written through the open file description acquire had, at
+/// its end: a description without O_APPEND (`2>log`) may point before
+/// lines appended since (`echo more >>log`), which the notice would
+/// overwrite, and the owner's next line through it would overwrite the
+/// notice.
+fn tell_owner(owner: Pid, log: Option<File>, paths: &[String], after: Duration) {
+    use std::io::{Seek as _, SeekFrom, Write as _};
     use std::os::unix::fs::OpenOptionsExt as _;
+    let line = format!(
+        "resin-lock: held {} for {} (--max-hold); released it: the owner (pid {owner}) goes on unprotected\n",
+        paths.join(", "),
+        humantime::format_duration(after)
+    );
+    if let Some(mut log) = log {
+        if log.seek(SeekFrom::End(0)).is_ok() {
+            let _ = log.write_all(line.as_bytes());
+        }
+        return;
+    }
     let stderr = File::options()
         .append(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
         .open(format!("/proc/{owner}/fd/2"));
     if let Ok(mut stderr) = stderr {
-        let _ = writeln!(
-            stderr,
-            "resin-lock: held {} for {} (--max-hold); released it: the owner (pid {owner}) goes on unprotected",
-            paths.join(", "),
-            humantime::format_duration(after)
-        );
+        let _ = stderr.write_all(line.as_bytes());
     }
 }

@@ -68,6 +68,9 @@ pub fn start(
 ) -> Result<Started> {
     let (ours, mut provisions) = provide(Pid::from_raw(owner.id.pid))?;
     provisions.max_hold = record.max_hold().map(|d| (d, !quiet));
+    if provisions.max_hold.is_some_and(|(_, say)| say) {
+        provisions.log = stderr_log();
+    }
     // The fast path: a flocked O_TMPFILE per lock made before the fork, so
     // the keeper holds them from birth.
     let prepared = prepare_all(targets, opts.shared);
@@ -77,7 +80,7 @@ pub fn start(
     // the lock is being taken then ends acquire with 128+S and nothing held,
     // rather than killing it with a lock half taken. The keeper is born with
     // them blocked too, and keeps SIGUSR1 (release's request) blocked, so
-    // that one sent before it reads it stays pending.
+    // that one sent before it reads it stays pending (and SIGHUP, see below).
     let aborting: SigSet = ABORT_WAIT
         .iter()
         .filter_map(|&signal| Signal::try_from(signal).ok())
@@ -86,7 +89,14 @@ pub fn start(
         .thread_swap_mask(SigmaskHow::SIG_BLOCK)
         .map_err(io::Error::from)
         .context("cannot block signals")?;
-    let forked = sys::fork();
+    // Under a tracer that follows forks (`strace -f`), a keeper it traced
+    // would keep it waiting until the lock is released: fork one it cannot
+    // follow (SPEC 2b).
+    let forked = if crate::procfs::traced() {
+        sys::fork_untraced()
+    } else {
+        sys::fork()
+    };
     if forked.is_err() {
         let _ = mask.thread_set_mask();
     }
@@ -95,6 +105,11 @@ pub fn start(
             drop(ours);
             let mut keeper_mask = mask;
             keeper_mask.add(Signal::SIGUSR1);
+            // Born in the caller's session, it leaves it (setsid) only once
+            // it runs: a hangup of that session meanwhile (the pty of
+            // `script -c` closing as soon as acquire returned) must not kill
+            // it. It stays blocked: the keeper has no terminal to hang up.
+            keeper_mask.add(Signal::SIGHUP);
             let _ = keeper_mask.thread_set_mask();
             let shared = opts.shared;
             let prepared = prepared
@@ -159,8 +174,17 @@ fn provide(owner: Pid) -> Result<(OwnedFd, Provisions)> {
         release_signal,
         null,
         max_hold: None,
+        log: None,
     };
     Ok((ours, provisions))
+}
+
+/// A copy of our stderr when it is a regular file (`2>log`). A pipe or a
+/// terminal is not kept: a keeper holding a pipe open would keep its
+/// reader (`$(…)`, execSync) waiting for its end.
+fn stderr_log() -> Option<File> {
+    let log = File::from(io::stderr().as_fd().try_clone_to_owned().ok()?);
+    log.metadata().ok()?.is_file().then_some(log)
 }
 
 /// The files prepared before the fork are linked: tell the keeper, unless

@@ -27,4 +27,8 @@ pub(super) struct Provisions {
     pub(super) null: Option<File>,
     /// `--max-hold`, and whether to say when it runs out (not with -q).
     pub(super) max_hold: Option<(Duration, bool)>,
+    /// acquire's stderr when it is a regular file (`2>log`): the
+    /// `--max-hold` notice is appended there, through the same open file
+    /// description, so the writer's next line comes after it.
+    pub(super) log: Option<File>,
 }

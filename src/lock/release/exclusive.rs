@@ -11,7 +11,7 @@ use anyhow::{Context as _, Result};
 use nix::unistd::Pid;
 
 use super::keepers::{KEEPER_GRACE, NO_PROC, after_let_go, prove_keeper, removed, signal_keeper};
-use super::outcome::{Caller, Outcome, Refusal};
+use super::outcome::{Caller, Claim, Outcome, Refusal};
 use crate::lock::dir::{Ident, LockDir};
 use crate::lock::inspect::Inspection;
 use crate::lock::probe::{self, Exclusive};
@@ -39,12 +39,24 @@ pub fn release(
         Mode::Run => Ok(Outcome::Refused(Refusal::LiveRun {
             holder: Inspection::record_holder(record),
         })),
-        Mode::Acquire if !caller.force && !caller.owns(record) => {
-            Ok(Outcome::Refused(Refusal::NotOwner {
+        Mode::Acquire if caller.force => stop_keeper(dir, name, path, file, ident, record, caller),
+        Mode::Acquire => match caller.claim(record) {
+            Claim::Owns => stop_keeper(dir, name, path, file, ident, record, caller),
+            Claim::NotOwner => Ok(Outcome::Refused(Refusal::NotOwner {
                 holder: Inspection::record_holder(record),
-            }))
-        }
-        Mode::Acquire => stop_keeper(dir, name, path, file, ident, record, caller),
+            })),
+            Claim::OtherJob(job) => Ok(Outcome::Refused(other_job(record, job))),
+        },
+    }
+}
+
+/// The refusal for a lock of the caller's owner that another job of it
+/// took and still runs.
+pub fn other_job(record: &Record, job: crate::lock::owner::ProcId) -> Refusal {
+    Refusal::OtherJob {
+        holder: Inspection::record_holder(record),
+        job: job.pid,
+        job_cmd: crate::procfs::process_cmdline(Pid::from_raw(job.pid)),
     }
 }
 

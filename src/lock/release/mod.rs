@@ -28,7 +28,8 @@ pub use outcome::{Caller, Outcome, Refusal};
 
 use crate::lock::dir::{Ident, LockDir, Target, lock_name, parent_of};
 use crate::lock::error::lock_error;
-use crate::lock::probe::{self, Exclusive, Found, Kind, examine, stale_reason};
+use crate::lock::inspect::Inspection;
+use crate::lock::probe::{self, Exclusive, Found, HeldBy, Kind, examine, stale_reason};
 use crate::lock::record::Record;
 use keepers::removed;
 
@@ -65,6 +66,27 @@ pub fn release(target: &Target, caller: &Caller) -> Result<Outcome> {
                 keepers_stopped: stopped,
             },
         },
+        // The supervisor's own lock: an update in progress. Never removed,
+        // not even with --force (SPEC 4); our keepers whose file it
+        // replaced are stopped, and without --force that is a release.
+        Found::Foreign {
+            held_by: HeldBy::Supervisor,
+            what,
+            ..
+        } => {
+            let stopped = displaced::stop_in(&dir, caller);
+            if stopped > 0 && !caller.force {
+                Outcome::Replaced {
+                    what: Some(what),
+                    keepers_stopped: stopped,
+                }
+            } else {
+                Outcome::Refused(Refusal::Supervisor {
+                    what,
+                    keepers_stopped: stopped,
+                })
+            }
+        }
         Found::Foreign { kind, what, .. } => {
             let stopped = displaced::stop_in(&dir, caller);
             if caller.force {
@@ -84,9 +106,10 @@ pub fn release(target: &Target, caller: &Caller) -> Result<Outcome> {
         Found::Ours {
             file,
             ident,
+            uid,
             record,
             ..
-        } => release_ours(&dir, name, path, file, ident, &record, caller)?,
+        } => release_ours(&dir, name, path, (file, ident, uid), &record, caller)?,
     };
     Ok(outcome)
 }
@@ -97,8 +120,7 @@ fn release_ours(
     dir: &LockDir,
     name: &OsStr,
     path: &Path,
-    file: File,
-    ident: Ident,
+    (file, ident, uid): (File, Ident, u32),
     record: &Record,
     caller: &Caller,
 ) -> Result<Outcome> {
@@ -107,6 +129,14 @@ fn release_ours(
     if exclusive == Exclusive::Taken {
         let reason = stale_reason(record, false).unwrap_or("holder exited");
         return removed(dir, name, ident, Outcome::RemovedStale { reason }, path);
+    }
+    // Another user's live lock: its keeper is not ours to signal, nor (in
+    // the sticky lock directory) its file ours to remove, --force or not.
+    if uid != caller.euid && caller.euid != 0 {
+        return Ok(Outcome::Refused(Refusal::OtherUser {
+            uid,
+            holder: Inspection::record_holder(record),
+        }));
     }
     if record.shared {
         shared::release(dir, name, path, &file, ident, caller)

@@ -1,9 +1,21 @@
 //! Who asks `release`, and what it did at one path: the decision, which
 //! `cmd::release` turns into words and an exit status.
 
-use crate::lock::owner::ProcId;
-use crate::lock::owner::is_self_or_ancestor;
+use crate::lock::owner::{ProcId, is_running, is_self_or_ancestor};
 use crate::lock::record::Record;
+
+/// Whose an `acquire` lock is, as the caller sees it (SPEC 2b).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// The caller's: it may release it.
+    Owns,
+    /// Another owner's.
+    NotOwner,
+    /// The caller's owner's, but taken by another job of it (acquire's
+    /// parent), which still runs and is not among the caller's ancestors:
+    /// a sibling `sh -c` job of one Makefile or supervisor script.
+    OtherJob(ProcId),
+}
 
 /// Who asks, and how.
 #[derive(Debug, Clone)]
@@ -17,9 +29,38 @@ pub struct Caller {
 
 impl Caller {
     pub fn owns(&self, record: &Record) -> bool {
-        self.owner
+        self.claim(record) == Claim::Owns
+    }
+
+    /// `--owner PID` naming the record's owner is enough (as before). An
+    /// owner among the caller's ancestors is enough only if the job that
+    /// acquired (acquire's parent) is the caller, one of its ancestors, or
+    /// has exited (Node's execSync: acquire and release in two shells).
+    pub fn claim(&self, record: &Record) -> Claim {
+        if self
+            .owner
             .is_some_and(|p| p.is(record.owner, record.owner_start))
-            || is_self_or_ancestor(record.owner, record.owner_start)
+        {
+            return Claim::Owns;
+        }
+        if !is_self_or_ancestor(record.owner, record.owner_start) {
+            return Claim::NotOwner;
+        }
+        match record.chain.first() {
+            Some(job)
+                if !is_self_or_ancestor(job.pid, job.start)
+                    && is_running(ProcId {
+                        pid: job.pid,
+                        start: job.start,
+                    }) =>
+            {
+                Claim::OtherJob(ProcId {
+                    pid: job.pid,
+                    start: job.start,
+                })
+            }
+            _ => Claim::Owns,
+        }
     }
 
     /// Whether a process running as `uid` may be signalled on our behalf.
@@ -76,6 +117,25 @@ pub enum Refusal {
     },
     NotOwner {
         holder: String,
+    },
+    /// The caller's owner's lock, taken by another job of it that still
+    /// runs (`job`: its pid and command line).
+    OtherJob {
+        holder: String,
+        job: i32,
+        job_cmd: Vec<String>,
+    },
+    /// Another user's live lock: its keeper cannot be stopped, nor its
+    /// file removed, by this user (exit 73).
+    OtherUser {
+        uid: u32,
+        holder: String,
+    },
+    /// The supervisor's own lock (uid 65534, or helios' tagged file): an
+    /// update in progress, never removed, not even with `--force`.
+    Supervisor {
+        what: String,
+        keepers_stopped: usize,
     },
     /// The lock is held, but not provably by its keeper.
     Unproven {

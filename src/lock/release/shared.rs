@@ -12,7 +12,7 @@ use anyhow::{Context as _, Result};
 use nix::unistd::Pid;
 
 use super::keepers::{KEEPER_GRACE, after_let_go, prove_keeper, removed, signal_keeper};
-use super::outcome::{Caller, Outcome, Refusal};
+use super::outcome::{Caller, Claim, Outcome, Refusal};
 use crate::lock::dir::{Ident, LockDir};
 use crate::lock::holders::{holds, read_holders};
 use crate::lock::inspect::Inspection;
@@ -102,6 +102,17 @@ fn not_ours_shared(
     }
     if !live.is_empty() && live.iter().all(|h| h.mode == Mode::Run) {
         return Ok(Outcome::Refused(Refusal::LiveRun { holder }));
+    }
+    // A holder of the caller's owner, taken by a sibling job still running.
+    let sibling = live
+        .iter()
+        .filter(|h| h.mode == Mode::Acquire)
+        .find_map(|h| match caller.claim(h) {
+            Claim::OtherJob(job) => Some(super::exclusive::other_job(h, job)),
+            _ => None,
+        });
+    if let Some(refusal) = sibling {
+        return Ok(Outcome::Refused(refusal));
     }
     Ok(Outcome::Refused(Refusal::NotOwner { holder }))
 }
