@@ -402,6 +402,44 @@ fn man_page_renders_without_warnings() {
     }
 }
 
+/// Issue 20.11: the man page reads as a man page. No word is hyphenated
+/// across lines (a path or variable name split in two cannot be copied or
+/// searched for), the help's Markdown code spans are not shown as literal
+/// backticks, and the Node.js example says what the README says: execSync's
+/// `sh -c` is skipped, so no `--owner` is needed.
+#[test]
+fn man_page_has_no_hyphenated_paths_no_backticks_and_the_right_node_example() {
+    let page = read("man/resin-lock.1");
+    assert!(!page.contains('`'), "literal backticks in the man page");
+    assert!(
+        !page.contains("process.pid"),
+        "the Node example names --owner"
+    );
+    let Some(out) = try_run(
+        Command::new("man")
+            .args(["-l"])
+            .arg(root().join("man/resin-lock.1"))
+            .env("MANWIDTH", "64")
+            .env("LC_ALL", "C.UTF-8"),
+    ) else {
+        panic!("man is not installed: apt-get install man-db");
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    let split: Vec<&str> = text
+        .lines()
+        .filter(|line| {
+            let line = line.trim_end();
+            (line.ends_with('-') || line.ends_with('\u{2010}'))
+                && line
+                    .chars()
+                    .rev()
+                    .nth(1)
+                    .is_some_and(|c| c.is_alphanumeric() || c == '_')
+        })
+        .collect();
+    assert!(split.is_empty(), "hyphenated across lines: {split:#?}");
+}
+
 // ---- The README ----
 
 /// The README's "run it" command, as written: `cargo run --release -- ARGS`

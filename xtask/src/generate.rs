@@ -72,15 +72,22 @@ fn man_page() -> Vec<u8> {
         ".TH RESIN-LOCK 1 \"{}\" \"{BIN} {version}\" \"User Commands\"\n",
         man_date(&version)
     ));
+    // No hyphenation: a path or a variable name split across lines
+    // (/tmp/bal- enа/updates.lock) cannot be copied or searched for.
+    page.push_str(".nh\n");
     page.push_str(&render(&preamble, |w| man.render_name_section(w)));
     let mut synopsis = Roff::new();
     synopsis
         .control("SH", ["SYNOPSIS"])
         .text(synopsis_line(&cmd, BIN));
     page.push_str(&render(&preamble, |w| synopsis.to_writer(w)));
-    page.push_str(&render(&preamble, |w| man.render_description_section(w)));
-    page.push_str(&render(&preamble, |w| man.render_options_section(w)));
-    page.push_str(&commands_section(&cmd, &preamble));
+    page.push_str(&code_spans(&render(&preamble, |w| {
+        man.render_description_section(w)
+    })));
+    page.push_str(&code_spans(&render(&preamble, |w| {
+        man.render_options_section(w)
+    })));
+    page.push_str(&code_spans(&commands_section(&cmd, &preamble)));
     for section in [
         exit_status(),
         notes(),
@@ -94,6 +101,31 @@ fn man_page() -> Vec<u8> {
         page.push_str(&render(&preamble, |w| section.to_writer(w)));
     }
     page.into_bytes()
+}
+
+/// The help text's Markdown code spans (`resin-lock release`) in bold, as
+/// man pages show commands, instead of literal backticks. Only for text
+/// from the CLI's doc comments; the examples are code and keep theirs.
+fn code_spans(roff: &str) -> String {
+    roff.lines()
+        .map(|line| {
+            if line.starts_with('.') || line.matches('`').count() % 2 != 0 {
+                return line.to_owned();
+            }
+            let mut out = String::with_capacity(line.len() + 16);
+            for (i, part) in line.split('`').enumerate() {
+                if i % 2 == 1 {
+                    out.push_str("\\fB");
+                    out.push_str(part);
+                    out.push_str("\\fR");
+                } else {
+                    out.push_str(part);
+                }
+            }
+            out
+        })
+        .map(|line| line + "\n")
+        .collect()
 }
 
 /// Run a roff renderer into a string, without the preamble.
@@ -695,11 +727,12 @@ fn examples() -> Roff {
     example(
         &mut roff,
         "Node.js",
-        "execSync runs the command through a shell that exits at once, so name the \
-         Node process as the owner, or the lock goes stale immediately:",
+        "execSync runs the command through sh -c, which resin-lock skips when it \
+         picks the owner: the Node process owns the lock, which lasts until release or \
+         until Node exits (then it goes stale, and the next acquire or run takes it over):",
         &[
             "const { execSync } = require(\"child_process\");",
-            "execSync(`resin-lock acquire --owner ${process.pid}`);",
+            "execSync(\"resin-lock acquire\");",
             "try {",
             "    flashFirmware();",
             "} finally {",
