@@ -28,6 +28,9 @@ struct Received {
     body: String,
     /// Whether the watched lock file existed when the request arrived.
     lock_existed: bool,
+    /// `Answer::WaitingUpdate`: whether the request overrode the update
+    /// waiting on locks (the fake then removed the watched lock file).
+    forced: bool,
 }
 
 /// How the fake supervisor answers.
@@ -39,6 +42,13 @@ enum Answer {
     Silent,
     /// These bytes exactly, then hang up.
     Raw(Vec<u8>),
+    /// `POST /v1/update` while an update waits on the (watched) lock, as a
+    /// supervisor of this generation answers it: 202, and only a request
+    /// that overrides the waiting update forces it (removes the lock file,
+    /// as the real force does). Since v17.5.0 that takes `"cancel":true`
+    /// beside `"force":true` (balena-supervisor issue 2541); before v17.1
+    /// `cancel` is not known and ignored.
+    WaitingUpdate { since_v17_5: bool },
 }
 
 struct FakeSupervisor {
@@ -65,12 +75,19 @@ impl FakeSupervisor {
                     continue;
                 };
                 request.lock_existed = watch.as_ref().is_some_and(|p| p.symlink_metadata().is_ok());
+                let answer = &answers[n.min(answers.len() - 1)];
+                if let Answer::WaitingUpdate { since_v17_5 } = answer {
+                    request.forced = overrides(&request.body, *since_v17_5);
+                    if let Some(lock) = watch.as_ref().filter(|_| request.forced) {
+                        let _ = std::fs::remove_file(lock);
+                    }
+                }
                 // Tell the test before answering: the command cannot finish
                 // (other than by giving up) before the test knows.
                 if tx.send(request).is_err() {
                     return;
                 }
-                answer_with(stream, &answers[n.min(answers.len() - 1)]);
+                answer_with(stream, answer);
             }
         });
         FakeSupervisor { address, received }
@@ -129,7 +146,18 @@ fn read_request(stream: &TcpStream) -> Option<Received> {
         content_type,
         body: String::from_utf8(body).ok()?,
         lock_existed: false,
+        forced: false,
     })
+}
+
+/// Whether a `POST /v1/update` body overrides an update that waits on
+/// locks: `force` (the override), and on v17.5+ also `cancel` (which ends
+/// the waiting apply so the forced one starts; without it the supervisor
+/// accepts the request and nothing happens).
+fn overrides(body: &str, since_v17_5: bool) -> bool {
+    let body: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+    let flag = |name: &str| body[name].as_bool() == Some(true);
+    flag("force") && (!since_v17_5 || flag("cancel"))
 }
 
 fn answer_with(mut stream: TcpStream, answer: &Answer) {
@@ -154,6 +182,7 @@ fn answer_with(mut stream: TcpStream, answer: &Answer) {
         Answer::Raw(bytes) => {
             let _ = stream.write_all(bytes);
         }
+        Answer::WaitingUpdate { .. } => answer_with(stream, &Answer::Status(202, "Accepted")),
     }
 }
 
@@ -197,9 +226,14 @@ fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-/// The request of `force-update`, as the supervisor documents it.
+/// The request of `force-update`: `force`, and `cancel` for supervisors
+/// >= v17.5.0, which ignore a plain `force` while an update waits on locks.
 fn assert_force_request(request: &Received, key: &str) {
-    assert_update_post(request, key, serde_json::json!({"force": true}));
+    assert_update_post(
+        request,
+        key,
+        serde_json::json!({"force": true, "cancel": true}),
+    );
 }
 
 /// `POST /v1/update` with the key in the query and `body` as JSON.
@@ -233,6 +267,32 @@ fn force_update_accepted_with_202_and_204() {
             stdout(&out)
         );
         assert_force_request(&fake.request(), KEY);
+        fake.assert_no_request();
+    }
+}
+
+#[test]
+fn force_update_overrides_an_update_waiting_on_locks_old_and_new() {
+    // An update waits on the app's lock (another tool's file); force-update
+    // must make the supervisor force it, on supervisors before and since
+    // v17.5.0 (which accepts a plain force and does nothing).
+    for since_v17_5 in [true, false] {
+        let s = Scratch::new();
+        std::fs::write(s.lock(), "0").unwrap();
+        let fake = FakeSupervisor::answering(
+            vec![Answer::WaitingUpdate { since_v17_5 }],
+            Some(s.lock()),
+        );
+        let out = run(with_api(&fake.address, &["force-update"]));
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        assert_eq!(stderr(&out), "");
+        let request = fake.request();
+        assert!(
+            request.forced,
+            "v17.5+ {since_v17_5}: the waiting update was not forced by {}",
+            request.body
+        );
+        assert!(!s.lock().exists(), "the forced update removed the lock");
         fake.assert_no_request();
     }
 }

@@ -1,6 +1,6 @@
 //! The device supervisor's HTTP API, for what an app around its own update
-//! lock needs: `force-update` (`POST /v1/update` with `{"force":true}`,
-//! which overrides update locks), `status --supervisor` (`GET /v1/device`:
+//! lock needs: `force-update` (`POST /v1/update` with
+//! `{"force":true,"cancel":true}`, which overrides update locks), `status --supervisor` (`GET /v1/device`:
 //! is an update waiting?) and `--update-now` (after the lock is gone: ask
 //! once, then `POST /v1/update` with `{"force":false,"cancel":true}`, so a
 //! pending update starts now instead of after the supervisor's backoff).
@@ -62,6 +62,13 @@ pub(crate) const UPDATE_NOW_TIMEOUT: Bounds = Bounds {
     connect: Duration::from_millis(500),
     total: Duration::from_secs(1),
 };
+
+/// The body of `force-update`'s request: override update locks (`force`)
+/// and end an apply that waits on them (`cancel`), so the forced one starts.
+/// Since v17.5.0 a plain `force` is accepted and ignored while an update
+/// waits on locks (balena-supervisor issue 2541); supervisors before v17.1
+/// do not know `cancel` and ignore it.
+pub(crate) const FORCE_BODY: &str = r#"{"force":true,"cancel":true}"#;
 
 /// The body of `--update-now`'s request: apply a pending update, respecting
 /// update locks (`force: false`), and cut short the supervisor's backoff
@@ -128,12 +135,12 @@ impl Config {
     }
 }
 
-/// `POST /v1/update {"force":true}`: ask the supervisor to update now,
+/// `POST /v1/update` with `FORCE_BODY`: ask the supervisor to update now,
 /// overriding update locks. `Ok` holds the status of the accepting answer
 /// (202 or 204). Errors carry the exit status: 69 when the supervisor cannot
 /// be reached, 77 when it refuses the key, 70 for any other answer.
 pub(crate) fn force_update(config: &Config) -> Result<u16> {
-    post_update(config, r#"{"force":true}"#, FORCE_TIMEOUT)
+    post_update(config, FORCE_BODY, FORCE_TIMEOUT)
 }
 
 /// `POST /v1/update` with `json`, within `bounds`; the answers as `force_update`.
