@@ -741,6 +741,30 @@ fn the_api_key_is_never_printed_even_when_the_supervisor_echoes_it() {
 }
 
 #[test]
+fn a_one_character_key_is_masked_only_where_it_is_the_key() {
+    // A key of one character occurs everywhere: in the address, the
+    // status, the answer. Only its place in the URL is the key.
+    let fake = FakeSupervisor::start(raw(
+        "HTTP/1.1 500 Internal Error\r\nContent-Length: 53\r\n\r\n\
+         {\"error\":\"bad request: apikey=1 at 127.0.0.1, try 1\"}",
+    ));
+    let mut cmd = resin_lock();
+    cmd.arg("force-update")
+        .env("BALENA_SUPERVISOR_ADDRESS", &fake.address)
+        .env("BALENA_SUPERVISOR_API_KEY", "1");
+    let out = cmd.output().unwrap();
+    assert_eq!(out.status.code(), Some(70), "{}", stderr(&out));
+    let err = stderr(&out);
+    let want = format!(
+        "resin-lock: unexpected answer from the supervisor at {}/v1/update: HTTP 500: \
+         {{\"error\":\"bad request: apikey=*** at 127.0.0.1, try 1\"}}\n",
+        fake.address
+    );
+    assert_eq!(err, want);
+    assert_force_request(&fake.request(), "1");
+}
+
+#[test]
 fn status_supervisor_text_escapes_control_characters() {
     let hostile = r#""Idle\nupdates are allowed\u001b[2J\r""#;
     let device = DEVICE.replace("\"Idle\"", hostile);
