@@ -490,6 +490,40 @@ fn status_supervisor_unreachable_keeps_the_lock_report_and_code() {
 }
 
 #[test]
+fn status_supervisor_unreachable_is_one_line_and_the_locks_exit_status() {
+    let s = Scratch::new();
+    std::fs::write(s.lock(), "0").unwrap();
+    for health in [false, true] {
+        let mut cmd = with_api(&dead_address(), &[]);
+        cmd.arg("--path")
+            .arg(s.lock())
+            .args(["status", "--supervisor"]);
+        if health {
+            cmd.arg("--health");
+        }
+        let out = run(cmd);
+        // A foreign lock: 1 for status, 0 (held, never stale) for --health.
+        assert_eq!(out.status.code(), Some(i32::from(!health)), "{}", stderr(&out));
+        assert_eq!(stderr(&out), "");
+        let text = stdout(&out);
+        let api: Vec<&str> = text.lines().filter(|l| l.starts_with("supervisor:")).collect();
+        assert_eq!(api.len(), 1, "{text}");
+        assert!(api[0].contains("connection refused"), "{text}");
+        assert!(
+            api[0].ends_with("; the exit status is the lock's, not the API's"),
+            "{text}"
+        );
+    }
+    // The exit table says so too (README and man page are checked against it).
+    let help = resin_lock().arg("--help").output().unwrap();
+    let help = stdout(&help).split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        help.contains("69 the supervisor API is unreachable or not configured (force-update; status --supervisor keeps the lock's exit status and says so in one line)"),
+        "{help}"
+    );
+}
+
+#[test]
 fn status_supervisor_silent_supervisor_is_bounded() {
     let s = Scratch::new();
     let fake = FakeSupervisor::start(Answer::Silent);

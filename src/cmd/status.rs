@@ -69,7 +69,10 @@ pub fn run(ctx: &Context, args: StatusArgs) -> Result<u8> {
         };
         serde_json::to_string(&report)?
     } else if let Some((_, line)) = health {
-        line
+        std::iter::once(line)
+            .chain(device.iter().flat_map(supervisor_lines))
+            .collect::<Vec<_>>()
+            .join("\n")
     } else {
         let mut lines: Vec<String> = locks.iter().map(Inspection::describe).collect();
         lines.push(format!(
@@ -180,14 +183,17 @@ fn supervisor_lines(info: &DeviceInfo) -> Vec<String> {
     let text = |field: &Option<String>, default: &str| {
         escape_controls(field.as_deref().unwrap_or(default))
     };
+    // A health check or CI script reads the exit status: it stays the
+    // lock's, whatever became of the request, and the line says so.
+    const KEPT: &str = "the exit status is the lock's, not the API's";
     if !info.reachable {
         return vec![format!(
-            "supervisor: unreachable: {}",
+            "supervisor: unreachable: {}; {KEPT}",
             text(&info.error, "unknown error")
         )];
     }
     if info.error.is_some() {
-        return vec![format!("supervisor: {}", text(&info.error, ""))];
+        return vec![format!("supervisor: {}; {KEPT}", text(&info.error, ""))];
     }
     let mut lines = vec![format!(
         "supervisor: v{} on {}, {}",
@@ -233,7 +239,7 @@ mod tests {
         );
         assert_eq!(
             supervisor_lines(&DeviceInfo::unreachable("connection refused")),
-            ["supervisor: unreachable: connection refused"]
+            ["supervisor: unreachable: connection refused; the exit status is the lock's, not the API's"]
         );
     }
 
@@ -253,6 +259,9 @@ mod tests {
         );
         assert!(lines.iter().all(|line| !line.chars().any(char::is_control)));
         let unreachable = supervisor_lines(&DeviceInfo::unreachable("a\nb"));
-        assert_eq!(unreachable, [r"supervisor: unreachable: a\nb"]);
+        assert_eq!(
+            unreachable,
+            [r"supervisor: unreachable: a\nb; the exit status is the lock's, not the API's"]
+        );
     }
 }
