@@ -293,3 +293,68 @@ impl Drop for Owner {
         let _ = self.0.wait();
     }
 }
+
+#[test]
+fn health_never_calls_a_lock_released_normally_stale() {
+    // A holder loops `run -- true`: its lock appears and is released all
+    // the time. Every status that reads a record just before its release
+    // must not call it stale (issue 19.5: 29 of 3,912 calls did).
+    let s = Scratch::new();
+    let stop = s.path("stop");
+    let counted = s.path("rounds");
+    let script = r#"n=0; while [ ! -e "$1" ]; do "$2" -q --path "$3" run -- true || exit 1; n=$((n+1)); done; echo $n > "$4""#;
+    let mut holder = Group::spawn(
+        {
+            let mut cmd = Command::new("sh");
+            cmd.args(["-c", script, "sh"])
+                .arg(&stop)
+                .arg(bin())
+                .arg(s.lock())
+                .arg(&counted)
+                .stdin(Stdio::null());
+            cmd
+        },
+        "the run -- true loop",
+    );
+    let (mut held, mut stale) = (0, Vec::new());
+    for call in 0..rounds(2500) {
+        let args: &[&str] = if call % 4 == 3 {
+            &["status"]
+        } else {
+            &["status", "--health"]
+        };
+        let out = s.cmd(args).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.stderr.is_empty(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if text.contains("stale") || (args.len() == 2 && out.status.code() != Some(0)) {
+            stale.push(text);
+        } else if text.contains("held by resin-lock run") {
+            held += 1;
+        }
+    }
+    fs::write(&stop, "").unwrap();
+    assert!(holder.wait().success());
+    let loops: usize = fs::read_to_string(&counted)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        loops > 0 && held > 0,
+        "the holder ran {loops} times, seen held {held} times"
+    );
+    eprintln!(
+        "{} status calls, {held} saw the lock held, the holder ran {loops} times",
+        rounds(2500)
+    );
+    assert!(
+        stale.is_empty(),
+        "{} stale answers: {:?}",
+        stale.len(),
+        &stale[..stale.len().min(3)]
+    );
+}

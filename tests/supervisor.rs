@@ -279,10 +279,8 @@ fn force_update_overrides_an_update_waiting_on_locks_old_and_new() {
     for since_v17_5 in [true, false] {
         let s = Scratch::new();
         std::fs::write(s.lock(), "0").unwrap();
-        let fake = FakeSupervisor::answering(
-            vec![Answer::WaitingUpdate { since_v17_5 }],
-            Some(s.lock()),
-        );
+        let fake =
+            FakeSupervisor::answering(vec![Answer::WaitingUpdate { since_v17_5 }], Some(s.lock()));
         let out = run(with_api(&fake.address, &["force-update"]));
         assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
         assert_eq!(stderr(&out), "");
@@ -503,10 +501,18 @@ fn status_supervisor_unreachable_is_one_line_and_the_locks_exit_status() {
         }
         let out = run(cmd);
         // A foreign lock: 1 for status, 0 (held, never stale) for --health.
-        assert_eq!(out.status.code(), Some(i32::from(!health)), "{}", stderr(&out));
+        assert_eq!(
+            out.status.code(),
+            Some(i32::from(!health)),
+            "{}",
+            stderr(&out)
+        );
         assert_eq!(stderr(&out), "");
         let text = stdout(&out);
-        let api: Vec<&str> = text.lines().filter(|l| l.starts_with("supervisor:")).collect();
+        let api: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("supervisor:"))
+            .collect();
         assert_eq!(api.len(), 1, "{text}");
         assert!(api[0].contains("connection refused"), "{text}");
         assert!(
@@ -516,7 +522,10 @@ fn status_supervisor_unreachable_is_one_line_and_the_locks_exit_status() {
     }
     // The exit table says so too (README and man page are checked against it).
     let help = resin_lock().arg("--help").output().unwrap();
-    let help = stdout(&help).split_whitespace().collect::<Vec<_>>().join(" ");
+    let help = stdout(&help)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
     assert!(
         help.contains("69 the supervisor API is unreachable or not configured (force-update; status --supervisor keeps the lock's exit status and says so in one line)"),
         "{help}"

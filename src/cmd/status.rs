@@ -239,7 +239,9 @@ mod tests {
         );
         assert_eq!(
             supervisor_lines(&DeviceInfo::unreachable("connection refused")),
-            ["supervisor: unreachable: connection refused; the exit status is the lock's, not the API's"]
+            [
+                "supervisor: unreachable: connection refused; the exit status is the lock's, not the API's"
+            ]
         );
     }
 

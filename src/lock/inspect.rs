@@ -189,12 +189,25 @@ pub fn inspect(target: &Target) -> io::Result<Inspection> {
         }
         Err(err) => return Err(err),
     };
-    let found = examine(&dir, lock_name(path)?)?;
-    let flocked = match &found {
-        Found::Ours { file, record, .. } => flock_held(file, record.shared)?,
-        _ => false,
-    };
-    Ok(Inspection::from_found(path, &found, flocked))
+    let name = lock_name(path)?;
+    // A lock released between reading its record and probing its flock
+    // (its holder unlinks, then lets go) is not stale: say stale only while
+    // the path still names the inode probed, else look again.
+    for _ in 0..8 {
+        let found = examine(&dir, name)?;
+        let flocked = match &found {
+            Found::Ours { file, record, .. } => flock_held(file, record.shared)?,
+            _ => false,
+        };
+        if let Found::Ours { ident, .. } = &found
+            && !flocked
+            && dir.stat(name)?.map(|st| (st.st_dev, st.st_ino)) != Some(*ident)
+        {
+            continue;
+        }
+        return Ok(Inspection::from_found(path, &found, flocked));
+    }
+    Err(io::Error::other("the lock file keeps changing under us"))
 }
 
 /// Paths need not be UTF-8; JSON shows them with U+FFFD where they are not.
