@@ -358,3 +358,64 @@ fn health_never_calls_a_lock_released_normally_stale() {
         &stale[..stale.len().min(3)]
     );
 }
+
+#[test]
+fn health_of_a_leftover_foreign_file_says_nobody_can_tell() {
+    let s = Scratch::new();
+    // An empty file, lockfile(1)'s `0`, a directory: nobody flocks them,
+    // so nobody can tell whether anyone still uses them. Foreign locks are
+    // never stale (exit 0), but the line must not call them healthy.
+    for make in ["empty", "0", "dir"] {
+        match make {
+            "dir" => fs::create_dir(s.lock()).unwrap(),
+            content => fs::write(s.lock(), content.trim_start_matches("empty")).unwrap(),
+        }
+        let (code, line) = health(&s, &[]);
+        assert_eq!(code, 0, "{make}: {line}");
+        assert!(line.starts_with("unknown: "), "{make}: {line}");
+        assert!(!line.contains("healthy"), "{make}: {line}");
+        assert!(
+            line.contains("nobody can tell whether anyone still uses it"),
+            "{make}: {line}"
+        );
+        let json: serde_json::Value = serde_json::from_slice(
+            &s.cmd(&["status", "--json", "--health"])
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .unwrap();
+        assert_eq!(
+            json.get("healthy"),
+            Some(&serde_json::Value::Null),
+            "{make}: {json}"
+        );
+        assert!(json["health"].as_str().unwrap().starts_with("unknown: "));
+        if make == "dir" {
+            fs::remove_dir(s.lock()).unwrap();
+        } else {
+            fs::remove_file(s.lock()).unwrap();
+        }
+    }
+
+    // The same empty file flocked by flock(1): someone uses it.
+    let ready = s.path("ready");
+    let mut flock = Group::spawn(
+        {
+            let mut cmd = Command::new("flock");
+            cmd.arg(s.lock())
+                .args(["sh", "-c", "touch \"$0\"; exec sleep 1000"])
+                .arg(&ready)
+                .stdin(Stdio::null());
+            cmd
+        },
+        "flock(1)",
+    );
+    wait_for_file(&ready);
+    let (code, line) = health(&s, &[]);
+    assert_eq!(code, 0, "{line}");
+    assert!(line.starts_with("healthy: "), "{line}");
+    assert!(line.contains("flocked by a live process"), "{line}");
+    drop(flock.child.kill());
+    flock.wait();
+}

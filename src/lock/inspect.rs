@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::dir::{LockDir, Target, lock_name};
 use super::holders::{Holder, live_holders};
-use super::probe::{Found, HeldBy, Kind, examine, flock_held, stale_reason};
+use super::probe::{Found, HeldBy, Kind, examine, flock_held, foreign_flocked, stale_reason};
 use super::record::{Mode, Record};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -39,6 +39,10 @@ pub struct Inspection {
     pub holder_records: Vec<Record>,
     #[serde(skip)]
     pub what: Option<String>,
+    /// Another tool's file: whether a process flocks it (`None`: it cannot
+    /// be told, or it is not another tool's file).
+    #[serde(skip)]
+    pub foreign_flocked: Option<bool>,
 }
 
 impl Inspection {
@@ -55,6 +59,7 @@ impl Inspection {
             parsed: None,
             holder_records: Vec::new(),
             what: None,
+            foreign_flocked: None,
         }
     }
 
@@ -205,7 +210,11 @@ pub fn inspect(target: &Target) -> io::Result<Inspection> {
         {
             continue;
         }
-        return Ok(Inspection::from_found(path, &found, flocked));
+        let mut seen = Inspection::from_found(path, &found, flocked);
+        if seen.held_by == Some(HeldBy::Other) {
+            seen.foreign_flocked = foreign_flocked(&dir, name);
+        }
+        return Ok(seen);
     }
     Err(io::Error::other("the lock file keeps changing under us"))
 }

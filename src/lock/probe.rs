@@ -160,6 +160,24 @@ pub fn flock_held(file: &File, shared: bool) -> io::Result<bool> {
     }
 }
 
+/// Whether a process holds a flock on the foreign regular file `name` in
+/// `dir` (another tool's lock that flock(1) or the like holds); `None`
+/// when that cannot be told: not a regular file, unreadable, gone. Never
+/// opens anything but a regular file, never blocks.
+pub fn foreign_flocked(dir: &LockDir, name: &OsStr) -> Option<bool> {
+    let stat = dir.stat(name).ok()??;
+    if stat.st_mode & libc::S_IFMT != libc::S_IFREG {
+        return None;
+    }
+    let flags = OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_NOCTTY;
+    let file = dir.open_file(name, flags, 0).ok()?;
+    let opened = file.metadata().ok()?;
+    if (opened.dev(), opened.ino()) != (stat.st_dev, stat.st_ino) || !opened.is_file() {
+        return None;
+    }
+    flock_held(&file, false).ok()
+}
+
 /// How `try_exclusive` found the flock.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Exclusive {
