@@ -1130,3 +1130,147 @@ fn run_update_now_keeps_the_commands_exit_status() {
     assert_eq!(out.status.code(), Some(128 + 15), "{}", stderr(&out));
     assert_one_error_line(&out, "absent");
 }
+
+// ---- helios, the next supervisor (balena-io/helios helios-util/src/locking.rs) ----
+
+/// The first bytes of helios' lock files.
+const HELIOS_TAG: [u8; 2] = [0x02, 0x63];
+
+/// A lock file made the way helios makes one: a temp file in the lock's
+/// directory with the tag, flocked, then linked into place (or, `force`,
+/// renamed over whatever is there, under a flock of the directory). Held
+/// while this value lives.
+struct Helios {
+    file: std::fs::File,
+}
+
+impl Helios {
+    fn lock(path: &std::path::Path, force: bool) -> Helios {
+        let dir = path.parent().unwrap();
+        let _dir_guard = force.then(|| {
+            let dir = std::fs::File::open(dir).unwrap();
+            dir.lock().unwrap();
+            dir
+        });
+        let tmp = dir.join(format!("tmp-{}.lock", std::process::id()));
+        let mut file = std::fs::File::create_new(&tmp).unwrap();
+        std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
+        file.write_all(&HELIOS_TAG).unwrap();
+        file.sync_all().unwrap();
+        file.try_lock().unwrap();
+        if force {
+            std::fs::rename(&tmp, path).unwrap();
+        } else {
+            std::fs::hard_link(&tmp, path).unwrap();
+            std::fs::remove_file(&tmp).unwrap();
+        }
+        Helios { file }
+    }
+}
+
+fn assert_helios_file(path: &std::path::Path) {
+    assert_eq!(
+        std::fs::read(path).unwrap(),
+        HELIOS_TAG,
+        "helios' file is still there"
+    );
+}
+
+#[test]
+fn a_helios_lock_is_the_supervisors_held_and_never_stale() {
+    let s = Scratch::new();
+    let helios = Helios::lock(&s.lock(), false);
+    for flocked in [true, false] {
+        let json = status_json(&s);
+        let lock = &json["locks"][0];
+        assert_eq!(lock["held_by"], "supervisor", "{json}");
+        assert_eq!(lock["state"], "held", "{json}");
+        let out = s.cmd(&["status", "--health"]).output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "flocked {flocked}");
+        assert!(stdout(&out).starts_with("healthy: "), "{}", stdout(&out));
+        assert!(stdout(&out).contains("helios"), "{}", stdout(&out));
+        // A waiter says the supervisor holds it, and what ends the wait.
+        let out = s.cmd(&["acquire", "-w", "0.2"]).output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        let err = stderr(&out);
+        assert!(
+            err.contains("held by the supervisor (helios' lock file)"),
+            "{err}"
+        );
+        assert!(err.contains("the supervisor is updating"), "{err}");
+        // Left behind unflocked, it is still the supervisor's (helios
+        // attaches to its own file): never taken over, never released.
+        helios.file.unlock().unwrap();
+    }
+    let out = s.cmd(&["release"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_helios_file(&s.lock());
+}
+
+#[test]
+fn helios_forcing_over_a_run_is_said_and_its_file_left_alone() {
+    use std::process::Stdio;
+    let s = Scratch::new();
+    let ready = s.path("ready");
+    let mut run = s
+        .cmd(&["run", "--", "sh", "-c", "touch \"$0\"; read line"])
+        .arg(&ready)
+        .env("BALENA_SERVICE_NAME", "worker")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_file(&ready);
+    // Until the force, the holder is named with its service.
+    let text = stdout(&s.cmd(&["status"]).output().unwrap());
+    assert!(
+        text.contains("resin-lock run in service worker (pid"),
+        "{text}"
+    );
+    assert_eq!(record(&s.lock())["service"], "worker");
+
+    let _helios = Helios::lock(&s.lock(), true);
+    run.stdin.take().unwrap().write_all(b"done\n").unwrap();
+    let out = run.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("our lock file was removed by someone else"),
+        "{err}"
+    );
+    assert!(err.contains("the supervisor"), "{err}");
+    assert!(err.contains("left it alone"), "{err}");
+    assert_helios_file(&s.lock());
+    assert_eq!(
+        s.leftovers(&["updates.lock", "ready"]),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
+fn release_after_helios_forced_over_an_acquire_leaves_its_file() {
+    let s = Scratch::new();
+    let owner = Sleeper::new();
+    s.cmd(&["acquire", "--owner", &owner.pid()])
+        .assert()
+        .success();
+    let keeper = record(&s.lock())["pid"].as_i64().unwrap() as i32;
+    let _helios = Helios::lock(&s.lock(), true);
+    let out = s
+        .cmd(&["release", "--owner", &owner.pid()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("removed by someone else"), "{err}");
+    assert!(
+        err.contains("held by the supervisor (helios' lock file) now, left it alone"),
+        "{err}"
+    );
+    wait_until("the displaced keeper to exit", || !alive(keeper));
+    assert_helios_file(&s.lock());
+}

@@ -153,9 +153,10 @@ impl Inspection {
             .map(|d| format!(", --max-hold {}", humantime::format_duration(d)))
             .unwrap_or_default();
         format!(
-            "resin-lock {}{} ({pid}: {}{reason}{max_hold}) {}",
+            "resin-lock {}{}{} ({pid}: {}{reason}{max_hold}) {}",
             record.mode.as_str(),
             if record.shared { " -s" } else { "" },
+            service_of(record),
             crate::text::escape_controls(&record.command_line()),
             record.since()
         )
@@ -174,6 +175,16 @@ impl Inspection {
             ),
         }
     }
+}
+
+/// " in service NAME" when the record names the holder's service (under
+/// helios the services of an app share one lock), else nothing.
+pub fn service_of(record: &Record) -> String {
+    record
+        .service
+        .as_deref()
+        .map(|name| format!(" in service {}", crate::text::escape_controls(name)))
+        .unwrap_or_default()
 }
 
 /// Inspect a lock path for reporting.

@@ -18,6 +18,13 @@ use super::record::{MAX_LEN, Record};
 /// Supervisors >= v13.1 create their lock files as this uid (`nobody`).
 pub const SUPERVISOR_UID: u32 = 65534;
 
+/// The first bytes of every lock file of helios, the next supervisor
+/// (balena-io/helios `helios-util/src/locking.rs`: 611, the sum of the
+/// letters of "balena", big-endian). A file that begins with them is the
+/// supervisor's: held, never stale, never removed. resin-lock's record
+/// never begins with them (it begins with `{`).
+pub const HELIOS_TAG: [u8; 2] = [0x02, 0x63];
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum HeldBy {
@@ -119,6 +126,13 @@ pub fn examine(dir: &LockDir, name: &OsStr) -> io::Result<Found> {
         (&mut file)
             .take(MAX_LEN as u64 + 1)
             .read_to_end(&mut bytes)?;
+        if bytes.starts_with(&HELIOS_TAG) {
+            return Ok(foreign(
+                Kind::File,
+                HeldBy::Supervisor,
+                "the supervisor (helios' lock file)",
+            ));
+        }
         return Ok(match Record::parse(&bytes) {
             Some((record, raw)) => Found::Ours {
                 file,
