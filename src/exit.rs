@@ -79,8 +79,8 @@ impl Exit {
                  `--owner` naming no process, a `--root` that does not exist"
             }
             Exit::Unavailable => {
-                "the supervisor API is not configured or does not answer (`force-update`, \
-                 `status --supervisor`)"
+                "the supervisor API is unreachable or not configured (`force-update`; \
+                 `status --supervisor` keeps the lock's exit status and says so in one line)"
             }
             Exit::Software => {
                 "internal error (a bug), or an answer from the supervisor API that is \

@@ -92,6 +92,7 @@ pub fn resin_lock() -> Command {
         "RESIN_SUPERVISOR_ADDRESS",
         "BALENA_SUPERVISOR_API_KEY",
         "RESIN_SUPERVISOR_API_KEY",
+        "BALENA_SERVICE_NAME",
     ] {
         cmd.env_remove(var);
     }

@@ -301,3 +301,129 @@ impl Drop for Owner {
         let _ = self.0.wait();
     }
 }
+
+#[test]
+fn health_never_calls_a_lock_released_normally_stale() {
+    // A holder loops `run -- true`: its lock appears and is released all
+    // the time. Every status that reads a record just before its release
+    // must not call it stale (issue 19.5: 29 of 3,912 calls did).
+    let s = Scratch::new();
+    let stop = s.path("stop");
+    let counted = s.path("rounds");
+    let script = r#"n=0; while [ ! -e "$1" ]; do "$2" -q --path "$3" run -- true || exit 1; n=$((n+1)); done; echo $n > "$4""#;
+    let mut holder = Group::spawn(
+        {
+            let mut cmd = Command::new("sh");
+            cmd.args(["-c", script, "sh"])
+                .arg(&stop)
+                .arg(bin())
+                .arg(s.lock())
+                .arg(&counted)
+                .stdin(Stdio::null());
+            cmd
+        },
+        "the run -- true loop",
+    );
+    let (mut held, mut stale) = (0, Vec::new());
+    for call in 0..rounds(2500) {
+        let args: &[&str] = if call % 4 == 3 {
+            &["status"]
+        } else {
+            &["status", "--health"]
+        };
+        let out = s.cmd(args).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.stderr.is_empty(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if text.contains("stale") || (args.len() == 2 && out.status.code() != Some(0)) {
+            stale.push(text);
+        } else if text.contains("held by resin-lock run") {
+            held += 1;
+        }
+    }
+    fs::write(&stop, "").unwrap();
+    assert!(holder.wait().success());
+    let loops: usize = fs::read_to_string(&counted)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        loops > 0 && held > 0,
+        "the holder ran {loops} times, seen held {held} times"
+    );
+    eprintln!(
+        "{} status calls, {held} saw the lock held, the holder ran {loops} times",
+        rounds(2500)
+    );
+    assert!(
+        stale.is_empty(),
+        "{} stale answers: {:?}",
+        stale.len(),
+        &stale[..stale.len().min(3)]
+    );
+}
+
+#[test]
+fn health_of_a_leftover_foreign_file_says_nobody_can_tell() {
+    let s = Scratch::new();
+    // An empty file, lockfile(1)'s `0`, a directory: nobody flocks them,
+    // so nobody can tell whether anyone still uses them. Foreign locks are
+    // never stale (exit 0), but the line must not call them healthy.
+    for make in ["empty", "0", "dir"] {
+        match make {
+            "dir" => fs::create_dir(s.lock()).unwrap(),
+            content => fs::write(s.lock(), content.trim_start_matches("empty")).unwrap(),
+        }
+        let (code, line) = health(&s, &[]);
+        assert_eq!(code, 0, "{make}: {line}");
+        assert!(line.starts_with("unknown: "), "{make}: {line}");
+        assert!(!line.contains("healthy"), "{make}: {line}");
+        assert!(
+            line.contains("nobody can tell whether anyone still uses it"),
+            "{make}: {line}"
+        );
+        let json: serde_json::Value = serde_json::from_slice(
+            &s.cmd(&["status", "--json", "--health"])
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .unwrap();
+        assert_eq!(
+            json.get("healthy"),
+            Some(&serde_json::Value::Null),
+            "{make}: {json}"
+        );
+        assert!(json["health"].as_str().unwrap().starts_with("unknown: "));
+        if make == "dir" {
+            fs::remove_dir(s.lock()).unwrap();
+        } else {
+            fs::remove_file(s.lock()).unwrap();
+        }
+    }
+
+    // The same empty file flocked by flock(1): someone uses it.
+    let ready = s.path("ready");
+    let mut flock = Group::spawn(
+        {
+            let mut cmd = Command::new("flock");
+            cmd.arg(s.lock())
+                .args(["sh", "-c", "touch \"$0\"; exec sleep 1000"])
+                .arg(&ready)
+                .stdin(Stdio::null());
+            cmd
+        },
+        "flock(1)",
+    );
+    wait_for_file(&ready);
+    let (code, line) = health(&s, &[]);
+    assert_eq!(code, 0, "{line}");
+    assert!(line.starts_with("healthy: "), "{line}");
+    assert!(line.contains("flocked by a live process"), "{line}");
+    drop(flock.child.kill());
+    flock.wait();
+}

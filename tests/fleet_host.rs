@@ -312,3 +312,44 @@ fn host_escapes_names_and_reasons_one_lock_one_line() {
     );
     assert!(text.contains(r"reason: a\nb\u{1b}[2J"), "{text}");
 }
+
+#[test]
+fn host_names_the_service_that_holds_a_lock_and_helios_files_are_the_supervisors() {
+    // Under helios the services of an app share one lock file: the holder
+    // named by the record's `service` may be another service than the
+    // directory's. A file that begins with helios' tag is the supervisor's.
+    let scratch = Scratch::new();
+    let root = scratch.dir.path();
+    let main = root.join(SERVICES).join("1000004").join("main");
+    fs::create_dir_all(&main).unwrap();
+    let record = STALE.replace(r#""reason""#, r#""service":"worker","reason""#);
+    fs::write(main.join("updates.lock"), record).unwrap();
+    let other = root.join(SERVICES).join("1000005").join("main");
+    fs::create_dir_all(&other).unwrap();
+    fs::write(other.join("updates.lock"), [0x02, 0x63]).unwrap();
+    let out = resin_lock()
+        .arg("--root")
+        .arg(root)
+        .args(["status", "--host"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains(
+            "app 1000004 service main: updates.lock: stale (holder exited), was held by \
+             resin-lock acquire in service worker (keeper pid 4242"
+        ),
+        "{text}"
+    );
+    let helios = text
+        .lines()
+        .find(|l| l.starts_with("app 1000005 service main: updates.lock: "))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        helios.contains("held by the supervisor (helios' lock file), for ")
+            && helios.ends_with("; the supervisor's own lock; blocks neither"),
+        "{helios}"
+    );
+}

@@ -48,6 +48,7 @@ fn record() -> impl Strategy<Value = Record> {
             prop::option::of(any::<u64>()),
             any::<bool>(),
         ),
+        prop::option::of(any::<String>()),
     )
         .prop_map(
             |(
@@ -55,6 +56,7 @@ fn record() -> impl Strategy<Value = Record> {
                 (start, boot_id, pid_ns, uid),
                 cmd,
                 (fd, owner_start, reason, max_hold_ms, shared),
+                service,
             )| Record {
                 tool: TOOL.to_owned(),
                 v,
@@ -74,6 +76,7 @@ fn record() -> impl Strategy<Value = Record> {
                 chain: Vec::new(),
                 fd,
                 shared,
+                service,
             },
         )
 }
@@ -148,6 +151,8 @@ proptest! {
         };
         let line = record.to_line();
         prop_assert!(line.len() <= resin_lock::lock::record::MAX_WRITE, "{}", line.len());
+        // helios' lock files begin with 0x02 0x63 (the supervisor's); ours never.
+        prop_assert!(!line.as_bytes().starts_with(&[0x02, 0x63]));
         let (parsed, _) = Record::parse(line.as_bytes()).expect("our own record parses");
         prop_assert_eq!(parsed.pid, record.pid);
         prop_assert_eq!(parsed.owner, record.owner);

@@ -28,6 +28,9 @@ struct Received {
     body: String,
     /// Whether the watched lock file existed when the request arrived.
     lock_existed: bool,
+    /// `Answer::WaitingUpdate`: whether the request overrode the update
+    /// waiting on locks (the fake then removed the watched lock file).
+    forced: bool,
 }
 
 /// How the fake supervisor answers.
@@ -39,6 +42,13 @@ enum Answer {
     Silent,
     /// These bytes exactly, then hang up.
     Raw(Vec<u8>),
+    /// `POST /v1/update` while an update waits on the (watched) lock, as a
+    /// supervisor of this generation answers it: 202, and only a request
+    /// that overrides the waiting update forces it (removes the lock file,
+    /// as the real force does). Since v17.5.0 that takes `"cancel":true`
+    /// beside `"force":true` (balena-supervisor issue 2541); before v17.1
+    /// `cancel` is not known and ignored.
+    WaitingUpdate { since_v17_5: bool },
 }
 
 struct FakeSupervisor {
@@ -65,12 +75,19 @@ impl FakeSupervisor {
                     continue;
                 };
                 request.lock_existed = watch.as_ref().is_some_and(|p| p.symlink_metadata().is_ok());
+                let answer = &answers[n.min(answers.len() - 1)];
+                if let Answer::WaitingUpdate { since_v17_5 } = answer {
+                    request.forced = overrides(&request.body, *since_v17_5);
+                    if let Some(lock) = watch.as_ref().filter(|_| request.forced) {
+                        let _ = std::fs::remove_file(lock);
+                    }
+                }
                 // Tell the test before answering: the command cannot finish
                 // (other than by giving up) before the test knows.
                 if tx.send(request).is_err() {
                     return;
                 }
-                answer_with(stream, &answers[n.min(answers.len() - 1)]);
+                answer_with(stream, answer);
             }
         });
         FakeSupervisor { address, received }
@@ -129,7 +146,18 @@ fn read_request(stream: &TcpStream) -> Option<Received> {
         content_type,
         body: String::from_utf8(body).ok()?,
         lock_existed: false,
+        forced: false,
     })
+}
+
+/// Whether a `POST /v1/update` body overrides an update that waits on
+/// locks: `force` (the override), and on v17.5+ also `cancel` (which ends
+/// the waiting apply so the forced one starts; without it the supervisor
+/// accepts the request and nothing happens).
+fn overrides(body: &str, since_v17_5: bool) -> bool {
+    let body: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+    let flag = |name: &str| body[name].as_bool() == Some(true);
+    flag("force") && (!since_v17_5 || flag("cancel"))
 }
 
 fn answer_with(mut stream: TcpStream, answer: &Answer) {
@@ -154,6 +182,7 @@ fn answer_with(mut stream: TcpStream, answer: &Answer) {
         Answer::Raw(bytes) => {
             let _ = stream.write_all(bytes);
         }
+        Answer::WaitingUpdate { .. } => answer_with(stream, &Answer::Status(202, "Accepted")),
     }
 }
 
@@ -197,9 +226,14 @@ fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-/// The request of `force-update`, as the supervisor documents it.
+/// The request of `force-update`: `force`, and `cancel` for supervisors
+/// >= v17.5.0, which ignore a plain `force` while an update waits on locks.
 fn assert_force_request(request: &Received, key: &str) {
-    assert_update_post(request, key, serde_json::json!({"force": true}));
+    assert_update_post(
+        request,
+        key,
+        serde_json::json!({"force": true, "cancel": true}),
+    );
 }
 
 /// `POST /v1/update` with the key in the query and `body` as JSON.
@@ -233,6 +267,30 @@ fn force_update_accepted_with_202_and_204() {
             stdout(&out)
         );
         assert_force_request(&fake.request(), KEY);
+        fake.assert_no_request();
+    }
+}
+
+#[test]
+fn force_update_overrides_an_update_waiting_on_locks_old_and_new() {
+    // An update waits on the app's lock (another tool's file); force-update
+    // must make the supervisor force it, on supervisors before and since
+    // v17.5.0 (which accepts a plain force and does nothing).
+    for since_v17_5 in [true, false] {
+        let s = Scratch::new();
+        std::fs::write(s.lock(), "0").unwrap();
+        let fake =
+            FakeSupervisor::answering(vec![Answer::WaitingUpdate { since_v17_5 }], Some(s.lock()));
+        let out = run(with_api(&fake.address, &["force-update"]));
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        assert_eq!(stderr(&out), "");
+        let request = fake.request();
+        assert!(
+            request.forced,
+            "v17.5+ {since_v17_5}: the waiting update was not forced by {}",
+            request.body
+        );
+        assert!(!s.lock().exists(), "the forced update removed the lock");
         fake.assert_no_request();
     }
 }
@@ -427,6 +485,51 @@ fn status_supervisor_unreachable_keeps_the_lock_report_and_code() {
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert_eq!(report["locked"], true);
     assert_eq!(report["supervisor"]["reachable"], false);
+}
+
+#[test]
+fn status_supervisor_unreachable_is_one_line_and_the_locks_exit_status() {
+    let s = Scratch::new();
+    std::fs::write(s.lock(), "0").unwrap();
+    for health in [false, true] {
+        let mut cmd = with_api(&dead_address(), &[]);
+        cmd.arg("--path")
+            .arg(s.lock())
+            .args(["status", "--supervisor"]);
+        if health {
+            cmd.arg("--health");
+        }
+        let out = run(cmd);
+        // A foreign lock: 1 for status, 0 (held, never stale) for --health.
+        assert_eq!(
+            out.status.code(),
+            Some(i32::from(!health)),
+            "{}",
+            stderr(&out)
+        );
+        assert_eq!(stderr(&out), "");
+        let text = stdout(&out);
+        let api: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("supervisor:"))
+            .collect();
+        assert_eq!(api.len(), 1, "{text}");
+        assert!(api[0].contains("connection refused"), "{text}");
+        assert!(
+            api[0].ends_with("; the exit status is the lock's, not the API's"),
+            "{text}"
+        );
+    }
+    // The exit table says so too (README and man page are checked against it).
+    let help = resin_lock().arg("--help").output().unwrap();
+    let help = stdout(&help)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(
+        help.contains("69 the supervisor API is unreachable or not configured (force-update; status --supervisor keeps the lock's exit status and says so in one line)"),
+        "{help}"
+    );
 }
 
 #[test]
@@ -678,6 +781,30 @@ fn the_api_key_is_never_printed_even_when_the_supervisor_echoes_it() {
     assert_eq!(out.status.code(), Some(70), "{}", stderr(&out));
     assert!(stderr(&out).contains("apikey=***"), "{}", stderr(&out));
     fake.request();
+}
+
+#[test]
+fn a_one_character_key_is_masked_only_where_it_is_the_key() {
+    // A key of one character occurs everywhere: in the address, the
+    // status, the answer. Only its place in the URL is the key.
+    let fake = FakeSupervisor::start(raw(
+        "HTTP/1.1 500 Internal Error\r\nContent-Length: 53\r\n\r\n\
+         {\"error\":\"bad request: apikey=1 at 127.0.0.1, try 1\"}",
+    ));
+    let mut cmd = resin_lock();
+    cmd.arg("force-update")
+        .env("BALENA_SUPERVISOR_ADDRESS", &fake.address)
+        .env("BALENA_SUPERVISOR_API_KEY", "1");
+    let out = cmd.output().unwrap();
+    assert_eq!(out.status.code(), Some(70), "{}", stderr(&out));
+    let err = stderr(&out);
+    let want = format!(
+        "resin-lock: unexpected answer from the supervisor at {}/v1/update: HTTP 500: \
+         {{\"error\":\"bad request: apikey=*** at 127.0.0.1, try 1\"}}\n",
+        fake.address
+    );
+    assert_eq!(err, want);
+    assert_force_request(&fake.request(), "1");
 }
 
 #[test]
@@ -1002,4 +1129,148 @@ fn run_update_now_keeps_the_commands_exit_status() {
     ));
     assert_eq!(out.status.code(), Some(128 + 15), "{}", stderr(&out));
     assert_one_error_line(&out, "absent");
+}
+
+// ---- helios, the next supervisor (balena-io/helios helios-util/src/locking.rs) ----
+
+/// The first bytes of helios' lock files.
+const HELIOS_TAG: [u8; 2] = [0x02, 0x63];
+
+/// A lock file made the way helios makes one: a temp file in the lock's
+/// directory with the tag, flocked, then linked into place (or, `force`,
+/// renamed over whatever is there, under a flock of the directory). Held
+/// while this value lives.
+struct Helios {
+    file: std::fs::File,
+}
+
+impl Helios {
+    fn lock(path: &std::path::Path, force: bool) -> Helios {
+        let dir = path.parent().unwrap();
+        let _dir_guard = force.then(|| {
+            let dir = std::fs::File::open(dir).unwrap();
+            dir.lock().unwrap();
+            dir
+        });
+        let tmp = dir.join(format!("tmp-{}.lock", std::process::id()));
+        let mut file = std::fs::File::create_new(&tmp).unwrap();
+        std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
+        file.write_all(&HELIOS_TAG).unwrap();
+        file.sync_all().unwrap();
+        file.try_lock().unwrap();
+        if force {
+            std::fs::rename(&tmp, path).unwrap();
+        } else {
+            std::fs::hard_link(&tmp, path).unwrap();
+            std::fs::remove_file(&tmp).unwrap();
+        }
+        Helios { file }
+    }
+}
+
+fn assert_helios_file(path: &std::path::Path) {
+    assert_eq!(
+        std::fs::read(path).unwrap(),
+        HELIOS_TAG,
+        "helios' file is still there"
+    );
+}
+
+#[test]
+fn a_helios_lock_is_the_supervisors_held_and_never_stale() {
+    let s = Scratch::new();
+    let helios = Helios::lock(&s.lock(), false);
+    for flocked in [true, false] {
+        let json = status_json(&s);
+        let lock = &json["locks"][0];
+        assert_eq!(lock["held_by"], "supervisor", "{json}");
+        assert_eq!(lock["state"], "held", "{json}");
+        let out = s.cmd(&["status", "--health"]).output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "flocked {flocked}");
+        assert!(stdout(&out).starts_with("healthy: "), "{}", stdout(&out));
+        assert!(stdout(&out).contains("helios"), "{}", stdout(&out));
+        // A waiter says the supervisor holds it, and what ends the wait.
+        let out = s.cmd(&["acquire", "-w", "0.2"]).output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        let err = stderr(&out);
+        assert!(
+            err.contains("held by the supervisor (helios' lock file)"),
+            "{err}"
+        );
+        assert!(err.contains("the supervisor is updating"), "{err}");
+        // Left behind unflocked, it is still the supervisor's (helios
+        // attaches to its own file): never taken over, never released.
+        helios.file.unlock().unwrap();
+    }
+    let out = s.cmd(&["release"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_helios_file(&s.lock());
+}
+
+#[test]
+fn helios_forcing_over_a_run_is_said_and_its_file_left_alone() {
+    use std::process::Stdio;
+    let s = Scratch::new();
+    let ready = s.path("ready");
+    let mut run = s
+        .cmd(&["run", "--", "sh", "-c", "touch \"$0\"; read line"])
+        .arg(&ready)
+        .env("BALENA_SERVICE_NAME", "worker")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_file(&ready);
+    // Until the force, the holder is named with its service.
+    let text = stdout(&s.cmd(&["status"]).output().unwrap());
+    assert!(
+        text.contains("resin-lock run in service worker (pid"),
+        "{text}"
+    );
+    assert_eq!(record(&s.lock())["service"], "worker");
+
+    let _helios = Helios::lock(&s.lock(), true);
+    run.stdin.take().unwrap().write_all(b"done\n").unwrap();
+    let out = run.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("our lock file was removed by someone else"),
+        "{err}"
+    );
+    assert!(err.contains("the supervisor"), "{err}");
+    assert!(err.contains("left it alone"), "{err}");
+    assert_helios_file(&s.lock());
+    assert_eq!(
+        s.leftovers(&["updates.lock", "ready"]),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
+fn release_after_helios_forced_over_an_acquire_leaves_its_file() {
+    let s = Scratch::new();
+    let owner = Sleeper::new();
+    s.cmd(&["acquire", "--owner", &owner.pid()])
+        .assert()
+        .success();
+    let keeper = record(&s.lock())["pid"].as_i64().unwrap() as i32;
+    let _helios = Helios::lock(&s.lock(), true);
+    let out = s
+        .cmd(&["release", "--owner", &owner.pid()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("removed by someone else"), "{err}");
+    assert!(
+        err.contains("held by the supervisor (helios' lock file) now, left it alone"),
+        "{err}"
+    );
+    wait_until("the displaced keeper to exit", || !alive(keeper));
+    assert_helios_file(&s.lock());
 }

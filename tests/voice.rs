@@ -382,3 +382,72 @@ fn the_remaining_section_7_paths_speak_with_one_voice() {
         .assert()
         .success();
 }
+
+/// `resin-lock --root ROOT ARGS…` with these detection variables.
+fn rooted(root: &Path, env: &[(&str, &str)], args: &[&str]) -> Command {
+    let mut cmd = crate::common::resin_lock();
+    cmd.arg("--root").arg(root).args(args);
+    for (name, value) in env {
+        cmd.env(name, value);
+    }
+    cmd
+}
+
+#[test]
+fn a_lock_no_supervisor_checks_is_said_once() {
+    const UNPROTECTED: &str = "no supervisor lock directory was found";
+    // BALENA_APP_LOCK_PATH set but /tmp/balena missing (a service that
+    // mounts its own /tmp), and no supervisor at all (rule 10, no
+    // /tmp/resin): acquire and run take a lock nobody checks, and say so.
+    let app = [("BALENA_APP_LOCK_PATH", "/tmp/balena/updates.lock")];
+    for env in [&app[..], &[][..]] {
+        for (args, code) in [
+            (&["acquire", "-n"][..], 0),
+            (&["run", "-n", "--", "true"][..], 0),
+        ] {
+            let root = tempfile::tempdir().unwrap();
+            let out = rooted(root.path(), env, args).output().unwrap();
+            let err = String::from_utf8_lossy(&out.stderr).into_owned();
+            assert_eq!(out.status.code(), Some(code), "{env:?} {args:?}: {err}");
+            assert_eq!(err.lines().count(), 1, "{env:?} {args:?}: {err}");
+            assert!(err.starts_with("resin-lock: "), "{err}");
+            assert!(err.contains(UNPROTECTED), "{env:?} {args:?}: {err}");
+            assert!(err.contains("protects nothing"), "{err}");
+            let released = rooted(root.path(), env, &["release"]).output().unwrap();
+            assert_eq!(released.status.code(), Some(0));
+            assert_eq!(String::from_utf8_lossy(&released.stderr), "");
+            // -q: not a word.
+            let root = tempfile::tempdir().unwrap();
+            let quiet = [&["-q"][..], args].concat();
+            let out = rooted(root.path(), env, &quiet).output().unwrap();
+            assert_eq!(
+                String::from_utf8_lossy(&out.stderr),
+                "",
+                "{env:?} -q {args:?}"
+            );
+            rooted(root.path(), env, &["-q", "release"])
+                .assert()
+                .success();
+        }
+    }
+    // With the supervisor's directory there, or with --path: nothing said.
+    let root = tempfile::tempdir().unwrap();
+    fs::create_dir_all(root.path().join("tmp/balena")).unwrap();
+    for env in [&app[..], &[][..]] {
+        let out = rooted(root.path(), env, &["run", "-n", "--", "true"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0));
+        assert_eq!(String::from_utf8_lossy(&out.stderr), "", "{env:?}");
+    }
+    let scratch = Scratch::new();
+    let out = scratch.cmd(&["run", "-n", "--", "true"]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+    // status reports the fact (detection), for every command to see.
+    let root = tempfile::tempdir().unwrap();
+    let out = rooted(root.path(), &app, &["status", "--json"])
+        .output()
+        .unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["detection"]["lock_dir_found"], false, "{json}");
+}

@@ -188,6 +188,9 @@ pub(crate) struct StatusArgs {
     pub(crate) json: bool,
 
     /// Also ask the supervisor API whether an update is pending.
+    ///
+    /// The exit status stays the lock's; an unreachable or refusing API is
+    /// one line of the report, never 69, 70 or 77.
     #[arg(long)]
     pub(crate) supervisor: bool,
 

@@ -157,7 +157,9 @@ pub(crate) enum Command {
 
     /// Ask the supervisor to update now, overriding update locks.
     ///
-    /// Sends POST /v1/update {"force":true} to the supervisor API. Needs
+    /// Sends POST /v1/update {"force":true,"cancel":true} to the supervisor API
+    /// (since supervisor v17.5.0 a plain force is ignored while an update
+    /// waits on locks; older supervisors ignore cancel). Needs
     /// BALENA_SUPERVISOR_ADDRESS and BALENA_SUPERVISOR_API_KEY (or the RESIN_
     /// names), which the supervisor provides to services with the
     /// io.balena.features.supervisor-api label.

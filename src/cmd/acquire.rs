@@ -17,6 +17,7 @@ const MAX_CHAIN: usize = 16;
 
 pub fn run(ctx: &Context, args: AcquireArgs) -> Result<u8> {
     refuse_nobody()?;
+    super::context::warn_unprotected(ctx);
     let owner =
         owner::choose(args.owner.unwrap_or(OwnerChoice::Default)).map_err(|err| match err {
             NoOwner::NoSuchProcess(pid) => {

@@ -35,6 +35,27 @@ pub(crate) fn refuse_nobody() -> Result<()> {
     Ok(())
 }
 
+/// Before `acquire` or `run` takes a detected lock: when no supervisor lock
+/// directory exists, the lock will be one nobody checks. Said once (not
+/// with `-q`); never for `--path`, which the user chose.
+pub(crate) fn warn_unprotected(ctx: &Context) {
+    let detection = &ctx.locations.detection;
+    if detection.lock_dir_found != Some(false) {
+        return;
+    }
+    let dirs: Vec<String> = detection
+        .missing_lock_dirs
+        .iter()
+        .map(|dir| dir.display().to_string())
+        .collect();
+    ctx.ui.warn(format!(
+        "no supervisor lock directory was found (no {}): the lock is taken there, but \
+         no supervisor checks it, so it protects nothing from an update (a service that \
+         mounts its own /tmp hides the supervisor's /tmp/balena)",
+        dirs.join(", no ")
+    ));
+}
+
 /// How to wait, from `-n`, `-w`, `-E`; `owner`: an `acquire`'s owner.
 pub(crate) fn wait_opts(args: &WaitArgs, owner: Option<ProcId>) -> WaitOpts {
     WaitOpts {

@@ -1,8 +1,9 @@
 //! `resin-lock force-update`: ask the supervisor to update now, overriding
-//! update locks (`POST /v1/update` with `{"force":true}`), for when an app
-//! hangs in a critical section. Exit 0 when the supervisor accepts it, 69
-//! when its API is not configured or does not answer, 77 when it refuses the
-//! key, 70 for any other answer.
+//! update locks (`POST /v1/update` with `{"force":true,"cancel":true}`: on
+//! supervisors >= v17.5.0 a plain `force` does nothing while an update waits
+//! on locks), for when an app hangs in a critical section. Exit 0 when the
+//! supervisor accepts it, 69 when its API is not configured or does not
+//! answer, 77 when it refuses the key, 70 for any other answer.
 //!
 //! Also `--update-now` (`release`, `run`): the gentle request, made after
 //! the lock is released, that never changes the exit status.
@@ -13,14 +14,14 @@ use anyhow::Result;
 
 use super::context::Context;
 use crate::exit::{Exit, fail};
-use crate::supervisor_api::{self, Config, UPDATE_NOW_BODY, UpdateNow};
+use crate::supervisor_api::{self, Config, FORCE_BODY, UPDATE_NOW_BODY, UpdateNow};
 use crate::ui::Ui;
 
 pub fn run(ctx: &Context) -> Result<u8> {
     let config = Config::from_env().map_err(|missing| fail(Exit::Unavailable, missing))?;
     ctx.ui.verbose(|| {
         format!(
-            "POST {} (address from {}, API key given as ?apikey=)",
+            "POST {} {FORCE_BODY} (address from {}, API key given as ?apikey=)",
             config.url("/v1/update"),
             config.address_source
         )

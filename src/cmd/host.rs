@@ -216,8 +216,9 @@ fn host_lock(seen: &Inspection, file: &'static str, mtime: Option<i64>, flocked:
                 Mode::Run => format!("pid {} in the container's pid namespace", r.pid),
             };
             format!(
-                "resin-lock {} ({pids}: {})",
+                "resin-lock {}{} ({pids}: {})",
                 r.mode.as_str(),
+                crate::lock::inspect::service_of(r),
                 escape_controls(&r.command_line())
             )
         }

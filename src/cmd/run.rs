@@ -14,6 +14,7 @@ use crate::supervise;
 
 pub fn run(ctx: &Context, args: RunArgs) -> Result<u8> {
     refuse_nobody()?;
+    super::context::warn_unprotected(ctx);
     // Handlers go in before anything can be waited for or spawned, so no
     // signal and no child exit is missed.
     let mut watched = FORWARD.to_vec();

@@ -25,9 +25,10 @@ struct Report<'a> {
     locked: bool,
     locks: Vec<serde_json::Value>,
     detection: &'a Detection,
-    /// `--health`: whether the locks are healthy, and the line that says why.
+    /// `--health`: whether the locks are healthy (null when nobody can
+    /// tell: another tool's file that nobody flocks), and the line that says why.
     #[serde(skip_serializing_if = "Option::is_none")]
-    healthy: Option<bool>,
+    healthy: Option<Option<bool>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     health: Option<&'a str>,
     /// `--supervisor`: what the supervisor API says about updates.
@@ -48,7 +49,7 @@ pub fn run(ctx: &Context, args: StatusArgs) -> Result<u8> {
     let locked = locks.iter().any(|l| l.state != State::Free);
     let health = args.health.then(|| health(&locks, args.max_hold));
     let busy = match &health {
-        Some((healthy, _)) => !healthy,
+        Some((verdict, _)) => *verdict == Verdict::Unhealthy,
         None => locked,
     };
     let code = if busy { Exit::Busy } else { Exit::Ok }.code();
@@ -63,13 +64,16 @@ pub fn run(ctx: &Context, args: StatusArgs) -> Result<u8> {
             locked,
             locks: locks.iter().map(lock_json).collect(),
             detection: &ctx.locations.detection,
-            healthy: health.as_ref().map(|(healthy, _)| *healthy),
+            healthy: health.as_ref().map(|(verdict, _)| verdict.healthy()),
             health: health.as_ref().map(|(_, line)| line.as_str()),
             supervisor: device.as_ref(),
         };
         serde_json::to_string(&report)?
     } else if let Some((_, line)) = health {
-        line
+        std::iter::once(line)
+            .chain(device.iter().flat_map(supervisor_lines))
+            .collect::<Vec<_>>()
+            .join("\n")
     } else {
         let mut lines: Vec<String> = locks.iter().map(Inspection::describe).collect();
         lines.push(format!(
@@ -128,11 +132,37 @@ fn held_for(lock: &Inspection) -> Option<Duration> {
     }
 }
 
+/// What `status --health` found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    /// Updates are not blocked, or blocked for a reason.
+    Healthy,
+    /// Blocked by another tool's file that nobody flocks: nobody can tell
+    /// whether anyone still uses it. Foreign locks are held, never stale
+    /// (SPEC 4a), so this exits 0 like `Healthy`, but it is not called so.
+    Unknown,
+    /// A lock blocks updates for nothing: exit 1.
+    Unhealthy,
+}
+
+impl Verdict {
+    /// `healthy` in `--json`: null when nobody can tell.
+    fn healthy(self) -> Option<bool> {
+        match self {
+            Verdict::Healthy => Some(true),
+            Verdict::Unknown => None,
+            Verdict::Unhealthy => Some(false),
+        }
+    }
+}
+
 /// `status --health` (SPEC 4a): healthy unless a lock blocks updates for
 /// nothing: stale, or held longer than `max_hold` (never the supervisor's
-/// own lock: it is updating). The one line that says why.
-fn health(locks: &[Inspection], max_hold: Option<Duration>) -> (bool, String) {
+/// own lock: it is updating); unknown for another tool's file that nobody
+/// flocks. The one line that says why.
+fn health(locks: &[Inspection], max_hold: Option<Duration>) -> (Verdict, String) {
     let mut held = Vec::new();
+    let mut unknown = Vec::new();
     for lock in locks {
         let path = lock.path.display();
         let age = held_for(lock);
@@ -144,7 +174,7 @@ fn health(locks: &[Inspection], max_hold: Option<Duration>) -> (bool, String) {
             State::Free => {}
             State::Stale => {
                 return (
-                    false,
+                    Verdict::Unhealthy,
                     format!(
                         "unhealthy: {path} blocks updates for nothing: stale ({}): {}; \
                          the next acquire or run takes it over, `resin-lock release` removes it",
@@ -157,7 +187,7 @@ fn health(locks: &[Inspection], max_hold: Option<Duration>) -> (bool, String) {
                 let age = Duration::from_secs(age.unwrap_or_default().as_secs());
                 let max = max_hold.unwrap_or_default();
                 return (
-                    false,
+                    Verdict::Unhealthy,
                     format!(
                         "unhealthy: {path} held for {}, longer than --max-hold {}: {}",
                         humantime::format_duration(age),
@@ -166,13 +196,34 @@ fn health(locks: &[Inspection], max_hold: Option<Duration>) -> (bool, String) {
                     ),
                 );
             }
+            State::Held if lock.held_by == Some(HeldBy::Other) => {
+                if lock.foreign_flocked == Some(true) {
+                    held.push(format!(
+                        "{path} held by {}, flocked by a live process",
+                        lock.holder()
+                    ));
+                } else {
+                    unknown.push(format!(
+                        "{path} is held by {}, which nobody flocks: nobody can tell whether \
+                         anyone still uses it; it blocks updates until it is removed \
+                         (`resin-lock release --force` once nothing uses it)",
+                        lock.holder()
+                    ));
+                }
+            }
             State::Held => held.push(format!("{path} held by {}", lock.holder())),
         }
     }
-    if held.is_empty() {
-        return (true, "healthy: no update lock is held".to_owned());
+    if !unknown.is_empty() {
+        return (Verdict::Unknown, format!("unknown: {}", unknown.join("; ")));
     }
-    (true, format!("healthy: {}", held.join("; ")))
+    if held.is_empty() {
+        return (
+            Verdict::Healthy,
+            "healthy: no update lock is held".to_owned(),
+        );
+    }
+    (Verdict::Healthy, format!("healthy: {}", held.join("; ")))
 }
 
 /// The lines of `status --supervisor`, the supervisor's words escaped.
@@ -180,14 +231,17 @@ fn supervisor_lines(info: &DeviceInfo) -> Vec<String> {
     let text = |field: &Option<String>, default: &str| {
         escape_controls(field.as_deref().unwrap_or(default))
     };
+    // A health check or CI script reads the exit status: it stays the
+    // lock's, whatever became of the request, and the line says so.
+    const KEPT: &str = "the exit status is the lock's, not the API's";
     if !info.reachable {
         return vec![format!(
-            "supervisor: unreachable: {}",
+            "supervisor: unreachable: {}; {KEPT}",
             text(&info.error, "unknown error")
         )];
     }
     if info.error.is_some() {
-        return vec![format!("supervisor: {}", text(&info.error, ""))];
+        return vec![format!("supervisor: {}; {KEPT}", text(&info.error, ""))];
     }
     let mut lines = vec![format!(
         "supervisor: v{} on {}, {}",
@@ -233,7 +287,9 @@ mod tests {
         );
         assert_eq!(
             supervisor_lines(&DeviceInfo::unreachable("connection refused")),
-            ["supervisor: unreachable: connection refused"]
+            [
+                "supervisor: unreachable: connection refused; the exit status is the lock's, not the API's"
+            ]
         );
     }
 
@@ -253,6 +309,9 @@ mod tests {
         );
         assert!(lines.iter().all(|line| !line.chars().any(char::is_control)));
         let unreachable = supervisor_lines(&DeviceInfo::unreachable("a\nb"));
-        assert_eq!(unreachable, [r"supervisor: unreachable: a\nb"]);
+        assert_eq!(
+            unreachable,
+            [r"supervisor: unreachable: a\nb; the exit status is the lock's, not the API's"]
+        );
     }
 }

@@ -94,6 +94,14 @@ pub struct Detection {
     pub(crate) app_lock_path_source: Option<String>,
     /// Whether `ROOT/tmp/balena` is a directory; null for `--path`.
     pub(crate) tmp_balena_is_dir: Option<bool>,
+    /// Whether the directory of any detected lock path exists (under the
+    /// root) before resin-lock creates it: the supervisor provides these
+    /// directories, so when none exists (a service that mounts its own
+    /// /tmp, no supervisor at all) nothing checks the lock. Null for `--path`.
+    pub(crate) lock_dir_found: Option<bool>,
+    /// The detected lock directories, under the root, when none exists.
+    #[serde(skip)]
+    pub(crate) missing_lock_dirs: Vec<PathBuf>,
     /// The choice in words.
     #[serde(skip)]
     pub explanation: String,
@@ -145,6 +153,15 @@ pub(crate) fn resolve(explicit: &[PathBuf], root: Option<&Path>) -> Locations {
             "{} (under the root {})",
             detection.explanation, detection.root
         );
+    }
+    let dirs: Vec<PathBuf> = paths
+        .iter()
+        .filter_map(|path| path.parent().map(Path::to_owned))
+        .collect();
+    let found = dirs.iter().any(|dir| is_dir(root, dir));
+    detection.lock_dir_found = Some(found);
+    if !found {
+        detection.missing_lock_dirs = dirs.iter().map(|dir| under_root(root, dir)).collect();
     }
     Locations {
         targets: paths
@@ -347,6 +364,9 @@ pub fn detect(inputs: &Inputs) -> Detected {
             os_version_raw: inputs.os_version.as_ref().map(|s| s.value.clone()),
             app_lock_path_source: inputs.app_lock_path.as_ref().map(|s| s.source.clone()),
             tmp_balena_is_dir: Some(inputs.tmp_balena_is_dir),
+            // What exists under the root: `resolve` looks.
+            lock_dir_found: None,
+            missing_lock_dirs: Vec::new(),
             explanation: why,
         },
     }

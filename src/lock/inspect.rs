@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::dir::{LockDir, Target, lock_name};
 use super::holders::{Holder, live_holders};
-use super::probe::{Found, HeldBy, Kind, examine, flock_held, stale_reason};
+use super::probe::{Found, HeldBy, Kind, examine, flock_held, foreign_flocked, stale_reason};
 use super::record::{Mode, Record};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -39,6 +39,10 @@ pub struct Inspection {
     pub holder_records: Vec<Record>,
     #[serde(skip)]
     pub what: Option<String>,
+    /// Another tool's file: whether a process flocks it (`None`: it cannot
+    /// be told, or it is not another tool's file).
+    #[serde(skip)]
+    pub foreign_flocked: Option<bool>,
 }
 
 impl Inspection {
@@ -55,6 +59,7 @@ impl Inspection {
             parsed: None,
             holder_records: Vec::new(),
             what: None,
+            foreign_flocked: None,
         }
     }
 
@@ -148,9 +153,10 @@ impl Inspection {
             .map(|d| format!(", --max-hold {}", humantime::format_duration(d)))
             .unwrap_or_default();
         format!(
-            "resin-lock {}{} ({pid}: {}{reason}{max_hold}) {}",
+            "resin-lock {}{}{} ({pid}: {}{reason}{max_hold}) {}",
             record.mode.as_str(),
             if record.shared { " -s" } else { "" },
+            service_of(record),
             crate::text::escape_controls(&record.command_line()),
             record.since()
         )
@@ -171,6 +177,16 @@ impl Inspection {
     }
 }
 
+/// " in service NAME" when the record names the holder's service (under
+/// helios the services of an app share one lock), else nothing.
+pub fn service_of(record: &Record) -> String {
+    record
+        .service
+        .as_deref()
+        .map(|name| format!(" in service {}", crate::text::escape_controls(name)))
+        .unwrap_or_default()
+}
+
 /// Inspect a lock path for reporting.
 pub fn inspect(target: &Target) -> io::Result<Inspection> {
     let path = &target.path;
@@ -189,12 +205,29 @@ pub fn inspect(target: &Target) -> io::Result<Inspection> {
         }
         Err(err) => return Err(err),
     };
-    let found = examine(&dir, lock_name(path)?)?;
-    let flocked = match &found {
-        Found::Ours { file, record, .. } => flock_held(file, record.shared)?,
-        _ => false,
-    };
-    Ok(Inspection::from_found(path, &found, flocked))
+    let name = lock_name(path)?;
+    // A lock released between reading its record and probing its flock
+    // (its holder unlinks, then lets go) is not stale: say stale only while
+    // the path still names the inode probed, else look again.
+    for _ in 0..8 {
+        let found = examine(&dir, name)?;
+        let flocked = match &found {
+            Found::Ours { file, record, .. } => flock_held(file, record.shared)?,
+            _ => false,
+        };
+        if let Found::Ours { ident, .. } = &found
+            && !flocked
+            && dir.stat(name)?.map(|st| (st.st_dev, st.st_ino)) != Some(*ident)
+        {
+            continue;
+        }
+        let mut seen = Inspection::from_found(path, &found, flocked);
+        if seen.held_by == Some(HeldBy::Other) {
+            seen.foreign_flocked = foreign_flocked(&dir, name);
+        }
+        return Ok(seen);
+    }
+    Err(io::Error::other("the lock file keeps changing under us"))
 }
 
 /// Paths need not be UTF-8; JSON shows them with U+FFFD where they are not.

@@ -18,6 +18,13 @@ use super::record::{MAX_LEN, Record};
 /// Supervisors >= v13.1 create their lock files as this uid (`nobody`).
 pub const SUPERVISOR_UID: u32 = 65534;
 
+/// The first bytes of every lock file of helios, the next supervisor
+/// (balena-io/helios `helios-util/src/locking.rs`: 611, the sum of the
+/// letters of "balena", big-endian). A file that begins with them is the
+/// supervisor's: held, never stale, never removed. resin-lock's record
+/// never begins with them (it begins with `{`).
+pub const HELIOS_TAG: [u8; 2] = [0x02, 0x63];
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum HeldBy {
@@ -119,6 +126,13 @@ pub fn examine(dir: &LockDir, name: &OsStr) -> io::Result<Found> {
         (&mut file)
             .take(MAX_LEN as u64 + 1)
             .read_to_end(&mut bytes)?;
+        if bytes.starts_with(&HELIOS_TAG) {
+            return Ok(foreign(
+                Kind::File,
+                HeldBy::Supervisor,
+                "the supervisor (helios' lock file)",
+            ));
+        }
         return Ok(match Record::parse(&bytes) {
             Some((record, raw)) => Found::Ours {
                 file,
@@ -158,6 +172,24 @@ pub fn flock_held(file: &File, shared: bool) -> io::Result<bool> {
     } else {
         Ok(true)
     }
+}
+
+/// Whether a process holds a flock on the foreign regular file `name` in
+/// `dir` (another tool's lock that flock(1) or the like holds); `None`
+/// when that cannot be told: not a regular file, unreadable, gone. Never
+/// opens anything but a regular file, never blocks.
+pub fn foreign_flocked(dir: &LockDir, name: &OsStr) -> Option<bool> {
+    let stat = dir.stat(name).ok()??;
+    if stat.st_mode & libc::S_IFMT != libc::S_IFREG {
+        return None;
+    }
+    let flags = OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_NOCTTY;
+    let file = dir.open_file(name, flags, 0).ok()?;
+    let opened = file.metadata().ok()?;
+    if (opened.dev(), opened.ino()) != (stat.st_dev, stat.st_ino) || !opened.is_file() {
+        return None;
+    }
+    flock_held(&file, false).ok()
 }
 
 /// How `try_exclusive` found the flock.

@@ -86,6 +86,11 @@ pub struct Record {
     /// each of which appends its own line to the file.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub shared: bool,
+    /// The service (`BALENA_SERVICE_NAME`) the holder runs in: under helios
+    /// every service of an app shares one lock file, so the holder may be
+    /// another service's. At most `MAX_ARG` bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
 }
 
 /// A process in a record: its pid and start time (clock ticks after boot).
@@ -118,6 +123,10 @@ impl Record {
             max_hold_ms: None,
             fd: None,
             shared: false,
+            service: std::env::var("BALENA_SERVICE_NAME")
+                .ok()
+                .filter(|name| !name.is_empty())
+                .map(|name| cut(&name, MAX_ARG)),
         }
     }
 
@@ -161,6 +170,7 @@ impl Record {
         let mut record = self.clone();
         record.cmd = record.cmd.iter().map(|a| cut(a, MAX_ARG)).collect();
         record.reason = record.reason.as_deref().map(|r| cut(r, MAX_ARG));
+        record.service = record.service.as_deref().map(|s| cut(s, MAX_ARG));
         record.cmd_cut = record.cmd_cut || record.cmd != self.cmd;
         record
     }
@@ -393,6 +403,35 @@ mod tests {
         );
         record.set_max_hold(None);
         assert!(!record.to_line().contains("max_hold"));
+    }
+
+    #[test]
+    fn a_record_never_begins_with_the_helios_tag() {
+        // helios' lock files begin with 0x02 0x63; a file that does is the
+        // supervisor's. Whatever a record holds, ours begins with `{`.
+        let odd = [
+            "\u{2}c",
+            "\u{2}\u{63}",
+            "",
+            "\u{0}",
+            "é\n",
+            &"x".repeat(70_000),
+        ];
+        for text in odd {
+            let mut record = Record {
+                cmd: vec![text.to_owned(); 3],
+                service: Some(text.to_owned()),
+                ..sample()
+            };
+            record.set_reason(Some(text));
+            for shared in [false, true] {
+                record.shared = shared;
+                let line = record.to_line();
+                assert_eq!(line.as_bytes()[0], b'{', "{text:?}");
+                assert!(!line.as_bytes().starts_with(&[0x02, 0x63]));
+                assert!(Record::parse(line.as_bytes()).is_some(), "{text:?}");
+            }
+        }
     }
 
     #[test]

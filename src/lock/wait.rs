@@ -68,7 +68,8 @@ enum Blocked {
     /// forced update: nothing to say).
     Displaced {
         index: usize,
-        record: Record,
+        /// Boxed: a record is most of the size of this enum.
+        record: Box<Record>,
         releasing: bool,
     },
     /// A foreign lock at this path vanished: the path must stay free until
@@ -178,7 +179,7 @@ fn attempt(
         }
         return Ok(Err(Blocked::Displaced {
             index: f.index,
-            record: f.record.clone(),
+            record: Box::new(f.record.clone()),
             releasing: being_released(&f.file),
         }));
     }
@@ -200,7 +201,7 @@ fn attempt(
                 release_all(held, &ignore)?;
                 return Ok(Err(Blocked::Displaced {
                     index: f.index,
-                    record: f.record.clone(),
+                    record: Box::new(f.record.clone()),
                     releasing: being_released(&f.file),
                 }));
             }

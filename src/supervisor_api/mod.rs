@@ -1,6 +1,6 @@
 //! The device supervisor's HTTP API, for what an app around its own update
-//! lock needs: `force-update` (`POST /v1/update` with `{"force":true}`,
-//! which overrides update locks), `status --supervisor` (`GET /v1/device`:
+//! lock needs: `force-update` (`POST /v1/update` with
+//! `{"force":true,"cancel":true}`, which overrides update locks), `status --supervisor` (`GET /v1/device`:
 //! is an update waiting?) and `--update-now` (after the lock is gone: ask
 //! once, then `POST /v1/update` with `{"force":false,"cancel":true}`, so a
 //! pending update starts now instead of after the supervisor's backoff).
@@ -12,7 +12,8 @@
 //! endpoints, the key, and what each answer means; `http` carries one
 //! request and its answer. Every request is bounded in time (connecting
 //! and the whole exchange), every answer in size; the API key never
-//! reaches a message (it is redacted, even when the supervisor echoes it),
+//! reaches a message (the `apikey=` value of a URL is masked, and a key of
+//! real length also where the supervisor echoes it verbatim),
 //! and text from an answer reaches one with its control characters escaped.
 
 pub mod http;
@@ -62,6 +63,13 @@ pub(crate) const UPDATE_NOW_TIMEOUT: Bounds = Bounds {
     connect: Duration::from_millis(500),
     total: Duration::from_secs(1),
 };
+
+/// The body of `force-update`'s request: override update locks (`force`)
+/// and end an apply that waits on them (`cancel`), so the forced one starts.
+/// Since v17.5.0 a plain `force` is accepted and ignored while an update
+/// waits on locks (balena-supervisor issue 2541); supervisors before v17.1
+/// do not know `cancel` and ignore it.
+pub(crate) const FORCE_BODY: &str = r#"{"force":true,"cancel":true}"#;
 
 /// The body of `--update-now`'s request: apply a pending update, respecting
 /// update locks (`force: false`), and cut short the supervisor's backoff
@@ -128,12 +136,12 @@ impl Config {
     }
 }
 
-/// `POST /v1/update {"force":true}`: ask the supervisor to update now,
+/// `POST /v1/update` with `FORCE_BODY`: ask the supervisor to update now,
 /// overriding update locks. `Ok` holds the status of the accepting answer
 /// (202 or 204). Errors carry the exit status: 69 when the supervisor cannot
 /// be reached, 77 when it refuses the key, 70 for any other answer.
 pub(crate) fn force_update(config: &Config) -> Result<u16> {
-    post_update(config, r#"{"force":true}"#, FORCE_TIMEOUT)
+    post_update(config, FORCE_BODY, FORCE_TIMEOUT)
 }
 
 /// `POST /v1/update` with `json`, within `bounds`; the answers as `force_update`.
@@ -424,14 +432,44 @@ fn say(text: &str, config: &Config) -> String {
     escape_controls(&redact(text, config))
 }
 
-/// `text` with the API key (plain or percent-encoded) replaced by `***`.
+/// A key at least this long is also masked wherever it occurs verbatim (a
+/// supervisor that echoes it in a status line or an answer): real keys are
+/// 32 or more random characters, which no other text repeats by chance. A
+/// shorter one would mask every place its characters occur.
+const VERBATIM_KEY: usize = 16;
+
+/// `text` with the API key replaced by `***`: the value of every
+/// `apikey=` query parameter (the URL is where the key goes), and a long
+/// key (plain or percent-encoded) wherever else it occurs.
 pub(crate) fn redact(text: &str, config: &Config) -> String {
+    let mut text = mask_apikey_values(text);
     let key = &config.api_key;
-    if key.is_empty() {
-        return text.to_owned();
+    if key.len() >= VERBATIM_KEY {
+        text = text.replace(key.as_str(), "***");
+        text = text.replace(&percent_encode(key), "***");
     }
-    let encoded = percent_encode(key);
-    text.replace(key.as_str(), "***").replace(&encoded, "***")
+    text
+}
+
+/// Every `apikey=VALUE` (any case) with VALUE, up to the end of the query
+/// parameter, replaced by `***`.
+fn mask_apikey_values(text: &str) -> String {
+    const NAME: &str = "apikey=";
+    let ends = |c: char| c.is_whitespace() || "&#\"'<>,;)]}".contains(c);
+    let lower = text.to_ascii_lowercase();
+    let mut out = String::with_capacity(text.len());
+    let mut at = 0;
+    while let Some(found) = lower[at..].find(NAME) {
+        let value = at + found + NAME.len();
+        let end = text[value..].find(ends).map_or(text.len(), |n| value + n);
+        out.push_str(&text[at..value]);
+        if end > value {
+            out.push_str("***");
+        }
+        at = end;
+    }
+    out.push_str(&text[at..]);
+    out
 }
 
 /// Percent-encode everything but RFC 3986 unreserved characters.
@@ -548,18 +586,46 @@ mod tests {
         }
     }
 
-    #[test]
-    fn redaction_hides_plain_and_encoded_keys() {
-        let config = Config {
+    fn config_with_key(api_key: &str) -> Config {
+        Config {
             address: "http://127.0.0.1:1".to_owned(),
             socket: "127.0.0.1:1".parse().unwrap(),
-            api_key: "a b/c".to_owned(),
+            api_key: api_key.to_owned(),
             address_source: "BALENA_SUPERVISOR_ADDRESS",
-        };
+        }
+    }
+
+    #[test]
+    fn redaction_hides_the_key_in_urls_and_a_long_key_anywhere() {
+        let long = "0123456789abcdef/xyz";
+        let config = config_with_key(long);
         assert_eq!(
-            redact("bad uri: http://x/v1?apikey=a%20b%2Fc and a b/c", &config),
-            "bad uri: http://x/v1?apikey=*** and ***"
+            redact(
+                "bad uri: http://x/v1?apikey=0123456789abcdef%2Fxyz&a=1 and 0123456789abcdef/xyz",
+                &config
+            ),
+            "bad uri: http://x/v1?apikey=***&a=1 and ***"
         );
+        // Whatever value a URL's apikey has, and in any case.
+        assert_eq!(
+            redact("GET /v1?APIKey=other\"x apikey= end apikey=a", &config),
+            "GET /v1?APIKey=***\"x apikey= end apikey=***"
+        );
+    }
+
+    #[test]
+    fn a_short_key_is_masked_only_in_urls() {
+        for key in ["a", "1", "a b", "k"] {
+            let config = config_with_key(key);
+            assert_eq!(
+                redact(
+                    "a 1 at http://127.0.0.1:48484/v1/update?apikey=a%20b k",
+                    &config
+                ),
+                "a 1 at http://127.0.0.1:48484/v1/update?apikey=*** k",
+                "{key}"
+            );
+        }
     }
 
     #[test]
