@@ -351,3 +351,38 @@ fn the_max_hold_notice_is_appended_to_a_log() {
         assert!(!s.lock().exists(), "released after --max-hold");
     }
 }
+
+/// A lock whose owner has just exited is its keeper's to let go of in a
+/// moment: `release` right then waits for that (bounded) and removes the
+/// now stale lock, instead of refusing it as someone else's. The keeper is
+/// held stopped (SIGSTOP) so that `release` surely comes first; `release`
+/// must then be waiting on the lock's flock, not have given up.
+#[test]
+fn release_right_after_the_owner_exits_waits_for_its_keeper() {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    let s = Scratch::new();
+    let mut owner = Command::new("sleep").arg("1000").spawn().unwrap();
+    s.cmd(&["acquire", "--owner", &owner.id().to_string()])
+        .assert()
+        .success();
+    let keeper = Pid::from_raw(record(&s.lock())["pid"].as_i64().unwrap() as i32);
+    kill(keeper, Signal::SIGSTOP).unwrap();
+    owner.kill().unwrap();
+    owner.wait().unwrap();
+    let mut release = s.cmd(&["release"]);
+    release.stderr(std::process::Stdio::piped());
+    let release = release.spawn().unwrap();
+    // Either it gave up at once (exited), or it waits in flock(2).
+    let flock = format!("{} ", libc::SYS_flock);
+    wait_until("release to wait or exit", || {
+        proc_state(release.id() as i32) == Some('Z')
+            || fs::read_to_string(format!("/proc/{}/syscall", release.id()))
+                .is_ok_and(|call| call.starts_with(&flock))
+    });
+    kill(keeper, Signal::SIGCONT).unwrap();
+    let out = release.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "release refused: {said}");
+    assert!(!s.lock().exists(), "the stale lock is removed");
+}

@@ -14,6 +14,7 @@ use super::keepers::{KEEPER_GRACE, NO_PROC, after_let_go, prove_keeper, removed,
 use super::outcome::{Caller, Claim, Outcome, Refusal};
 use crate::lock::dir::{Ident, LockDir};
 use crate::lock::inspect::Inspection;
+use crate::lock::owner::{ProcId, is_running};
 use crate::lock::probe::{self, Exclusive};
 use crate::lock::record::{Mode, Record};
 use crate::sys;
@@ -42,6 +43,9 @@ pub fn release(
         Mode::Acquire if caller.force => stop_keeper(dir, name, path, file, ident, record, caller),
         Mode::Acquire => match caller.claim(record) {
             Claim::Owns => stop_keeper(dir, name, path, file, ident, record, caller),
+            Claim::NotOwner if owner_gone(record) => {
+                owner_gone_keeper(dir, name, path, file, ident, record)
+            }
             Claim::NotOwner => Ok(Outcome::Refused(Refusal::NotOwner {
                 holder: Inspection::record_holder(record),
             })),
@@ -129,3 +133,37 @@ fn stop_keeper(
     }
     after_let_go(dir, name, path, ident, record.pid)
 }
+
+/// Whether the owner a record names has exited: its keeper is then about
+/// to let go (it watches the owner), and the lock is stale in a moment.
+fn owner_gone(record: &Record) -> bool {
+    record.owner > 1
+        && !is_running(ProcId {
+            pid: record.owner,
+            start: record.owner_start,
+        })
+}
+
+/// The owner has exited: give its keeper a moment to notice and let go,
+/// then remove the stale lock, rather than refuse it as someone else's
+/// (a `release` that runs right after its owner ended).
+fn owner_gone_keeper(
+    dir: &LockDir,
+    name: &OsStr,
+    path: &Path,
+    file: &File,
+    ident: Ident,
+    record: &Record,
+) -> Result<Outcome> {
+    let shown = path.display();
+    if sys::lock_within(file, OWNER_GONE_GRACE).with_context(|| format!("cannot lock {shown}"))? {
+        let reason = "holder exited";
+        return removed(dir, name, ident, Outcome::RemovedStale { reason }, path);
+    }
+    Ok(Outcome::Refused(Refusal::NotOwner {
+        holder: Inspection::record_holder(record),
+    }))
+}
+
+/// How long a keeper whose owner exited gets to let go.
+const OWNER_GONE_GRACE: Duration = Duration::from_secs(2);
