@@ -4,7 +4,7 @@
 
 use std::fs;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 use nix::unistd::{ForkResult, Pid};
 
@@ -75,6 +75,55 @@ pub(crate) fn pidfd_open(pid: Pid) -> io::Result<OwnedFd> {
     let fd = RawFd::try_from(fd).map_err(|_| io::Error::from_raw_os_error(libc::EBADF))?;
     // SAFETY: the kernel just returned this descriptor to us and nothing else owns it.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// What `fstatat` tells of a name in a directory, in the widths every
+/// architecture can hold: on 32-bit glibc (armv7) the plain `stat` has a
+/// 32-bit `ino_t` and fails with EOVERFLOW on an inode number past 2^32
+/// (XFS, btrfs, overlayfs have them); `fstatat64` does not.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Stat {
+    pub(crate) st_dev: u64,
+    pub(crate) st_ino: u64,
+    pub(crate) st_mode: u32,
+    pub(crate) st_uid: u32,
+    pub(crate) st_mtime: i64,
+}
+
+/// `fstatat64(dir, name, AT_SYMLINK_NOFOLLOW)`; None when there is no such name.
+pub(crate) fn stat_at(dir: BorrowedFd<'_>, name: &std::ffi::OsStr) -> io::Result<Option<Stat>> {
+    use std::os::unix::ffi::OsStrExt;
+    let name = std::ffi::CString::new(name.as_bytes())
+        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    let mut stat = std::mem::MaybeUninit::<libc::stat64>::uninit();
+    // SAFETY: `name` is a NUL-terminated string and `stat` a buffer of the
+    // type fstatat64 fills; both live for the call.
+    let result = unsafe {
+        libc::fstatat64(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            stat.as_mut_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    if result != 0 {
+        let err = io::Error::last_os_error();
+        return match err.raw_os_error() {
+            Some(libc::ENOENT) => Ok(None),
+            _ => Err(err),
+        };
+    }
+    // SAFETY: fstatat64 returned 0, so it filled the whole buffer.
+    let stat = unsafe { stat.assume_init() };
+    // The widths differ by architecture (time_t is 32 bits on armv7).
+    #[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
+    Ok(Some(Stat {
+        st_dev: stat.st_dev as u64,
+        st_ino: stat.st_ino as u64,
+        st_mode: stat.st_mode as u32,
+        st_uid: stat.st_uid as u32,
+        st_mtime: stat.st_mtime as i64,
+    }))
 }
 
 /// `fork(2)`. Callers are single-threaded at this point (resin-lock starts

@@ -183,9 +183,7 @@ fn look(root: &Path, path: &Path, file: &'static str) -> Result<Option<HostLock>
     let (mtime, flocked) = match LockDir::open(&target) {
         Ok(dir) => {
             let name = OsStr::new(file);
-            // time_t is 32 bits wide on 32-bit glibc targets (armv7).
-            #[allow(clippy::unnecessary_cast)]
-            let mtime = dir.stat(name).ok().flatten().map(|st| st.st_mtime as i64);
+            let mtime = dir.stat(name).ok().flatten().map(|st| st.st_mtime);
             let flags = OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_NOCTTY;
             let flocked = dir
                 .open_file(name, flags, 0)

@@ -160,7 +160,7 @@ pub fn clean_leftover_temps(dir: &LockDir, name: &OsStr) {
         if !meta.is_file() || fresh || file.try_lock().is_err() {
             continue;
         }
-        let same = |stat: Option<nix::sys::stat::FileStat>| {
+        let same = |stat: Option<crate::sys::Stat>| {
             stat.is_some_and(|s| super::dir::ident(&s) == (meta.dev(), meta.ino()))
         };
         // Under our flock: the name still names what we locked, and the

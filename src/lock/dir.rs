@@ -15,7 +15,9 @@ use std::path::{Component, Path, PathBuf};
 
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag};
-use nix::sys::stat::{FileStat, Mode};
+use nix::sys::stat::Mode;
+
+use crate::sys::Stat;
 use nix::unistd::UnlinkatFlags;
 
 /// A lock path, whether its missing parent directory may be created
@@ -31,11 +33,9 @@ pub struct Target {
 /// The identity of a file: (st_dev, st_ino).
 pub type Ident = (u64, u64);
 
-/// The identity of what `stat` describes. `dev_t` and `ino_t` are 32 bits
-/// wide on 32-bit glibc targets (armv7), 64 bits elsewhere.
-#[allow(clippy::unnecessary_cast)]
-pub fn ident(stat: &FileStat) -> Ident {
-    (stat.st_dev as u64, stat.st_ino as u64)
+/// The identity of what `stat` describes.
+pub fn ident(stat: &Stat) -> Ident {
+    (stat.st_dev, stat.st_ino)
 }
 
 /// What releasing a lock found at its path.
@@ -118,12 +118,8 @@ impl LockDir {
     }
 
     /// lstat(2) of `name` in the directory; None when it does not exist.
-    pub fn stat(&self, name: &OsStr) -> io::Result<Option<FileStat>> {
-        match nix::sys::stat::fstatat(&self.fd, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
-            Ok(stat) => Ok(Some(stat)),
-            Err(Errno::ENOENT) => Ok(None),
-            Err(err) => Err(err.into()),
-        }
+    pub fn stat(&self, name: &OsStr) -> io::Result<Option<Stat>> {
+        crate::sys::stat_at(self.fd.as_fd(), name)
     }
 
     /// Open `name` with `flags` (always O_NOFOLLOW and O_CLOEXEC).

@@ -217,7 +217,7 @@ pub fn inspect(target: &Target) -> io::Result<Inspection> {
         };
         if let Found::Ours { ident, .. } = &found
             && !flocked
-            && dir.stat(name)?.map(|st| (st.st_dev, st.st_ino)) != Some(*ident)
+            && dir.stat(name)?.map(|st| super::dir::ident(&st)) != Some(*ident)
         {
             continue;
         }
