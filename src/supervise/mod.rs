@@ -20,12 +20,16 @@
 //! When CMD ends while processes it started are still running (orphans
 //! that came to us as subreaper or PID 1), one line says so before the lock
 //! is released: the lock no longer protects them.
+//!
+//! With `--on-lost SIGNAL`, a lock file removed under CMD by someone else
+//! (`lost`) gets SIGNAL sent to CMD (or its group), once.
 
 use std::ffi::{OsStr, OsString};
 use std::io;
 use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
+use std::path::Path;
 use std::process::Command;
 
 use anyhow::Result;
@@ -42,6 +46,7 @@ use crate::lock::{Held, Notify, release_all};
 use crate::signals::{Received, SignalWatch};
 use crate::ui::Ui;
 
+mod lost;
 mod start_error;
 
 /// How `run` starts CMD.
@@ -51,7 +56,24 @@ pub struct Options {
     pub group: bool,
     /// `--max-hold`: let go of the lock after this long; CMD goes on.
     pub max_hold: Option<std::time::Duration>,
+    /// `--on-lost`: the signal for CMD when a lock file is removed under it.
+    pub on_lost: Option<Signal>,
 }
+
+/// A lock file removed under CMD, and the signal sent for it (`--on-lost`).
+#[derive(Debug)]
+pub struct Lost<'a> {
+    pub path: &'a Path,
+    pub signal: Signal,
+    /// CMD's pid, or its process group's id with `-g`.
+    pub pid: Pid,
+    pub group: bool,
+    /// Whether the signal could be sent.
+    pub sent: nix::Result<()>,
+}
+
+/// Where `Lost` is reported (the command says it).
+pub type OnLost<'a> = &'a dyn Fn(Lost<'_>);
 
 /// Where forwarded signals go: CMD, or CMD's process group (`-g`).
 #[derive(Debug, Clone, Copy)]
@@ -80,6 +102,7 @@ pub fn run_child(
     signals: &mut SignalWatch,
     ui: &Ui,
     notify: Notify,
+    on_lost: OnLost,
 ) -> Result<u8> {
     let Some((program, args)) = cmd.split_first() else {
         release_all(held, notify)?;
@@ -93,7 +116,7 @@ pub fn run_child(
         }
     };
     ui.verbose(|| format!("started {} as pid {}", program.to_string_lossy(), child.pid));
-    let (status, held) = watch(child, options, held, program, signals, ui, notify);
+    let (status, held) = watch(child, options, held, program, signals, ui, notify, on_lost);
     if child.terminal && foreground() == Some(child.pid) {
         set_foreground(getpgrp());
     }
@@ -171,8 +194,10 @@ fn start(program: &OsString, args: &[OsString], options: Options, held: &[Held])
     }
 }
 
-/// Until CMD ends: reap, forward signals, and let go of the locks at
+/// Until CMD ends: reap, forward signals, signal CMD if a lock file is
+/// removed under it (`--on-lost`), and let go of the locks at
 /// `--max-hold`. CMD's status, and the locks if they are still held.
+#[allow(clippy::too_many_arguments)]
 fn watch(
     child: Child,
     options: Options,
@@ -181,6 +206,7 @@ fn watch(
     signals: &mut SignalWatch,
     ui: &Ui,
     notify: Notify,
+    on_lost: OnLost,
 ) -> (WaitStatus, Option<Vec<Held>>) {
     // `--max-hold`, counted from the lock's taking (just before the spawn).
     // One past what a clock can count is never (as `-w` is): CMD runs now,
@@ -188,12 +214,34 @@ fn watch(
     let deadline = options
         .max_hold
         .and_then(|d| std::time::Instant::now().checked_add(d));
+    let mut lost_watch = options.on_lost.map(|_| lost::LostWatch::new(&held));
     let mut held = Some(held);
     loop {
         match reap(child.pid, child.terminal) {
-            Some(Reaped::Ended(status)) => return (status, held),
+            Some(Reaped::Ended(status)) => {
+                if let Some(watch) = lost_watch {
+                    watch.retire();
+                }
+                return (status, held);
+            }
             Some(Reaped::Stopped) => stop_with(child),
             None => {}
+        }
+        // CMD has not been reaped: its pid (and group) is still its own.
+        if let (Some(watch), Some(locks), Some(signal)) = (&mut lost_watch, &held, options.on_lost)
+            && let Some(lock) = watch.lost(locks)
+        {
+            on_lost(Lost {
+                path: &lock.path,
+                signal,
+                pid: child.pid,
+                group: child.group,
+                sent: child.signal(signal),
+            });
+            // Once: the watch ends here.
+            if let Some(watch) = lost_watch.take() {
+                watch.retire();
+            }
         }
         let left = deadline.map(|d| d.saturating_duration_since(std::time::Instant::now()));
         if left.is_some_and(|left| left.is_zero())
@@ -207,7 +255,15 @@ fn watch(
                 notify,
             );
         }
-        let timeout = match left.filter(|_| held.is_some()) {
+        if held.is_none()
+            && let Some(watch) = lost_watch.take()
+        {
+            // Released at --max-hold: what becomes of the files is not ours.
+            watch.retire();
+        }
+        let left = left.filter(|_| held.is_some());
+        let poll_every = lost_watch.as_ref().and_then(lost::LostWatch::poll_every);
+        let timeout = match [left, poll_every].into_iter().flatten().min() {
             // Rounded up: a poll that wakes a little early only loops.
             Some(left) => {
                 PollTimeout::try_from(left.saturating_add(std::time::Duration::from_millis(1)))
@@ -215,7 +271,10 @@ fn watch(
             }
             None => PollTimeout::NONE,
         };
-        let mut fds = [PollFd::new(signals.fd(), PollFlags::POLLIN)];
+        let mut fds = vec![PollFd::new(signals.fd(), PollFlags::POLLIN)];
+        if let Some(fd) = lost_watch.as_ref().and_then(lost::LostWatch::fd) {
+            fds.push(PollFd::new(fd, PollFlags::POLLIN));
+        }
         // An error (out of memory for the poll table) must not end the
         // wait with the lock held and CMD unwatched: try again shortly.
         if let Err(err) = poll(&mut fds, timeout)
@@ -223,6 +282,7 @@ fn watch(
         {
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
+        drop(fds);
         for received in signals.pending() {
             if received.signal != SIGCHLD {
                 forward(received, child, ui);

@@ -1,0 +1,133 @@
+//! `run --on-lost`: noticing, while CMD runs, that a lock file we hold was
+//! removed or replaced by someone else (the supervisor forcing an update:
+//! unlink, then `lockfile -r 0`; its override; `release --force`; helios
+//! renaming its own file over ours). Inotify on each lock's directory wakes
+//! us at once; every wake-up then asks whether each path still names our
+//! file. Without inotify (no instance left) or a watch, we poll.
+//!
+//! Only what happens while CMD runs and we hold the locks is watched: our
+//! own release (when CMD ends, or at `--max-hold`) comes after the watch is
+//! retired. With `-s`, another shared holder leaving never removes the file
+//! while we hold it (the last one out does), so a removal is someone else's.
+
+use std::ffi::OsString;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::time::Duration;
+
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
+
+use crate::lock::Held;
+use crate::lock::dir::lock_name;
+
+/// How often the paths are checked where inotify cannot tell us.
+pub(super) const POLL_EVERY: Duration = Duration::from_millis(50);
+
+/// What in a lock's directory may mean our file is gone: it was removed
+/// (IN_DELETE), renamed away (IN_MOVED_FROM), something was renamed over it
+/// (IN_MOVED_TO) or created in its place (IN_CREATE, should a removal's
+/// event be lost to a queue overflow), or the directory itself went.
+const MASK: AddWatchFlags = AddWatchFlags::IN_DELETE
+    .union(AddWatchFlags::IN_MOVED_FROM)
+    .union(AddWatchFlags::IN_MOVED_TO)
+    .union(AddWatchFlags::IN_CREATE)
+    .union(AddWatchFlags::IN_DELETE_SELF)
+    .union(AddWatchFlags::IN_MOVE_SELF)
+    .union(AddWatchFlags::IN_ONLYDIR);
+
+/// The watches on the directories of the locks held.
+pub(super) struct LostWatch {
+    inotify: Option<Inotify>,
+    watches: Vec<WatchDescriptor>,
+    /// The lock files' names: events about other names are not ours.
+    names: Vec<OsString>,
+    /// Some directory is not watched: check every `POLL_EVERY`.
+    polling: bool,
+    /// Check at the next call whatever the events say (the first check
+    /// covers a removal before the watches were in place).
+    check: bool,
+}
+
+impl LostWatch {
+    /// Watch the directory of each lock in `held`, through the directory
+    /// descriptor the lock was taken in (its path may lead elsewhere
+    /// under `--root`).
+    pub(super) fn new(held: &[Held]) -> LostWatch {
+        let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC).ok();
+        let mut watches = Vec::with_capacity(held.len());
+        let mut polling = inotify.is_none();
+        if let Some(inotify) = &inotify {
+            for lock in held {
+                let dir = format!("/proc/self/fd/{}", lock.dir_fd().as_raw_fd());
+                match inotify.add_watch(dir.as_str(), MASK) {
+                    Ok(wd) => watches.push(wd),
+                    // No /proc, or the watch limit: the poll covers it.
+                    Err(_) => polling = true,
+                }
+            }
+        }
+        let names = held
+            .iter()
+            .filter_map(|lock| lock_name(&lock.path).ok().map(ToOwned::to_owned))
+            .collect();
+        LostWatch {
+            inotify,
+            watches,
+            names,
+            polling,
+            check: true,
+        }
+    }
+
+    /// The descriptor to poll for events, if any.
+    pub(super) fn fd(&self) -> Option<BorrowedFd<'_>> {
+        self.inotify.as_ref().map(AsFd::as_fd)
+    }
+
+    /// How long to sleep at most before the next check, when polling.
+    pub(super) fn poll_every(&self) -> Option<Duration> {
+        self.polling.then_some(POLL_EVERY)
+    }
+
+    /// The first lock of `held` whose path no longer names our file, if
+    /// the events since the last call (or polling) call for a look.
+    pub(super) fn lost<'a>(&mut self, held: &'a [Held]) -> Option<&'a Held> {
+        let check = std::mem::take(&mut self.check) | self.polling | self.drain();
+        if !check {
+            return None;
+        }
+        held.iter().find(|lock| !lock.in_place())
+    }
+
+    /// Read every pending event; true when one may concern a lock file (a
+    /// name of ours, the directory itself, or a queue overflow).
+    fn drain(&mut self) -> bool {
+        let Some(inotify) = &self.inotify else {
+            return false;
+        };
+        let mut relevant = false;
+        while let Ok(events) = inotify.read_events() {
+            if events.is_empty() {
+                break;
+            }
+            for event in events {
+                relevant |= match &event.name {
+                    Some(name) => self.names.contains(name),
+                    None => true,
+                };
+            }
+        }
+        relevant
+    }
+
+    /// Stop watching. The descriptor is not closed now: closing an inotify
+    /// instance waits for a kernel grace period (see `lock::wait`), which
+    /// would delay releasing the lock; it goes when the process exits.
+    pub(super) fn retire(self) {
+        if let Some(inotify) = self.inotify {
+            for wd in self.watches {
+                let _ = inotify.rm_watch(wd);
+            }
+            std::mem::forget(inotify);
+        }
+    }
+}
