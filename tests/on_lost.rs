@@ -19,7 +19,7 @@ use crate::common::*;
 
 /// The job: traps `$2` (`lost`) and USR2 (`ping`), says it is ready, runs
 /// until `done` appears (or its directory goes, so a failed test leaves
-/// nothing running) and exits 5. With `$3` = `bg`, a background child
+/// nothing running), waits for its background child and exits 5. With `$3` = `bg`, a background child
 /// traps `$2` too (`bg-lost`). What the shell says about its children
 /// (killed by a signal sent to the group) goes to a file, not to `run`'s
 /// stderr, which the tests read whole.
@@ -35,6 +35,7 @@ if [ "$3" = bg ]; then
 fi
 : > "$d/ready"
 while [ ! -e "$d/done" ] && [ -d "$d" ]; do sleep 0.01; done
+wait
 exit 5"#;
 
 /// A `run` of `JOB`, ready.
@@ -190,6 +191,11 @@ fn a_rename_over_the_lock_signals_the_command_once() {
     let s = Scratch::new();
     let lock = s.lock();
     let job = Job::start(&s, &[], &["--on-lost", "USR1"], "USR1", false);
+    assert_eq!(
+        inotify_watches(job.run.pid()),
+        Some(1),
+        "the lock's directory"
+    );
     rename_over(&lock);
     job.wait_for("lost");
     rename_over(&lock);
@@ -285,10 +291,35 @@ fn our_own_release_at_max_hold_is_not_a_loss() {
     fs::remove_file(&lock).unwrap();
     job.flush();
     assert_eq!(job.got(), ["ping", "ping"]);
+    // Nothing is watched any more (events left unread would wake `run`
+    // for ever).
+    assert_eq!(inotify_watches(job.run.pid()), Some(0));
     let (status, stderr) = job.finish();
     assert_eq!(status.code(), Some(5));
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.contains("(--max-hold); releasing it"), "{stderr}");
+}
+
+/// How many inotify watches process `pid` has (from /proc/PID/fdinfo);
+/// None when it has no inotify instance.
+fn inotify_watches(pid: i32) -> Option<usize> {
+    let mut found = None;
+    for entry in fs::read_dir(format!("/proc/{pid}/fd")).unwrap() {
+        let entry = entry.unwrap();
+        let target = fs::read_link(entry.path()).unwrap_or_default();
+        if target.to_string_lossy().contains("inotify") {
+            let info = fs::read_to_string(format!(
+                "/proc/{pid}/fdinfo/{}",
+                entry.file_name().to_string_lossy()
+            ))
+            .unwrap();
+            *found.get_or_insert(0) += info
+                .lines()
+                .filter(|l| l.starts_with("inotify wd:"))
+                .count();
+        }
+    }
+    found
 }
 
 #[test]
