@@ -194,7 +194,7 @@ fn a_rename_over_the_lock_signals_the_command_once() {
     assert_eq!(
         inotify_watches(job.run.pid()),
         Some(1),
-        "the lock's directory"
+        "the lock's directory, watched from before the job started"
     );
     rename_over(&lock);
     job.wait_for("lost");

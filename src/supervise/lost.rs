@@ -2,8 +2,9 @@
 //! removed or replaced by someone else (the supervisor forcing an update:
 //! unlink, then `lockfile -r 0`; its override; `release --force`; helios
 //! renaming its own file over ours). Inotify on each lock's directory wakes
-//! us at once; every wake-up then asks whether each path still names our
-//! file. Without inotify (no instance left) or a watch, we poll.
+//! us at once; an event about a lock's name then makes us ask whether
+//! each path still names our file. Without inotify (no instance left) or a watch, we poll. The
+//! watches are in place before CMD starts.
 //!
 //! Only what happens while CMD runs and we hold the locks is watched: our
 //! own release (when CMD ends, or at `--max-hold`) comes after the watch is
@@ -15,7 +16,9 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::time::Duration;
 
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
+use nix::sys::signal::Signal;
 
+use super::{Child, Lost, OnLost};
 use crate::lock::Held;
 use crate::lock::dir::lock_name;
 
@@ -34,8 +37,9 @@ const MASK: AddWatchFlags = AddWatchFlags::IN_DELETE
     .union(AddWatchFlags::IN_MOVE_SELF)
     .union(AddWatchFlags::IN_ONLYDIR);
 
-/// The watches on the directories of the locks held.
-pub(super) struct LostWatch {
+/// The watches on the directories of the locks held, and what to do when
+/// one is lost.
+pub(super) struct LostWatch<'a> {
     inotify: Option<Inotify>,
     watches: Vec<WatchDescriptor>,
     /// The lock files' names: events about other names are not ours.
@@ -45,13 +49,15 @@ pub(super) struct LostWatch {
     /// Check at the next call whatever the events say (the first check
     /// covers a removal before the watches were in place).
     check: bool,
+    signal: Signal,
+    report: OnLost<'a>,
 }
 
-impl LostWatch {
+impl<'a> LostWatch<'a> {
     /// Watch the directory of each lock in `held`, through the directory
     /// descriptor the lock was taken in (its path may lead elsewhere
     /// under `--root`).
-    pub(super) fn new(held: &[Held]) -> LostWatch {
+    pub(super) fn new(held: &[Held], signal: Signal, report: OnLost<'a>) -> LostWatch<'a> {
         let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC).ok();
         let mut watches = Vec::with_capacity(held.len());
         let mut polling = inotify.is_none();
@@ -75,6 +81,8 @@ impl LostWatch {
             names,
             polling,
             check: true,
+            signal,
+            report,
         }
     }
 
@@ -88,14 +96,26 @@ impl LostWatch {
         self.polling.then_some(POLL_EVERY)
     }
 
-    /// The first lock of `held` whose path no longer names our file, if
-    /// the events since the last call (or polling) call for a look.
-    pub(super) fn lost<'a>(&mut self, held: &'a [Held]) -> Option<&'a Held> {
+    /// If the events since the last call (or polling) call for a look and
+    /// a lock of `held` is no longer named by its path: send the signal to
+    /// `child` (not reaped yet, so its pid is still its own), report it,
+    /// and return true.
+    pub(super) fn signal_if_lost(&mut self, held: &[Held], child: Child) -> bool {
         let check = std::mem::take(&mut self.check) | self.polling | self.drain();
         if !check {
-            return None;
+            return false;
         }
-        held.iter().find(|lock| !lock.in_place())
+        let Some(lock) = held.iter().find(|lock| !lock.in_place()) else {
+            return false;
+        };
+        (self.report)(Lost {
+            path: &lock.path,
+            signal: self.signal,
+            pid: child.pid,
+            group: child.group,
+            sent: child.signal(self.signal),
+        });
+        true
     }
 
     /// Read every pending event; true when one may concern a lock file (a

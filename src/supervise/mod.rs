@@ -108,15 +108,24 @@ pub fn run_child(
         release_all(held, notify)?;
         return Err(fail(Exit::Usage, "run: missing command after --"));
     };
+    // Watched from before CMD starts: whatever CMD sees, we see too.
+    let lost_watch = options
+        .on_lost
+        .map(|signal| lost::LostWatch::new(&held, signal, on_lost));
     let child = match start(program, args, options, &held) {
         Ok(child) => child,
         Err(err) => {
+            if let Some(watch) = lost_watch {
+                watch.retire();
+            }
             release_all(held, notify)?;
             return Err(err);
         }
     };
     ui.verbose(|| format!("started {} as pid {}", program.to_string_lossy(), child.pid));
-    let (status, held) = watch(child, options, held, program, signals, ui, notify, on_lost);
+    let (status, held) = watch(
+        child, options, held, program, signals, ui, notify, lost_watch,
+    );
     if child.terminal && foreground() == Some(child.pid) {
         set_foreground(getpgrp());
     }
@@ -206,7 +215,7 @@ fn watch(
     signals: &mut SignalWatch,
     ui: &Ui,
     notify: Notify,
-    on_lost: OnLost,
+    mut lost_watch: Option<lost::LostWatch>,
 ) -> (WaitStatus, Option<Vec<Held>>) {
     // `--max-hold`, counted from the lock's taking (just before the spawn).
     // One past what a clock can count is never (as `-w` is): CMD runs now,
@@ -214,7 +223,6 @@ fn watch(
     let deadline = options
         .max_hold
         .and_then(|d| std::time::Instant::now().checked_add(d));
-    let mut lost_watch = options.on_lost.map(|_| lost::LostWatch::new(&held));
     let mut held = Some(held);
     loop {
         match reap(child.pid, child.terminal) {
@@ -228,20 +236,12 @@ fn watch(
             None => {}
         }
         // CMD has not been reaped: its pid (and group) is still its own.
-        if let (Some(watch), Some(locks), Some(signal)) = (&mut lost_watch, &held, options.on_lost)
-            && let Some(lock) = watch.lost(locks)
+        if let (Some(watch), Some(locks)) = (&mut lost_watch, &held)
+            && watch.signal_if_lost(locks, child)
+            && let Some(watch) = lost_watch.take()
         {
-            on_lost(Lost {
-                path: &lock.path,
-                signal,
-                pid: child.pid,
-                group: child.group,
-                sent: child.signal(signal),
-            });
             // Once: the watch ends here.
-            if let Some(watch) = lost_watch.take() {
-                watch.retire();
-            }
+            watch.retire();
         }
         let left = deadline.map(|d| d.saturating_duration_since(std::time::Instant::now()));
         if left.is_some_and(|left| left.is_zero())
