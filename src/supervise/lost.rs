@@ -13,14 +13,31 @@
 
 use std::ffi::OsString;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::path::Path;
 use std::time::Duration;
 
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
 use nix::sys::signal::Signal;
+use nix::unistd::Pid;
 
-use super::{Child, Lost, OnLost};
+use super::child::Child;
 use crate::lock::Held;
 use crate::lock::dir::lock_name;
+
+/// A lock file removed under CMD, and the signal sent for it.
+#[derive(Debug)]
+pub struct Lost<'a> {
+    pub path: &'a Path,
+    pub signal: Signal,
+    /// CMD's pid, or its process group's id with `-g`.
+    pub pid: Pid,
+    pub group: bool,
+    /// Whether the signal could be sent.
+    pub sent: nix::Result<()>,
+}
+
+/// Where `Lost` is reported (the command says it).
+pub type OnLost<'a> = &'a dyn Fn(Lost<'_>);
 
 /// How often the paths are checked where inotify cannot tell us.
 pub(super) const POLL_EVERY: Duration = Duration::from_millis(50);

@@ -29,14 +29,13 @@ use std::io;
 use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
-use std::path::Path;
 use std::process::Command;
 
 use anyhow::Result;
 use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, FdFlag, fcntl};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-use nix::sys::signal::{SigSet, SigmaskHow, Signal, kill, killpg, raise, sigprocmask};
+use nix::sys::signal::{SigSet, SigmaskHow, Signal, raise, sigprocmask};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{Pid, getpgid, getpgrp, getpid, getsid, isatty, tcgetpgrp, tcsetpgrp};
 use signal_hook::consts::signal::*;
@@ -46,8 +45,12 @@ use crate::lock::{Held, Notify, release_all};
 use crate::signals::{Received, SignalWatch};
 use crate::ui::Ui;
 
+mod child;
 mod lost;
 mod start_error;
+
+use child::Child;
+pub use lost::{Lost, OnLost};
 
 /// How `run` starts CMD.
 #[derive(Debug, Clone, Copy, Default)]
@@ -58,40 +61,6 @@ pub struct Options {
     pub max_hold: Option<std::time::Duration>,
     /// `--on-lost`: the signal for CMD when a lock file is removed under it.
     pub on_lost: Option<Signal>,
-}
-
-/// A lock file removed under CMD, and the signal sent for it (`--on-lost`).
-#[derive(Debug)]
-pub struct Lost<'a> {
-    pub path: &'a Path,
-    pub signal: Signal,
-    /// CMD's pid, or its process group's id with `-g`.
-    pub pid: Pid,
-    pub group: bool,
-    /// Whether the signal could be sent.
-    pub sent: nix::Result<()>,
-}
-
-/// Where `Lost` is reported (the command says it).
-pub type OnLost<'a> = &'a dyn Fn(Lost<'_>);
-
-/// Where forwarded signals go: CMD, or CMD's process group (`-g`).
-#[derive(Debug, Clone, Copy)]
-struct Child {
-    pid: Pid,
-    group: bool,
-    /// CMD's group was given the terminal (stdin) and gives it back.
-    terminal: bool,
-}
-
-impl Child {
-    fn signal(&self, sig: Signal) -> nix::Result<()> {
-        if self.group {
-            killpg(self.pid, sig)
-        } else {
-            kill(self.pid, sig)
-        }
-    }
 }
 
 /// Run `cmd` while holding `held`; returns the exit status to use.
