@@ -6,7 +6,7 @@ _resin_lock_options() {
     case $1 in
         acquire) echo "--path --root -v --verbose -q --quiet -n --nonblock -w --timeout -E --conflict-exit-code -s --shared --reason --max-hold --owner -h --help -V --version" ;;
         release) echo "--path --root -v --verbose -q --quiet -f --force --owner --update-now -h --help -V --version" ;;
-        run) echo "--path --root -v --verbose -q --quiet -n --nonblock -w --timeout -E --conflict-exit-code -s --shared --reason --max-hold -g --group --update-now -h --help -V --version" ;;
+        run) echo "--path --root -v --verbose -q --quiet -n --nonblock -w --timeout -E --conflict-exit-code -s --shared --reason --max-hold -g --group --on-lost --update-now -h --help -V --version" ;;
         status) echo "--path --root -v --verbose -q --quiet --json --supervisor --host --health --max-hold -h --help -V --version" ;;
         force-update) echo "--path --root -v --verbose -q --quiet -h --help -V --version" ;;
         help) echo "" ;;
@@ -45,6 +45,7 @@ _resin_lock_value() {
                 --conflict-exit-code | -E | -[!-]*E) echo none ;;
                 --reason) echo none ;;
                 --max-hold) echo none ;;
+                --on-lost) echo none ;;
                 *) return 1 ;;
             esac ;;
         status)

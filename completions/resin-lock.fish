@@ -64,6 +64,7 @@ complete -c resin-lock -n "__fish_resin_lock_using_subcommand run; and not __fis
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand run; and not __fish_resin_lock_run_past_options" -s E -l conflict-exit-code -d 'Exit with CODE, not 1, when busy (-n) or timed out (-w)' -r -f
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand run; and not __fish_resin_lock_run_past_options" -l reason -d 'Why the lock is held (shown by status, -v and waiters)' -r -f
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand run; and not __fish_resin_lock_run_past_options" -l max-hold -d 'Let go of the lock after DUR even if the work goes on' -r -f
+complete -c resin-lock -n "__fish_resin_lock_using_subcommand run; and not __fish_resin_lock_run_past_options" -l on-lost -d 'Send SIGNAL to CMD if its lock file is removed under it' -r -f
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand run; and not __fish_resin_lock_run_past_options" -s v -l verbose -d 'Say what was done and why'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand run; and not __fish_resin_lock_run_past_options" -s q -l quiet -d 'Print nothing but errors'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand run; and not __fish_resin_lock_run_past_options" -s n -l nonblock -d 'Fail at once if the lock is busy instead of waiting'
@@ -101,7 +102,7 @@ complete -c resin-lock -n "__fish_resin_lock_using_subcommand help; and not __fi
 # Written by xtask/src/generate.rs: clap_complete's fish script has no
 # positional arguments.
 function __fish_resin_lock_run_optspecs
-    string join \n path=+ root= v/verbose q/quiet n/nonblock w/timeout= E/conflict-exit-code= s/shared reason= max-hold= g/group update-now h/help V/version
+    string join \n path=+ root= v/verbose q/quiet n/nonblock w/timeout= E/conflict-exit-code= s/shared reason= max-hold= g/group on-lost= update-now h/help V/version
 end
 
 # The words of the command line of `run` before the cursor, one a line;

@@ -42,6 +42,7 @@ fn short_help_is_a_summary_and_long_help_has_the_details() {
         "--shared",
         "--reason",
         "--group",
+        "--on-lost",
         "--update-now",
         "--path",
     ] {

@@ -571,3 +571,11 @@ impl Drop for Group {
         }
     }
 }
+
+/// `program` as uid/gid 65534 with no supplementary groups: the
+/// supervisor's `lockfile -r 0` (SPEC 2a).
+pub fn as_nobody(program: &str) -> Command {
+    let mut cmd = Command::new("setpriv");
+    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", program]);
+    cmd
+}

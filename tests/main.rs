@@ -7,6 +7,7 @@ mod fleet_host;
 mod layers;
 mod locate;
 mod lock;
+mod on_lost;
 mod owners;
 mod props;
 mod run;

@@ -5,6 +5,7 @@ use std::ffi::OsString;
 use std::time::Duration;
 
 use clap::{Args, ValueHint};
+use nix::sys::signal::Signal;
 
 use crate::lock::owner::OwnerChoice;
 
@@ -138,6 +139,18 @@ fn parse_owner(value: &str) -> Result<OwnerChoice, String> {
     }
 }
 
+/// `--on-lost`: a signal's name, with or without `SIG`, in any case, or
+/// its number.
+fn parse_signal(value: &str) -> Result<Signal, String> {
+    let bad = || format!("`{value}` is not a signal: give a name (TERM, SIGUSR1) or a number");
+    if let Ok(number) = value.parse::<i32>() {
+        return Signal::try_from(number).map_err(|_| bad());
+    }
+    let upper = value.to_ascii_uppercase();
+    let name = upper.strip_prefix("SIG").unwrap_or(&upper);
+    format!("SIG{name}").parse().map_err(|_| bad())
+}
+
 #[derive(Debug, Args)]
 pub(crate) struct RunArgs {
     #[command(flatten)]
@@ -154,6 +167,17 @@ pub(crate) struct RunArgs {
     /// terminal comes back when CMD ends.
     #[arg(short, long)]
     pub(crate) group: bool,
+
+    /// Send SIGNAL to CMD if its lock file is removed under it.
+    ///
+    /// When the lock file is removed or replaced under CMD by someone else (the
+    /// supervisor forcing an update, its lock override, `release --force`),
+    /// SIGNAL goes to CMD (to its process group with -g) once, within 100 ms,
+    /// and one line on stderr says so: CMD can stop its critical work cleanly
+    /// before the supervisor stops the container. SIGNAL is a name (TERM,
+    /// SIGUSR1) or a number. Off by default (nothing is watched).
+    #[arg(long, value_name = "SIGNAL", value_parser = parse_signal, value_hint = ValueHint::Other)]
+    pub(crate) on_lost: Option<Signal>,
 
     /// After release, ask the supervisor to apply a pending update now.
     ///
@@ -228,4 +252,39 @@ pub(crate) struct StatusArgs {
         allow_negative_numbers = true
     )]
     pub(crate) max_hold: Option<Duration>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signals_are_names_or_numbers() {
+        for (value, signal) in [
+            ("TERM", Signal::SIGTERM),
+            ("SIGTERM", Signal::SIGTERM),
+            ("term", Signal::SIGTERM),
+            ("SigUsr1", Signal::SIGUSR1),
+            ("USR2", Signal::SIGUSR2),
+            ("15", Signal::SIGTERM),
+            ("9", Signal::SIGKILL),
+        ] {
+            assert_eq!(parse_signal(value), Ok(signal), "{value}");
+        }
+        for value in [
+            "",
+            "SIG",
+            "FOO",
+            "SIGFOO",
+            "0",
+            "-15",
+            "65",
+            "TERM ",
+            " 15",
+            "SIGSIGTERM",
+        ] {
+            let err = parse_signal(value).unwrap_err();
+            assert!(err.contains("is not a signal"), "{value}: {err}");
+        }
+    }
 }

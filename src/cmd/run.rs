@@ -5,12 +5,16 @@ use anyhow::{Context as _, Result};
 use nix::unistd::getpid;
 use signal_hook::consts::SIGCHLD;
 
-use super::context::{Context, refuse_nobody, tell, wait_opts};
+use std::cell::RefCell;
+use std::path::PathBuf;
+
+use super::context::{Context, maybe_forced, refuse_nobody, tell, wait_opts};
 use crate::cli::RunArgs;
 use crate::lock::record::{Mode, Record};
 use crate::lock::wait::take_all;
+use crate::lock::{Event, Released};
 use crate::signals::{FORWARD, SignalWatch};
-use crate::supervise;
+use crate::supervise::{self, Lost};
 
 pub fn run(ctx: &Context, args: RunArgs) -> Result<u8> {
     refuse_nobody()?;
@@ -30,7 +34,21 @@ pub fn run(ctx: &Context, args: RunArgs) -> Result<u8> {
     record.set_reason(args.hold.reason.as_deref());
     record.set_max_hold(args.hold.max_hold);
     record.shared = args.wait.shared;
-    let notify = |event: crate::lock::Event<'_>| tell(&ctx.ui, event);
+    // Paths said lost at the moment of loss (`--on-lost`): at release, the
+    // same news is not told again.
+    let lost: RefCell<Vec<PathBuf>> = RefCell::new(Vec::new());
+    let notify = |event: crate::lock::Event<'_>| match event {
+        Event::Released {
+            path,
+            how: Released::Gone | Released::Replaced,
+        } if lost.borrow().iter().any(|p| p == path) => {}
+        event => tell(&ctx.ui, event),
+    };
+    let on_lost = |report: Lost<'_>| {
+        ctx.ui
+            .warn(lost_message(&report, &args.cmd[0].to_string_lossy()));
+        lost.borrow_mut().push(report.path.to_owned());
+    };
     let held = take_all(
         &ctx.locations.targets,
         record.to_line().as_bytes(),
@@ -49,8 +67,17 @@ pub fn run(ctx: &Context, args: RunArgs) -> Result<u8> {
     let options = supervise::Options {
         group: args.group,
         max_hold: args.hold.max_hold,
+        on_lost: args.on_lost,
     };
-    let code = supervise::run_child(&args.cmd, options, held, &mut signals, &ctx.ui, &notify);
+    let code = supervise::run_child(
+        &args.cmd,
+        options,
+        held,
+        &mut signals,
+        &ctx.ui,
+        &notify,
+        &on_lost,
+    );
     // The lock is released by now, whatever became of CMD.
     if args.update_now {
         super::force_update::update_now(&ctx.ui);
@@ -59,4 +86,26 @@ pub fn run(ctx: &Context, args: RunArgs) -> Result<u8> {
     // the process is about to exit, which drops them all at once.
     std::mem::forget(signals);
     code
+}
+
+/// The line said when a lock file is lost under CMD (`--on-lost`).
+fn lost_message(lost: &Lost<'_>, program: &str) -> String {
+    let to = if lost.group {
+        format!("the process group of {program} (pgid {})", lost.pid)
+    } else {
+        format!("{program} (pid {})", lost.pid)
+    };
+    match &lost.sent {
+        Ok(()) => format!(
+            "{}; --on-lost sent {} to {to}",
+            maybe_forced(lost.path),
+            lost.signal
+        ),
+        Err(err) => format!(
+            "{}; --on-lost could not send {} to {to}: {}",
+            maybe_forced(lost.path),
+            lost.signal,
+            err.desc()
+        ),
+    }
 }

@@ -57,6 +57,20 @@ impl Held {
         self.dir.fd()
     }
 
+    /// Whether the path still names our file. Only a path that is gone or
+    /// names another file counts as lost: when its directory cannot be
+    /// read (a transient error), we cannot tell, and say it is in place.
+    pub(crate) fn in_place(&self) -> bool {
+        let Ok(name) = lock_name(&self.path) else {
+            return true;
+        };
+        match self.dir.stat(name) {
+            Ok(Some(stat)) => super::dir::ident(&stat) == self.ident,
+            Ok(None) => false,
+            Err(_) => true,
+        }
+    }
+
     /// Remove the lock file if the path still names our inode (checked while
     /// we hold the flock), then let go of the flock.
     /// A shared lock is removed only by the last one out, once it holds

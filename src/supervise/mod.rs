@@ -20,6 +20,9 @@
 //! When CMD ends while processes it started are still running (orphans
 //! that came to us as subreaper or PID 1), one line says so before the lock
 //! is released: the lock no longer protects them.
+//!
+//! With `--on-lost SIGNAL`, a lock file removed under CMD by someone else
+//! (`lost`) gets SIGNAL sent to CMD (or its group), once.
 
 use std::ffi::{OsStr, OsString};
 use std::io;
@@ -32,7 +35,7 @@ use anyhow::Result;
 use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, FdFlag, fcntl};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-use nix::sys::signal::{SigSet, SigmaskHow, Signal, kill, killpg, raise, sigprocmask};
+use nix::sys::signal::{SigSet, SigmaskHow, Signal, raise, sigprocmask};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{Pid, getpgid, getpgrp, getpid, getsid, isatty, tcgetpgrp, tcsetpgrp};
 use signal_hook::consts::signal::*;
@@ -42,7 +45,12 @@ use crate::lock::{Held, Notify, release_all};
 use crate::signals::{Received, SignalWatch};
 use crate::ui::Ui;
 
+mod child;
+mod lost;
 mod start_error;
+
+use child::Child;
+pub use lost::{Lost, OnLost};
 
 /// How `run` starts CMD.
 #[derive(Debug, Clone, Copy, Default)]
@@ -51,25 +59,8 @@ pub struct Options {
     pub group: bool,
     /// `--max-hold`: let go of the lock after this long; CMD goes on.
     pub max_hold: Option<std::time::Duration>,
-}
-
-/// Where forwarded signals go: CMD, or CMD's process group (`-g`).
-#[derive(Debug, Clone, Copy)]
-struct Child {
-    pid: Pid,
-    group: bool,
-    /// CMD's group was given the terminal (stdin) and gives it back.
-    terminal: bool,
-}
-
-impl Child {
-    fn signal(&self, sig: Signal) -> nix::Result<()> {
-        if self.group {
-            killpg(self.pid, sig)
-        } else {
-            kill(self.pid, sig)
-        }
-    }
+    /// `--on-lost`: the signal for CMD when a lock file is removed under it.
+    pub on_lost: Option<Signal>,
 }
 
 /// Run `cmd` while holding `held`; returns the exit status to use.
@@ -80,20 +71,30 @@ pub fn run_child(
     signals: &mut SignalWatch,
     ui: &Ui,
     notify: Notify,
+    on_lost: OnLost,
 ) -> Result<u8> {
     let Some((program, args)) = cmd.split_first() else {
         release_all(held, notify)?;
         return Err(fail(Exit::Usage, "run: missing command after --"));
     };
+    // Watched from before CMD starts: whatever CMD sees, we see too.
+    let lost_watch = options
+        .on_lost
+        .map(|signal| lost::LostWatch::new(&held, signal, on_lost));
     let child = match start(program, args, options, &held) {
         Ok(child) => child,
         Err(err) => {
+            if let Some(watch) = lost_watch {
+                watch.retire();
+            }
             release_all(held, notify)?;
             return Err(err);
         }
     };
     ui.verbose(|| format!("started {} as pid {}", program.to_string_lossy(), child.pid));
-    let (status, held) = watch(child, options, held, program, signals, ui, notify);
+    let (status, held) = watch(
+        child, options, held, program, signals, ui, notify, lost_watch,
+    );
     if child.terminal && foreground() == Some(child.pid) {
         set_foreground(getpgrp());
     }
@@ -171,8 +172,10 @@ fn start(program: &OsString, args: &[OsString], options: Options, held: &[Held])
     }
 }
 
-/// Until CMD ends: reap, forward signals, and let go of the locks at
+/// Until CMD ends: reap, forward signals, signal CMD if a lock file is
+/// removed under it (`--on-lost`), and let go of the locks at
 /// `--max-hold`. CMD's status, and the locks if they are still held.
+#[allow(clippy::too_many_arguments)]
 fn watch(
     child: Child,
     options: Options,
@@ -181,6 +184,7 @@ fn watch(
     signals: &mut SignalWatch,
     ui: &Ui,
     notify: Notify,
+    mut lost_watch: Option<lost::LostWatch>,
 ) -> (WaitStatus, Option<Vec<Held>>) {
     // `--max-hold`, counted from the lock's taking (just before the spawn).
     // One past what a clock can count is never (as `-w` is): CMD runs now,
@@ -191,9 +195,22 @@ fn watch(
     let mut held = Some(held);
     loop {
         match reap(child.pid, child.terminal) {
-            Some(Reaped::Ended(status)) => return (status, held),
+            Some(Reaped::Ended(status)) => {
+                if let Some(watch) = lost_watch {
+                    watch.retire();
+                }
+                return (status, held);
+            }
             Some(Reaped::Stopped) => stop_with(child),
             None => {}
+        }
+        // CMD has not been reaped: its pid (and group) is still its own.
+        if let (Some(watch), Some(locks)) = (&mut lost_watch, &held)
+            && watch.signal_if_lost(locks, child)
+            && let Some(watch) = lost_watch.take()
+        {
+            // Once: the watch ends here.
+            watch.retire();
         }
         let left = deadline.map(|d| d.saturating_duration_since(std::time::Instant::now()));
         if left.is_some_and(|left| left.is_zero())
@@ -207,7 +224,15 @@ fn watch(
                 notify,
             );
         }
-        let timeout = match left.filter(|_| held.is_some()) {
+        if held.is_none()
+            && let Some(watch) = lost_watch.take()
+        {
+            // Released at --max-hold: what becomes of the files is not ours.
+            watch.retire();
+        }
+        let left = left.filter(|_| held.is_some());
+        let poll_every = lost_watch.as_ref().and_then(lost::LostWatch::poll_every);
+        let timeout = match [left, poll_every].into_iter().flatten().min() {
             // Rounded up: a poll that wakes a little early only loops.
             Some(left) => {
                 PollTimeout::try_from(left.saturating_add(std::time::Duration::from_millis(1)))
@@ -215,7 +240,10 @@ fn watch(
             }
             None => PollTimeout::NONE,
         };
-        let mut fds = [PollFd::new(signals.fd(), PollFlags::POLLIN)];
+        let mut fds = vec![PollFd::new(signals.fd(), PollFlags::POLLIN)];
+        if let Some(fd) = lost_watch.as_ref().and_then(lost::LostWatch::fd) {
+            fds.push(PollFd::new(fd, PollFlags::POLLIN));
+        }
         // An error (out of memory for the poll table) must not end the
         // wait with the lock held and CMD unwatched: try again shortly.
         if let Err(err) = poll(&mut fds, timeout)
@@ -223,6 +251,7 @@ fn watch(
         {
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
+        drop(fds);
         for received in signals.pending() {
             if received.signal != SIGCHLD {
                 forward(received, child, ui);
