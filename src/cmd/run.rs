@@ -30,7 +30,17 @@ pub fn run(ctx: &Context, args: RunArgs) -> Result<u8> {
     record.set_reason(args.hold.reason.as_deref());
     record.set_max_hold(args.hold.max_hold);
     record.shared = args.wait.shared;
-    let notify = |event: crate::lock::Event<'_>| tell(&ctx.ui, event);
+    let tags = super::context::tag_plan(&ctx.ui, &args.hold);
+    record.tag_after_ms = tags
+        .as_ref()
+        .map(|(_, after)| u64::try_from(after.as_millis()).unwrap_or(u64::MAX));
+    let took_over_tagged = std::cell::Cell::new(false);
+    let notify = |event: crate::lock::Event<'_>| {
+        if super::context::took_over_tagged(&event) {
+            took_over_tagged.set(true);
+        }
+        tell(&ctx.ui, event)
+    };
     let held = take_all(
         &ctx.locations.targets,
         record.to_line().as_bytes(),
@@ -46,12 +56,31 @@ pub fn run(ctx: &Context, args: RunArgs) -> Result<u8> {
             super::context::hold_notes(&record)
         )
     });
+    // Device tags (SPEC 4d), from a thread of their own, once the lock is held.
+    let publisher = tags.and_then(|(config, after)| {
+        let after = if took_over_tagged.get() {
+            std::time::Duration::ZERO
+        } else {
+            after
+        };
+        let paths = held.iter().map(|h| h.path.clone()).collect();
+        let quiet = ctx.ui.quiet;
+        let warn = Box::new(move |line: String| {
+            if !quiet {
+                crate::ui::say(&line);
+            }
+        });
+        crate::supervisor_api::tags::Publisher::start(config, record.clone(), paths, after, warn)
+    });
     let options = supervise::Options {
         group: args.group,
         max_hold: args.hold.max_hold,
     };
     let code = supervise::run_child(&args.cmd, options, held, &mut signals, &ctx.ui, &notify);
     // The lock is released by now, whatever became of CMD.
+    if let Some(publisher) = publisher {
+        publisher.released();
+    }
     if args.update_now {
         super::force_update::update_now(&ctx.ui);
     }
