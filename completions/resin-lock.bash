@@ -4,9 +4,9 @@
 # _resin_lock_options SUB: the options of subcommand SUB (none yet: "").
 _resin_lock_options() {
     case $1 in
-        acquire) echo "--path --root -v --verbose -q --quiet -n --nonblock -w --timeout -E --conflict-exit-code -s --shared --reason --max-hold --owner -h --help -V --version" ;;
+        acquire) echo "--path --root -v --verbose -q --quiet -n --nonblock -w --timeout -E --conflict-exit-code -s --shared --reason --max-hold --tag --tag-after --owner -h --help -V --version" ;;
         release) echo "--path --root -v --verbose -q --quiet -f --force --owner --update-now -h --help -V --version" ;;
-        run) echo "--path --root -v --verbose -q --quiet -n --nonblock -w --timeout -E --conflict-exit-code -s --shared --reason --max-hold -g --group --on-lost --update-now -h --help -V --version" ;;
+        run) echo "--path --root -v --verbose -q --quiet -n --nonblock -w --timeout -E --conflict-exit-code -s --shared --reason --max-hold --tag --tag-after -g --group --on-lost --update-now -h --help -V --version" ;;
         status) echo "--path --root -v --verbose -q --quiet --json --supervisor --host --health --max-hold -h --help -V --version" ;;
         force-update) echo "--path --root -v --verbose -q --quiet -h --help -V --version" ;;
         help) echo "" ;;
@@ -27,6 +27,7 @@ _resin_lock_value() {
                 --conflict-exit-code | -E | -[!-]*E) echo none ;;
                 --reason) echo none ;;
                 --max-hold) echo none ;;
+                --tag-after) echo none ;;
                 --owner) echo none ;;
                 *) return 1 ;;
             esac ;;
@@ -45,6 +46,7 @@ _resin_lock_value() {
                 --conflict-exit-code | -E | -[!-]*E) echo none ;;
                 --reason) echo none ;;
                 --max-hold) echo none ;;
+                --tag-after) echo none ;;
                 --on-lost) echo none ;;
                 *) return 1 ;;
             esac ;;

@@ -42,11 +42,13 @@ complete -c resin-lock -n "__fish_resin_lock_using_subcommand acquire" -s w -l t
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand acquire" -s E -l conflict-exit-code -d 'Exit with CODE, not 1, when busy (-n) or timed out (-w)' -r -f
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand acquire" -l reason -d 'Why the lock is held (shown by status, -v and waiters)' -r -f
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand acquire" -l max-hold -d 'Let go of the lock after DUR even if the work goes on' -r -f
+complete -c resin-lock -n "__fish_resin_lock_using_subcommand acquire" -l tag-after -d 'With tags on, publish holds that last DUR (default 30s)' -r -f
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand acquire" -l owner -d 'Keep the lock while process PID lives; `parent`: exactly the parent (default: the nearest ancestor that is not a transient wrapper)' -r -f
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand acquire" -s v -l verbose -d 'Say what was done and why'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand acquire" -s q -l quiet -d 'Print nothing but errors'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand acquire" -s n -l nonblock -d 'Fail at once if the lock is busy instead of waiting'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand acquire" -s s -l shared -d 'Share the lock (LOCK_SH); the last holder out removes it'
+complete -c resin-lock -n "__fish_resin_lock_using_subcommand acquire" -l tag -d 'Show a long hold as a device tag in balenaCloud'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand acquire" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand acquire" -s V -l version -d 'Print version'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand release" -l path -d 'Use this lock file, not the detected one (repeatable)' -r -F
@@ -64,11 +66,13 @@ complete -c resin-lock -n "__fish_resin_lock_using_subcommand run; and not __fis
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand run; and not __fish_resin_lock_run_past_options" -s E -l conflict-exit-code -d 'Exit with CODE, not 1, when busy (-n) or timed out (-w)' -r -f
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand run; and not __fish_resin_lock_run_past_options" -l reason -d 'Why the lock is held (shown by status, -v and waiters)' -r -f
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand run; and not __fish_resin_lock_run_past_options" -l max-hold -d 'Let go of the lock after DUR even if the work goes on' -r -f
+complete -c resin-lock -n "__fish_resin_lock_using_subcommand run; and not __fish_resin_lock_run_past_options" -l tag-after -d 'With tags on, publish holds that last DUR (default 30s)' -r -f
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand run; and not __fish_resin_lock_run_past_options" -l on-lost -d 'Send SIGNAL to CMD if its lock file is removed under it' -r -f
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand run; and not __fish_resin_lock_run_past_options" -s v -l verbose -d 'Say what was done and why'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand run; and not __fish_resin_lock_run_past_options" -s q -l quiet -d 'Print nothing but errors'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand run; and not __fish_resin_lock_run_past_options" -s n -l nonblock -d 'Fail at once if the lock is busy instead of waiting'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand run; and not __fish_resin_lock_run_past_options" -s s -l shared -d 'Share the lock (LOCK_SH); the last holder out removes it'
+complete -c resin-lock -n "__fish_resin_lock_using_subcommand run; and not __fish_resin_lock_run_past_options" -l tag -d 'Show a long hold as a device tag in balenaCloud'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand run; and not __fish_resin_lock_run_past_options" -s g -l group -d 'Run CMD in its own process group; signal the whole group'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand run; and not __fish_resin_lock_run_past_options" -l update-now -d 'After release, ask the supervisor to apply a pending update now'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand run; and not __fish_resin_lock_run_past_options" -s h -l help -d 'Print help (see more with \'--help\')'
@@ -102,7 +106,7 @@ complete -c resin-lock -n "__fish_resin_lock_using_subcommand help; and not __fi
 # Written by xtask/src/generate.rs: clap_complete's fish script has no
 # positional arguments.
 function __fish_resin_lock_run_optspecs
-    string join \n path=+ root= v/verbose q/quiet n/nonblock w/timeout= E/conflict-exit-code= s/shared reason= max-hold= g/group on-lost= update-now h/help V/version
+    string join \n path=+ root= v/verbose q/quiet n/nonblock w/timeout= E/conflict-exit-code= s/shared reason= max-hold= tag tag-after= g/group on-lost= update-now h/help V/version
 end
 
 # The words of the command line of `run` before the cursor, one a line;

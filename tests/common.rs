@@ -93,6 +93,8 @@ pub fn resin_lock() -> Command {
         "BALENA_SUPERVISOR_API_KEY",
         "RESIN_SUPERVISOR_API_KEY",
         "BALENA_SERVICE_NAME",
+        "BALENA_LOCK_TAGS",
+        "RESIN_LOCK_TAGS",
     ] {
         cmd.env_remove(var);
     }

@@ -77,6 +77,7 @@ fn record() -> impl Strategy<Value = Record> {
                 fd,
                 shared,
                 service,
+                tag_after_ms: None,
             },
         )
 }

@@ -49,6 +49,10 @@ enum Answer {
     /// beside `"force":true` (balena-supervisor issue 2541); before v17.1
     /// `cancel` is not known and ignored.
     WaitingUpdate { since_v17_5: bool },
+    /// `PATCH /v2/device/tags` as supervisor v17.8.0 takes it: a flat JSON
+    /// object of string values whose keys have no whitespace, 202; 400 for
+    /// anything else.
+    Tags,
 }
 
 struct FakeSupervisor {
@@ -75,7 +79,14 @@ impl FakeSupervisor {
                     continue;
                 };
                 request.lock_existed = watch.as_ref().is_some_and(|p| p.symlink_metadata().is_ok());
-                let answer = &answers[n.min(answers.len() - 1)];
+                let mut answer = &answers[n.min(answers.len() - 1)];
+                if let Answer::Tags = answer {
+                    answer = if valid_tags(&request) {
+                        &Answer::Status(202, "")
+                    } else {
+                        &Answer::Status(400, r#"{"message":"bad tags"}"#)
+                    };
+                }
                 if let Answer::WaitingUpdate { since_v17_5 } = answer {
                     request.forced = overrides(&request.body, *since_v17_5);
                     if let Some(lock) = watch.as_ref().filter(|_| request.forced) {
@@ -183,7 +194,26 @@ fn answer_with(mut stream: TcpStream, answer: &Answer) {
             let _ = stream.write_all(bytes);
         }
         Answer::WaitingUpdate { .. } => answer_with(stream, &Answer::Status(202, "Accepted")),
+        Answer::Tags => answer_with(stream, &Answer::Status(202, "")),
     }
+}
+
+/// Whether a request is one v17.8's `PATCH /v2/device/tags` accepts: a
+/// flat object of strings, keys without whitespace, values of at most 255
+/// characters (balenaCloud's limit) without control characters.
+fn valid_tags(request: &Received) -> bool {
+    let Ok(serde_json::Value::Object(tags)) = serde_json::from_str(&request.body) else {
+        return false;
+    };
+    (request.method.as_str(), request.path.as_str()) == ("PATCH", "/v2/device/tags")
+        && !tags.is_empty()
+        && tags.iter().all(|(key, value)| {
+            !key.is_empty()
+                && !key.chars().any(|c| c.is_whitespace() || c.is_control())
+                && value
+                    .as_str()
+                    .is_some_and(|v| v.chars().count() <= 255 && !v.chars().any(char::is_control))
+        })
 }
 
 /// An answer of these bytes (a test's own HTTP, well-formed or not).
@@ -1273,4 +1303,313 @@ fn release_after_helios_forced_over_an_acquire_leaves_its_file() {
     );
     wait_until("the displaced keeper to exit", || !alive(keeper));
     assert_helios_file(&s.lock());
+}
+
+// Device tags (SPEC 4d, issue 22).
+
+/// The one tag of a `PATCH /v2/device/tags` the fake accepted: key, value.
+fn tag_of(request: &Received) -> (String, String) {
+    assert!(valid_tags(request), "not valid for v17.8: {request:?}");
+    assert_eq!(request.query, format!("apikey={KEY}"));
+    let tags: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(&request.body).unwrap();
+    assert_eq!(tags.len(), 1, "{request:?}");
+    let (key, value) = tags.into_iter().next().unwrap();
+    (key, value.as_str().unwrap().to_owned())
+}
+
+/// A file the test creates to let a command's CMD end.
+fn go_script(scratch: &Scratch) -> (PathBuf, String) {
+    let go = scratch.path("go");
+    let script = format!(
+        "while [ ! -e '{}' ]; do sleep 0.01; done; exit 3",
+        go.display()
+    );
+    (go, script)
+}
+
+#[test]
+fn tags_a_short_hold_sends_nothing() {
+    let scratch = Scratch::new();
+    let fake = FakeSupervisor::start(Answer::Tags);
+    let out = run(scratch_with_api(
+        &scratch,
+        &fake.address,
+        &["run", "--tag", "--", "true"],
+    ));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stderr(&out), "");
+    let mut cmd = scratch_with_api(&scratch, &fake.address, &["acquire"]);
+    cmd.env("BALENA_LOCK_TAGS", "1");
+    assert_eq!(run(cmd).status.code(), Some(0));
+    let out = run(scratch_with_api(&scratch, &fake.address, &["release"]));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(!scratch.lock().exists());
+    fake.assert_no_request();
+    assert_eq!(scratch.leftovers(&[]), Vec::<String>::new());
+}
+
+#[test]
+fn tags_a_long_run_is_held_once_then_free_once() {
+    let scratch = Scratch::new();
+    let fake = FakeSupervisor::answering(vec![Answer::Tags], Some(scratch.lock()));
+    let (go, script) = go_script(&scratch);
+    let mut cmd = scratch_with_api(
+        &scratch,
+        &fake.address,
+        &[
+            "run",
+            "--reason",
+            "flashing\nfirmware",
+            "--max-hold",
+            "1h",
+            "--tag-after",
+            "0.2s",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ],
+    );
+    cmd.env("RESIN_LOCK_TAGS", "1")
+        .env("BALENA_SERVICE_NAME", "my service")
+        .stderr(std::process::Stdio::piped());
+    let child = cmd.spawn().unwrap();
+    let held = fake.request();
+    assert!(held.lock_existed);
+    let (key, value) = tag_of(&held);
+    assert_eq!(key, "update-lock.my_service");
+    assert!(value.starts_with("held since 20"), "{value}");
+    assert!(value.contains("; max-hold until 20"), "{value}");
+    assert!(value.contains("; by run: sh -c while"), "{value}");
+    assert!(value.ends_with("; reason: flashing\\nfirmware"), "{value}");
+    std::fs::write(&go, "").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert_eq!(stderr(&out), "");
+    let free = fake.request();
+    assert!(!free.lock_existed, "free was sent before the release");
+    let (key, value) = tag_of(&free);
+    assert_eq!(key, "update-lock.my_service");
+    assert!(value.starts_with("free since 20"), "{value}");
+    fake.assert_no_request();
+    // status --json shows what was sent last.
+    let mut status = scratch.cmd(&["status", "--json"]);
+    status.env("BALENA_SERVICE_NAME", "my service");
+    let json: serde_json::Value = serde_json::from_slice(&run(status).stdout).unwrap();
+    let tag = &json["locks"][0]["tag"];
+    assert_eq!(tag["key"], "update-lock.my_service", "{json}");
+    assert!(
+        tag["value"].as_str().unwrap().starts_with("free since"),
+        "{json}"
+    );
+    assert!(tag["at"].as_str().unwrap().starts_with("20"), "{json}");
+    assert_eq!(tag["result"], "accepted (HTTP 202)", "{json}");
+}
+
+#[test]
+fn tags_a_long_acquire_is_held_once_then_free_once() {
+    let scratch = Scratch::new();
+    let fake = FakeSupervisor::answering(vec![Answer::Tags], Some(scratch.lock()));
+    let me = std::process::id().to_string();
+    let out = run(scratch_with_api(
+        &scratch,
+        &fake.address,
+        &["acquire", "--tag", "--tag-after", "0.2", "--owner", &me],
+    ));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let (key, value) = tag_of(&fake.request());
+    assert_eq!(key, "update-lock.main");
+    assert!(value.starts_with("held since 20"), "{value}");
+    assert!(value.contains("; by acquire: "), "{value}");
+    let out = run(scratch_with_api(&scratch, &fake.address, &["release"]));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let free = fake.request();
+    assert!(!free.lock_existed);
+    assert!(tag_of(&free).1.starts_with("free since 20"));
+    // The keeper notes what it sent once the answer came, after the fake
+    // saw the request.
+    let note = scratch.path("update-lock.main.tag");
+    let read_note = || -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(&note).unwrap_or_default())
+            .unwrap_or(serde_json::Value::Null)
+    };
+    wait_until("the note of the free tag", || {
+        read_note()["value"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("free since"))
+    });
+    assert_eq!(read_note()["result"], "accepted (HTTP 202)");
+    fake.assert_no_request();
+}
+
+#[test]
+fn tags_a_killed_owner_leaves_the_lock_stale_and_says_so() {
+    let scratch = Scratch::new();
+    let fake = FakeSupervisor::answering(vec![Answer::Tags], Some(scratch.lock()));
+    let mut owner = Command::new("sleep").arg("1000").spawn().unwrap();
+    let pid = owner.id().to_string();
+    let mut cmd = scratch_with_api(&scratch, &fake.address, &["acquire", "--owner", &pid]);
+    cmd.env("BALENA_LOCK_TAGS", "1");
+    assert_eq!(run(cmd).status.code(), Some(0));
+    owner.kill().unwrap();
+    owner.wait().unwrap();
+    let stale = fake.request();
+    assert!(stale.lock_existed, "the lock stays, stale");
+    let (_, value) = tag_of(&stale);
+    assert!(value.starts_with("stale since 20"), "{value}");
+    assert!(value.contains("owner exited without release"), "{value}");
+    // The next hold takes it over and puts the tag right at once.
+    let out = run(scratch_with_api(
+        &scratch,
+        &fake.address,
+        &["run", "--tag", "--", "true"],
+    ));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(tag_of(&fake.request()).1.starts_with("held since"));
+    assert!(tag_of(&fake.request()).1.starts_with("free since"));
+    fake.assert_no_request();
+}
+
+#[test]
+fn tags_a_silent_or_failing_api_changes_no_exit_status_and_no_lock() {
+    for answer in [Answer::Silent, Answer::Status(500, r#"{"error":"boom"}"#)] {
+        let scratch = Scratch::new();
+        let fake = FakeSupervisor::answering(vec![answer], Some(scratch.lock()));
+        let (go, script) = go_script(&scratch);
+        let mut cmd = scratch_with_api(
+            &scratch,
+            &fake.address,
+            &[
+                "run",
+                "--tag",
+                "--tag-after",
+                "0.1",
+                "--",
+                "sh",
+                "-c",
+                &script,
+            ],
+        );
+        cmd.stderr(std::process::Stdio::piped());
+        let child = cmd.spawn().unwrap();
+        // The fake got `held` (and a silent one never answers it).
+        assert!(fake.request().lock_existed);
+        std::fs::write(&go, "").unwrap();
+        let started = std::time::Instant::now();
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+        assert!(!scratch.lock().exists());
+        // Bounded: two requests of at most 1 s each, never the fake's
+        // silence (for ever). Generous for a loaded machine.
+        assert!(started.elapsed() < Duration::from_secs(8));
+        let err = stderr(&out);
+        assert!(
+            err.lines().all(|l| l
+                .starts_with("resin-lock: device tag update-lock.main: PATCH http://127.0.0.1:")),
+            "{err}"
+        );
+        assert!(err.lines().count() <= 2, "{err}");
+        assert!(!err.is_empty(), "a failure is said");
+    }
+}
+
+#[test]
+fn tags_without_the_api_are_one_line_for_the_option_and_quiet_for_the_variable() {
+    let scratch = Scratch::new();
+    let out = run(scratch.cmd(&["run", "--tag", "--", "true"]));
+    assert_eq!(out.status.code(), Some(0));
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains(LABEL), "{err}");
+    let mut cmd = scratch.cmd(&["run", "--", "true"]);
+    cmd.env("BALENA_LOCK_TAGS", "1");
+    let out = run(cmd);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(stderr(&out), "");
+    let mut cmd = scratch.cmd(&["run", "--", "true"]);
+    cmd.env("BALENA_LOCK_TAGS", "0")
+        .env("BALENA_SUPERVISOR_ADDRESS", dead_address())
+        .env("BALENA_SUPERVISOR_API_KEY", KEY);
+    assert_eq!(stderr(&run(cmd)), "", "0 is off");
+}
+
+/// A shared hold's tag says `free` only when the lock is free: the first
+/// of two shared holders to leave sends nothing, the last one `free`.
+#[test]
+fn tags_a_shared_lock_is_free_only_when_its_last_holder_leaves() {
+    let scratch = Scratch::new();
+    let fake = FakeSupervisor::answering(vec![Answer::Tags], Some(scratch.lock()));
+    let (go1, script1) = go_script(&scratch);
+    let go2 = scratch.path("go2");
+    let script2 = format!(
+        "while [ ! -e '{}' ]; do sleep 0.01; done; exit 3",
+        go2.display()
+    );
+    let start = |script: &str| {
+        let mut cmd = scratch_with_api(
+            &scratch,
+            &fake.address,
+            &["run", "-s", "--tag-after", "0.2s", "--", "sh", "-c", script],
+        );
+        cmd.env("RESIN_LOCK_TAGS", "1")
+            .stderr(std::process::Stdio::piped());
+        cmd.spawn().unwrap()
+    };
+    let first = start(&script1);
+    let held = fake.request();
+    assert!(tag_of(&held).1.starts_with("held since"), "{held:?}");
+    let second = start(&script2);
+    let held = fake.request();
+    assert!(tag_of(&held).1.starts_with("held since"), "{held:?}");
+    // The first one leaves; the second still holds the lock.
+    std::fs::write(&go1, "").unwrap();
+    let out = first.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(scratch.lock().exists(), "the second holder keeps the lock");
+    fake.assert_no_request();
+    std::fs::write(&go2, "").unwrap();
+    let out = second.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let free = fake.request();
+    assert!(tag_of(&free).1.starts_with("free since"), "{free:?}");
+    assert!(!free.lock_existed);
+    fake.assert_no_request();
+}
+
+/// `run --max-hold`: the tag says `free` when the lock is let go of at
+/// --max-hold, while CMD still runs, not only once CMD ends.
+#[test]
+fn tags_run_max_hold_frees_the_tag_when_it_lets_go() {
+    let scratch = Scratch::new();
+    let fake = FakeSupervisor::answering(vec![Answer::Tags], Some(scratch.lock()));
+    let (go, script) = go_script(&scratch);
+    let mut cmd = scratch_with_api(
+        &scratch,
+        &fake.address,
+        &[
+            "run",
+            "--max-hold",
+            "1s",
+            "--tag-after",
+            "0.2s",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ],
+    );
+    cmd.env("RESIN_LOCK_TAGS", "1")
+        .stderr(std::process::Stdio::piped());
+    let child = cmd.spawn().unwrap();
+    let held = fake.request();
+    assert!(tag_of(&held).1.starts_with("held since"), "{held:?}");
+    // CMD still runs (it waits for `go`): the tag must come free anyway.
+    let free = fake.request();
+    assert!(tag_of(&free).1.starts_with("free since"), "{free:?}");
+    assert!(!go.exists(), "CMD was still running");
+    std::fs::write(&go, "").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    fake.assert_no_request();
 }

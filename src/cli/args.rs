@@ -85,6 +85,31 @@ pub(crate) struct HoldArgs {
         allow_negative_numbers = true
     )]
     pub(crate) max_hold: Option<Duration>,
+
+    /// Show a long hold as a device tag in balenaCloud.
+    ///
+    /// Sets the device tag update-lock.<service> (BALENA_SERVICE_NAME, else main)
+    /// through the supervisor API (PATCH /v2/device/tags, supervisor v17.8.0 or
+    /// later; the io.balena.features.supervisor-api label) once the hold has
+    /// lasted --tag-after: "held since …; by …; reason: …", then "free since …"
+    /// at release, or "stale since …" when an acquire's owner exits without
+    /// release. BALENA_LOCK_TAGS=1 (or RESIN_LOCK_TAGS=1) turns it on without
+    /// the option, e.g. fleet-wide from a fleet variable. Best effort and
+    /// bounded: never delays taking or releasing the lock, and a failure is one
+    /// warning line that changes no exit status.
+    #[arg(long)]
+    pub(crate) tag: bool,
+
+    /// With tags on, publish holds that last DUR (default 30s).
+    ///
+    /// Shorter holds send nothing. DUR as for --timeout.
+    #[arg(
+        long,
+        value_name = "DUR",
+        value_hint = ValueHint::Other,
+        value_parser = crate::duration::parse
+    )]
+    pub(crate) tag_after: Option<Duration>,
 }
 
 #[derive(Debug, Args)]

@@ -53,6 +53,15 @@ pub fn run(ctx: &Context, args: AcquireArgs) -> Result<u8> {
     record.set_max_hold(args.hold.max_hold);
     let notes = super::context::hold_notes(&record);
     record.shared = args.wait.shared;
+    let tags = super::context::tag_plan(&ctx.ui, &args.hold).map(|(config, after)| {
+        record.tag_after_ms = Some(u64::try_from(after.as_millis()).unwrap_or(u64::MAX));
+        keeper::Tags {
+            config,
+            after,
+            record: record.clone(),
+            quiet: ctx.ui.quiet,
+        }
+    });
     let started = keeper::start(
         &ctx.locations.targets,
         record,
@@ -60,6 +69,7 @@ pub fn run(ctx: &Context, args: AcquireArgs) -> Result<u8> {
         wait_opts(&args.wait, Some(owner.id)),
         ctx.ui.quiet,
         &|event| tell(&ctx.ui, event),
+        tags,
     )?;
     match started {
         Started::Holding { keeper, paths } => {

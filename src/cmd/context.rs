@@ -145,3 +145,37 @@ pub(crate) fn tell(ui: &Ui, event: Event<'_>) {
         },
     }
 }
+
+/// Device tags for this hold (SPEC 4d), when asked for (`--tag`, or
+/// `BALENA_LOCK_TAGS`/`RESIN_LOCK_TAGS`): the supervisor API and how long a
+/// hold lasts before it is published. Without the API, `--tag` says so in
+/// one line; the variable alone says nothing but with `-v`: a fleet
+/// variable reaches every service, and one without the API label would
+/// otherwise warn at every lock it takes.
+pub(crate) fn tag_plan(
+    ui: &Ui,
+    hold: &crate::cli::HoldArgs,
+) -> Option<(crate::supervisor_api::Config, std::time::Duration)> {
+    use crate::supervisor_api::tags;
+    if !tags::wanted(hold.tag) {
+        return None;
+    }
+    match crate::supervisor_api::Config::from_env() {
+        Ok(config) => Some((config, hold.tag_after.unwrap_or(tags::DEFAULT_AFTER))),
+        Err(missing) => {
+            let line = || format!("device tags are off: they need the supervisor API: {missing}");
+            if hold.tag {
+                ui.warn(line());
+            } else {
+                ui.verbose(line);
+            }
+            None
+        }
+    }
+}
+
+/// Whether a taken-over stale record had tags on: its tag may say `held`
+/// or `stale` in the cloud, which the new hold puts right at once.
+pub(crate) fn took_over_tagged(event: &Event<'_>) -> bool {
+    matches!(event, Event::TookOverStale { record, .. } if record.tag_after_ms.is_some())
+}

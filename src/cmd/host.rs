@@ -82,6 +82,9 @@ struct HostLock {
     blocks: Vec<&'static str>,
     stale_reason: Option<String>,
     record: Option<serde_json::Value>,
+    /// The device tags last sent for this lock, per service (SPEC 4d), as
+    /// noted beside it: untrusted, escaped when printed.
+    tags: Vec<crate::supervisor_api::tags::Sent>,
 }
 
 /// The report; `json`: one JSON object instead of text. `--path` does not
@@ -256,6 +259,7 @@ fn host_lock(seen: &Inspection, file: &'static str, mtime: Option<i64>, flocked:
         held_for_s,
         blocks,
         stale_reason: seen.stale_reason.clone(),
+        tags: crate::supervisor_api::tags::all_sent(&seen.path),
         record: seen.record.clone(),
     }
 }
@@ -386,8 +390,20 @@ fn lock_line(lock: &HostLock) -> String {
         (false, true) => "the supervisor's own lock; blocks safe_reboot",
         (false, false) => "the supervisor's own lock; blocks neither",
     };
+    let tags: String = lock
+        .tags
+        .iter()
+        .map(|t| {
+            format!(
+                "; device tag {} sent {}: {}",
+                escape_controls(&t.key),
+                escape_controls(&t.at),
+                escape_controls(&t.value)
+            )
+        })
+        .collect();
     format!(
-        "app {} service {}: {}: {state} {}{reason}{age}; {blocks}",
+        "app {} service {}: {}: {state} {}{reason}{age}; {blocks}{tags}",
         lock.app_id, lock.service, lock.file, lock.holder
     )
 }

@@ -15,6 +15,7 @@ use crate::lock::wait::take_all;
 use crate::lock::{Event, Released};
 use crate::signals::{FORWARD, SignalWatch};
 use crate::supervise::{self, Lost};
+use crate::supervisor_api::tags::End;
 
 pub fn run(ctx: &Context, args: RunArgs) -> Result<u8> {
     refuse_nobody()?;
@@ -34,15 +35,36 @@ pub fn run(ctx: &Context, args: RunArgs) -> Result<u8> {
     record.set_reason(args.hold.reason.as_deref());
     record.set_max_hold(args.hold.max_hold);
     record.shared = args.wait.shared;
+    let tags = super::context::tag_plan(&ctx.ui, &args.hold);
+    record.tag_after_ms = tags
+        .as_ref()
+        .map(|(_, after)| u64::try_from(after.as_millis()).unwrap_or(u64::MAX));
+    let took_over_tagged = std::cell::Cell::new(false);
+    // The hold's tag ends with the first release (at `--max-hold`, or when
+    // CMD ends); `free` only if no other shared holder keeps the lock.
+    let publisher: RefCell<Option<crate::supervisor_api::tags::Publisher>> = RefCell::new(None);
     // Paths said lost at the moment of loss (`--on-lost`): at release, the
     // same news is not told again.
     let lost: RefCell<Vec<PathBuf>> = RefCell::new(Vec::new());
-    let notify = |event: crate::lock::Event<'_>| match event {
-        Event::Released {
-            path,
-            how: Released::Gone | Released::Replaced,
-        } if lost.borrow().iter().any(|p| p == path) => {}
-        event => tell(&ctx.ui, event),
+    let notify = |event: crate::lock::Event<'_>| {
+        if super::context::took_over_tagged(&event) {
+            took_over_tagged.set(true);
+        }
+        if let Event::Released { how, .. } = &event
+            && let Some(publisher) = publisher.borrow().as_ref()
+        {
+            publisher.end(match how {
+                Released::Left => End::Left,
+                _ => End::Released,
+            });
+        }
+        match event {
+            Event::Released {
+                path,
+                how: Released::Gone | Released::Replaced,
+            } if lost.borrow().iter().any(|p| p == path) => {}
+            event => tell(&ctx.ui, event),
+        }
     };
     let on_lost = |report: Lost<'_>| {
         ctx.ui
@@ -64,6 +86,22 @@ pub fn run(ctx: &Context, args: RunArgs) -> Result<u8> {
             super::context::hold_notes(&record)
         )
     });
+    // Device tags (SPEC 4d), from a thread of their own, once the lock is held.
+    *publisher.borrow_mut() = tags.and_then(|(config, after)| {
+        let after = if took_over_tagged.get() {
+            std::time::Duration::ZERO
+        } else {
+            after
+        };
+        let paths = held.iter().map(|h| h.path.clone()).collect();
+        let quiet = ctx.ui.quiet;
+        let warn = Box::new(move |line: String| {
+            if !quiet {
+                crate::ui::say(&line);
+            }
+        });
+        crate::supervisor_api::tags::Publisher::start(config, record.clone(), paths, after, warn)
+    });
     let options = supervise::Options {
         group: args.group,
         max_hold: args.hold.max_hold,
@@ -79,6 +117,9 @@ pub fn run(ctx: &Context, args: RunArgs) -> Result<u8> {
         &on_lost,
     );
     // The lock is released by now, whatever became of CMD.
+    if let Some(publisher) = publisher.take() {
+        publisher.finish(End::Released);
+    }
     if args.update_now {
         super::force_update::update_now(&ctx.ui);
     }

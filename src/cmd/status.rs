@@ -48,6 +48,9 @@ pub fn run(ctx: &Context, args: StatusArgs) -> Result<u8> {
         .collect::<Result<Vec<_>>>()?;
     let locked = locks.iter().any(|l| l.state != State::Free);
     let health = args.health.then(|| health(&locks, args.max_hold));
+    if args.health {
+        reconcile_tags(&locks, &ctx.ui);
+    }
     let busy = match &health {
         Some((verdict, _)) => *verdict == Verdict::Unhealthy,
         None => locked,
@@ -108,8 +111,48 @@ fn lock_json(lock: &Inspection) -> serde_json::Value {
         fields.insert("reason".to_owned(), reason.into());
         let held_for = held_for(lock).map(|age| age.as_secs());
         fields.insert("held_for_s".to_owned(), held_for.into());
+        // What was last sent for this service's device tag (SPEC 4d).
+        let tag = supervisor_api::tags::last_sent(&lock.path, &supervisor_api::tags::key());
+        fields.insert(
+            "tag".to_owned(),
+            serde_json::to_value(tag).unwrap_or_default(),
+        );
     }
     value
+}
+
+/// `status --health` with device tags on (the variable) puts this
+/// service's tag right where it says otherwise than the disk (SPEC 4d):
+/// `stale` for a stale lock whose record had tags on, `free` for a free
+/// path whose last value sent was `held` or `stale` (a keeper killed, a
+/// reboot). Bounded and best effort, as every tag request.
+fn reconcile_tags(locks: &[Inspection], ui: &crate::ui::Ui) {
+    use supervisor_api::tags::{self, State as Tag};
+    if !tags::from_env() {
+        return;
+    }
+    let Ok(config) = supervisor_api::Config::from_env() else {
+        return;
+    };
+    let key = tags::key();
+    let service = std::env::var("BALENA_SERVICE_NAME")
+        .ok()
+        .filter(|s| !s.is_empty());
+    for lock in locks {
+        let last = tags::last_sent(&lock.path, &key);
+        let said = |state: &str| last.as_ref().is_some_and(|s| s.value.starts_with(state));
+        let value = match (&lock.state, &lock.parsed) {
+            (State::Stale, Some(record))
+                if record.tag_after_ms.is_some() && record.service == service && !said("stale") =>
+            {
+                tags::value(Tag::Stale, record)
+            }
+            (State::Free, _) if said("held") || said("stale") => tags::free_value(),
+            _ => continue,
+        };
+        let warn = |line: String| ui.warn(line);
+        tags::send(&config, std::slice::from_ref(&lock.path), &value, &warn);
+    }
 }
 
 /// How long a lock file has blocked updates: from its record's start, or

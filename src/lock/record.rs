@@ -91,6 +91,12 @@ pub struct Record {
     /// another service's. At most `MAX_ARG` bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service: Option<String>,
+    /// Device tags are on for this hold (SPEC 4d): its tag is published once
+    /// the hold lasted this many milliseconds (`--tag-after`), and `stale`
+    /// when its owner exits without release. A takeover of a stale record
+    /// with this field, and `status --health`, put the tag right.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag_after_ms: Option<u64>,
 }
 
 /// A process in a record: its pid and start time (clock ticks after boot).
@@ -127,6 +133,7 @@ impl Record {
                 .ok()
                 .filter(|name| !name.is_empty())
                 .map(|name| cut(&name, MAX_ARG)),
+            tag_after_ms: None,
         }
     }
 

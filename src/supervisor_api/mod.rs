@@ -17,6 +17,7 @@
 //! and text from an answer reaches one with its control characters escaped.
 
 pub mod http;
+pub mod tags;
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};

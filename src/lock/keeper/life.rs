@@ -17,11 +17,13 @@ use nix::sys::signal::{Signal, kill};
 use nix::sys::signalfd::SignalFd;
 use nix::unistd::Pid;
 
-use super::provisions::{ACK, LINKED, Provisions, SLOW};
+use super::provisions::{ACK, LINKED, Provisions, SLOW, TOOK_TAGGED, Tags};
 use crate::lock::dir::LockDir;
-use crate::lock::event::ignore;
+use crate::lock::dir::Released;
+use crate::lock::event::Event;
 use crate::lock::held::Held;
 use crate::lock::take::release_all;
+use crate::supervisor_api::tags::{End, Publisher};
 use crate::sys;
 
 /// The keeper: never returns.
@@ -43,7 +45,9 @@ fn keep(provisions: Provisions, mut prepared: Vec<Held>, shared: bool) -> io::Re
         null,
         max_hold,
         log,
+        tags,
     } = provisions;
+    let mut took_tagged = false;
     // Out of the caller's session at once, so that a Ctrl-C or hangup meant
     // for the caller's shell never reaches the keeper.
     let _ = nix::unistd::setsid();
@@ -55,6 +59,10 @@ fn keep(provisions: Provisions, mut prepared: Vec<Held>, shared: bool) -> io::Re
         };
         if fds.is_empty() && payload == SLOW {
             prepared.clear();
+            continue;
+        }
+        if fds.is_empty() && payload == TOOK_TAGGED {
+            took_tagged = true;
             continue;
         }
         break (payload, fds);
@@ -75,7 +83,15 @@ fn keep(provisions: Provisions, mut prepared: Vec<Held>, shared: bool) -> io::Re
         .chain(log.iter().map(AsRawFd::as_raw_fd))
         .collect();
     settle(&held, &also, &release_signal, null);
-    hold(held, (owner_fd, log), owner, &release_signal, max_hold);
+    // Device tags (SPEC 4d) from a thread, now that the lock is held.
+    let publisher = tags.and_then(|tags| publisher(tags, &held, owner, &log, took_tagged));
+    hold(
+        held,
+        (owner_fd, log),
+        owner,
+        &release_signal,
+        (max_hold, publisher),
+    );
     Ok(())
 }
 
@@ -119,8 +135,29 @@ fn hold(
     (owner_fd, log): (Option<OwnedFd>, Option<File>),
     owner: Pid,
     release: &SignalFd,
-    max_hold: Option<(Duration, bool)>,
+    (max_hold, publisher): (Option<(Duration, bool)>, Option<Publisher>),
 ) {
+    // The tag follows the lock: `free` once it is released, `stale` when
+    // the owner is gone without release (bounded, after the lock's fate).
+    let left = std::cell::Cell::new(false);
+    let notify = |event: Event<'_>| {
+        if let Event::Released {
+            how: Released::Left,
+            ..
+        } = event
+        {
+            left.set(true);
+        }
+    };
+    let end = |released: bool| {
+        if let Some(publisher) = publisher {
+            publisher.finish(match released {
+                true if left.get() => End::Left,
+                true => End::Released,
+                false => End::Stale,
+            });
+        }
+    };
     // One past what a clock can count is never: the keeper must not panic.
     let deadline = max_hold.and_then(|(after, _)| std::time::Instant::now().checked_add(after));
     loop {
@@ -139,10 +176,11 @@ fn hold(
             if left.is_zero() {
                 let paths: Vec<String> =
                     held.iter().map(|h| h.path.display().to_string()).collect();
-                let _ = release_all(held, &ignore);
+                let _ = release_all(held, &notify);
                 if let Some((after, true)) = max_hold {
                     tell_owner(owner, log, &paths, after);
                 }
+                end(true);
                 return;
             }
             // Rounded up: a poll that wakes a little early only loops.
@@ -169,13 +207,41 @@ fn hold(
         if let Ok(Some(info)) = release.read_signal()
             && info.ssi_signo == Signal::SIGUSR1 as u32
         {
-            let _ = release_all(held, &ignore);
+            let _ = release_all(held, &notify);
+            end(true);
             return;
         }
         if owner_gone {
+            end(false);
             return;
         }
     }
+}
+
+/// The hold's tag publisher; its warnings go where `--max-hold`'s notice
+/// goes (acquire's log file, else the owner's stderr), unless `-q`.
+fn publisher(
+    tags: Tags,
+    held: &[Held],
+    owner: Pid,
+    log: &Option<File>,
+    took_tagged: bool,
+) -> Option<Publisher> {
+    let Tags {
+        config,
+        after,
+        record,
+        quiet,
+    } = tags;
+    let log = log.as_ref().and_then(|log| log.try_clone().ok());
+    let warn = Box::new(move |line: String| {
+        if !quiet {
+            say_to_owner(owner, log.as_ref(), &format!("resin-lock: {line}\n"));
+        }
+    });
+    let after = if took_tagged { Duration::ZERO } else { after };
+    let paths = held.iter().map(|h| h.path.clone()).collect();
+    Publisher::start(config, record, paths, after, warn)
 }
 
 /// `--max-hold` ran out: one line (one write) where acquire's stderr went
@@ -188,13 +254,18 @@ fn hold(
 /// overwrite, and the owner's next line through it would overwrite the
 /// notice.
 fn tell_owner(owner: Pid, log: Option<File>, paths: &[String], after: Duration) {
-    use std::io::{Seek as _, SeekFrom, Write as _};
-    use std::os::unix::fs::OpenOptionsExt as _;
     let line = format!(
         "resin-lock: held {} for {} (--max-hold); released it: the owner (pid {owner}) goes on unprotected\n",
         paths.join(", "),
         humantime::format_duration(after)
     );
+    say_to_owner(owner, log.as_ref(), &line);
+}
+
+/// One line (one write) to acquire's log, else to the owner's stderr.
+fn say_to_owner(owner: Pid, log: Option<&File>, line: &str) {
+    use std::io::{Seek as _, SeekFrom, Write as _};
+    use std::os::unix::fs::OpenOptionsExt as _;
     if let Some(mut log) = log {
         if log.seek(SeekFrom::End(0)).is_ok() {
             let _ = log.write_all(line.as_bytes());

@@ -45,7 +45,8 @@ use crate::sys;
 mod life;
 mod provisions;
 
-use provisions::{ACK, LINKED, Provisions, SLOW};
+pub(crate) use provisions::Tags;
+use provisions::{ACK, LINKED, Provisions, SLOW, TOOK_TAGGED};
 
 /// How `start` ended.
 #[derive(Debug)]
@@ -65,8 +66,10 @@ pub fn start(
     opts: WaitOpts,
     quiet: bool,
     notify: Notify,
+    tags: Option<Tags>,
 ) -> Result<Started> {
     let (ours, mut provisions) = provide(Pid::from_raw(owner.id.pid))?;
+    provisions.tags = tags;
     provisions.max_hold = record.max_hold().map(|d| (d, !quiet));
     if provisions.max_hold.is_some_and(|(_, say)| say) {
         provisions.log = stderr_log();
@@ -175,6 +178,7 @@ fn provide(owner: Pid) -> Result<(OwnedFd, Provisions)> {
         null,
         max_hold: None,
         log: None,
+        tags: None,
     };
     Ok((ours, provisions))
 }
@@ -225,12 +229,22 @@ fn slow_path(
     // Pending ones now reach the handlers, and end the wait.
     let _ = mask.thread_set_mask();
     let mut signals = signals?;
+    // A stale lock taken over whose record had device tags on: its tag may
+    // say `held` or `stale`; the keeper puts it right at once.
+    let took_tagged = std::cell::Cell::new(false);
+    let watch = |event: super::event::Event<'_>| {
+        if matches!(&event, super::event::Event::TookOverStale { record, .. } if record.tag_after_ms.is_some())
+        {
+            took_tagged.set(true);
+        }
+        notify(event)
+    };
     let taken = take_all(
         targets,
         record.to_line().as_bytes(),
         opts,
         &mut signals,
-        notify,
+        &watch,
     );
     let held = match taken {
         Ok(held) => held,
@@ -241,6 +255,10 @@ fn slow_path(
             return Err(err);
         }
     };
+    if took_tagged.get() {
+        // If this fails, so will the hand-over, which says so.
+        let _ = nix::unistd::write(&ours, TOOK_TAGGED);
+    }
     if let Err(err) = hand_over(&ours, &held) {
         abandon(keeper);
         let _ = release_all(held, notify);

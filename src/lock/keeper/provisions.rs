@@ -16,6 +16,18 @@ pub(super) const LINKED: &[u8] = b"L";
 /// acquire to keeper: the prepared files were not linked; let go of them
 /// and wait for the lock to be sent (the slow path).
 pub(super) const SLOW: &[u8] = b"S";
+/// acquire to keeper, before the lock on the slow path: it took over a
+/// stale lock whose record had device tags on (publish at once).
+pub(super) const TOOK_TAGGED: &[u8] = b"T";
+
+/// Device tags for the hold (SPEC 4d): the API, `--tag-after`, the record
+/// the value is made of, and whether warnings are silenced (`-q`).
+pub(crate) struct Tags {
+    pub(crate) config: crate::supervisor_api::Config,
+    pub(crate) after: Duration,
+    pub(crate) record: crate::lock::record::Record,
+    pub(crate) quiet: bool,
+}
 
 /// What the keeper is born with: made before the fork, so that nothing the
 /// keeper needs can fail after `acquire` has returned.
@@ -31,4 +43,6 @@ pub(super) struct Provisions {
     /// `--max-hold` notice is appended there, through the same open file
     /// description, so the writer's next line comes after it.
     pub(super) log: Option<File>,
+    /// Device tags, when on.
+    pub(super) tags: Option<Tags>,
 }

@@ -4,7 +4,9 @@
 //! pending; `POST /v1/update` is accepted) and notes when each POST arrives.
 //! The holder's command blocks reading a pipe that the harness closes at
 //! t0; t1 is when the POST arrives. Without `--update-now` the supervisor
-//! starts the update after its own backoff (up to 15 min).
+//! starts the update after its own backoff (up to 15 min). A second row
+//! times `run --tag`: the end of the critical section to the `free` PATCH
+//! of its device tag (SPEC 4d).
 
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -53,6 +55,37 @@ pub(super) fn measure(tools: &Tools, scratch: &Scratch, report: &mut Report) -> 
         },
     });
     report.walls.push(series);
+
+    // Device tags (SPEC 4d): release to the `free` PATCH, from `run --tag`
+    // whose `held` was published at once (`--tag-after 0`).
+    let mut walls = Vec::with_capacity(ROUNDS);
+    for _ in 0..ROUNDS {
+        walls.push(once_with(
+            tools,
+            &address,
+            &lock,
+            &posts,
+            &["run", "--tag", "--tag-after", "0", "--"],
+        )?);
+    }
+    let series = Series {
+        name: "tags: release to PATCH /v2/device/tags free (release)".to_owned(),
+        walls,
+    };
+    let median = series.median();
+    report.rows.push(Row {
+        bench: "release to the device tag's free, --tag (median)".to_owned(),
+        ours: ms(median),
+        peer: "— (no lock tool publishes it)".to_owned(),
+        ratio: "—".to_owned(),
+        budget: format!("≤ {} s", BUDGET.as_secs()),
+        holds: if median <= BUDGET {
+            Holds::Yes
+        } else {
+            Holds::No
+        },
+    });
+    report.walls.push(series);
     Ok(())
 }
 
@@ -63,11 +96,23 @@ fn once(
     lock: &OsString,
     posts: &Receiver<Instant>,
 ) -> Result<Duration, String> {
+    once_with(tools, address, lock, posts, &["run", "--update-now", "--"])
+}
+
+/// One round of `resin-lock --path LOCK ARGS sh -c …`: the time from the
+/// end of the critical section to the request the harness waits for.
+fn once_with(
+    tools: &Tools,
+    address: &str,
+    lock: &OsString,
+    posts: &Receiver<Instant>,
+    args: &[&str],
+) -> Result<Duration, String> {
     let mut child = Guard(
         Command::new(&tools.release)
             .arg("--path")
             .arg(lock)
-            .args(["run", "--update-now", "--"])
+            .args(args)
             .arg(&tools.sh)
             .args(["-c", "echo ready; read x || :"])
             .env("BALENA_SUPERVISOR_ADDRESS", address)
@@ -90,7 +135,7 @@ fn once(
     let t0 = Instant::now();
     let t1 = posts
         .recv_timeout(Duration::from_secs(30))
-        .map_err(|_| "update-now: no POST /v1/update within 30 s".to_owned())?;
+        .map_err(|_| "update-now: no POST /v1/update (or free tag) within 30 s".to_owned())?;
     let status = child.0.wait().map_err(|e| e.to_string())?;
     if !status.success() {
         return Err(format!("update-now: resin-lock run exited with {status}"));
@@ -139,9 +184,12 @@ fn serve(mut stream: TcpStream) -> Option<Option<Instant>> {
     }
     let mut body = vec![0; length];
     reader.read_exact(&mut body).ok()?;
-    let post = request_line.starts_with("POST /v1/update");
+    // The request timed: `--update-now`'s POST, or `--tag`'s `free`.
+    let post = request_line.starts_with("POST /v1/update")
+        || (request_line.starts_with("PATCH /v2/device/tags")
+            && String::from_utf8_lossy(&body).contains("free since"));
     let at = Instant::now();
-    let answer = if post {
+    let answer = if post || request_line.starts_with("PATCH") {
         "HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_owned()
     } else {
         format!(
