@@ -61,6 +61,15 @@ fn copy_for_others() -> PathBuf {
 /// of another machine (run by qemu-user) and qemu-user cannot do `why`;
 /// says so in one line. Always false for a binary of this machine.
 pub fn emulated(test: &str, why: &str) -> bool {
+    if !is_emulated() {
+        return false;
+    }
+    say(&format!("{test}: skipped under qemu-user: {why}"));
+    true
+}
+
+/// Whether `RESIN_LOCK_TEST_BIN` names a binary of another machine.
+pub fn is_emulated() -> bool {
     let e_machine = |path: &Path| {
         let bytes = std::fs::read(path).ok()?;
         (bytes.get(..4)? == b"\x7fELF").then(|| bytes.get(18..20).map(|m| [m[0], m[1]]))?
@@ -69,11 +78,7 @@ pub fn emulated(test: &str, why: &str) -> bool {
         return false;
     };
     let this = std::env::current_exe().ok().and_then(|exe| e_machine(&exe));
-    if e_machine(Path::new(&test_bin)) == this {
-        return false;
-    }
-    say(&format!("{test}: skipped under qemu-user: {why}"));
-    true
+    e_machine(Path::new(&test_bin)) != this
 }
 
 /// `resin-lock` with a clean environment (no detection inputs leak in).
@@ -479,9 +484,11 @@ pub fn rounds(base: usize) -> usize {
     base * scale()
 }
 
-/// How long anything may take before the test calls it a hang.
+/// How long anything may take before the test calls it a hang (four
+/// times as long under qemu-user, where every call is several times slower).
 pub fn hang_guard() -> Duration {
-    Duration::from_secs(120 * scale() as u64)
+    let emulation = if is_emulated() { 4 } else { 1 };
+    Duration::from_secs(120 * scale() as u64 * emulation)
 }
 
 /// splitmix64: small, deterministic, good enough to pick victims.

@@ -95,8 +95,13 @@ pub fn start(
     // Under a tracer that follows forks (`strace -f`), a keeper it traced
     // would keep it waiting until the lock is released: fork one it cannot
     // follow (SPEC 2b).
+    // Where clone(2) refuses the flag (an emulator, a seccomp filter), a
+    // plain fork: traced, but working.
     let forked = if crate::procfs::traced() {
-        sys::fork_untraced()
+        sys::fork_untraced().or_else(|err| match err.raw_os_error() {
+            Some(libc::EINVAL | libc::EPERM | libc::ENOSYS) => sys::fork(),
+            _ => Err(err),
+        })
     } else {
         sys::fork()
     };
