@@ -149,16 +149,22 @@ fn release_ours(
 /// target; a directory only if empty).
 fn remove_foreign(dir: &LockDir, name: &OsStr, kind: Kind, path: &Path) -> Result<Option<Refusal>> {
     // What is there may have been swapped since it was looked at: a
-    // directory for a file, or back.
-    let result = match kind {
-        Kind::Directory => dir.rmdir(name),
-        Kind::File | Kind::Symlink => dir.unlink(name),
+    // directory for a file, or back, as often as another user likes; the
+    // other call each time, a few times.
+    let mut directory = kind == Kind::Directory;
+    let mut result = Ok(());
+    for _ in 0..8 {
+        result = if directory {
+            dir.rmdir(name)
+        } else {
+            dir.unlink(name)
+        };
+        match result.as_ref().err().and_then(io::Error::raw_os_error) {
+            Some(libc::EISDIR) if !directory => directory = true,
+            Some(libc::ENOTDIR) if directory => directory = false,
+            _ => break,
+        }
     }
-    .or_else(|err| match err.raw_os_error() {
-        Some(libc::EISDIR) => dir.rmdir(name),
-        Some(libc::ENOTDIR) => dir.unlink(name),
-        _ => Err(err),
-    });
     match result {
         Ok(()) => Ok(None),
         Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
