@@ -37,24 +37,13 @@ pub(super) fn measure(tools: &Tools, scratch: &Scratch, report: &mut Report) -> 
     for _ in 0..ROUNDS {
         walls.push(once(tools, &address, &lock, &posts)?);
     }
-    let series = Series {
-        name: "update-now: release to POST /v1/update (release)".to_owned(),
+    push_budget_row(
+        report,
+        "update-now: release to POST /v1/update (release)",
+        "release to the supervisor's update call, --update-now (median)",
+        "up to 15 min (supervisor backoff)",
         walls,
-    };
-    let median = series.median();
-    report.rows.push(Row {
-        bench: "release to the supervisor's update call, --update-now (median)".to_owned(),
-        ours: ms(median),
-        peer: "up to 15 min (supervisor backoff)".to_owned(),
-        ratio: "—".to_owned(),
-        budget: format!("≤ {} s", BUDGET.as_secs()),
-        holds: if median <= BUDGET {
-            Holds::Yes
-        } else {
-            Holds::No
-        },
-    });
-    report.walls.push(series);
+    );
 
     // Device tags (SPEC 4d): release to the `free` PATCH, from `run --tag`
     // whose `held` was published at once (`--tag-after 0`).
@@ -68,15 +57,27 @@ pub(super) fn measure(tools: &Tools, scratch: &Scratch, report: &mut Report) -> 
             &["run", "--tag", "--tag-after", "0", "--"],
         )?);
     }
+    push_budget_row(
+        report,
+        "tags: release to PATCH /v2/device/tags free (release)",
+        "release to the device tag's free, --tag (median)",
+        "— (no lock tool publishes it)",
+        walls,
+    );
+    Ok(())
+}
+
+/// A series and its row, judged against the 2 s budget by its median.
+fn push_budget_row(report: &mut Report, name: &str, bench: &str, peer: &str, walls: Vec<Duration>) {
     let series = Series {
-        name: "tags: release to PATCH /v2/device/tags free (release)".to_owned(),
+        name: name.to_owned(),
         walls,
     };
     let median = series.median();
     report.rows.push(Row {
-        bench: "release to the device tag's free, --tag (median)".to_owned(),
+        bench: bench.to_owned(),
         ours: ms(median),
-        peer: "— (no lock tool publishes it)".to_owned(),
+        peer: peer.to_owned(),
         ratio: "—".to_owned(),
         budget: format!("≤ {} s", BUDGET.as_secs()),
         holds: if median <= BUDGET {
@@ -86,7 +87,6 @@ pub(super) fn measure(tools: &Tools, scratch: &Scratch, report: &mut Report) -> 
         },
     });
     report.walls.push(series);
-    Ok(())
 }
 
 /// One round: hold the lock, end the critical section, time the POST.
