@@ -2,17 +2,13 @@
 //! a live `run` only with `--force`; an `acquire` lock by asking its keeper
 //! to let go, and only for its owner.
 
-use std::ffi::OsStr;
-use std::fs::File;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
 use nix::unistd::Pid;
 
 use super::keepers::{KEEPER_GRACE, NO_PROC, after_let_go, prove_keeper, removed, signal_keeper};
-use super::outcome::{Caller, Claim, Outcome, Refusal};
-use crate::lock::dir::{Ident, LockDir};
+use super::outcome::{Caller, Claim, Outcome, Refusal, Seen};
 use crate::lock::inspect::Inspection;
 use crate::lock::owner::{ProcId, is_running};
 use crate::lock::probe::{self, Exclusive};
@@ -20,32 +16,16 @@ use crate::lock::record::{Mode, Record};
 use crate::sys;
 
 /// A live exclusive lock: refused, forced, or released through its keeper.
-pub fn release(
-    dir: &LockDir,
-    name: &OsStr,
-    path: &Path,
-    file: &File,
-    ident: Ident,
-    record: &Record,
-    caller: &Caller,
-) -> Result<Outcome> {
+pub fn release(seen: &Seen, record: &Record, caller: &Caller) -> Result<Outcome> {
     match record.mode {
-        Mode::Run if caller.force => removed(
-            dir,
-            name,
-            ident,
-            Outcome::ForcedRun { pid: record.pid },
-            path,
-        ),
+        Mode::Run if caller.force => removed(seen, Outcome::ForcedRun { pid: record.pid }),
         Mode::Run => Ok(Outcome::Refused(Refusal::LiveRun {
             holder: Inspection::record_holder(record),
         })),
-        Mode::Acquire if caller.force => stop_keeper(dir, name, path, file, ident, record, caller),
+        Mode::Acquire if caller.force => stop_keeper(seen, record, caller),
         Mode::Acquire => match caller.claim(record) {
-            Claim::Owns => stop_keeper(dir, name, path, file, ident, record, caller),
-            Claim::NotOwner if owner_gone(record) => {
-                owner_gone_keeper(dir, name, path, file, ident, record)
-            }
+            Claim::Owns => stop_keeper(seen, record, caller),
+            Claim::NotOwner if owner_gone(record) => owner_gone_keeper(seen, record),
             Claim::NotOwner => Ok(Outcome::Refused(Refusal::NotOwner {
                 holder: Inspection::record_holder(record),
             })),
@@ -65,15 +45,10 @@ pub fn other_job(record: &Record, job: crate::lock::owner::ProcId) -> Refusal {
 }
 
 /// Ask the keeper of an `acquire` lock to release it, and wait until it has.
-fn stop_keeper(
-    dir: &LockDir,
-    name: &OsStr,
-    path: &Path,
-    file: &File,
-    ident: Ident,
-    record: &Record,
-    caller: &Caller,
-) -> Result<Outcome> {
+fn stop_keeper(seen: &Seen, record: &Record, caller: &Caller) -> Result<Outcome> {
+    let Seen {
+        path, file, ident, ..
+    } = *seen;
     let shown = path.display();
     let keeper = Pid::from_raw(record.pid);
     // The flock is held: by the keeper, or for a moment by an acquire still
@@ -86,26 +61,17 @@ fn stop_keeper(
                 match probe::try_exclusive(file).with_context(|| format!("cannot lock {shown}"))? {
                     Exclusive::Taken => {
                         return removed(
-                            dir,
-                            name,
-                            ident,
+                            seen,
                             Outcome::RemovedStale {
                                 reason: "holder exited",
                             },
-                            path,
                         );
                     }
                     Exclusive::Held | Exclusive::Shared => {}
                 }
                 if started.elapsed() > Duration::from_secs(1) || why == NO_PROC {
                     if caller.force {
-                        return removed(
-                            dir,
-                            name,
-                            ident,
-                            Outcome::ForcedUnproven { keeper: record.pid },
-                            path,
-                        );
+                        return removed(seen, Outcome::ForcedUnproven { keeper: record.pid });
                     }
                     return Ok(Outcome::Refused(Refusal::Unproven {
                         keeper: record.pid,
@@ -131,7 +97,7 @@ fn stop_keeper(
             ),
         ));
     }
-    after_let_go(dir, name, path, ident, record.pid)
+    after_let_go(seen, record.pid)
 }
 
 /// Whether the owner a record names has exited: its keeper is then about
@@ -147,18 +113,12 @@ fn owner_gone(record: &Record) -> bool {
 /// The owner has exited: give its keeper a moment to notice and let go,
 /// then remove the stale lock, rather than refuse it as someone else's
 /// (a `release` that runs right after its owner ended).
-fn owner_gone_keeper(
-    dir: &LockDir,
-    name: &OsStr,
-    path: &Path,
-    file: &File,
-    ident: Ident,
-    record: &Record,
-) -> Result<Outcome> {
+fn owner_gone_keeper(seen: &Seen, record: &Record) -> Result<Outcome> {
+    let Seen { path, file, .. } = *seen;
     let shown = path.display();
     if sys::lock_within(file, OWNER_GONE_GRACE).with_context(|| format!("cannot lock {shown}"))? {
         let reason = "holder exited";
-        return removed(dir, name, ident, Outcome::RemovedStale { reason }, path);
+        return removed(seen, Outcome::RemovedStale { reason });
     }
     Ok(Outcome::Refused(Refusal::NotOwner {
         holder: Inspection::record_holder(record),

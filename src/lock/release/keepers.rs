@@ -2,18 +2,16 @@
 //! and runs as the caller's uid or root, signalling it through a pidfd
 //! opened before the checks, and reading what is at the path once it has.
 
-use std::ffi::OsStr;
 use std::io;
 use std::os::fd::OwnedFd;
-use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
-use super::outcome::{Caller, Outcome};
-use crate::lock::dir::{Ident, LockDir, Released, unlink_if_same};
+use super::outcome::{Caller, Outcome, Seen};
+use crate::lock::dir::{Ident, Released, unlink_if_same};
 use crate::lock::probe::{Found, examine};
 use crate::{procfs, sys};
 
@@ -22,13 +20,14 @@ pub const KEEPER_GRACE: Duration = Duration::from_secs(10);
 
 /// Unlink our file (we hold its flock or were told to force), reporting
 /// `done`, or that the path names another file now.
-pub fn removed(
-    dir: &LockDir,
-    name: &OsStr,
-    ident: Ident,
-    done: Outcome,
-    path: &Path,
-) -> Result<Outcome> {
+pub fn removed(seen: &Seen, done: Outcome) -> Result<Outcome> {
+    let Seen {
+        dir,
+        name,
+        path,
+        ident,
+        ..
+    } = *seen;
     match unlink_if_same(dir, name, ident)
         .with_context(|| format!("cannot remove lock {}", path.display()))?
     {
@@ -41,17 +40,14 @@ pub fn removed(
 }
 
 /// What is at the path once the keeper let go of the file.
-pub fn after_let_go(
-    dir: &LockDir,
-    name: &OsStr,
-    path: &Path,
-    ident: Ident,
-    keeper: i32,
-) -> Result<Outcome> {
+pub fn after_let_go(seen: &Seen, keeper: i32) -> Result<Outcome> {
+    let Seen {
+        dir, name, ident, ..
+    } = *seen;
     match dir.stat(name)? {
         // It exited without removing it: stale now, and our flock is held.
         Some(now) if crate::lock::dir::ident(&now) == ident => {
-            removed(dir, name, ident, Outcome::KeeperLeftFile { keeper }, path)
+            removed(seen, Outcome::KeeperLeftFile { keeper })
         }
         // Another file: a waiting resin-lock took the lock the moment the
         // keeper let go (a record of ours), or the supervisor had put its

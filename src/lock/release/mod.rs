@@ -24,6 +24,7 @@ use std::path::Path;
 
 use anyhow::{Context as _, Result};
 
+use outcome::Seen;
 pub use outcome::{Caller, Outcome, Refusal};
 
 use crate::lock::dir::{Ident, LockDir, Target, lock_name, parent_of};
@@ -125,10 +126,17 @@ fn release_ours(
     caller: &Caller,
 ) -> Result<Outcome> {
     let shown = path.display();
+    let seen = Seen {
+        dir,
+        name,
+        path,
+        file: &file,
+        ident,
+    };
     let exclusive = probe::try_exclusive(&file).with_context(|| format!("cannot lock {shown}"))?;
     if exclusive == Exclusive::Taken {
         let reason = stale_reason(record, false).unwrap_or("holder exited");
-        return removed(dir, name, ident, Outcome::RemovedStale { reason }, path);
+        return removed(&seen, Outcome::RemovedStale { reason });
     }
     // Another user's live lock: its keeper is not ours to signal, nor (in
     // the sticky lock directory) its file ours to remove, --force or not.
@@ -139,9 +147,9 @@ fn release_ours(
         }));
     }
     if record.shared {
-        shared::release(dir, name, path, &file, ident, caller)
+        shared::release(&seen, caller)
     } else {
-        exclusive::release(dir, name, path, &file, ident, record, caller)
+        exclusive::release(&seen, record, caller)
     }
 }
 

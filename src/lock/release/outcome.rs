@@ -1,8 +1,24 @@
 //! Who asks `release`, and what it did at one path: the decision, which
 //! `cmd::release` turns into words and an exit status.
 
+use std::ffi::OsStr;
+use std::fs::File;
+use std::path::Path;
+
+use crate::lock::dir::{Ident, LockDir};
 use crate::lock::owner::{ProcId, is_running, is_self_or_ancestor};
 use crate::lock::record::Record;
+
+/// The resin-lock lock file `release` looked at: its directory and name,
+/// the path as given, the open file and which file it is.
+#[derive(Clone, Copy)]
+pub struct Seen<'a> {
+    pub dir: &'a LockDir,
+    pub name: &'a OsStr,
+    pub path: &'a Path,
+    pub file: &'a File,
+    pub ident: Ident,
+}
 
 /// Whose an `acquire` lock is, as the caller sees it (SPEC 2b).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -3,8 +3,6 @@
 //! the file goes with the last one out; without one of its own, the caller
 //! needs `--force`, which removes the file under all of them.
 
-use std::ffi::OsStr;
-use std::fs::File;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -12,8 +10,8 @@ use anyhow::{Context as _, Result};
 use nix::unistd::Pid;
 
 use super::keepers::{KEEPER_GRACE, after_let_go, prove_keeper, removed, signal_keeper};
-use super::outcome::{Caller, Claim, Outcome, Refusal};
-use crate::lock::dir::{Ident, LockDir};
+use super::outcome::{Caller, Claim, Outcome, Refusal, Seen};
+use crate::lock::dir::Ident;
 use crate::lock::holders::{holds, read_holders};
 use crate::lock::inspect::Inspection;
 use crate::lock::probe::{self, Exclusive};
@@ -23,14 +21,14 @@ use crate::procfs;
 /// A shared lock: stop the caller's own keepers among its live holders;
 /// the file goes with the last one out. Without one of its own, the
 /// caller needs `--force`, which removes the file under all of them.
-pub fn release(
-    dir: &LockDir,
-    name: &OsStr,
-    path: &Path,
-    file: &File,
-    ident: Ident,
-    caller: &Caller,
-) -> Result<Outcome> {
+pub fn release(seen: &Seen, caller: &Caller) -> Result<Outcome> {
+    let Seen {
+        dir,
+        name,
+        path,
+        file,
+        ident,
+    } = *seen;
     let shown = path.display();
     let live: Vec<Record> = read_holders(file)
         .into_iter()
@@ -41,7 +39,7 @@ pub fn release(
         .filter(|h| h.mode == Mode::Acquire && caller.owns(h))
         .collect();
     let Some(last) = own.last() else {
-        return not_ours_shared(dir, name, path, ident, &live, caller);
+        return not_ours_shared(seen, &live, caller);
     };
     for keeper in &own {
         let pid = Pid::from_raw(keeper.pid);
@@ -63,13 +61,7 @@ pub fn release(
         // tell it was the last (then nobody holds it, and we remove it).
         Some(now) if crate::lock::dir::ident(&now) == ident => {
             if probe::try_exclusive(file)? == Exclusive::Taken {
-                removed(
-                    dir,
-                    name,
-                    ident,
-                    Outcome::KeeperLeftFile { keeper: last.pid },
-                    path,
-                )
+                removed(seen, Outcome::KeeperLeftFile { keeper: last.pid })
             } else {
                 Ok(Outcome::KeeperReleased {
                     keeper: last.pid,
@@ -77,20 +69,13 @@ pub fn release(
                 })
             }
         }
-        _ => after_let_go(dir, name, path, ident, last.pid),
+        _ => after_let_go(seen, last.pid),
     }
 }
 
 /// A shared lock none of whose live holders is the caller's: removed with
 /// `--force`, else refused, naming every holder.
-fn not_ours_shared(
-    dir: &LockDir,
-    name: &OsStr,
-    path: &Path,
-    ident: Ident,
-    live: &[Record],
-    caller: &Caller,
-) -> Result<Outcome> {
+fn not_ours_shared(seen: &Seen, live: &[Record], caller: &Caller) -> Result<Outcome> {
     let holder = live
         .iter()
         .map(Inspection::record_holder)
@@ -98,7 +83,7 @@ fn not_ours_shared(
         .join("; ");
     if caller.force {
         let what = format!("shared holders: {holder}");
-        return removed(dir, name, ident, Outcome::ForcedForeign { what }, path);
+        return removed(seen, Outcome::ForcedForeign { what });
     }
     if !live.is_empty() && live.iter().all(|h| h.mode == Mode::Run) {
         return Ok(Outcome::Refused(Refusal::LiveRun { holder }));
