@@ -10,6 +10,7 @@ mod lock;
 mod on_lost;
 mod owners;
 mod props;
+mod recipes;
 mod run;
 mod shared;
 mod ship;
