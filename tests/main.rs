@@ -2,6 +2,7 @@
 
 mod cli;
 mod common;
+mod docs;
 mod fleet;
 mod fleet_host;
 mod layers;
