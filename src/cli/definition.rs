@@ -150,9 +150,15 @@ pub(crate) enum Command {
     /// Report every lock path, its holder, and how the paths were chosen.
     ///
     /// Exits 0 when no lock file exists (updates are allowed), 1 when one does
-    /// (held or stale: both block the supervisor).
-    /// With --health, exits 1 only when a lock blocks updates for nothing (a
-    /// HEALTHCHECK).
+    /// (held or stale: both block the supervisor), 73 when the directory of a
+    /// --path does not exist (no lock can be taken there: a typo in a check's
+    /// path fails it). With --health, exits 1 only when a lock blocks updates
+    /// for nothing (a HEALTHCHECK).
+    ///
+    /// Every lock file holds back the supervisor; only files named
+    /// updates.lock also hold back balenaOS's host OS reboot check, so a held
+    /// lock with another name (resin-updates.lock) is said not to (`blocks`
+    /// in --json: ["supervisor","host-reboot"] or ["supervisor"]).
     Status(StatusArgs),
 
     /// Ask the supervisor to update now, overriding update locks.
