@@ -365,12 +365,13 @@ fn rooted(root: &Path, env: &[(&str, &str)], args: &[&str]) -> Command {
 
 #[test]
 fn a_lock_no_supervisor_checks_is_said_once() {
-    const UNPROTECTED: &str = "no supervisor lock directory was found";
+    const NO_SUPERVISOR: &str = "no supervisor was detected";
+    const NO_DIR: &str = "no supervisor lock directory was found";
     // BALENA_APP_LOCK_PATH set but /tmp/balena missing (a service that
     // mounts its own /tmp), and no supervisor at all (rule 10, no
     // /tmp/resin): acquire and run take a lock nobody checks, and say so.
     let app = [("BALENA_APP_LOCK_PATH", "/tmp/balena/updates.lock")];
-    for env in [&app[..], &[][..]] {
+    for (env, says) in [(&app[..], NO_DIR), (&[][..], NO_SUPERVISOR)] {
         for (args, code) in [
             (&["acquire", "-n"][..], 0),
             (&["run", "-n", "--", "true"][..], 0),
@@ -381,7 +382,7 @@ fn a_lock_no_supervisor_checks_is_said_once() {
             assert_eq!(out.status.code(), Some(code), "{env:?} {args:?}: {err}");
             assert_eq!(err.lines().count(), 1, "{env:?} {args:?}: {err}");
             assert!(err.starts_with("resin-lock: "), "{err}");
-            assert!(err.contains(UNPROTECTED), "{env:?} {args:?}: {err}");
+            assert!(err.contains(says), "{env:?} {args:?}: {err}");
             assert!(err.contains("protects nothing"), "{err}");
             let released = rooted(root.path(), env, &["release"]).output().unwrap();
             assert_eq!(released.status.code(), Some(0));
@@ -420,4 +421,114 @@ fn a_lock_no_supervisor_checks_is_said_once() {
         .unwrap();
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json["detection"]["lock_dir_found"], false, "{json}");
+    assert_eq!(json["detection"]["supervisor_detected"], true, "{json}");
+    assert_eq!(
+        json["detection"]["supervisor_evidence"], "BALENA_APP_LOCK_PATH",
+        "{json}"
+    );
+}
+
+/// With no supervisor anywhere, the directory the first call made is no
+/// evidence of one: every later `run` and `acquire` says it again, and
+/// `status --json` does not call the directory found. A supervisor
+/// variable, or the API's address, ends it.
+#[test]
+fn no_supervisor_is_said_every_call_until_one_is_detected() {
+    const NO_SUPERVISOR: &str = "no supervisor was detected";
+    let root = tempfile::tempdir().unwrap();
+    for args in [
+        &["run", "--", "true"][..],
+        &["run", "--", "true"],
+        &["acquire"],
+    ] {
+        let out = rooted(root.path(), &[], args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(
+            err.contains(NO_SUPERVISOR) && err.contains("protects nothing"),
+            "{args:?}: {err}"
+        );
+    }
+    assert!(
+        root.path().join("tmp/resin").is_dir(),
+        "made by the first run"
+    );
+    let detection = |env: &[(&str, &str)]| {
+        let out = rooted(root.path(), env, &["status", "--json"])
+            .output()
+            .unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        json["detection"].clone()
+    };
+    let seen = detection(&[]);
+    assert_eq!(seen["supervisor_detected"], false, "{seen}");
+    assert_eq!(seen["lock_dir_found"], false, "{seen}");
+    rooted(root.path(), &[], &["-q", "release"])
+        .assert()
+        .success()
+        .stderr("");
+    // The supervisor's environment, or its API, is evidence.
+    for env in [
+        &[("BALENA_SUPERVISOR_VERSION", "7.21.0")][..],
+        &[("BALENA_SUPERVISOR_ADDRESS", "http://127.0.0.1:48484")],
+    ] {
+        let out = rooted(root.path(), env, &["run", "--", "true"])
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stderr), "", "{env:?}");
+        let seen = detection(env);
+        assert_eq!(seen["supervisor_detected"], true, "{seen}");
+        assert_eq!(seen["supervisor_evidence"], env[0].0, "{seen}");
+    }
+}
+
+/// At the real root (in a mount namespace of its own, with a fresh /tmp),
+/// a lock directory counts as the supervisor's only when something is
+/// mounted there, as the supervisor's bind mount is; the directory an
+/// earlier call made does not.
+#[test]
+fn at_the_real_root_a_mounted_lock_directory_is_the_supervisors() {
+    let script = format!(
+        r#"mount -t tmpfs none /tmp || exit 99
+        {bin} run -- true 2> /tmp/first
+        {bin} run -- true 2> /tmp/second
+        {bin} status --json > /tmp/before
+        mount -t tmpfs none /tmp/resin
+        {bin} run -- true 2> /tmp/mounted
+        {bin} status --json > /tmp/after
+        cat /tmp/first /tmp/second; echo ===; cat /tmp/before; echo ===; cat /tmp/mounted
+        echo ===; cat /tmp/after"#,
+        bin = crate::common::bin().display(),
+    );
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--mount", "sh", "-c", &script]);
+    for var in [
+        "BALENA_SUPERVISOR_VERSION",
+        "BALENA_APP_LOCK_PATH",
+        "RESIN_LOCK_PATH",
+    ] {
+        cmd.env_remove(var);
+    }
+    let out = cmd.output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let parts: Vec<&str> = text.split("===\n").collect();
+    assert_eq!(parts.len(), 4, "{text}");
+    let said: Vec<&str> = parts[0].lines().collect();
+    assert_eq!(said.len(), 2, "{text}");
+    assert!(
+        said.iter()
+            .all(|l| l.contains("no supervisor was detected")),
+        "{text}"
+    );
+    let before: serde_json::Value = serde_json::from_str(parts[1]).unwrap();
+    assert_eq!(before["detection"]["lock_dir_found"], false, "{before}");
+    assert_eq!(parts[2], "", "mounted: nothing said");
+    let after: serde_json::Value = serde_json::from_str(parts[3]).unwrap();
+    assert_eq!(after["detection"]["lock_dir_found"], true, "{after}");
+    assert_eq!(
+        after["detection"]["supervisor_evidence"], "/tmp/resin is a mount point",
+        "{after}"
+    );
 }
