@@ -15,17 +15,21 @@ use crate::supervise::LostSignal;
 #[derive(Debug, Clone, Args)]
 pub(crate) struct WaitArgs {
     /// Fail at once if the lock is busy instead of waiting.
-    #[arg(short = 'n', long, conflicts_with = "timeout")]
+    ///
+    /// With -w too, -n wins and the wait is not tried, as in flock(1).
+    #[arg(short = 'n', long)]
     pub(crate) nonblock: bool,
 
     /// Give up after DUR (seconds, or 250ms, 30s, 5m, 1h).
     ///
     /// DUR is seconds (10, 0.5) or a number with a unit (250ms, 30s, 5m, 1h);
-    /// one too large for the clock means for ever.
+    /// one too large for the clock means for ever. --wait is the same option,
+    /// as flock(1) spells it.
     // `-w -1` reaches the duration parser, which says why it is wrong.
     #[arg(
         short = 'w',
         long,
+        alias = "wait",
         value_name = "DUR",
         value_hint = ValueHint::Other,
         value_parser = crate::duration::parse,
@@ -209,6 +213,47 @@ fn parse_signal(value: &str) -> Result<LostSignal, String> {
     }
 }
 
+/// `--on-lost`'s values: `parse_signal`, and the names the shell
+/// completions offer (the help does not list them).
+#[derive(Clone)]
+struct SignalParser;
+
+/// The signals offered for `--on-lost`: the usual ones, then the real-time
+/// ones as `kill -l` names them (34 to 64 with glibc).
+#[rustfmt::skip]
+const SIGNAL_NAMES: [&str; 40] = [
+    "TERM", "INT", "HUP", "QUIT", "USR1", "USR2", "ALRM", "WINCH", "KILL",
+    "RTMIN", "RTMIN+1", "RTMIN+2", "RTMIN+3", "RTMIN+4", "RTMIN+5", "RTMIN+6", "RTMIN+7",
+    "RTMIN+8", "RTMIN+9", "RTMIN+10", "RTMIN+11", "RTMIN+12", "RTMIN+13", "RTMIN+14",
+    "RTMIN+15", "RTMAX-14", "RTMAX-13", "RTMAX-12", "RTMAX-11", "RTMAX-10", "RTMAX-9",
+    "RTMAX-8", "RTMAX-7", "RTMAX-6", "RTMAX-5", "RTMAX-4", "RTMAX-3", "RTMAX-2", "RTMAX-1",
+    "RTMAX",
+];
+
+impl clap::builder::TypedValueParser for SignalParser {
+    type Value = LostSignal;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<LostSignal, clap::Error> {
+        let parse: fn(&str) -> Result<LostSignal, String> = parse_signal;
+        parse.parse_ref(cmd, arg, value)
+    }
+
+    fn possible_values(
+        &self,
+    ) -> Option<Box<dyn Iterator<Item = clap::builder::PossibleValue> + '_>> {
+        Some(Box::new(
+            SIGNAL_NAMES
+                .iter()
+                .map(|&name| clap::builder::PossibleValue::new(name)),
+        ))
+    }
+}
+
 /// Why `--on-lost` does not send `signal`, if it does not: one that stops
 /// CMD leaves `run` waiting for a stopped command for ever, and CMD never
 /// notices one it ignores by default.
@@ -260,8 +305,8 @@ pub(crate) struct RunArgs {
     #[arg(
         long,
         value_name = "SIGNAL",
-        value_parser = parse_signal,
-        value_hint = ValueHint::Other,
+        value_parser = SignalParser,
+        hide_possible_values = true,
         allow_negative_numbers = true
     )]
     pub(crate) on_lost: Option<LostSignal>,
@@ -294,10 +339,6 @@ pub(crate) struct RunArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct StatusArgs {
-    /// Print one JSON object instead of text.
-    #[arg(long)]
-    pub(crate) json: bool,
-
     /// Also ask the supervisor API whether an update is pending.
     ///
     /// The exit status stays the lock's; an unreachable or refusing API is
@@ -339,6 +380,12 @@ pub(crate) struct StatusArgs {
         allow_negative_numbers = true
     )]
     pub(crate) max_hold: Option<Duration>,
+
+    // An output option: declared last, as every subcommand's are (the
+    // help's order, see `definition::command`).
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub(crate) json: bool,
 }
 
 #[cfg(test)]
@@ -367,6 +414,9 @@ mod tests {
             (&(min + 3).to_string(), min + 3),
         ] {
             assert_eq!(parse_signal(value), Ok(LostSignal(number)), "{value}");
+        }
+        for name in SIGNAL_NAMES {
+            assert!(parse_signal(name).is_ok(), "offered but refused: {name}");
         }
         assert_eq!(LostSignal(min + 3).to_string(), "SIGRTMIN+3");
         assert_eq!(LostSignal(max).to_string(), "SIGRTMAX");
