@@ -54,9 +54,9 @@ pub(crate) fn warn_unprotected(ctx: &Context) {
     if detection.supervisor_detected == Some(false) {
         ctx.ui.warn(format!(
             "no supervisor was detected (no supervisor variables such as \
-             BALENA_SUPERVISOR_VERSION, no supervisor API address, no /tmp/balena, not a \
-             balenaOS host): the lock {} is taken, but no supervisor checks it, so it \
-             protects nothing from an update",
+             BALENA_SUPERVISOR_VERSION, no supervisor API address, no lock directory \
+             mounted by a supervisor, not a balenaOS host): the lock {} is taken, but no \
+             supervisor checks it, so it protects nothing from an update",
             paths()
         ));
         return;

@@ -221,7 +221,7 @@ fn supervisor_evidence(
         .or_else(|| {
             let dir = dirs
                 .iter()
-                .find(|dir| provided(root, dir) && root == Path::new("/"))?;
+                .find(|dir| root == Path::new("/") && provided(root, dir))?;
             Some(format!("{} is a mount point", dir.display()))
         })
 }
