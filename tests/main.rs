@@ -11,6 +11,7 @@ mod on_lost;
 mod owners;
 mod props;
 mod run;
+mod settle;
 mod shared;
 mod ship;
 mod supervisor;

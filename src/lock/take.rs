@@ -43,30 +43,45 @@ pub(crate) enum Attempt {
     /// Busy: who holds it, and for a resin-lock lock the open file (kept by
     /// a waiter to follow that holder, SPEC 2a).
     Busy(Box<Inspection>, Option<(File, Ident)>),
+    /// Something was at the path when we tried to create the lock, and is
+    /// gone when we looked at it: the waiter decides whether it may create
+    /// now or must let the directory settle first (SPEC 2a).
+    Vanished,
 }
 
 /// Try to take `target` once: create it, or take over a stale resin-lock
-/// lock there and create it afresh. Busy when anyone else holds it.
+/// lock there and create it afresh. Busy when anyone else holds it;
+/// vanished when what was there went away under the attempt. With `look`
+/// (a foreign lock is there, SPEC 2a) it does not try to create until it
+/// has seen what is there: a foreign lock vanishing in that moment must
+/// not let it create without the directory settling first.
 pub(crate) fn try_take(
     target: &Target,
     content: &[u8],
     shared: bool,
+    mut look: bool,
     notify: Notify,
 ) -> Result<Attempt> {
     let path = &target.path;
     let name = lock_name(path).map_err(|err| create_error(path, err))?;
-    // Each round either takes the lock, reports it busy, or removed a stale
-    // lock (someone else's progress or ours); bounded against a livelock.
+    // Each round either takes the lock, reports it busy or vanished, or
+    // removed a stale resin-lock lock or lost a shared one to its last
+    // holder (someone else's progress or ours: nothing foreign, so no
+    // settling); bounded against a livelock.
     for _ in 0..64 {
         let dir = LockDir::open(target).map_err(|err| create_error(path, err))?;
-        let dir = match create::create(dir, path, content, shared) {
-            Ok(Created::Taken(held)) => return Ok(Attempt::Taken(held)),
-            Ok(Created::Exists(dir)) => dir,
-            Err(err) => return Err(create_error(path, err)),
+        let dir = if look {
+            dir
+        } else {
+            match create::create(dir, path, content, shared) {
+                Ok(Created::Taken(held)) => return Ok(Attempt::Taken(held)),
+                Ok(Created::Exists(dir)) => dir,
+                Err(err) => return Err(create_error(path, err)),
+            }
         };
         let found = probe::examine(&dir, name).map_err(|err| inspect_error(path, err))?;
         if let Found::Missing = found {
-            continue;
+            return Ok(Attempt::Vanished);
         }
         if let Found::Ours {
             file,
@@ -75,6 +90,8 @@ pub(crate) fn try_take(
             ..
         } = &found
         {
+            // A resin-lock lock: its flock tells when it is free.
+            look = false;
             // A shared taker joins a live shared lock of this boot, unless
             // an exclusive taker waits for it: then it queues behind.
             let joining = shared
@@ -125,6 +142,13 @@ pub(crate) fn try_take(
     ))
 }
 
+/// Why `try_take_all` took nothing.
+pub(crate) enum NotTaken {
+    Busy(Busy),
+    /// What was at target `index` vanished under the attempt.
+    Vanished(usize),
+}
+
 /// Who holds the first busy target: its index, the report, and (for a
 /// resin-lock lock) its open file and identity.
 pub(crate) struct Busy {
@@ -156,29 +180,35 @@ fn remove_stale(
     Ok(())
 }
 
-/// Take every target in order, all or nothing: when one is busy, release
-/// those already taken and report which one is busy. Two targets that name
-/// the same file are one lock, taken once.
+/// Take every target in order, all or nothing: when one is busy (or what
+/// was there vanished under the attempt), release those already taken and
+/// report which one. Two targets that name the same file are one lock,
+/// taken once. `look[i]`: see what is at target `i` before creating it.
 pub(crate) fn try_take_all(
     targets: &[Target],
     content: &[u8],
     shared: bool,
+    look: &[bool],
     notify: Notify,
-) -> Result<std::result::Result<Vec<Held>, Busy>> {
+) -> Result<std::result::Result<Vec<Held>, NotTaken>> {
     let mut held: Vec<Held> = Vec::with_capacity(targets.len());
     for (index, target) in targets.iter().enumerate() {
         if same_file_taken(&held, target) {
             continue;
         }
-        match try_take(target, content, shared, notify) {
+        match try_take(target, content, shared, look[index], notify) {
             Ok(Attempt::Taken(lock)) => held.push(lock),
             Ok(Attempt::Busy(holder, followed)) => {
                 release_all(held, notify)?;
-                return Ok(Err(Busy {
+                return Ok(Err(NotTaken::Busy(Busy {
                     index,
                     holder,
                     followed,
-                }));
+                })));
+            }
+            Ok(Attempt::Vanished) => {
+                release_all(held, notify)?;
+                return Ok(Err(NotTaken::Vanished(index)));
             }
             Err(err) => {
                 release_all(held, notify)?;
