@@ -110,9 +110,34 @@ pub fn release(target: &Target, caller: &Caller) -> Result<Outcome> {
             uid,
             record,
             ..
-        } => release_ours(&dir, name, path, (file, ident, uid), &record, caller)?,
+        } => {
+            let outcome = release_ours(&dir, name, path, (file, ident, uid), &record, caller)?;
+            after_ours(&dir, &record, caller, outcome)
+        }
     };
     Ok(outcome)
+}
+
+/// Someone else's resin-lock lock at the path (refused, or removed with
+/// `--force`) may have taken the place of ours, removed under its keeper:
+/// that keeper, proven ours, is stopped. Then a refusal is a release of
+/// ours: the new lock is left alone (SPEC 4), as it is the supervisor's or
+/// another tool's.
+fn after_ours(dir: &LockDir, record: &Record, caller: &Caller, outcome: Outcome) -> Outcome {
+    match outcome {
+        Outcome::Refused(refusal) => match displaced::stop_in(dir, caller) {
+            0 => Outcome::Refused(refusal),
+            stopped => Outcome::Replaced {
+                what: Some(Inspection::record_holder(record)),
+                keepers_stopped: stopped,
+            },
+        },
+        forced @ (Outcome::ForcedRun { .. } | Outcome::ForcedUnproven { .. }) => {
+            displaced::stop_in(dir, caller);
+            forced
+        }
+        other => other,
+    }
 }
 
 /// A resin-lock lock: stale (nobody holds its flock) for anyone to remove,
