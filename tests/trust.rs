@@ -943,3 +943,40 @@ exit 0"#
         !keeper_holds_a_file_in(s.dir.path())
     });
 }
+
+/// A lock file of root's, mode 0600, that uid 1000 cannot read may be
+/// helios' (its tag, 0x02 0x63, can be read by root only): `release`, also
+/// with `--force`, by uid 1000 refuses it (exit 1) and says why, in a
+/// directory it may write (where unlinking it is possible) as in the
+/// sticky one the supervisor makes. Root, who can read it, sees helios'
+/// lock and refuses it too.
+#[test]
+fn a_file_of_roots_that_the_caller_cannot_read_may_be_the_supervisors() {
+    for mode in [0o777, 0o1777] {
+        let s = Scratch::new();
+        fs::set_permissions(s.dir.path(), fs::Permissions::from_mode(mode)).unwrap();
+        let lock = s.lock();
+        fs::write(&lock, [0x02, 0x63, 0, 0, 0, 1]).unwrap();
+        fs::set_permissions(&lock, fs::Permissions::from_mode(0o600)).unwrap();
+        for args in [&["release"][..], &["release", "--force"]] {
+            let out = output_or_kill({
+                let mut cmd = as_uid(1000, bin_for_others().to_str().unwrap());
+                cmd.arg("--path").arg(&lock).args(args);
+                cmd
+            });
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(1), "{mode:o} {args:?}: {err}");
+            assert!(
+                err.contains("cannot read") && err.contains("supervisor"),
+                "{mode:o} {args:?}: {err}"
+            );
+            assert_eq!(err.lines().count(), 1, "{err}");
+            assert!(lock.exists(), "{mode:o} {args:?}: removed");
+        }
+        s.cmd(&["release", "--force"])
+            .assert()
+            .code(1)
+            .stderr(contains("helios"));
+        assert!(lock.exists());
+    }
+}

@@ -154,6 +154,16 @@ fn refusal_text(path: &std::path::Path, refusal: &Refusal) -> String {
                 ""
             }
         ),
+        Refusal::MaybeSupervisor { keepers_stopped } => format!(
+            "{shown} is a lock file of root's that this user cannot read: it may be the \
+             supervisor's own lock (only root can tell), an update in progress; not removing it, \
+             not even with --force (run release as root){}",
+            if *keepers_stopped > 0 {
+                "; stopped the keeper of our lock it replaced"
+            } else {
+                ""
+            }
+        ),
         Refusal::Unproven { keeper, why } => format!(
             "{shown} is held, but keeper pid {keeper} cannot be stopped: {why}; \
              not removing it (use --force)"

@@ -88,9 +88,22 @@ pub fn release(target: &Target, caller: &Caller) -> Result<Outcome> {
                 })
             }
         }
-        Found::Foreign { kind, what, .. } => {
+        Found::Foreign {
+            kind,
+            what,
+            uid,
+            unreadable,
+            ..
+        } => {
             let stopped = displaced::stop_in(&dir, caller);
-            if caller.force {
+            // Root's file that this caller may not read may be helios' lock
+            // (only root can see its tag): never removed by this caller.
+            let maybe_supervisor = unreadable && uid == 0 && caller.euid != 0;
+            if maybe_supervisor && (caller.force || stopped == 0) {
+                Outcome::Refused(Refusal::MaybeSupervisor {
+                    keepers_stopped: stopped,
+                })
+            } else if caller.force {
                 if let Some(refusal) = remove_foreign(&dir, name, kind, path)? {
                     return Ok(Outcome::Refused(refusal));
                 }

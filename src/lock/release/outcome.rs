@@ -153,6 +153,12 @@ pub enum Refusal {
         what: String,
         keepers_stopped: usize,
     },
+    /// Root's file that the caller cannot read: it may be helios' lock
+    /// (its tag can be read by root only), so it is treated as the
+    /// supervisor's by this caller, also with `--force`.
+    MaybeSupervisor {
+        keepers_stopped: usize,
+    },
     /// The lock is held, but not provably by its keeper.
     Unproven {
         keeper: i32,
