@@ -14,7 +14,7 @@
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill};
@@ -102,10 +102,10 @@ fn at(lock: &Path) -> String {
 
 /// The waiter ended its wait as it should: it ran its command (which
 /// writes `ran`), said nothing of a removed lock, and left nothing behind.
-fn finish(mut waiter: Child, s: &Scratch, what: &str) {
-    let status = wait_guarded(&mut waiter, what);
+fn finish(mut waiter: Group, s: &Scratch, what: &str) {
+    let status = waiter.wait();
     let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut waiter.stderr.take().unwrap(), &mut stderr).unwrap();
+    std::io::Read::read_to_string(&mut waiter.child.stderr.take().unwrap(), &mut stderr).unwrap();
     assert!(status.success(), "{what}: {status}: {stderr}");
     assert!(s.path("ran").exists(), "{what}: {stderr}");
     assert!(!stderr.contains("removed"), "{what}: {stderr}");
@@ -127,6 +127,38 @@ fn waiter_args(s: &Scratch) -> Vec<String> {
     ]
 }
 
+/// `strace` writing to `trace` the fstatat(2) calls on the lock's directory.
+fn traced(strace: &Path, s: &Scratch, trace: &Path) -> Command {
+    let mut cmd = Command::new(strace);
+    cmd.args(["-qq", "-o"])
+        .arg(trace)
+        .arg("-P")
+        .arg(s.dir.path())
+        .args(["-e", "trace=?newfstatat,?fstatat64"])
+        .env_remove("RESIN_LOCK_PATH");
+    cmd
+}
+
+/// Which of a waiter's fstatat(2) calls on the lock's directory is its
+/// second look at the lock name, counted from 1 as strace's `when=` does:
+/// from a waiter that gives up at once, traced only.
+fn second_look(strace: &Path, s: &Scratch, trace: &Path) -> usize {
+    let mut cmd = traced(strace, s, trace);
+    cmd.arg(bin())
+        .arg("--path")
+        .arg(s.lock())
+        .args(["run", "-w", "0.1", "--", "true"]);
+    let out = output_or_kill(cmd);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let calls = fs::read_to_string(trace).unwrap();
+    let calls: Vec<&str> = calls.lines().filter(|l| l.contains("stat")).collect();
+    let looks: Vec<usize> = (0..calls.len())
+        .filter(|&i| calls[i].contains("\"updates.lock\""))
+        .collect();
+    assert!(looks.len() >= 2, "{calls:#?}");
+    looks[1] + 1
+}
+
 /// A waiter behind a foreign lock, stopped by strace right after its second
 /// look at the lock path (the check at the start of its second attempt,
 /// which sees the foreign lock still there): the removal then lands inside
@@ -145,26 +177,30 @@ fn a_foreign_lock_removed_in_the_middle_of_an_attempt_still_lets_the_directory_s
         let s = lock_dir();
         let lock = s.lock();
         foreign.make(&lock);
-        // Only the calls on the lock's directory count (-P): its looks at
-        // the lock name are fstatat(2)s there. The trace says when the
-        // injected SIGSTOP stopped it (strace stops it at start too).
+        // Only the calls on the lock's directory count (-P); its looks at
+        // the lock name are fstatat(2)s there, among others on the
+        // directory (listing it): which one is the second look is read
+        // from a first run that only traces.
         let trace_dir = Scratch::new();
         let trace = trace_dir.path("trace");
-        let mut cmd = Command::new(&strace);
-        cmd.args(["-qq", "-o"])
-            .arg(&trace)
-            .arg("-P")
-            .arg(s.dir.path())
-            .args(["-e", "trace=?newfstatat,?fstatat64"])
-            .args(["-e", "inject=?newfstatat,?fstatat64:signal=SIGSTOP:when=2"])
-            .arg(bin())
-            .args(waiter_args(&s))
-            .env_remove("RESIN_LOCK_PATH")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let strace = cmd.spawn().unwrap();
-        let strace_pid = strace.id() as i32;
+        let stop_at = second_look(&strace, &s, &trace);
+        fs::remove_file(&trace).unwrap();
+        // The trace says when the injected SIGSTOP stopped it (strace
+        // stops it at start too).
+        let mut cmd = traced(&strace, &s, &trace);
+        cmd.args([
+            "-e",
+            &format!("inject=?newfstatat,?fstatat64:signal=SIGSTOP:when={stop_at}"),
+        ])
+        .arg(bin())
+        .args(waiter_args(&s))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+        // In a group of its own with the waiter it traces: both are
+        // killed if the test fails, a stopped waiter too.
+        let strace = Group::spawn(cmd, "strace");
+        let strace_pid = strace.pid();
         wait_until("the waiter to stop at its second look", || {
             fs::read_to_string(&trace).is_ok_and(|t| t.contains("stopped by SIGSTOP"))
         });
@@ -217,13 +253,13 @@ fn a_foreign_lock_that_comes_and_goes_while_the_directory_settles_starts_the_qui
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
-    let mut waiter = cmd.spawn().unwrap();
-    let pid = waiter.id() as i32;
-    let mut stderr = std::io::BufReader::new(waiter.stderr.take().unwrap());
+    let mut waiter = Group::spawn(cmd, "waiter");
+    let pid = waiter.pid();
+    let mut stderr = std::io::BufReader::new(waiter.child.stderr.take().unwrap());
     let mut line = String::new();
     std::io::BufRead::read_line(&mut stderr, &mut line).unwrap();
     assert!(line.contains("waiting for"), "{line}");
-    waiter.stderr = Some(stderr.into_inner());
+    waiter.child.stderr = Some(stderr.into_inner());
     wait_until("the waiter to sleep", || in_poll(pid));
     let before = runs(pid);
     Foreign::EmptyFile.remove(&lock);
