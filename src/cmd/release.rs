@@ -25,6 +25,7 @@ pub fn run(ctx: &Context, args: ReleaseArgs) -> Result<u8> {
         owner: explicit,
         force: args.force,
         euid: nix::unistd::geteuid().as_raw(),
+        ancestry: Default::default(),
     };
     let mut last_error = None;
     let mut refused: Option<Exit> = None;
