@@ -295,6 +295,12 @@ impl Sleeper {
     pub fn pid(&self) -> String {
         self.0.id().to_string()
     }
+
+    /// Kill it now (the owner exits); dropping it later does nothing more.
+    pub fn end(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 impl Drop for Sleeper {

@@ -121,23 +121,22 @@ fn command_substitution_does_not_hang() {
 fn keeper_follows_its_owner_and_survives_the_callers_shell() {
     let s = Scratch::new();
     // The owner: a process that outlives the shell that runs acquire.
-    let mut owner = Command::new("sleep").arg("1000").spawn().unwrap();
+    let mut owner = Sleeper::new();
     let script = format!(
         "{} --path {} acquire --owner {}; exit 0",
         env!("CARGO_BIN_EXE_resin-lock"),
         s.lock().display(),
-        owner.id()
+        owner.pid()
     );
     Command::new("setsid")
         .args(["-w", "sh", "-c", &script])
         .assert()
         .success();
     let rec = record(&s.lock());
-    assert_eq!(rec["owner"], owner.id());
+    assert_eq!(rec["owner"].to_string(), owner.pid());
     assert_eq!(status_json(&s)["locks"][0]["state"], "held");
 
-    owner.kill().unwrap();
-    owner.wait().unwrap();
+    owner.end();
     wait_until("the lock to go stale", || {
         status_json(&s)["locks"][0]["state"] == "stale"
     });

@@ -330,21 +330,25 @@ os.unlink(p)
 open(os.path.join(d, "fake-ready"), "w").close()
 time.sleep(1000)
 "#;
-    let mut fake = as_uid(1000, "/usr/bin/python3")
-        .args(["-c", fake])
-        .arg(s.dir.path())
-        .arg(std::process::id().to_string())
-        .spawn()
-        .unwrap();
+    // Killed when dropped, also if the test fails.
+    let fake = Group::spawn(
+        {
+            let mut cmd = as_uid(1000, "/usr/bin/python3");
+            cmd.args(["-c", fake])
+                .arg(s.dir.path())
+                .arg(std::process::id().to_string());
+            cmd
+        },
+        "the fake keeper",
+    );
     wait_for_file(&ready);
     for args in [&["release"][..], &["release", "--force"]] {
         let out = output_or_kill(s.cmd(args));
         assert_eq!(out.status.code(), Some(0), "{args:?}: {out:?}");
         assert!(out.stderr.is_empty(), "{args:?}: {out:?}");
-        assert!(alive(fake.id() as i32), "the fake keeper was not touched");
+        assert!(alive(fake.pid()), "the fake keeper was not touched");
     }
-    fake.kill().unwrap();
-    fake.wait().unwrap();
+    drop(fake);
 }
 
 /// Issue 12.3: another uid replaces the lock directory by a symlink to a
