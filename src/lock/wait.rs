@@ -110,6 +110,15 @@ impl Settles {
         };
     }
 
+    /// The paths before `index` were free and taken (then let go, as one
+    /// after them was not): whatever was seen there before is gone, and
+    /// our own create and removal there are nothing to settle after.
+    fn taken_before(&mut self, index: usize) {
+        for settle in &mut self.0[..index] {
+            *settle = Settle::default();
+        }
+    }
+
     /// Something happened at path `index` at `at`: the lock vanished under
     /// an attempt, or inotify saw it created, removed or renamed. After a
     /// foreign lock, the quiet period starts again from there.
@@ -268,6 +277,7 @@ fn attempt(
                 return Ok(Ok(held));
             }
             Err(NotTaken::Vanished(index)) => {
+                settles.taken_before(index);
                 settles.stir(index, Instant::now());
                 vanished = index;
                 continue;
@@ -277,6 +287,7 @@ fn attempt(
         refuse_own_lock(targets, &busy, opts)?;
         // Only a foreign lock's removal needs the directory to settle; a
         // resin-lock holder's flock says when it is done.
+        settles.taken_before(busy.index);
         settles.seen(busy.index, busy.followed.is_none());
         if let (Some((file, ident)), Some(record)) =
             (busy.followed.take(), busy.holder.parsed.clone())
