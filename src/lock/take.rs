@@ -1,8 +1,14 @@
 //! Taking the lock at one or several paths, once: create it, join a live
 //! shared lock, or take over a stale one (SPEC sections 2 and 6); all or
 //! nothing over several paths. Waiting is `wait`'s.
+//!
+//! `acquire`'s fast path is a try of this kind too (files prepared before
+//! its keeper is forked, linked after), so the take path reads one way:
+//! `keeper` tries here once, else waits through `wait`, which tries here
+//! until it takes the lock; only this file makes lock files (`create`).
 
 use std::fs::File;
+use std::os::fd::AsRawFd;
 use std::path::Path;
 
 use anyhow::Result;
@@ -10,7 +16,7 @@ use anyhow::Result;
 use super::create::{self, Created};
 use super::dir::{Ident, LockDir, Released, Target, lock_name, names, names_in, unlink_if_same};
 use super::error::{create_error, inspect_error};
-use super::event::{Event, Notify};
+use super::event::{Event, Notify, ignore};
 use super::held::Held;
 use super::inspect::Inspection;
 use super::probe::{self, Exclusive, Found};
@@ -35,6 +41,51 @@ pub(crate) fn release_all(held: Vec<Held>, notify: Notify) -> Result<()> {
         }
     }
     first_error.map_or(Ok(()), Err)
+}
+
+/// `acquire`'s fast path (see `keeper`), first half: a flocked O_TMPFILE
+/// per path, made before the keeper is forked so that it holds them from
+/// birth; None where this way is not open.
+pub(crate) fn prepare_all(targets: &[Target], shared: bool) -> Option<Vec<(LockDir, File)>> {
+    targets
+        .iter()
+        .map(|target| {
+            let dir = LockDir::open(target).ok()?;
+            let file = create::prepare_tmpfile(&dir, shared).ok()?;
+            Some((dir, file))
+        })
+        .collect()
+}
+
+/// The fast path's second half, one try at every path: link every
+/// prepared file, in order, with the record naming the keeper; None (and
+/// nothing left linked) if any path is taken or anything fails: the slow
+/// path (`wait`) takes over.
+pub(crate) fn link_all(
+    targets: &[Target],
+    files: Vec<(LockDir, File)>,
+    record: &Record,
+    shared: bool,
+) -> Option<Vec<Held>> {
+    let mut held: Vec<Held> = Vec::with_capacity(files.len());
+    for (target, (dir, file)) in targets.iter().zip(files) {
+        // The same file twice (the same directory reached twice): the
+        // slow path takes it once.
+        // The keeper inherited the file under the same descriptor number.
+        let content = Record {
+            fd: Some(file.as_raw_fd()),
+            ..record.clone()
+        }
+        .to_line();
+        match create::link_prepared(dir, &target.path, file, content.as_bytes(), shared) {
+            Ok(Created::Taken(lock)) => held.push(lock),
+            Ok(Created::Exists(_)) | Err(_) => {
+                let _ = release_all(held, &ignore);
+                return None;
+            }
+        }
+    }
+    Some(held)
 }
 
 /// One attempt at one path.
