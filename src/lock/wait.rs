@@ -15,8 +15,8 @@
 //! the directory settle before it creates its lock: `SETTLE` with nothing at
 //! the path, measured from the last thing seen happen there (the removal
 //! seen by inotify or under an attempt, a lock that came and went again),
-//! and checked again after the wait. `Settles::gate` is that rule, and
-//! every create passes it.
+//! and checked again after the wait. `settle::Settles::gate` is that rule,
+//! and every create passes it.
 
 use std::time::{Duration, Instant};
 
@@ -36,7 +36,9 @@ use super::take::{Busy, NotTaken, release_all, try_take_all};
 use crate::exit::{fail_with, signal_code};
 use crate::signals::SignalWatch;
 
+mod settle;
 mod watcher;
+use settle::Settles;
 use watcher::{Followed, Watcher};
 
 /// The safety-net poll interval.
@@ -44,10 +46,6 @@ const POLL: Duration = Duration::from_secs(1);
 /// The poll interval where inotify cannot tell us (no instance left, or an
 /// unlinked file that cannot be watched).
 const FAST_POLL: Duration = Duration::from_millis(20);
-/// How long the path must stay free after a foreign lock vanished before
-/// we create ours (SPEC 2a): the supervisor's shell starts `lockfile -r 0`
-/// a few milliseconds after its force removed the file.
-const SETTLE: Duration = Duration::from_millis(250);
 
 /// How long and how to wait (from `-n`, `-w`, `-E`).
 #[derive(Debug, Clone, Copy)]
@@ -81,78 +79,6 @@ enum Blocked {
         index: usize,
         until: Instant,
     },
-}
-
-/// Per path: whether the last lock seen there was foreign, and since when
-/// nothing has happened there after it vanished (SPEC 2a).
-#[derive(Debug, Clone, Copy, Default)]
-struct Settle {
-    foreign_seen: bool,
-    quiet_since: Option<Instant>,
-}
-
-/// The settle of every path: the one place that decides whether a lock may
-/// be created now.
-struct Settles(Vec<Settle>);
-
-impl Settles {
-    fn new(targets: &[Target]) -> Settles {
-        Settles(vec![Settle::default(); targets.len()])
-    }
-
-    /// An attempt found path `index` busy: by a foreign lock (its removal
-    /// will need the directory to settle) or by a resin-lock holder (whose
-    /// flock says when it is done).
-    fn seen(&mut self, index: usize, foreign: bool) {
-        self.0[index] = Settle {
-            foreign_seen: foreign,
-            quiet_since: None,
-        };
-    }
-
-    /// The paths before `index` were free and taken (then let go, as one
-    /// after them was not): whatever was seen there before is gone, and
-    /// our own create and removal there are nothing to settle after.
-    fn taken_before(&mut self, index: usize) {
-        for settle in &mut self.0[..index] {
-            *settle = Settle::default();
-        }
-    }
-
-    /// Something happened at path `index` at `at`: the lock vanished under
-    /// an attempt, or inotify saw it created, removed or renamed. After a
-    /// foreign lock, the quiet period starts again from there.
-    fn stir(&mut self, index: usize, at: Instant) {
-        let settle = &mut self.0[index];
-        if settle.foreign_seen {
-            settle.quiet_since = Some(settle.quiet_since.map_or(at, |since| since.max(at)));
-        }
-    }
-
-    /// Checked before every create, after any wait: a path where a foreign
-    /// lock vanished and that has not been quiet for `SETTLE` blocks until
-    /// then. Where a foreign lock was seen and something is there now, the
-    /// attempt looks before it creates (`look`, one flag per path): a lock
-    /// that vanishes just then is a removal seen, not a free path.
-    fn gate(&mut self, targets: &[Target]) -> std::result::Result<Vec<bool>, Blocked> {
-        let now = Instant::now();
-        let mut look = vec![false; targets.len()];
-        for (index, settle) in self.0.iter_mut().enumerate() {
-            if !settle.foreign_seen {
-                continue;
-            }
-            if !path_free(&targets[index]) {
-                settle.quiet_since = None;
-                look[index] = true;
-                continue;
-            }
-            let until = *settle.quiet_since.get_or_insert(now) + SETTLE;
-            if now < until {
-                return Err(Blocked::Settling { index, until });
-            }
-        }
-        Ok(look)
-    }
 }
 
 /// Take all `targets`, waiting as `opts` says. A signal from `ABORT_WAIT`
@@ -260,7 +186,7 @@ fn attempt(
     for _ in 0..64 {
         let look = match settles.gate(targets) {
             Ok(look) => look,
-            Err(settling) => return Ok(Err(settling)),
+            Err((index, until)) => return Ok(Err(Blocked::Settling { index, until })),
         };
         let mut busy = match try_take_all(targets, content, opts.shared, &look, notify)? {
             Ok(held) => {
@@ -317,20 +243,6 @@ fn displaced(f: &Followed) -> Blocked {
         index: f.index,
         record: Box::new(f.record.clone()),
         releasing: being_released(&f.file),
-    }
-}
-
-/// Whether nothing is at `target`'s path (its directory gone counts as free).
-fn path_free(target: &Target) -> bool {
-    let Ok(name) = super::dir::lock_name(&target.path) else {
-        return false;
-    };
-    match LockDir::open(&Target {
-        create_parent: false,
-        ..target.clone()
-    }) {
-        Ok(dir) => matches!(dir.stat(name), Ok(None)),
-        Err(_) => true,
     }
 }
 
