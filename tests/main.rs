@@ -13,6 +13,7 @@ mod owners;
 mod props;
 mod recipes;
 mod run;
+mod settle;
 mod shared;
 mod ship;
 mod supervisor;

@@ -1447,13 +1447,12 @@ fn tags_a_long_acquire_is_held_once_then_free_once() {
 fn tags_a_killed_owner_leaves_the_lock_stale_and_says_so() {
     let scratch = Scratch::new();
     let fake = FakeSupervisor::answering(vec![Answer::Tags], Some(scratch.lock()));
-    let mut owner = Command::new("sleep").arg("1000").spawn().unwrap();
-    let pid = owner.id().to_string();
+    let mut owner = Sleeper::new();
+    let pid = owner.pid();
     let mut cmd = scratch_with_api(&scratch, &fake.address, &["acquire", "--owner", &pid]);
     cmd.env("BALENA_LOCK_TAGS", "1");
     assert_eq!(run(cmd).status.code(), Some(0));
-    owner.kill().unwrap();
-    owner.wait().unwrap();
+    owner.end();
     let stale = fake.request();
     assert!(stale.lock_existed, "the lock stays, stale");
     let (_, value) = tag_of(&stale);
