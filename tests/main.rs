@@ -14,6 +14,7 @@ mod run;
 mod shared;
 mod ship;
 mod supervisor;
+mod tags;
 mod torture;
 mod trust;
 mod voice;
