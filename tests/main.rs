@@ -2,6 +2,7 @@
 
 mod cli;
 mod common;
+mod docs;
 mod fleet;
 mod fleet_host;
 mod layers;
@@ -10,6 +11,7 @@ mod lock;
 mod on_lost;
 mod owners;
 mod props;
+mod recipes;
 mod run;
 mod shared;
 mod ship;

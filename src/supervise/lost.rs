@@ -17,18 +17,35 @@ use std::path::Path;
 use std::time::Duration;
 
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
-use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
 use super::child::Child;
 use crate::lock::Held;
 use crate::lock::dir::lock_name;
 
+/// The signal `--on-lost` sends, by number: a real-time one (SIGRTMIN+n)
+/// has no variant in nix's `Signal`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LostSignal(pub i32);
+
+impl std::fmt::Display for LostSignal {
+    /// `SIGTERM`, `SIGRTMIN+3`, `SIGRTMAX`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (min, max) = (libc::SIGRTMIN(), libc::SIGRTMAX());
+        match nix::sys::signal::Signal::try_from(self.0) {
+            Ok(signal) => write!(f, "{signal}"),
+            Err(_) if self.0 == max => write!(f, "SIGRTMAX"),
+            Err(_) if self.0 >= min => write!(f, "SIGRTMIN+{}", self.0 - min),
+            Err(_) => write!(f, "signal {}", self.0),
+        }
+    }
+}
+
 /// A lock file removed under CMD, and the signal sent for it.
 #[derive(Debug)]
 pub struct Lost<'a> {
     pub path: &'a Path,
-    pub signal: Signal,
+    pub signal: LostSignal,
     /// CMD's pid, or its process group's id with `-g`.
     pub pid: Pid,
     pub group: bool,
@@ -66,7 +83,7 @@ pub(super) struct LostWatch<'a> {
     /// Check at the next call whatever the events say (the first check
     /// covers a removal before the watches were in place).
     check: bool,
-    signal: Signal,
+    signal: LostSignal,
     report: OnLost<'a>,
 }
 
@@ -74,7 +91,7 @@ impl<'a> LostWatch<'a> {
     /// Watch the directory of each lock in `held`, through the directory
     /// descriptor the lock was taken in (its path may lead elsewhere
     /// under `--root`).
-    pub(super) fn new(held: &[Held], signal: Signal, report: OnLost<'a>) -> LostWatch<'a> {
+    pub(super) fn new(held: &[Held], signal: LostSignal, report: OnLost<'a>) -> LostWatch<'a> {
         let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC).ok();
         let mut watches = Vec::with_capacity(held.len());
         let mut polling = inotify.is_none();
@@ -130,7 +147,7 @@ impl<'a> LostWatch<'a> {
             signal: self.signal,
             pid: child.pid,
             group: child.group,
-            sent: child.signal(self.signal),
+            sent: crate::sys::kill_number(child.pid, self.signal.0, child.group),
         });
         true
     }

@@ -50,7 +50,7 @@ mod lost;
 mod start_error;
 
 use child::Child;
-pub use lost::{Lost, OnLost};
+pub use lost::{Lost, LostSignal, OnLost};
 
 /// How `run` starts CMD.
 #[derive(Debug, Clone, Copy, Default)]
@@ -60,7 +60,7 @@ pub struct Options {
     /// `--max-hold`: let go of the lock after this long; CMD goes on.
     pub max_hold: Option<std::time::Duration>,
     /// `--on-lost`: the signal for CMD when a lock file is removed under it.
-    pub on_lost: Option<Signal>,
+    pub on_lost: Option<LostSignal>,
 }
 
 /// Run `cmd` while holding `held`; returns the exit status to use.
