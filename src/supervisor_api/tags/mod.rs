@@ -344,20 +344,22 @@ impl Publisher {
                 let dirs: Vec<BorrowedFd<'_>> = dirs.iter().map(AsFd::as_fd).collect();
                 let warn = Warn::once(&*warn);
                 let send = |value: &str| send(&config, &dirs, value, &warn);
-                // A tag left `held` from before a reboot: say `held` now,
-                // and `free` at the end, however short the hold.
-                let stale = !after.is_zero() && stale_in_cloud(&config, &dirs, &warn);
-                let wait = match stale {
-                    true => Duration::ZERO,
-                    false => after.saturating_sub(started.elapsed()),
+                // At once: `--tag-after 0`, a stale tagged lock taken over,
+                // or a tag left `held` from before a reboot. Then `held` goes
+                // out before anything else, however short the hold, so the
+                // tag ends right (`free` or `stale`) whatever came first.
+                let at_once = after.is_zero() || stale_in_cloud(&config, &dirs, &warn);
+                let first = match at_once {
+                    true => Err(RecvTimeoutError::Timeout),
+                    false => rx.recv_timeout(after.saturating_sub(started.elapsed())),
                 };
-                let (published, end) = match rx.recv_timeout(wait) {
+                let (published, end) = match first {
                     Err(RecvTimeoutError::Timeout) => {
                         send(&value(State::Held, &hold));
                         (true, rx.recv().ok())
                     }
                     Err(RecvTimeoutError::Disconnected) => return,
-                    Ok(end) => (stale, Some(end)),
+                    Ok(end) => (false, Some(end)),
                 };
                 match end {
                     Some(End::Released) if published => send(&free_value()),
