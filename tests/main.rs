@@ -17,6 +17,7 @@ mod settle;
 mod shared;
 mod ship;
 mod supervisor;
+mod tags;
 mod torture;
 mod trust;
 mod voice;

@@ -67,9 +67,12 @@ pub fn start(
     tags: Option<Tags>,
 ) -> Result<Started> {
     let (ours, mut provisions) = provide(Pid::from_raw(owner.id.pid))?;
+    // The keeper's lines (`--max-hold`, a device tag's warning) follow
+    // acquire's stderr when it is a file (`2>>log`).
+    let tag_warns = tags.as_ref().is_some_and(|tags| !tags.quiet);
     provisions.tags = tags;
     provisions.max_hold = record.max_hold().map(|d| (d, !quiet));
-    if provisions.max_hold.is_some_and(|(_, say)| say) {
+    if tag_warns || provisions.max_hold.is_some_and(|(_, say)| say) {
         provisions.log = stderr_log();
     }
     // The fast path: a flocked O_TMPFILE per lock made before the fork, so
