@@ -16,6 +16,7 @@ use super::inspect::Inspection;
 use super::probe::{self, Exclusive, Found};
 use super::record::Record;
 use super::shared;
+use super::window::{self, Join, Rule};
 use crate::exit::{Exit, fail};
 
 /// Release every lock (in reverse order of taking them), telling what was
@@ -75,38 +76,60 @@ pub(crate) fn try_take(
             ..
         } = &found
         {
-            // A shared taker joins a live shared lock of this boot, unless
-            // an exclusive taker waits for it: then it queues behind.
-            let joining = shared
-                && record.shared
-                && probe::stale_reason(record, true).is_none()
-                && !shared::writer_waits(file);
-            let exclusive = if joining {
-                shared::try_join(file)
+            // A window's file excludes none of the app's holders (`window`).
+            let rule = window::rule(record, content);
+            if rule == Rule::Join {
+                match window::join(&dir, name, (file, *ident), content, shared)
+                    .map_err(|err| create_error(path, err))?
+                {
+                    Join::Joined(file) => {
+                        shared::append_line(&dir, name, *ident, content);
+                        let held = Held::new(path, dir, file, true)
+                            .map_err(|err| create_error(path, err))?;
+                        return Ok(Attempt::Taken(held));
+                    }
+                    Join::Stale => {
+                        remove_stale(&dir, path, *ident, record, notify)?;
+                        continue;
+                    }
+                    Join::Moved => continue,
+                    Join::Busy => {}
+                }
             } else {
-                probe::try_exclusive(file)
-            }
-            .map_err(|err| {
-                anyhow::Error::new(err).context(format!("cannot lock {}", path.display()))
-            })?;
-            if joining && exclusive == Exclusive::Shared {
-                // We hold LOCK_SH. The last one out may have removed the
-                // file meanwhile: only the one the path names counts.
-                let ident = *ident;
-                if !names_in(&dir, name, ident) {
+                // A shared taker joins a live shared lock of this boot, unless
+                // an exclusive taker waits for it: then it queues behind.
+                let joining = shared
+                    && rule == Rule::Ordinary
+                    && record.shared
+                    && probe::stale_reason(record, true).is_none()
+                    && !shared::writer_waits(file);
+                let exclusive = if joining {
+                    shared::try_join(file)
+                } else {
+                    probe::try_exclusive(file)
+                }
+                .map_err(|err| {
+                    anyhow::Error::new(err).context(format!("cannot lock {}", path.display()))
+                })?;
+                if joining && exclusive == Exclusive::Shared {
+                    // We hold LOCK_SH. The last one out may have removed the
+                    // file meanwhile: only the one the path names counts.
+                    let ident = *ident;
+                    if !names_in(&dir, name, ident) {
+                        continue;
+                    }
+                    let Found::Ours { file, .. } = found else {
+                        unreachable!()
+                    };
+                    shared::append_line(&dir, name, ident, content);
+                    let held =
+                        Held::new(path, dir, file, true).map_err(|err| create_error(path, err))?;
+                    return Ok(Attempt::Taken(held));
+                }
+                if exclusive == Exclusive::Taken {
+                    remove_stale(&dir, path, *ident, record, notify)?;
                     continue;
                 }
-                let Found::Ours { file, .. } = found else {
-                    unreachable!()
-                };
-                shared::append_line(&dir, name, ident, content);
-                let held =
-                    Held::new(path, dir, file, true).map_err(|err| create_error(path, err))?;
-                return Ok(Attempt::Taken(held));
-            }
-            if exclusive == Exclusive::Taken {
-                remove_stale(&dir, path, *ident, record, notify)?;
-                continue;
             }
         }
         let inspection = Box::new(Inspection::from_found(path, &found, true));
