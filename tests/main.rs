@@ -17,3 +17,4 @@ mod supervisor;
 mod torture;
 mod trust;
 mod voice;
+mod window;

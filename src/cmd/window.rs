@@ -38,6 +38,11 @@ const MAX_SLEEP: Duration = Duration::from_secs(60);
 /// With `-- CMD`, the longest a wait for the lock goes without looking
 /// whether CMD ended (the window thread is then asked to stop).
 const CMD_WAIT_SLICE: Duration = Duration::from_secs(1);
+/// After our file was removed under us (a forced update), how long the
+/// path must stay free before we take the lock again: the supervisor's
+/// `lockfile -r 0` follows its unlink a few milliseconds later, through a
+/// shell; what it creates is then waited for as any lock.
+const SETTLE_AFTER_LOSS: Duration = Duration::from_secs(1);
 /// How far before this build's date a clock still counts as set: a clock
 /// not yet set is decades off (1970, 2000), never a few months.
 const CLOCK_SLACK: i64 = 366 * 24 * 3600;
@@ -148,6 +153,8 @@ struct Keeper<'a> {
     said_waiting: std::cell::Cell<bool>,
     /// The lock files' directory watch, while held.
     inotify: Option<Inotify>,
+    /// When our file was found removed under us (see `SETTLE_AFTER_LOSS`).
+    lost_at: Option<std::time::Instant>,
 }
 
 impl<'a> Keeper<'a> {
@@ -168,6 +175,7 @@ impl<'a> Keeper<'a> {
             said_clock: false,
             said_waiting: std::cell::Cell::new(false),
             inotify: None,
+            lost_at: None,
         }
     }
 
@@ -253,9 +261,18 @@ impl<'a> Keeper<'a> {
             self.forget_watch();
             let quiet = |_: Event<'_>| {};
             release_all(held, &quiet)?;
+            self.lost_at = Some(std::time::Instant::now());
         }
         if self.held.is_some() {
             return Ok(sleep);
+        }
+        if let Some(lost_at) = self.lost_at {
+            let left = SETTLE_AFTER_LOSS.saturating_sub(lost_at.elapsed());
+            let targets = &self.ctx.locations.targets;
+            if !left.is_zero() && targets.iter().all(crate::lock::window::path_free) {
+                return Ok(left.min(Duration::from_millis(20)));
+            }
+            self.lost_at = None;
         }
         // Closed, and not held: take it, waiting at most until the window
         // opens (or a slice, to look at the clock and at `stop`).

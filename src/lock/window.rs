@@ -73,6 +73,23 @@ pub(crate) fn rule(found: &Record, content: &[u8]) -> Rule {
     }
 }
 
+/// Whether the open lock file `file` is a window's (its first record is a
+/// window holder's): whoever holds it holds it as a shared holder, even a
+/// process that took it as exclusive (an `acquire` keeper that received
+/// it), so that the last one out, not the first, removes it.
+pub(crate) fn is_window_file(file: &File) -> bool {
+    use std::os::unix::fs::FileExt;
+    let mut bytes = [0u8; super::record::MAX_WRITE];
+    let Ok(len) = file.read_at(&mut bytes, 0) else {
+        return false;
+    };
+    let first = bytes[..len]
+        .split(|b| *b == b'\n')
+        .next()
+        .unwrap_or_default();
+    is_window(first)
+}
+
 /// Whether a taker's record line is a window holder's.
 fn is_window(content: &[u8]) -> bool {
     Record::parse(content).is_some_and(|(record, _)| record.mode == Mode::Window)
@@ -155,6 +172,23 @@ fn app_join(dir: &LockDir, name: &OsStr, ident: Ident, shared: bool) -> io::Resu
         Ok(_) => Ok(Some(file)),
         Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EACCES) => Ok(None),
         Err(err) => Err(err.into()),
+    }
+}
+
+/// Whether nothing is at `target`'s path (a directory that is gone counts
+/// as free): after its file was removed, a window lets the directory
+/// settle, so that the supervisor's `lockfile -r 0`, a few milliseconds
+/// after its unlink, finds the path free.
+pub(crate) fn path_free(target: &super::dir::Target) -> bool {
+    let Ok(name) = super::dir::lock_name(&target.path) else {
+        return false;
+    };
+    match LockDir::open(&super::dir::Target {
+        create_parent: false,
+        ..target.clone()
+    }) {
+        Ok(dir) => matches!(dir.stat(name), Ok(None)),
+        Err(_) => true,
     }
 }
 
