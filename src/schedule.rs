@@ -15,9 +15,9 @@
 //! its first occurrence (so a window inside it is open once, from its
 //! first start).
 
+use jiff::Timestamp;
 use jiff::civil::Date;
 use jiff::tz::{AmbiguousOffset, TimeZone};
-use jiff::{Timestamp, ToSpan};
 
 /// Minutes in a day: `24:00`.
 const DAY: u16 = 24 * 60;
@@ -55,6 +55,17 @@ pub struct Schedule {
 pub struct State {
     pub open: bool,
     pub next_change: Option<Timestamp>,
+}
+
+/// The wall clock now. Not `Timestamp::now`, whose `expect` would bring
+/// the formatting of every jiff error into the binary (some 150 KiB).
+pub fn now() -> Timestamp {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    let ms = match SystemTime::now().duration_since(UNIX_EPOCH) {
+        Ok(after) => i64::try_from(after.as_millis()).unwrap_or(i64::MAX),
+        Err(before) => i64::try_from(before.duration().as_millis()).map_or(i64::MIN, |ms| -ms),
+    };
+    Timestamp::from_millisecond(ms).unwrap_or(Timestamp::UNIX_EPOCH)
 }
 
 /// Parse WINDOW words: each word may hold several windows or a part of
@@ -144,14 +155,14 @@ fn parse_days(text: &str) -> Option<u8> {
     Some(days)
 }
 
-/// The zone named by `--tz`/`RESIN_LOCK_WINDOW_TZ`, else `TZ`, else the
+/// The zone `name` (the caller gives `--tz`, else `TZ`), else the
 /// device's local time (`/etc/localtime`; UTC when there is none). A name
 /// is looked up in the system's zoneinfo; a POSIX TZ string
 /// (`CET-1CEST,M3.5.0,M10.5.0/3`) needs none.
 pub fn zone(name: Option<&str>) -> Result<Zone, String> {
     let Some(name) = name.filter(|n| !n.is_empty()) else {
         return Ok(Zone {
-            tz: TimeZone::try_system().unwrap_or(TimeZone::UTC),
+            tz: zoneinfo("/etc/localtime").unwrap_or(TimeZone::UTC),
             name: local_name(),
         });
     };
@@ -161,9 +172,9 @@ pub fn zone(name: Option<&str>) -> Result<Zone, String> {
             name: "UTC".to_owned(),
         });
     }
-    let tz = TimeZone::get(name)
-        .or_else(|err| TimeZone::posix(name).map_err(|_| err))
-        .map_err(|_| {
+    let tz = zoneinfo(name)
+        .or_else(|| TimeZone::posix(name).ok())
+        .ok_or_else(|| {
             format!(
                 "unknown time zone `{name}` (not in the system's zoneinfo, \
                  /usr/share/zoneinfo, nor a POSIX TZ string)"
@@ -175,15 +186,66 @@ pub fn zone(name: Option<&str>) -> Result<Zone, String> {
     })
 }
 
-/// How the local zone is shown: `TZ` if set, else its IANA name, else `local`.
-fn local_name() -> String {
-    match std::env::var("TZ") {
-        Ok(tz) if !tz.is_empty() => tz.trim_start_matches(':').to_owned(),
-        _ => TimeZone::try_system()
-            .ok()
-            .and_then(|tz| tz.iana_name().map(ToOwned::to_owned))
-            .unwrap_or_else(|| "local".to_owned()),
+/// The directories where systems keep zoneinfo (TZif files), after `TZDIR`.
+const ZONEINFO: [&str; 4] = [
+    "/usr/share/zoneinfo",
+    "/usr/lib/zoneinfo",
+    "/usr/share/lib/zoneinfo",
+    "/etc/zoneinfo",
+];
+
+/// The zone `name` (`Europe/Berlin`, or an absolute path to a TZif file,
+/// as `TZ=:/path` gives it) from the system's zoneinfo. Read here, not
+/// through jiff's zoneinfo database, which would scan the whole tree and
+/// add to the binary what a single lookup does not need. A name is only
+/// ever a path below those directories.
+fn zoneinfo(name: &str) -> Option<TimeZone> {
+    use std::io::Read as _;
+    let name = name.strip_prefix(':').unwrap_or(name);
+    let read = |path: &std::path::Path| -> Option<Vec<u8>> {
+        let mut bytes = Vec::new();
+        std::fs::File::open(path)
+            .ok()?
+            .take(1 << 20)
+            .read_to_end(&mut bytes)
+            .ok()?;
+        bytes.starts_with(b"TZif").then_some(bytes)
+    };
+    if name.starts_with('/') {
+        return TimeZone::tzif(name, &read(std::path::Path::new(name))?).ok();
     }
+    let plain = !name.is_empty()
+        && name.split('/').all(|part| {
+            !part.is_empty()
+                && part != "."
+                && part != ".."
+                && part
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_+-.".contains(&b))
+        });
+    if !plain {
+        return None;
+    }
+    let tzdir = std::env::var("TZDIR").ok().filter(|d| !d.is_empty());
+    tzdir
+        .iter()
+        .map(String::as_str)
+        .chain(ZONEINFO)
+        .find_map(|dir| read(&std::path::Path::new(dir).join(name)))
+        .and_then(|bytes| TimeZone::tzif(name, &bytes).ok())
+}
+
+/// How the local zone is shown: the zone name that `/etc/localtime`
+/// links to, else `local`.
+fn local_name() -> String {
+    std::fs::read_link("/etc/localtime")
+        .ok()
+        .and_then(|target| {
+            let target = target.to_str()?.to_owned();
+            let (_, name) = target.rsplit_once("zoneinfo/")?;
+            Some(name.to_owned())
+        })
+        .unwrap_or_else(|| "local".to_owned())
 }
 
 impl Schedule {
@@ -206,12 +268,14 @@ impl Schedule {
     /// crosses midnight) to a week after it, merged where they touch or
     /// overlap.
     fn intervals(&self, now: Timestamp) -> Vec<(Timestamp, Timestamp)> {
-        let today = now.to_zoned_datetime(self.zone.tz.clone()).date();
+        let today = self.zone.tz.to_datetime(now).date();
         let mut all = Vec::new();
-        for offset in -1..=8 {
-            let Ok(date) = today.checked_add(offset.days()) else {
-                continue;
-            };
+        // Day by day (no calendar spans: they would double what jiff adds
+        // to the binary), from yesterday to a week after tomorrow.
+        let mut next = today.yesterday().ok();
+        for _ in -1..=8 {
+            let Some(date) = next else { break };
+            next = date.tomorrow().ok();
             let bit = 1 << (date.weekday().to_monday_zero_offset() as u8);
             for window in self.windows.iter().filter(|w| w.days & bit != 0) {
                 let end_date = if window.end <= window.start {
@@ -230,7 +294,13 @@ impl Schedule {
                 }
             }
         }
-        all.sort();
+        // Few and nearly in order: insertion, not a sort routine.
+        let mut sorted: Vec<(Timestamp, Timestamp)> = Vec::with_capacity(all.len());
+        for interval in all {
+            let at = sorted.partition_point(|other| *other <= interval);
+            sorted.insert(at, interval);
+        }
+        let all = sorted;
         let mut merged: Vec<(Timestamp, Timestamp)> = Vec::with_capacity(all.len());
         for (start, end) in all {
             match merged.last_mut() {
@@ -248,17 +318,41 @@ impl Schedule {
 
     /// An instant as the zone's wall clock, `2026-12-09 02:00`.
     pub fn wall_clock(&self, at: Timestamp) -> String {
-        at.to_zoned_datetime(self.zone.tz.clone())
-            .strftime("%Y-%m-%d %H:%M")
-            .to_string()
+        wall_clock(&self.zone.tz, at)
     }
 
     /// An instant in RFC 3339 with the zone's offset, `2026-12-09T02:00:00+01:00`.
     pub fn rfc3339(&self, at: Timestamp) -> String {
-        at.to_zoned_datetime(self.zone.tz.clone())
-            .strftime("%Y-%m-%dT%H:%M:%S%:z")
-            .to_string()
+        let dt = self.zone.tz.to_datetime(at);
+        let offset = self.zone.tz.to_offset(at).seconds();
+        let sign = if offset < 0 { '-' } else { '+' };
+        let offset = offset.unsigned_abs();
+        format!(
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}{sign}{:02}:{:02}",
+            dt.year(),
+            dt.month(),
+            dt.day(),
+            dt.hour(),
+            dt.minute(),
+            dt.second(),
+            offset / 3600,
+            offset / 60 % 60
+        )
     }
+}
+
+/// An instant on `tz`'s wall clock, `2026-12-09 02:00` (jiff's strftime
+/// would add some 60 KiB to the binary for this one format).
+pub fn wall_clock(tz: &TimeZone, at: Timestamp) -> String {
+    let dt = tz.to_datetime(at);
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}",
+        dt.year(),
+        dt.month(),
+        dt.day(),
+        dt.hour(),
+        dt.minute()
+    )
 }
 
 /// The instant of wall-clock time `minutes` after midnight on `date` in

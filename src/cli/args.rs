@@ -281,40 +281,28 @@ pub(crate) struct StatusArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct WindowArgs {
-    /// The time zone of the windows (an IANA name such as Europe/Berlin, or UTC).
+    /// The zone of the windows: an IANA name (Europe/Berlin) or UTC.
     ///
-    /// Else TZ, else the device's local time (/etc/localtime; UTC without
-    /// one). Names are read from the system's zoneinfo (/usr/share/zoneinfo,
-    /// the tzdata package); a POSIX TZ string (CET-1CEST,M3.5.0,M10.5.0/3)
-    /// needs none. An unknown zone is a usage error (64).
+    /// Else TZ, else /etc/localtime. A POSIX TZ string also works, without tzdata.
     #[arg(long, value_name = "ZONE", value_hint = ValueHint::Other, env = "RESIN_LOCK_WINDOW_TZ")]
     pub(crate) tz: Option<String>,
 
-    /// When a window opens, ask the supervisor to apply a pending update now.
-    ///
-    /// POST /v1/update {"force":false,"cancel":true}, only when GET /v1/device
-    /// says an update is pending (or cannot say); another service's lock
-    /// still counts. Best effort: a failure is one warning line.
+    /// When a window opens, ask the supervisor to apply a pending update.
     #[arg(long)]
     pub(crate) update_now: bool,
 
-    /// Why updates are held back (shown by status and waiters).
+    /// Why updates are held back (shown by status).
     #[arg(long, value_name = "TEXT", value_hint = ValueHint::Other)]
     pub(crate) reason: Option<String>,
 
-    /// Publish the closed periods as a device tag (window closed until ...).
-    ///
-    /// As RESIN_LOCK_TAGS=1 or BALENA_LOCK_TAGS=1: needs the supervisor API.
+    /// Say in a device tag that the window is closed, and until when.
     #[arg(long)]
     pub(crate) tag: bool,
 
-    /// When updates are allowed: [DAYS] HH:MM-HH:MM (repeatable; they add up).
+    /// When updates are allowed: [DAYS] HH:MM-HH:MM, e.g. Mon-Fri 02:00-04:00.
     ///
-    /// DAYS is daily (the default), a day (Sat), a list (Sat,Sun) or a range
-    /// (Mon-Fri). 24:00 ends a day; a window whose end is not after its start
-    /// crosses midnight and belongs to the day it starts on (Fri 22:00-02:00
-    /// ends on Saturday). One argument may hold several windows separated by
-    /// ';', as RESIN_LOCK_WINDOW does ("Mon-Fri 02:00-04:00; Sat,Sun 00:00-24:00").
+    /// DAYS: daily (default), Sat, Sat,Sun or Mon-Fri. 24:00 ends a day; a
+    /// window may cross midnight. Several add up; ';' separates them in one word.
     #[arg(
         value_name = "WINDOW",
         value_hint = ValueHint::Other,
@@ -323,7 +311,7 @@ pub(crate) struct WindowArgs {
     )]
     pub(crate) windows: Vec<String>,
 
-    /// Run CMD while keeping the window (after --), as `run` runs it; exit as CMD did.
+    /// Run CMD meanwhile, as `run` does; exit as CMD did.
     #[arg(value_name = "CMD", value_hint = ValueHint::CommandWithArguments, last = true)]
     pub(crate) cmd: Vec<OsString>,
 }

@@ -168,25 +168,11 @@ pub(crate) enum Command {
 
     /// Allow updates only inside time windows: hold the lock outside them.
     ///
-    /// Outside every WINDOW it holds the update lock (the supervisor and host
-    /// OS reboots wait); when a window opens it lets go (with --update-now it
-    /// asks the supervisor to apply a pending update), and when the window
-    /// closes it takes the lock again, after an update in progress. Started
-    /// in a closed period, it takes the lock before anything else. A clock
-    /// more than a year before this build's date (a board without a
-    /// real-time clock before NTP) counts as closed until it is set.
-    ///
-    /// It never holds back the app's own critical sections: run, acquire and
-    /// hold of the same lock, exclusive or shared, go ahead while it holds,
-    /// and the lock file stays until the last of them ends. A forced update
-    /// (force-update, the lock override) is let happen, said once, and the
-    /// lock is taken again once the supervisor's own lock is gone.
-    ///
-    /// Times are wall-clock times in --tz: on a daylight-saving day a window
-    /// inside the skipped hour is empty, one inside the repeated hour is open
-    /// once, from its first start. Without -- CMD it runs until SIGTERM,
-    /// SIGINT or SIGHUP (exit 0, the lock released); with -- CMD it runs CMD
-    /// as `run` does and exits as CMD did.
+    /// Outside every WINDOW it holds the update lock; when a window opens it
+    /// lets go, and takes it again when the window closes. The app's own run,
+    /// acquire and hold go ahead beside it. A clock before this build counts
+    /// as closed. Runs until SIGTERM (exit 0), or with -- CMD, as `run` runs
+    /// CMD. See resin-lock(1), WINDOWS.
     Window(WindowArgs),
 }
 

@@ -114,12 +114,16 @@ fn with_cmd(
     let notify = |event: Event<'_>| tell(&ctx.ui, event);
     let on_lost = |_: crate::supervise::Lost<'_>| {};
     std::thread::scope(|scope| {
-        let window = scope.spawn(move || -> Result<()> {
-            let mut none = SignalWatch::new(&[]).context("cannot install signal handlers")?;
-            let kept = keeper.keep(&mut none, Some(stop_read.as_fd()));
-            let released = keeper.let_go();
-            kept.and(released)
-        });
+        // Not `scope.spawn`, whose panic on failure costs the binary the
+        // formatting of an io::Error's Debug.
+        let window = std::thread::Builder::new()
+            .spawn_scoped(scope, move || -> Result<()> {
+                let mut none = SignalWatch::new(&[]).context("cannot install signal handlers")?;
+                let kept = keeper.keep(&mut none, Some(stop_read.as_fd()));
+                let released = keeper.let_go();
+                kept.and(released)
+            })
+            .map_err(|err| fail(Exit::OsErr, format!("cannot start a thread: {err}")))?;
         let code = crate::supervise::run_child(
             cmd,
             crate::supervise::Options::default(),
@@ -196,7 +200,7 @@ impl<'a> Keeper<'a> {
         signals: &mut SignalWatch,
         stop: Option<BorrowedFd<'_>>,
     ) -> Result<Duration> {
-        let now = Timestamp::now();
+        let now = schedule::now();
         let floor = build_time().saturating_sub(CLOCK_SLACK);
         let plausible = now.as_second() >= floor;
         if !plausible && !self.said_clock {
@@ -205,7 +209,7 @@ impl<'a> Keeper<'a> {
                  are held back until it is",
                 self.schedule.wall_clock(now),
                 Timestamp::from_second(build_time())
-                    .map(|t| t.strftime("%Y-%m-%d").to_string())
+                    .map(|t| schedule::wall_clock(&jiff::tz::TimeZone::UTC, t)[..10].to_owned())
                     .unwrap_or_default()
             ));
         }
@@ -213,7 +217,8 @@ impl<'a> Keeper<'a> {
         let state = self.schedule.state(now);
         let until = state
             .next_change
-            .and_then(|next| Duration::try_from(next.duration_since(now)).ok())
+            .and_then(|next| u64::try_from(next.as_millisecond() - now.as_millisecond()).ok())
+            .map(Duration::from_millis)
             .unwrap_or(MAX_SLEEP);
         let sleep = if plausible {
             until.min(MAX_SLEEP)

@@ -222,7 +222,7 @@ impl View {
             )
             .ok()?,
         };
-        let state = schedule.state(jiff::Timestamp::now());
+        let state = schedule.state(crate::schedule::now());
         Some(View {
             open: state.open,
             next_change: state.next_change.map(|t| schedule.rfc3339(t)),
