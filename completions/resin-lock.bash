@@ -9,6 +9,7 @@ _resin_lock_options() {
         run) echo "--path --root -v --verbose -q --quiet -n --nonblock -w --timeout -E --conflict-exit-code -s --shared --reason --max-hold --tag --tag-after -g --group --on-lost --update-now -h --help -V --version" ;;
         status) echo "--path --root -v --verbose -q --quiet --json --supervisor --host --health --max-hold -h --help -V --version" ;;
         force-update) echo "--path --root -v --verbose -q --quiet -h --help -V --version" ;;
+        window) echo "--path --root -v --verbose -q --quiet --tz --update-now --reason --tag -h --help -V --version" ;;
         help) echo "" ;;
         *) echo "--path --root -v --verbose -q --quiet -h --help -V --version" ;;
     esac
@@ -63,6 +64,14 @@ _resin_lock_value() {
                 --root) echo dirs ;;
                 *) return 1 ;;
             esac ;;
+        window)
+            case $2 in
+                --path) echo files ;;
+                --root) echo dirs ;;
+                --tz) echo none ;;
+                --reason) echo none ;;
+                *) return 1 ;;
+            esac ;;
         help)
             case $2 in
                 *) return 1 ;;
@@ -79,7 +88,7 @@ _resin_lock_value() {
 # _resin_lock_takes_command SUB: whether SUB's arguments are a command line.
 _resin_lock_takes_command() {
     case $1 in
-        run) return 0 ;;
+        run | window) return 0 ;;
     esac
     return 1
 }
@@ -163,12 +172,12 @@ _resin_lock() {
     if [[ $cur == -* ]]; then
         COMPREPLY=($(compgen -W "$(_resin_lock_options "$sub")" -- "$cur"))
     elif [[ -z $sub ]]; then
-        COMPREPLY=($(compgen -W "acquire release run status force-update help" -- "$cur"))
+        COMPREPLY=($(compgen -W "acquire release run status force-update window help" -- "$cur"))
     elif _resin_lock_takes_command "$sub"; then
         _resin_lock_commands "$cur"
     else
         case $sub in
-        help) COMPREPLY=($(compgen -W "acquire release run status force-update help" -- "$2")) ;;
+        help) COMPREPLY=($(compgen -W "acquire release run status force-update window help" -- "$2")) ;;
         esac
     fi
     return 0

@@ -732,3 +732,48 @@ fn bad_windows_and_zones_are_usage_errors() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// With --tag, the device tag says the window is closed and until when,
+/// and when it opens, that the lock is free until the window closes.
+#[test]
+fn device_tag_says_window_closed_until() {
+    if !faketime_usable("device_tag_says_window_closed_until") {
+        return;
+    }
+    let s = Scratch::new();
+    let (address, requests) = supervisor_stand_in();
+    let mut cmd = faked(
+        &s,
+        "2026-12-07 01:59:57",
+        &["window", "--tag", "--tz", "UTC", "02:00-04:00"],
+    );
+    cmd.env("BALENA_SUPERVISOR_ADDRESS", &address)
+        .env("BALENA_SUPERVISOR_API_KEY", "k3y");
+    let w = Window::start(&s, cmd);
+    let closed = requests
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("a request");
+    assert!(
+        closed.starts_with("PATCH /v2/device/tags?apikey=k3y"),
+        "{closed}"
+    );
+    assert!(
+        closed.ends_with(
+            r#"{"update-lock.main":"window closed until 2026-12-07 02:00 UTC; by window: daily 02:00-04:00"}"#
+        ),
+        "{closed}"
+    );
+    let open = requests
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("a request");
+    assert!(
+        open.contains(r#""update-lock.main":"free since 2026-12-07T02:00:0"#),
+        "{open}"
+    );
+    assert!(
+        open.ends_with(r#"; window open until 2026-12-07 04:00 UTC"}"#),
+        "{open}"
+    );
+    let (code, said) = w.stop();
+    assert_eq!(code, Some(0), "{said}");
+}

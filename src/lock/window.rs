@@ -90,9 +90,11 @@ pub(crate) fn is_window_file(file: &File) -> bool {
     is_window(first)
 }
 
-/// Whether a taker's record line is a window holder's.
+/// Whether a taker's record line is a window holder's. Parsed only when
+/// the word is there at all: every take of a lock asks this.
 fn is_window(content: &[u8]) -> bool {
-    Record::parse(content).is_some_and(|(record, _)| record.mode == Mode::Window)
+    content.windows(b"window".len()).any(|w| w == b"window")
+        && Record::parse(content).is_some_and(|(record, _)| record.mode == Mode::Window)
 }
 
 /// What joining a window's file came to.
