@@ -777,3 +777,67 @@ fn device_tag_says_window_closed_until() {
     let (code, said) = w.stop();
     assert_eq!(code, Some(0), "{said}");
 }
+
+/// Beside a window, an exclusive `run` waits for another one, and takes
+/// the lock when that one ends (its leaving closes the file, which wakes
+/// the waiter; the file itself stays, held by the window).
+#[test]
+fn exclusive_app_holders_queue_beside_the_window() {
+    if !faketime_usable("exclusive_app_holders_queue_beside_the_window") {
+        return;
+    }
+    let s = Scratch::new();
+    let w = Window::start(
+        &s,
+        faked(
+            &s,
+            "2026-12-07 01:00:00",
+            &["window", "--tz", "UTC", "02:00-04:00"],
+        ),
+    );
+    w.wait_said("window closed");
+    let fifo = s.path("go");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let (ready, done) = (s.path("ready"), s.path("done"));
+    let mut first = s
+        .cmd(&[
+            "run",
+            "--",
+            "sh",
+            "-c",
+            &format!("touch {}; read x < {}", ready.display(), fifo.display()),
+        ])
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_file(&ready);
+    let err = s.path("second.err");
+    let mut second = s
+        .cmd(&["run", "--", "touch", &done.display().to_string()])
+        .stdin(Stdio::null())
+        .stderr(std::fs::File::create(&err).unwrap())
+        .spawn()
+        .unwrap();
+    wait_until("the second run to wait", || {
+        std::fs::read_to_string(&err).is_ok_and(|e| e.contains("waiting for"))
+    });
+    assert!(
+        !done.exists(),
+        "the second ran while the first held the lock"
+    );
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&fifo)
+        .unwrap()
+        .write_all(b"x\n")
+        .unwrap();
+    assert!(first.wait().unwrap().success());
+    assert!(second.wait().unwrap().success());
+    assert!(done.exists());
+    assert_eq!(
+        first_record(&s.lock())["mode"],
+        "window",
+        "the window holds on"
+    );
+    drop(w.stop());
+}

@@ -128,20 +128,34 @@ pub(crate) fn join(
     }
     // LOCK_SH on `file` from here: the file cannot go stale under us.
     let joined = if is_window(content) {
-        file.try_clone()?
+        Some(file.try_clone()?)
+    } else if app_conflict(file, shared) {
+        // Asked on our read-only descriptor: a busy attempt never opens the
+        // file for writing, whose close would wake the waiters (us too).
+        None
     } else {
-        match app_join(dir, name, ident, shared)? {
-            Some(joined) => joined,
-            None => {
-                file.unlock()?;
-                return Ok(Join::Busy);
-            }
+        app_join(dir, name, ident, shared)?
+    };
+    let joined = match joined {
+        Some(joined) => joined,
+        None => {
+            file.unlock()?;
+            return Ok(Join::Busy);
         }
     };
     if !names_in(dir, name, ident) {
         return Ok(Join::Moved);
     }
     Ok(Join::Joined(joined))
+}
+
+/// Whether an app holder holds the byte lock in a way that excludes us
+/// (F_OFD_GETLK, which a read-only descriptor may ask).
+fn app_conflict(file: &File, shared: bool) -> bool {
+    let kind = if shared { libc::F_RDLCK } else { libc::F_WRLCK };
+    let mut range = crate::sys::ofd_range(kind, APP_BYTE);
+    fcntl(file, FcntlArg::F_OFD_GETLK(&mut range)).is_ok()
+        && range.l_type != libc::F_UNLCK as libc::c_short
 }
 
 /// An app taker's own open file of the window's lock, with LOCK_SH and the

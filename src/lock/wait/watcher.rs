@@ -39,7 +39,10 @@ pub(super) struct Watcher {
     files: HashMap<WatchDescriptor, Ident>,
 }
 
+/// IN_CLOSE_WRITE: an app holder leaving a window's lock file (which
+/// stays, held by the window: `lock::window`) closes it after writing.
 const MASK: AddWatchFlags = AddWatchFlags::IN_DELETE
+    .union(AddWatchFlags::IN_CLOSE_WRITE)
     .union(AddWatchFlags::IN_MOVED_FROM)
     .union(AddWatchFlags::IN_DELETE_SELF)
     .union(AddWatchFlags::IN_MOVE_SELF)
