@@ -841,3 +841,48 @@ fn exclusive_app_holders_queue_beside_the_window() {
     );
     drop(w.stop());
 }
+
+/// Another uid: a window of uid 1000 in the world-writable lock directory
+/// holds back updates, root's `run` goes ahead beside it, and so does a
+/// `run` of the window's own user; a third user's `run` cannot open the
+/// window's file for writing and waits for the window (said, not failed
+/// in another way).
+#[test]
+fn a_window_of_another_user() {
+    if !faketime_usable("a_window_of_another_user") {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let s = Scratch::new();
+    std::fs::set_permissions(s.dir.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let as_uid = |uid: u32, args: &[&str]| {
+        // libfaketime for the command only, not for setpriv (root), whose
+        // shared memory the other user could not open.
+        let mut cmd = Command::new("setpriv");
+        cmd.arg(format!("--reuid={uid}"))
+            .arg(format!("--regid={uid}"))
+            .arg("--clear-groups")
+            .arg("env")
+            .arg(format!("LD_PRELOAD={LIBFAKETIME}"))
+            .arg("FAKETIME=@2026-12-07 01:00:00")
+            .arg(bin_for_others())
+            .arg("--path")
+            .arg(s.lock())
+            .args(args);
+        cmd
+    };
+    let w = Window::start(&s, as_uid(1000, &["window", "--tz", "UTC", "02:00-04:00"]));
+
+    w.wait_said("window closed");
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(std::fs::metadata(s.lock()).unwrap().uid(), 1000);
+    s.cmd(&["run", "-n", "true"]).assert().success();
+    as_uid(1000, &["run", "-n", "true"]).assert().success();
+    let out = as_uid(1001, &["run", "-n", "true"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("held by resin-lock window"), "{err}");
+    assert_eq!(first_record(&s.lock())["mode"], "window");
+    drop(w.stop());
+    assert!(!exists(&s.lock()), "the window's user removed its file");
+}
