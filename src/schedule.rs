@@ -311,7 +311,7 @@ impl Schedule {
         merged
     }
 
-    /// `Mon-Fri 02:00-04:00, daily 22:00-23:00`.
+    /// `Mon-Fri 02:00-04:00`, `22:00-23:00` (every day).
     pub fn describe_windows(&self) -> Vec<String> {
         self.windows.iter().map(Window::to_string).collect()
     }
@@ -379,22 +379,17 @@ fn instant(tz: &TimeZone, date: Date, minutes: u16) -> Option<Timestamp> {
 impl std::fmt::Display for Window {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let hm = |m: u16| format!("{:02}:{:02}", m / 60, m % 60);
-        write!(
-            f,
-            "{} {}-{}",
-            days_text(self.days),
-            hm(self.start),
-            hm(self.end)
-        )
+        // Every day is the default, and says nothing: `02:00-04:00`.
+        if self.days != EVERY_DAY {
+            write!(f, "{} ", days_text(self.days))?;
+        }
+        write!(f, "{}-{}", hm(self.start), hm(self.end))
     }
 }
 
-/// `daily`, `Mon-Fri`, `Sat,Sun`, `Mon,Wed-Fri`: runs of three or more
-/// days as ranges.
+/// `Mon-Fri`, `Sat,Sun`, `Mon,Wed-Fri`: runs of three or more days as
+/// ranges.
 fn days_text(days: u8) -> String {
-    if days == EVERY_DAY {
-        return "daily".to_owned();
-    }
     let mut parts = Vec::new();
     let mut d = 0;
     while d < 7 {
@@ -441,12 +436,14 @@ mod tests {
     fn windows_parse_and_print_canonically() {
         #[rustfmt::skip]
         let cases: &[(&[&str], &[&str])] = &[
-            (&["02:00-04:00"], &["daily 02:00-04:00"]),
+            (&["02:00-04:00"], &["02:00-04:00"]),
+            (&["daily 02:00-04:00"], &["02:00-04:00"]),
+            (&["Mon-Sun 02:00-04:00"], &["02:00-04:00"]),
             (&["Mon-Fri 02:00-04:00"], &["Mon-Fri 02:00-04:00"]),
             (&["Mon-Fri", "02:00-04:00"], &["Mon-Fri 02:00-04:00"]),
             (&["sat,SUN 00:00-24:00"], &["Sat,Sun 00:00-24:00"]),
             (&["Fri-Mon 22:00-02:00"], &["Mon,Fri-Sun 22:00-02:00"]),
-            (&["daily 1:30-2:00; Wed 03:00-04:00"], &["daily 01:30-02:00", "Wed 03:00-04:00"]),
+            (&["daily 1:30-2:00; Wed 03:00-04:00"], &["01:30-02:00", "Wed 03:00-04:00"]),
             (&["Mon,Wed-Fri 9:00-17:00"], &["Mon,Wed-Fri 09:00-17:00"]),
         ];
         for (words, want) in cases {

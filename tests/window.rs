@@ -271,7 +271,7 @@ fn zone_and_daylight_saving_day() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.contains(
-            "held by resin-lock window: updates allowed daily 02:15-02:45 Europe/Berlin, next "
+            "held by resin-lock window: updates allowed 02:15-02:45 Europe/Berlin, next "
         ),
         "{text}"
     );
@@ -759,7 +759,7 @@ fn device_tag_says_window_closed_until() {
     );
     assert!(
         closed.ends_with(
-            r#"{"update-lock.main":"window closed until 2026-12-07 02:00 UTC; by window: daily 02:00-04:00"}"#
+            r#"{"update-lock.main":"window closed until 2026-12-07 02:00 UTC; by window: 02:00-04:00"}"#
         ),
         "{closed}"
     );
