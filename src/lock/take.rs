@@ -69,67 +69,74 @@ pub(crate) fn try_take(
         if let Found::Missing = found {
             continue;
         }
+        // A window's file excludes none of the app's holders (`window`).
+        let mut window_busy = false;
         if let Found::Ours {
             file,
             ident,
             record,
             ..
         } = &found
+            && window::rule(record, content) == Rule::Join
         {
-            // A window's file excludes none of the app's holders (`window`).
-            let rule = window::rule(record, content);
-            if rule == Rule::Join {
-                match window::join(&dir, name, (file, *ident), content, shared)
-                    .map_err(|err| create_error(path, err))?
-                {
-                    Join::Joined(file) => {
-                        shared::append_line(&dir, name, *ident, content);
-                        let held = Held::new(path, dir, file, true)
-                            .map_err(|err| create_error(path, err))?;
-                        return Ok(Attempt::Taken(held));
-                    }
-                    Join::Stale => {
-                        remove_stale(&dir, path, *ident, record, notify)?;
-                        continue;
-                    }
-                    Join::Moved => continue,
-                    Join::Busy => {}
-                }
-            } else {
-                // A shared taker joins a live shared lock of this boot, unless
-                // an exclusive taker waits for it: then it queues behind.
-                let joining = shared
-                    && rule == Rule::Ordinary
-                    && record.shared
-                    && probe::stale_reason(record, true).is_none()
-                    && !shared::writer_waits(file);
-                let exclusive = if joining {
-                    shared::try_join(file)
-                } else {
-                    probe::try_exclusive(file)
-                }
-                .map_err(|err| {
-                    anyhow::Error::new(err).context(format!("cannot lock {}", path.display()))
-                })?;
-                if joining && exclusive == Exclusive::Shared {
-                    // We hold LOCK_SH. The last one out may have removed the
-                    // file meanwhile: only the one the path names counts.
-                    let ident = *ident;
-                    if !names_in(&dir, name, ident) {
-                        continue;
-                    }
-                    let Found::Ours { file, .. } = found else {
-                        unreachable!()
-                    };
-                    shared::append_line(&dir, name, ident, content);
+            match window::join(&dir, name, (file, *ident), content, shared)
+                .map_err(|err| create_error(path, err))?
+            {
+                Join::Joined(file) => {
+                    shared::append_line(&dir, name, *ident, content);
                     let held =
                         Held::new(path, dir, file, true).map_err(|err| create_error(path, err))?;
                     return Ok(Attempt::Taken(held));
                 }
-                if exclusive == Exclusive::Taken {
+                Join::Stale => {
                     remove_stale(&dir, path, *ident, record, notify)?;
                     continue;
                 }
+                Join::Moved => continue,
+                Join::Busy => window_busy = true,
+            }
+        }
+        if let Found::Ours {
+            file,
+            ident,
+            record,
+            ..
+        } = &found
+            && !window_busy
+        {
+            // A shared taker joins a live shared lock of this boot, unless
+            // an exclusive taker waits for it: then it queues behind.
+            let joining = shared
+                && window::rule(record, content) == Rule::Ordinary
+                && record.shared
+                && probe::stale_reason(record, true).is_none()
+                && !shared::writer_waits(file);
+            let exclusive = if joining {
+                shared::try_join(file)
+            } else {
+                probe::try_exclusive(file)
+            }
+            .map_err(|err| {
+                anyhow::Error::new(err).context(format!("cannot lock {}", path.display()))
+            })?;
+            if joining && exclusive == Exclusive::Shared {
+                // We hold LOCK_SH. The last one out may have removed the
+                // file meanwhile: only the one the path names counts.
+                let ident = *ident;
+                if !names_in(&dir, name, ident) {
+                    continue;
+                }
+                let Found::Ours { file, .. } = found else {
+                    unreachable!()
+                };
+                shared::append_line(&dir, name, ident, content);
+                let held =
+                    Held::new(path, dir, file, true).map_err(|err| create_error(path, err))?;
+                return Ok(Attempt::Taken(held));
+            }
+            if exclusive == Exclusive::Taken {
+                remove_stale(&dir, path, *ident, record, notify)?;
+                continue;
             }
         }
         let inspection = Box::new(Inspection::from_found(path, &found, true));
