@@ -8,6 +8,7 @@ _resin_lock_options() {
         release) echo "-v --verbose -q --quiet --path --root -f --force --owner --update-now -h --help -V --version" ;;
         run) echo "-v --verbose -q --quiet --path --root -n --nonblock -w --timeout -E --conflict-exit-code -s --shared --reason --max-hold --tag --tag-after -g --group --on-lost --update-now -h --help -V --version" ;;
         status) echo "-v --verbose -q --quiet --path --root --supervisor --host --health --max-hold --json -h --help -V --version" ;;
+        window) echo "-v --verbose -q --quiet --path --root --tz --update-now --reason --tag -h --help -V --version" ;;
         force-update) echo "-v --verbose -q --quiet -h --help -V --version" ;;
         help) echo "" ;;
         *) echo "-v --verbose -q --quiet --path --root -h --help -V --version" ;;
@@ -57,6 +58,14 @@ _resin_lock_value() {
                 --max-hold) echo none ;;
                 *) return 1 ;;
             esac ;;
+        window)
+            case $2 in
+                --path) echo files ;;
+                --root) echo dirs ;;
+                --tz) echo none ;;
+                --reason) echo none ;;
+                *) return 1 ;;
+            esac ;;
         force-update)
             case $2 in
                 *) return 1 ;;
@@ -77,7 +86,7 @@ _resin_lock_value() {
 # _resin_lock_takes_command SUB: whether SUB's arguments are a command line.
 _resin_lock_takes_command() {
     case $1 in
-        run) return 0 ;;
+        run | window) return 0 ;;
     esac
     return 1
 }
@@ -161,12 +170,12 @@ _resin_lock() {
     if [[ $cur == -* ]]; then
         COMPREPLY=($(compgen -W "$(_resin_lock_options "$sub")" -- "$cur"))
     elif [[ -z $sub ]]; then
-        COMPREPLY=($(compgen -W "acquire release run status force-update help" -- "$cur"))
+        COMPREPLY=($(compgen -W "acquire release run status window force-update help" -- "$cur"))
     elif _resin_lock_takes_command "$sub"; then
         _resin_lock_commands "$cur"
     else
         case $sub in
-        help) COMPREPLY=($(compgen -W "acquire release run status force-update help" -- "$2")) ;;
+        help) COMPREPLY=($(compgen -W "acquire release run status window force-update help" -- "$2")) ;;
         esac
     fi
     return 0

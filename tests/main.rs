@@ -21,3 +21,4 @@ mod tags;
 mod torture;
 mod trust;
 mod voice;
+mod window;

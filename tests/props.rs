@@ -32,7 +32,7 @@ fn config() -> ProptestConfig {
 // ---- lock records ----
 
 fn mode() -> impl Strategy<Value = Mode> {
-    prop_oneof![Just(Mode::Acquire), Just(Mode::Run)]
+    prop_oneof![Just(Mode::Acquire), Just(Mode::Run), Just(Mode::Window)]
 }
 
 /// Any record resin-lock could write: every field arbitrary within its type.
@@ -78,6 +78,7 @@ fn record() -> impl Strategy<Value = Record> {
                 shared,
                 service,
                 tag_after_ms: None,
+                window: None,
             },
         )
 }

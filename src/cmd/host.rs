@@ -216,7 +216,9 @@ fn host_lock(seen: &Inspection, file: &'static str, mtime: Option<i64>, flocked:
                     "keeper pid {}, owner pid {} in the container's pid namespace",
                     r.pid, r.owner
                 ),
-                Mode::Run => format!("pid {} in the container's pid namespace", r.pid),
+                Mode::Run | Mode::Window => {
+                    format!("pid {} in the container's pid namespace", r.pid)
+                }
             };
             format!(
                 "resin-lock {}{} ({pids}: {})",

@@ -9,6 +9,7 @@ pub(crate) mod host;
 pub(crate) mod release;
 pub(crate) mod run;
 pub(crate) mod status;
+pub(crate) mod window;
 
 use std::path::Path;
 
@@ -61,6 +62,7 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
         Command::Run(args) => run::run(&ctx, args),
         Command::Status(args) => status::run(&ctx, args),
         Command::ForceUpdate => force_update::run(&ctx),
+        Command::Window(args) => window::run(&ctx, args),
     }
 }
 

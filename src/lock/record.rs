@@ -17,12 +17,15 @@ pub const MAX_WRITE: usize = 4 * 1024;
 /// The most one command-line argument or reason keeps in a record.
 const MAX_ARG: usize = 256;
 
-/// Who holds a resin-lock lock: an `acquire` keeper or a `run` process.
+/// Who holds a resin-lock lock: an `acquire` keeper, a `run` process, or
+/// a `window` process (which holds back updates outside its windows and
+/// excludes none of the app's own holders: `lock::window`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     Acquire,
     Run,
+    Window,
 }
 
 impl Mode {
@@ -30,6 +33,7 @@ impl Mode {
         match self {
             Mode::Acquire => "acquire",
             Mode::Run => "run",
+            Mode::Window => "window",
         }
     }
 }
@@ -97,6 +101,18 @@ pub struct Record {
     /// with this field, and `status --health`, put the tag right.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tag_after_ms: Option<u64>,
+    /// A `window` holder's windows and zone, from which `status` tells
+    /// when updates are allowed next.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<WindowSpec>,
+}
+
+/// The windows a `window` holder keeps (each as it prints after parsing,
+/// `Mon-Fri 02:00-04:00`) and the name of their zone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WindowSpec {
+    pub windows: Vec<String>,
+    pub tz: String,
 }
 
 /// A process in a record: its pid and start time (clock ticks after boot).
@@ -134,6 +150,7 @@ impl Record {
                 .filter(|name| !name.is_empty())
                 .map(|name| cut(&name, MAX_ARG)),
             tag_after_ms: None,
+            window: None,
         }
     }
 

@@ -18,8 +18,12 @@ use crate::sys;
 /// A live exclusive lock: refused, forced, or released through its keeper.
 pub fn release(seen: &Seen, record: &Record, caller: &Caller) -> Result<Outcome> {
     match record.mode {
-        Mode::Run if caller.force => removed(seen, Outcome::ForcedRun { pid: record.pid }),
-        Mode::Run => Ok(Outcome::Refused(Refusal::LiveRun {
+        // A window's record is always a shared one; an old or hand-made
+        // one is treated as a live `run`.
+        Mode::Run | Mode::Window if caller.force => {
+            removed(seen, Outcome::ForcedRun { pid: record.pid })
+        }
+        Mode::Run | Mode::Window => Ok(Outcome::Refused(Refusal::LiveRun {
             holder: Inspection::record_holder(record),
         })),
         Mode::Acquire if caller.force => stop_keeper(seen, record, caller),
