@@ -986,3 +986,63 @@ fn a_file_of_roots_that_the_caller_cannot_read_may_be_the_supervisors() {
         assert!(lock.exists());
     }
 }
+
+/// A second uid cannot hang root's create in the named-temp fallback (no
+/// /proc): it watches the lock directory (1777) for a new temp file and
+/// flocks it before resin-lock does (strace holds resin-lock's flock up for
+/// a moment, so the attacker always gets there first). The temp file is
+/// root's alone until it is linked, and a busy name is given up for a new
+/// one, never waited on.
+#[test]
+fn another_uid_cannot_hold_up_a_temp_file() {
+    let Some(strace) = tool("strace") else {
+        return;
+    };
+    let s = Scratch::new();
+    fs::set_permissions(s.dir.path(), fs::Permissions::from_mode(0o1777)).unwrap();
+    let grabbed = s.path("grabbed");
+    let attacker = r#"
+import fcntl, os, sys, time
+d, ready, grabbed = sys.argv[1], sys.argv[2], sys.argv[3]
+open(ready, "w").close()
+held = []
+end = time.time() + 60
+while time.time() < end:
+    for name in os.listdir(d):
+        if not name.endswith(".tmp"):
+            continue
+        try:
+            fd = os.open(os.path.join(d, name), os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            held.append(fd)
+            open(grabbed, "w").close()
+        except OSError:
+            os.close(fd)
+"#;
+    let ready = s.path("attacker-ready");
+    let mut cmd = as_uid(1000, "/usr/bin/python3");
+    cmd.args(["-c", attacker])
+        .arg(s.dir.path())
+        .arg(&ready)
+        .arg(&grabbed);
+    let _attacker = Group::spawn(cmd, "the attacker");
+    wait_for_file(&ready);
+    let script = format!(
+        "mount -t tmpfs none /proc || exit 99
+         exec timeout -s KILL 20 {strace} -o /dev/null --inject=flock:delay_enter=300000 \
+             {bin} --path {l} run -- true",
+        strace = strace.display(),
+        bin = bin().display(),
+        l = s.lock().display()
+    );
+    let out = in_private_mount(&script).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(
+        !grabbed.exists(),
+        "the attacker opened root's temp file: {out:?}"
+    );
+    assert!(!s.lock().exists());
+}

@@ -23,6 +23,10 @@ use super::held::Held;
 /// Lock files are world-readable so the supervisor and `status` can read them.
 pub const MODE: u32 = 0o644;
 
+/// How many temp names a create tries before it gives up: each is given up
+/// only when another process holds it (a cleaner, for a moment).
+const TEMP_TRIES: u32 = 64;
+
 pub enum Created {
     Taken(Held),
     /// Something already exists at the path (the directory, for a look).
@@ -184,12 +188,23 @@ fn create_via_named_temp(
 ) -> io::Result<Created> {
     let name = lock_name(path)?;
     let outcome = {
+        let mut tries = 0;
         let (file, temp) = loop {
+            tries += 1;
+            if tries > TEMP_TRIES {
+                return Err(io::Error::new(
+                    io::ErrorKind::WouldBlock,
+                    "no temp file of our own could be made beside the lock: \
+                     every one was held by another process",
+                ));
+            }
             let candidate = temp_name(name);
+            // 0600 until it is linked (`prepare` sets the lock's mode under
+            // our flock): another uid cannot open it, so it cannot hold it up.
             let file = match dir.open_file(
                 &candidate,
                 OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_EXCL,
-                MODE,
+                0o600,
             ) {
                 Ok(file) => file,
                 Err(err) if err.kind() == io::ErrorKind::AlreadyExists => continue,
@@ -199,14 +214,22 @@ fn create_via_named_temp(
                 dir: &dir,
                 name: candidate,
             };
-            // Blocking, in the mode it keeps (no conversion that would let
-            // go for a moment): a `clean_leftover_temps` elsewhere may hold
-            // it, having found it unflocked; it removes it before it lets
-            // go, and then this one is not ours any more: another name.
-            if shared {
-                file.lock_shared()?;
+            // In the mode it keeps (no conversion that would let go for a
+            // moment), never waiting: a `clean_leftover_temps` elsewhere may
+            // hold it, having found it unflocked, and removes it before it
+            // lets go. A busy name is left to that holder: another name.
+            let locked = if shared {
+                file.try_lock_shared()
             } else {
-                file.lock()?;
+                file.try_lock()
+            };
+            match locked {
+                Ok(()) => {}
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    std::mem::forget(temp);
+                    continue;
+                }
+                Err(std::fs::TryLockError::Error(err)) => return Err(err),
             }
             let ours = file.metadata()?;
             match dir.stat(&temp.name)? {
