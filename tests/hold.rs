@@ -542,3 +542,62 @@ fn a_closed_stdout_is_the_caller_gone() {
     assert_eq!(second.wait().code(), Some(0));
     assert!(!s.lock().exists());
 }
+
+/// The code block of `docs/hold.md` that opens with "```LANG".
+fn doc_example(lang: &str) -> String {
+    let doc = fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/hold.md")).unwrap();
+    let start = doc
+        .find(&format!("```{lang}\n"))
+        .unwrap_or_else(|| panic!("no {lang} example"))
+        + lang.len()
+        + 4;
+    let len = doc[start..].find("```").unwrap();
+    doc[start..start + len].to_owned()
+}
+
+/// The docs' examples, run as written: `resin-lock` on PATH, the lock
+/// path from RESIN_LOCK_PATH, the critical work a stand-in that checks
+/// the lock is held.
+fn run_doc_example(program: &str, work: &str, lang: &str) {
+    let s = Scratch::new();
+    let bin_dir = s.path("bin");
+    fs::create_dir(&bin_dir).unwrap();
+    std::os::unix::fs::symlink(bin(), bin_dir.join("resin-lock")).unwrap();
+    let script = format!("{work}\n{}", doc_example(lang));
+    let mut cmd = Command::new(program);
+    cmd.arg("-c")
+        .arg(&script)
+        .env("PATH", format!("{}:/usr/bin:/bin", bin_dir.display()))
+        .env("RESIN_LOCK_PATH", s.lock())
+        .env("MARK", s.path("ran"));
+    let out = output_or_kill(cmd);
+    assert!(
+        out.status.success(),
+        "{lang}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        fs::read_to_string(s.path("ran")).unwrap(),
+        "held\n",
+        "{lang}"
+    );
+    assert!(!s.lock().exists(), "{lang}: released");
+}
+
+#[test]
+fn the_docs_coprocess_example_works_as_written() {
+    let work = r#"migrate-database() {
+    grep -q '"mode":"hold"' "$RESIN_LOCK_PATH" && echo held > "$MARK"
+}"#;
+    run_doc_example("bash", work, "bash");
+}
+
+#[test]
+fn the_docs_python_example_works_as_written() {
+    let work = r#"import os
+def migrate_database():
+    with open(os.environ["RESIN_LOCK_PATH"]) as lock, open(os.environ["MARK"], "w") as mark:
+        if '"mode":"hold"' in lock.read():
+            mark.write("held\n")"#;
+    run_doc_example("python3", work, "python");
+}
