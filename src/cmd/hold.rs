@@ -58,6 +58,9 @@ pub fn run(ctx: &Context, args: HoldCmdArgs) -> Result<u8> {
     // Paths already said lost: at release, the same news is not told again.
     let lost: RefCell<Vec<PathBuf>> = RefCell::new(Vec::new());
     let said_waiting = Cell::new(false);
+    // Events about the lock come only once `held` was said: a lock let go
+    // of while still taking the others (all or nothing) is not news.
+    let holding = Cell::new(false);
     let notify = |event: Event<'_>| {
         if super::context::took_over_tagged(&event) {
             took_over_tagged.set(true);
@@ -97,7 +100,7 @@ pub fn run(ctx: &Context, args: HoldCmdArgs) -> Result<u8> {
             Event::Released {
                 path,
                 how: how @ (Released::Gone | Released::Replaced),
-            } => {
+            } if holding.get() => {
                 // Noticed only now, at release: said now (SPEC 2a).
                 if !lost.borrow().iter().any(|p| p == path) {
                     lost.borrow_mut().push(path.to_owned());
@@ -133,6 +136,7 @@ pub fn run(ctx: &Context, args: HoldCmdArgs) -> Result<u8> {
         .map(|p| p.to_string_lossy().into_owned())
         .collect();
     let reading = say(json!({"event": "held", "paths": shown, "since": since}));
+    holding.set(true);
     // Device tags (SPEC 4d), from a thread of their own, once the lock is held.
     *publisher.borrow_mut() = tags.and_then(|(config, after)| {
         let after = if took_over_tagged.get() {
