@@ -35,7 +35,7 @@ complete -c resin-lock -n "__fish_resin_lock_needs_command" -f -a "release" -d '
 complete -c resin-lock -n "__fish_resin_lock_needs_command" -f -a "run" -d 'Take the lock, run CMD, release the lock when CMD ends, exit as CMD did'
 complete -c resin-lock -n "__fish_resin_lock_needs_command" -f -a "status" -d 'Report every lock path, its holder, and how the paths were chosen'
 complete -c resin-lock -n "__fish_resin_lock_needs_command" -f -a "force-update" -d 'Ask the supervisor to update now, overriding update locks'
-complete -c resin-lock -n "__fish_resin_lock_needs_command" -f -a "hold" -d 'Hold the lock while stdin stays open, saying what happens as JSON lines on stdout'
+complete -c resin-lock -n "__fish_resin_lock_needs_command" -f -a "hold" -d 'Hold the lock while stdin stays open; say what happens in JSON lines'
 complete -c resin-lock -n "__fish_resin_lock_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand acquire" -l path -d 'Use this lock file, not the detected one (repeatable)' -r -F
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand acquire" -l root -d 'Resolve detected lock paths and files under DIR' -r -f -a "(__fish_complete_directories)"
@@ -114,7 +114,7 @@ complete -c resin-lock -n "__fish_resin_lock_using_subcommand help; and not __fi
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand help; and not __fish_seen_subcommand_from acquire release run status force-update hold help" -f -a "run" -d 'Take the lock, run CMD, release the lock when CMD ends, exit as CMD did'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand help; and not __fish_seen_subcommand_from acquire release run status force-update hold help" -f -a "status" -d 'Report every lock path, its holder, and how the paths were chosen'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand help; and not __fish_seen_subcommand_from acquire release run status force-update hold help" -f -a "force-update" -d 'Ask the supervisor to update now, overriding update locks'
-complete -c resin-lock -n "__fish_resin_lock_using_subcommand help; and not __fish_seen_subcommand_from acquire release run status force-update hold help" -f -a "hold" -d 'Hold the lock while stdin stays open, saying what happens as JSON lines on stdout'
+complete -c resin-lock -n "__fish_resin_lock_using_subcommand help; and not __fish_seen_subcommand_from acquire release run status force-update hold help" -f -a "hold" -d 'Hold the lock while stdin stays open; say what happens in JSON lines'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand help; and not __fish_seen_subcommand_from acquire release run status force-update hold help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 
 # run: the words after its options (from `--`, or from the first word that
