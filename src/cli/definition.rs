@@ -151,20 +151,16 @@ pub(crate) enum Command {
     /// Report every lock path, its holder, and how the paths were chosen.
     ///
     /// Exits 0 when no lock file exists (updates are allowed), 1 when one does
-    /// (held or stale: both block the supervisor).
-    /// With --health, exits 1 only when a lock blocks updates for nothing (a
-    /// HEALTHCHECK).
-    Status(StatusArgs),
-
-    /// Ask the supervisor to update now, overriding update locks.
+    /// (held or stale: both block the supervisor), 73 when the directory of a
+    /// --path does not exist (no lock can be taken there: a typo in a check's
+    /// path fails it). With --health, exits 1 only when a lock blocks updates
+    /// for nothing (a HEALTHCHECK).
     ///
-    /// Sends POST /v1/update {"force":true,"cancel":true} to the supervisor API
-    /// (since supervisor v17.5.0 a plain force is ignored while an update
-    /// waits on locks; older supervisors ignore cancel). Needs
-    /// BALENA_SUPERVISOR_ADDRESS and BALENA_SUPERVISOR_API_KEY (or the RESIN_
-    /// names), which the supervisor provides to services with the
-    /// io.balena.features.supervisor-api label.
-    ForceUpdate,
+    /// Every lock file holds back the supervisor; only files named
+    /// updates.lock also hold back balenaOS's host OS reboot check, so a held
+    /// lock with another name (resin-updates.lock) is said not to (`blocks`
+    /// in --json: ["supervisor","host-reboot"] or ["supervisor"]).
+    Status(StatusArgs),
 
     /// Hold the lock while stdin stays open; say what happens in JSON lines.
     ///
@@ -205,16 +201,66 @@ pub(crate) enum Command {
     /// status (1 busy or timed out, or -E CODE; 64, 73, 77 …), with no event
     /// but maybe waiting.
     Hold(HoldCmdArgs),
+
+    /// Ask the supervisor to update now, overriding update locks.
+    ///
+    /// Sends POST /v1/update {"force":true,"cancel":true} to the supervisor API
+    /// (since supervisor v17.5.0 a plain force is ignored while an update
+    /// waits on locks; older supervisors ignore cancel). Needs
+    /// BALENA_SUPERVISOR_ADDRESS and BALENA_SUPERVISOR_API_KEY (or the RESIN_
+    /// names), which the supervisor provides to services with the
+    /// io.balena.features.supervisor-api label.
+    ForceUpdate,
 }
+
+/// The order of the options in every subcommand's help: first its own
+/// (what to lock and how, as declared; a subcommand declares its output
+/// options, such as `--json`, last), then the output options, then the
+/// global options that say where the lock is. Set here, on the global
+/// options, so every subcommand follows it without numbering its own.
+const HELP_ORDER: [&str; 4] = ["verbose", "quiet", "paths", "root"];
+
+/// Where `HELP_ORDER` starts: after any subcommand's own options (clap
+/// numbers them from 0 as declared), before -h and -V (which clap leaves
+/// at 999).
+const GLOBALS_FROM: usize = 900;
+
+/// The global options that do nothing in a subcommand, left out of its
+/// help: `force-update` talks to the supervisor API, not to a lock.
+const NOT_IN: [(&str, [&str; 2]); 1] = [("force-update", ["paths", "root"])];
 
 /// The clap command, for parsing and for the man page and completion
 /// generators. Its subcommands get their arguments when built (see
 /// `Command`). The exit-status table after the help comes from `exit.rs`.
 pub fn command() -> clap::Command {
-    Cli::command()
-        .after_help("Exit status: 0 done (status: no lock file), 1 busy or held, 64 usage; the table is in --help.\nSee resin-lock(1) for the lock locations and the protocol.")
+    let mut cmd = Cli::command();
+    for (at, id) in HELP_ORDER.into_iter().enumerate() {
+        cmd = cmd.mut_arg(id, |arg| arg.display_order(GLOBALS_FROM + at));
+    }
+    for (name, _) in NOT_IN {
+        // Deferred: the global options reach a subcommand when the parent
+        // is built, before the subcommand's deferred part runs.
+        cmd = cmd.mut_subcommand(name, |sub| sub.defer(hide_what_does_nothing));
+    }
+    cmd.after_help("Exit status: 0 done (status: no lock file), 1 busy or held, 64 usage; the table is in --help.\nSee resin-lock(1) for the lock locations and the protocol.")
         .after_long_help(format!(
             "{}\nSee resin-lock(1) for the lock locations and the protocol.",
             crate::exit::help_table()
         ))
+}
+
+/// Hide, in the subcommand being built, the global options that do nothing
+/// there (`NOT_IN`). Built on its own (the man page's subsection), it has
+/// no global options to hide.
+fn hide_what_does_nothing(sub: clap::Command) -> clap::Command {
+    let Some((_, ids)) = NOT_IN.iter().find(|(name, _)| *name == sub.get_name()) else {
+        return sub;
+    };
+    ids.iter().fold(sub, |sub, id| {
+        if sub.get_arguments().any(|arg| arg.get_id() == id) {
+            sub.mut_arg(id, |arg| arg.hide(true))
+        } else {
+            sub
+        }
+    })
 }

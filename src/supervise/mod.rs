@@ -54,7 +54,7 @@ mod start_error;
 pub(crate) use caller::CallerWatch;
 use child::Child;
 pub(crate) use hold::{Ended, Happened, hold};
-pub use lost::{Lost, OnLost};
+pub use lost::{Lost, LostSignal, OnLost};
 
 /// How `run` starts CMD.
 #[derive(Debug, Clone, Copy, Default)]
@@ -64,7 +64,7 @@ pub struct Options {
     /// `--max-hold`: let go of the lock after this long; CMD goes on.
     pub max_hold: Option<std::time::Duration>,
     /// `--on-lost`: the signal for CMD when a lock file is removed under it.
-    pub on_lost: Option<Signal>,
+    pub on_lost: Option<LostSignal>,
 }
 
 /// Run `cmd` while holding `held`; returns the exit status to use.
@@ -216,7 +216,7 @@ fn watch(
                 signal,
                 pid: child.pid,
                 group: child.group,
-                sent: child.signal(signal),
+                sent: crate::sys::kill_number(child.pid, signal.0, child.group),
             });
             // Once: the watch ends here.
             if let Some(watch) = lost_watch.take() {
