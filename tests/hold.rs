@@ -785,3 +785,49 @@ fn without_proc_it_holds_says_lost_and_releases() {
     assert_eq!(status.code(), Some(0), "{stderr}");
     assert_eq!(rest.len(), 1, "{rest:?}");
 }
+
+#[test]
+fn waiting_for_the_supervisors_lock_names_it_and_times_out_with_nothing_held() {
+    if tool("lockfile").is_none() {
+        return;
+    }
+    let s = shared_scratch();
+    let out = as_nobody("lockfile")
+        .args(["-r", "0"])
+        .arg(s.lock())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "lockfile: {out:?}");
+    let (status, events, stderr) = hold_to_the_end(&s, &["-w", "0.2", "-E", "75"]);
+    assert_eq!(status.code(), Some(75), "{stderr}");
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["event"], "waiting");
+    assert_eq!(events[0]["held_by"], "supervisor");
+    assert_eq!(events[0]["record"], Value::Null);
+    assert!(stderr.contains("the supervisor is updating"), "{stderr}");
+    assert_eq!(fs::metadata(s.lock()).unwrap().uid(), 65534, "left alone");
+}
+
+#[test]
+fn another_uid_holds_it_and_lets_go_at_end_of_stdin() {
+    let s = shared_scratch();
+    let mut cmd = Command::new("setpriv");
+    cmd.args(["--reuid=1000", "--regid=1000", "--clear-groups"])
+        .arg(bin_for_others())
+        .arg("--path")
+        .arg(s.lock())
+        .arg("hold");
+    let mut hold = Hold::spawn(&mut cmd);
+    hold.expect("held");
+    assert_eq!(fs::metadata(s.lock()).unwrap().uid(), 1000);
+    let record = record(&s.lock());
+    assert_eq!(record["uid"], 1000);
+    assert_eq!(record["owner"], std::process::id(), "setpriv exec'd hold");
+    // Root's plain release refuses it too.
+    s.cmd(&["release"]).assert().code(1);
+    hold.close_stdin();
+    hold.expect("released");
+    let (status, stderr, _) = hold.finish();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert!(!s.lock().exists());
+}

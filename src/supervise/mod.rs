@@ -23,6 +23,10 @@
 //!
 //! With `--on-lost SIGNAL`, a lock file removed under CMD by someone else
 //! (`lost`) gets SIGNAL sent to CMD (or its group), once.
+//!
+//! `hold` is `run` without a CMD: it holds the lock for the program at the
+//! other end of its stdin until that program is gone (`caller`), watching
+//! for a lost lock file and `--max-hold` meanwhile (`hold`).
 
 use std::ffi::{OsStr, OsString};
 use std::io;
