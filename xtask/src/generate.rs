@@ -593,8 +593,8 @@ fn hold_protocol() -> Roff {
                 vec![bold(r#"{"event":"held","paths":[...],"since":"..."}"#)],
                 vec![
                     "Once the lock is held: every lock path taken, in order, and when, in \
-                     RFC 3339 UTC with milliseconds. Nothing is said before the lock is \
-                     held, so a program can wait for this line before its critical work.",
+                     RFC 3339 UTC with milliseconds. It comes only once every lock path is \
+                     held, so a program waits for this line before its critical work.",
                 ],
             ),
             (
