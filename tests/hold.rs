@@ -388,6 +388,9 @@ fn a_signal_while_waiting_ends_the_wait_with_128_plus_s() {
         .args(["-TERM", &second.pid().to_string()])
         .assert()
         .success();
+    // Its end comes from the signal alone: stdin stays open until then.
+    let mut second = second;
+    second.run.wait();
     let (status, stderr, rest) = second.finish();
     assert_eq!(status.code(), Some(143), "{stderr}");
     assert!(rest.is_empty(), "nothing held, nothing said: {rest:?}");

@@ -144,9 +144,6 @@ impl Watcher {
             let inotify_ready = self.inotify.is_some() && fds[1].any().unwrap_or(false);
             let hung_up = hangup.is_some() && fds.last().and_then(PollFd::any).unwrap_or(false);
             drop(fds);
-            if hung_up {
-                return Ok(Some(libc::SIGHUP));
-            }
             if signal_ready {
                 for received in signals.pending() {
                     if ABORT_WAIT.contains(&received.signal) {
@@ -154,6 +151,10 @@ impl Watcher {
                     }
                     crate::signals::stop_self_if_terminal_stop(received);
                 }
+            }
+            // After the signals: one that came with the hangup is said as itself.
+            if hung_up {
+                return Ok(Some(libc::SIGHUP));
             }
             if inotify_ready && self.relevant(targets) {
                 return Ok(None);
