@@ -295,6 +295,12 @@ impl Sleeper {
     pub fn pid(&self) -> String {
         self.0.id().to_string()
     }
+
+    /// Kill it now (the owner exits); dropping it later does nothing more.
+    pub fn end(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 impl Drop for Sleeper {
@@ -543,9 +549,11 @@ pub fn wait_guarded(child: &mut Child, what: &str) -> std::process::ExitStatus {
     }
 }
 
-/// A process in a process group of its own. If the test fails while it
-/// runs, the whole group is SIGKILLed, so no contender outlives the test
-/// (keepers follow their owner, which is in the group).
+/// A process in a process group of its own. When dropped (the test ends,
+/// or fails), the whole group is SIGKILLed, also once the leader has
+/// exited or was waited for: what it started in the background (flock(1)'s
+/// command, a shell's `&` job) does not outlive the test, holding its
+/// output pipe open (keepers follow their owner, which is in the group).
 pub struct Group {
     pub child: Child,
     what: String,
@@ -571,13 +579,15 @@ impl Group {
 
 impl Drop for Group {
     fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = nix::sys::signal::killpg(
-                nix::unistd::Pid::from_raw(self.pid()),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-            let _ = self.child.wait();
-        }
+        // The group outlives its leader while any member is left, and its
+        // id is not given to another group while it has members (nor, in
+        // the moment after the leader was reaped, to a new one in practice:
+        // pids are handed out in order).
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(self.pid()),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        let _ = self.child.wait();
     }
 }
 

@@ -121,23 +121,22 @@ fn command_substitution_does_not_hang() {
 fn keeper_follows_its_owner_and_survives_the_callers_shell() {
     let s = Scratch::new();
     // The owner: a process that outlives the shell that runs acquire.
-    let mut owner = Command::new("sleep").arg("1000").spawn().unwrap();
+    let mut owner = Sleeper::new();
     let script = format!(
         "{} --path {} acquire --owner {}; exit 0",
         env!("CARGO_BIN_EXE_resin-lock"),
         s.lock().display(),
-        owner.id()
+        owner.pid()
     );
     Command::new("setsid")
         .args(["-w", "sh", "-c", &script])
         .assert()
         .success();
     let rec = record(&s.lock());
-    assert_eq!(rec["owner"], owner.id());
+    assert_eq!(rec["owner"].to_string(), owner.pid());
     assert_eq!(status_json(&s)["locks"][0]["state"], "held");
 
-    owner.kill().unwrap();
-    owner.wait().unwrap();
+    owner.end();
     wait_until("the lock to go stale", || {
         status_json(&s)["locks"][0]["state"] == "stale"
     });
@@ -945,6 +944,55 @@ fn release_stops_a_keeper_whose_directory_was_removed() {
         .success()
         .stderr(contains("removed by someone else"));
     assert!(!alive(keeper));
+}
+
+#[test]
+fn release_leaves_a_run_that_took_our_removed_lock_and_stops_our_keeper() {
+    let s = Scratch::new();
+    s.cmd(&["acquire"]).assert().success();
+    let keeper = record(&s.lock())["pid"].as_i64().unwrap() as i32;
+    // Our file is removed (a forced update, `release --force`), and another
+    // resin-lock `run` takes the path; it holds until its stdin closes.
+    fs::remove_file(s.lock()).unwrap();
+    let ready = s.path("ready");
+    let mut cmd = s.cmd(&[
+        "run",
+        "--",
+        "sh",
+        "-c",
+        "touch \"$0\"; exec cat",
+        ready.to_str().unwrap(),
+    ]);
+    cmd.stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let mut newcomer = Group::spawn(cmd, "the newcomer's run");
+    wait_for_file(&ready);
+    let theirs = record(&s.lock());
+    assert_eq!(theirs["pid"].as_i64(), Some(i64::from(newcomer.pid())));
+    let out = s.cmd(&["release"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("left it alone") && err.contains("stopped its keeper"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert_eq!(record(&s.lock()), theirs, "the newcomer's lock survives");
+    wait_until("our keeper to exit", || !alive(keeper));
+    assert_eq!(
+        deleted_files_open_in(s.dir.path()),
+        Vec::<String>::new(),
+        "nobody keeps our removed file locked"
+    );
+    // The newcomer's lock is not ours to release, as before.
+    s.cmd(&["release"])
+        .assert()
+        .code(1)
+        .stderr(contains("running"));
+    drop(newcomer.child.stdin.take());
+    assert!(newcomer.wait().success());
+    assert!(!s.lock().exists());
 }
 
 #[test]

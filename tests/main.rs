@@ -2,6 +2,7 @@
 
 mod cli;
 mod common;
+mod docs;
 mod fleet;
 mod fleet_host;
 mod hold;
@@ -11,10 +12,13 @@ mod lock;
 mod on_lost;
 mod owners;
 mod props;
+mod recipes;
 mod run;
+mod settle;
 mod shared;
 mod ship;
 mod supervisor;
+mod tags;
 mod torture;
 mod trust;
 mod voice;

@@ -251,19 +251,24 @@ fn procmail_lockfile_as_the_supervisor_sees_a_shared_lock_as_held() {
     fs::set_permissions(s.dir.path(), fs::Permissions::from_mode(0o1777)).unwrap();
     let a = Holder::run(&s, true, "a");
     s.cmd(&["acquire", "-s"]).assert().success();
+    // Its output is captured: "Sorry, giving up" is what 73 looks like.
     let lockfile = || {
         as_nobody("lockfile")
             .args(["-r", "0"])
             .arg(s.lock())
-            .status()
+            .output()
+            .unwrap()
     };
     // 73: the file exists (the supervisor backs off).
-    assert_eq!(lockfile().unwrap().code(), Some(73));
+    let out = lockfile();
+    assert_eq!(out.status.code(), Some(73), "{out:?}");
     a.leave();
-    assert_eq!(lockfile().unwrap().code(), Some(73));
+    let out = lockfile();
+    assert_eq!(out.status.code(), Some(73), "{out:?}");
     s.cmd(&["release"]).assert().success();
     // Free now: the supervisor gets it (and so the 73s were the lock's).
-    assert!(lockfile().unwrap().success());
+    let out = lockfile();
+    assert!(out.status.success(), "{out:?}");
 }
 
 #[test]

@@ -330,21 +330,25 @@ os.unlink(p)
 open(os.path.join(d, "fake-ready"), "w").close()
 time.sleep(1000)
 "#;
-    let mut fake = as_uid(1000, "/usr/bin/python3")
-        .args(["-c", fake])
-        .arg(s.dir.path())
-        .arg(std::process::id().to_string())
-        .spawn()
-        .unwrap();
+    // Killed when dropped, also if the test fails.
+    let fake = Group::spawn(
+        {
+            let mut cmd = as_uid(1000, "/usr/bin/python3");
+            cmd.args(["-c", fake])
+                .arg(s.dir.path())
+                .arg(std::process::id().to_string());
+            cmd
+        },
+        "the fake keeper",
+    );
     wait_for_file(&ready);
     for args in [&["release"][..], &["release", "--force"]] {
         let out = output_or_kill(s.cmd(args));
         assert_eq!(out.status.code(), Some(0), "{args:?}: {out:?}");
         assert!(out.stderr.is_empty(), "{args:?}: {out:?}");
-        assert!(alive(fake.id() as i32), "the fake keeper was not touched");
+        assert!(alive(fake.pid()), "the fake keeper was not touched");
     }
-    fake.kill().unwrap();
-    fake.wait().unwrap();
+    drop(fake);
 }
 
 /// Issue 12.3: another uid replaces the lock directory by a symlink to a
@@ -450,53 +454,57 @@ fn without_proc_release_says_why_and_leaves_no_keeper() {
     });
 }
 
-/// Issue 12.6: a temp file left by a process SIGKILLed in the named-temp
-/// fallback (no /proc) is removed by the next call; one that a live
-/// process holds is not.
+/// Issue 12.6 and 29.11: a temp file left by a process SIGKILLed in the
+/// named-temp fallback (no /proc) is removed by the next call, written or
+/// still empty (killed before it wrote), however new, also once /proc is
+/// back; one that a live process flocks is not.
 #[test]
 fn leftover_temp_files_are_cleaned_up() {
-    let s = Scratch::new();
-    let leftover = s.path(".updates.lock.0123456789abcdef.tmp");
-    let in_use = s.path(".updates.lock.fedcba9876543210.tmp");
-    fs::write(&leftover, "x").unwrap();
-    fs::write(&in_use, "y").unwrap();
-    // A creator writes its temp file only once it flocks it: an empty one
-    // made a moment ago may be a live creator's that is not flocked yet.
-    let fresh = s.path(".updates.lock.00112233445566ff.tmp");
-    fs::write(&fresh, "").unwrap();
-    for old in [&leftover, &in_use] {
-        Command::new("touch")
-            .args(["-d", "1 hour ago"])
-            .arg(old)
-            .assert()
-            .success();
+    for with_proc in [false, true] {
+        let s = Scratch::new();
+        let written = s.path(".updates.lock.0123456789abcdef.tmp");
+        let empty = s.path(".updates.lock.00112233445566ff.tmp");
+        let in_use = s.path(".updates.lock.fedcba9876543210.tmp");
+        fs::write(&written, "x").unwrap();
+        fs::write(&empty, "").unwrap();
+        fs::write(&in_use, "").unwrap();
+        // flock(1) and its `sleep` in a group of their own, both killed at
+        // the end (killing flock alone left the sleep behind, holding the
+        // test runner's output pipe open).
+        let mut cmd = Command::new("flock");
+        cmd.arg(&in_use).args(["sleep", "1000"]);
+        let user = Group::spawn(cmd, "flock sleep");
+        wait_until("flock to hold the temp file", || {
+            Command::new("flock")
+                .args(["-n", "-s"])
+                .arg(&in_use)
+                .arg("true")
+                .status()
+                .is_ok_and(|st| !st.success())
+        });
+        let run = format!(
+            "{bin} --path {l} run -- true",
+            bin = bin().display(),
+            l = s.lock().display()
+        );
+        let script = if with_proc {
+            run
+        } else {
+            format!("mount -t tmpfs none /proc || exit 99\n{run}")
+        };
+        let out = in_private_mount(&script).output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{out:?}");
+        assert!(
+            !written.exists(),
+            "/proc {with_proc}: the written one is removed"
+        );
+        assert!(
+            !empty.exists(),
+            "/proc {with_proc}: the empty one is removed"
+        );
+        assert!(in_use.exists(), "/proc {with_proc}: the one in use stays");
+        drop(user);
     }
-    // flock(1) and its `sleep` in a group of their own, both killed at the
-    // end (killing flock alone left the sleep behind, holding the test
-    // runner's output pipe open).
-    let mut cmd = Command::new("flock");
-    cmd.arg(&in_use).args(["sleep", "1000"]);
-    let user = Group::spawn(cmd, "flock sleep");
-    wait_until("flock to hold the temp file", || {
-        Command::new("flock")
-            .args(["-n", "-s"])
-            .arg(&in_use)
-            .arg("true")
-            .status()
-            .is_ok_and(|st| !st.success())
-    });
-    let script = format!(
-        "mount -t tmpfs none /proc || exit 99
-         {bin} --path {l} run -- true",
-        bin = bin().display(),
-        l = s.lock().display()
-    );
-    let out = in_private_mount(&script).output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{out:?}");
-    assert!(!leftover.exists(), "the leftover is removed");
-    assert!(in_use.exists(), "the one in use stays");
-    assert!(fresh.exists(), "a new one stays");
-    drop(user);
 }
 
 /// Issue 12.8: with no inotify instance left (the per-user limit), a waiter
@@ -890,7 +898,7 @@ open(stop, "w").close()
 /// Issue 12, torture without /proc (a private mount namespace with an empty
 /// tmpfs on /proc): `run` contenders SIGKILLed at random and `acquire` /
 /// `release --force` contenders never overlap, and leave no temp file (a
-/// killed one's is removed by the next call once it is old enough), no
+/// killed one's is removed by the next call, however new), no
 /// lock and no keeper behind once the last one is done. (An `acquire`
 /// owner is not killed: its lock ends with it by design, while the work it
 /// started may go on.)
@@ -914,9 +922,7 @@ while [ $n -lt 60 ]; do
 done
 wait
 # A contender SIGKILLed between making its named temp file and linking or
-# removing it leaves the file; the next call removes it once it is 10 s old
-# (younger, it may be a live creator's). Age them instead of waiting.
-for f in "$D"/.updates.lock.*.tmp; do [ -e "$f" ] && touch -d @1 "$f"; done
+# removing it leaves the file, empty or not; the next call removes it.
 "$BIN" -q --path "$L" run -- true || exit 5
 [ -e "$L" ] && exit 6
 exit 0"#
@@ -942,4 +948,41 @@ exit 0"#
     wait_until("no keeper of this lock to be left", || {
         !keeper_holds_a_file_in(s.dir.path())
     });
+}
+
+/// A lock file of root's, mode 0600, that uid 1000 cannot read may be
+/// helios' (its tag, 0x02 0x63, can be read by root only): `release`, also
+/// with `--force`, by uid 1000 refuses it (exit 1) and says why, in a
+/// directory it may write (where unlinking it is possible) as in the
+/// sticky one the supervisor makes. Root, who can read it, sees helios'
+/// lock and refuses it too.
+#[test]
+fn a_file_of_roots_that_the_caller_cannot_read_may_be_the_supervisors() {
+    for mode in [0o777, 0o1777] {
+        let s = Scratch::new();
+        fs::set_permissions(s.dir.path(), fs::Permissions::from_mode(mode)).unwrap();
+        let lock = s.lock();
+        fs::write(&lock, [0x02, 0x63, 0, 0, 0, 1]).unwrap();
+        fs::set_permissions(&lock, fs::Permissions::from_mode(0o600)).unwrap();
+        for args in [&["release"][..], &["release", "--force"]] {
+            let out = output_or_kill({
+                let mut cmd = as_uid(1000, bin_for_others().to_str().unwrap());
+                cmd.arg("--path").arg(&lock).args(args);
+                cmd
+            });
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(1), "{mode:o} {args:?}: {err}");
+            assert!(
+                err.contains("cannot read") && err.contains("supervisor"),
+                "{mode:o} {args:?}: {err}"
+            );
+            assert_eq!(err.lines().count(), 1, "{err}");
+            assert!(lock.exists(), "{mode:o} {args:?}: removed");
+        }
+        s.cmd(&["release", "--force"])
+            .assert()
+            .code(1)
+            .stderr(contains("helios"));
+        assert!(lock.exists());
+    }
 }

@@ -58,7 +58,7 @@ pub fn run(ctx: &Context, args: AcquireArgs) -> Result<u8> {
         keeper::Tags {
             config,
             after,
-            record: record.clone(),
+            hold: super::context::tag_hold(&record),
             quiet: ctx.ui.quiet,
         }
     });

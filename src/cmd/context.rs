@@ -195,6 +195,17 @@ pub(crate) fn tag_plan(
     }
 }
 
+/// The facts of a hold that its device tag shows.
+pub(crate) fn tag_hold(record: &crate::lock::record::Record) -> crate::supervisor_api::tags::Hold {
+    crate::supervisor_api::tags::Hold {
+        start: record.start.clone(),
+        max_hold: record.max_hold(),
+        mode: record.mode.as_str(),
+        cmd: record.cmd.clone(),
+        reason: record.reason.clone(),
+    }
+}
+
 /// Whether a taken-over stale record had tags on: its tag may say `held`
 /// or `stale` in the cloud, which the new hold puts right at once.
 pub(crate) fn took_over_tagged(event: &Event<'_>) -> bool {

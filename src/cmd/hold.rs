@@ -37,7 +37,7 @@ use crate::lock::owner;
 use crate::lock::probe::HeldBy;
 use crate::lock::record::{Mode, Record};
 use crate::lock::wait::take_all_until;
-use crate::lock::{Event, Released, release_all};
+use crate::lock::{Event, Held, Released, release_all};
 use crate::signals::{ABORT_WAIT, SignalWatch};
 use crate::supervise::{self, CallerWatch, Ended, Happened};
 use crate::supervisor_api::tags::{End, Publisher};
@@ -113,7 +113,7 @@ pub fn run(ctx: &Context, args: HoldCmdArgs) -> Result<u8> {
         } else {
             after
         };
-        publish_tags(config, &record, &paths, after, ctx.ui)
+        publish_tags(config, &record, &held, after, ctx.ui)
     });
 
     // Hold it until the caller is gone or a signal ends it.
@@ -177,20 +177,25 @@ fn hold_record(args: &HoldCmdArgs) -> Record {
     record
 }
 
-/// Device tags (SPEC 4d), from a thread of their own, once the lock is held.
+/// Device tags (SPEC 4d), from a thread of their own, once the lock is
+/// held; the notes of what was sent go through the lock directories.
 fn publish_tags(
     config: crate::supervisor_api::Config,
     record: &Record,
-    paths: &[PathBuf],
+    held: &[Held],
     after: Duration,
     ui: Ui,
 ) -> Option<Publisher> {
+    let dirs = held
+        .iter()
+        .filter_map(|h| h.dir_fd().try_clone_to_owned().ok())
+        .collect();
     let warn = Box::new(move |line: String| {
         if !ui.quiet {
             crate::ui::say(&line);
         }
     });
-    Publisher::start(config, record.clone(), paths.to_vec(), after, warn)
+    Publisher::start(config, super::context::tag_hold(record), dirs, after, warn)
 }
 
 /// The line on stderr at `--max-hold`.

@@ -86,7 +86,7 @@ struct HostLock {
     record: Option<serde_json::Value>,
     /// The device tags last sent for this lock, per service (SPEC 4d), as
     /// noted beside it: untrusted, escaped when printed.
-    tags: Vec<crate::supervisor_api::tags::Sent>,
+    tags: Vec<crate::supervisor_api::tags::note::Sent>,
 }
 
 /// The report; `json`: one JSON object instead of text. `--path` does not
@@ -265,7 +265,7 @@ fn host_lock(seen: &Inspection, file: &'static str, mtime: Option<i64>, flocked:
         held_for_s,
         blocks,
         stale_reason: seen.stale_reason.clone(),
-        tags: crate::supervisor_api::tags::all_sent(&seen.path),
+        tags: crate::supervisor_api::tags::note::read_all(&seen.path),
         record: seen.record.clone(),
     }
 }

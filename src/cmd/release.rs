@@ -26,6 +26,7 @@ pub fn run(ctx: &Context, args: ReleaseArgs) -> Result<u8> {
         owner: explicit,
         force: args.force,
         euid: nix::unistd::geteuid().as_raw(),
+        ancestry: Default::default(),
     };
     let mut last_error = None;
     let mut refused: Option<Exit> = None;
@@ -162,6 +163,16 @@ fn refusal_text(path: &std::path::Path, refusal: &Refusal) -> String {
         } => format!(
             "{shown} is held by {what}: an update is in progress; not removing it, not even with \
              --force (the supervisor removes its own lock){}",
+            if *keepers_stopped > 0 {
+                "; stopped the keeper of our lock it replaced"
+            } else {
+                ""
+            }
+        ),
+        Refusal::MaybeSupervisor { keepers_stopped } => format!(
+            "{shown} is a lock file of root's that this user cannot read: it may be the \
+             supervisor's own lock (only root can tell), an update in progress; not removing it, \
+             not even with --force (run release as root){}",
             if *keepers_stopped > 0 {
                 "; stopped the keeper of our lock it replaced"
             } else {

@@ -93,14 +93,24 @@ pub fn run(ctx: &Context, args: RunArgs) -> Result<u8> {
         } else {
             after
         };
-        let paths = held.iter().map(|h| h.path.clone()).collect();
+        // The notes of what was sent go through the lock directories.
+        let dirs = held
+            .iter()
+            .filter_map(|h| h.dir_fd().try_clone_to_owned().ok())
+            .collect();
         let quiet = ctx.ui.quiet;
         let warn = Box::new(move |line: String| {
             if !quiet {
                 crate::ui::say(&line);
             }
         });
-        crate::supervisor_api::tags::Publisher::start(config, record.clone(), paths, after, warn)
+        crate::supervisor_api::tags::Publisher::start(
+            config,
+            super::context::tag_hold(&record),
+            dirs,
+            after,
+            warn,
+        )
     });
     let options = supervise::Options {
         group: args.group,

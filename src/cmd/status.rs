@@ -15,7 +15,7 @@ use crate::cli::StatusArgs;
 use crate::exit::{Exit, fail};
 use crate::locate::Detection;
 use crate::lock::Target;
-use crate::lock::dir::parent_of;
+use crate::lock::dir::{LockDir, parent_of};
 use crate::lock::inspect::{Inspection, State, inspect};
 use crate::lock::probe::HeldBy;
 use crate::supervisor_api::{self, DeviceInfo};
@@ -54,7 +54,7 @@ pub fn run(ctx: &Context, args: StatusArgs) -> Result<u8> {
     let locked = locks.iter().any(|l| l.state != State::Free);
     let health = args.health.then(|| health(&locks, args.max_hold));
     if args.health {
-        reconcile_tags(&locks, &ctx.ui);
+        reconcile_tags(&ctx.locations.targets, &locks, &ctx.ui);
     }
     let busy = match &health {
         Some((verdict, _)) => *verdict == Verdict::Unhealthy,
@@ -169,7 +169,7 @@ fn lock_json(lock: &Inspection) -> serde_json::Value {
         let held_for = held_for(lock).map(|age| age.as_secs());
         fields.insert("held_for_s".to_owned(), held_for.into());
         // What was last sent for this service's device tag (SPEC 4d).
-        let tag = supervisor_api::tags::last_sent(&lock.path, &supervisor_api::tags::key());
+        let tag = supervisor_api::tags::note::read(&lock.path, &supervisor_api::tags::key());
         fields.insert(
             "tag".to_owned(),
             serde_json::to_value(tag).unwrap_or_default(),
@@ -181,10 +181,12 @@ fn lock_json(lock: &Inspection) -> serde_json::Value {
 /// `status --health` with device tags on (the variable) puts this
 /// service's tag right where it says otherwise than the disk (SPEC 4d):
 /// `stale` for a stale lock whose record had tags on, `free` for a free
-/// path whose last value sent was `held` or `stale` (a keeper killed, a
-/// reboot). Bounded and best effort, as every tag request.
-fn reconcile_tags(locks: &[Inspection], ui: &crate::ui::Ui) {
-    use supervisor_api::tags::{self, State as Tag};
+/// path whose last value sent was `held` or `stale` (a keeper killed), or
+/// that has no note while the tag says so (a reboot cleared /tmp). Notes
+/// are read and written through the lock's directory, as the lock is.
+/// Bounded and best effort, as every tag request; one warning line at most.
+fn reconcile_tags(targets: &[Target], locks: &[Inspection], ui: &crate::ui::Ui) {
+    use supervisor_api::tags::{self, State as Tag, note};
     if !tags::from_env() {
         return;
     }
@@ -195,20 +197,31 @@ fn reconcile_tags(locks: &[Inspection], ui: &crate::ui::Ui) {
     let service = std::env::var("BALENA_SERVICE_NAME")
         .ok()
         .filter(|s| !s.is_empty());
-    for lock in locks {
-        let last = tags::last_sent(&lock.path, &key);
+    let say = |line: String| ui.warn(line);
+    let warn = tags::Warn::once(&say);
+    for (target, lock) in targets.iter().zip(locks) {
+        let Ok(dir) = LockDir::open(&Target {
+            create_parent: false,
+            ..target.clone()
+        }) else {
+            continue;
+        };
+        let dirs = [dir.fd()];
+        let last = note::read_in(dir.fd(), &key);
         let said = |state: &str| last.as_ref().is_some_and(|s| s.value.starts_with(state));
         let value = match (&lock.state, &lock.parsed) {
             (State::Stale, Some(record))
                 if record.tag_after_ms.is_some() && record.service == service && !said("stale") =>
             {
-                tags::value(Tag::Stale, record)
+                tags::value(Tag::Stale, &super::context::tag_hold(record))
             }
             (State::Free, _) if said("held") || said("stale") => tags::free_value(),
+            (State::Free, _) if last.is_none() && tags::stale_in_cloud(&config, &dirs, &warn) => {
+                tags::free_value()
+            }
             _ => continue,
         };
-        let warn = |line: String| ui.warn(line);
-        tags::send(&config, std::slice::from_ref(&lock.path), &value, &warn);
+        tags::send(&config, &dirs, &value, &warn);
     }
 }
 

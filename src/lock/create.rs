@@ -2,7 +2,8 @@
 //! an O_TMPFILE (or a named temp file) is written and flocked, then link(2)ed
 //! into place, where EEXIST means busy. Where link(2) is not supported the
 //! fallback is O_CREAT|O_EXCL, then lock and write. No temp file survives,
-//! and one left by a process killed mid-way is removed by the next call.
+//! and one left by a process killed mid-way is removed by the next call
+//! that creates a lock there.
 
 use std::collections::hash_map::RandomState;
 use std::ffi::{OsStr, OsString};
@@ -32,6 +33,9 @@ pub enum Created {
 /// `shared`, else LOCK_EX), or report that it exists.
 pub fn create(dir: LockDir, path: &Path, content: &[u8], shared: bool) -> io::Result<Created> {
     let name = lock_name(path)?;
+    // Also where this call needs no temp name: the leftover may be from a
+    // time without /proc.
+    clean_leftover_temps(&dir, name);
     match dir.tmpfile(MODE) {
         Ok(file) => {
             prepare(&file, content, shared)?;
@@ -71,6 +75,7 @@ pub fn link_prepared(
     shared: bool,
 ) -> io::Result<Created> {
     let name = lock_name(path)?;
+    clean_leftover_temps(&dir, name);
     (&file).write_all(content)?;
     match dir.link_unnamed(&file, name) {
         Ok(()) => Held::new(path, dir, file, shared).map(Created::Taken),
@@ -130,19 +135,14 @@ pub fn is_temp_name(name: &OsStr, candidate: &OsStr) -> bool {
     rest.len() == 16 && rest.iter().all(u8::is_ascii_hexdigit)
 }
 
-/// How old an unflocked *empty* temp file must be to count as a leftover:
-/// a live creator flocks its temp file microseconds after making it, and
-/// writes the record only then.
-const LEFTOVER_AGE: std::time::Duration = std::time::Duration::from_secs(10);
-
 /// Remove temp files of lock `name` left by a process killed between
-/// creating and removing them (SPEC 7): each is flocked from a moment after
-/// its creation for as long as its creator lives, and written only once
-/// flocked. So one that holds a record and that nobody flocks has lost its
-/// creator: removed at once, with no need of /proc to ask whether the
-/// creator lives. An empty one may be a live creator's that is not flocked
-/// yet, and is removed only once it is old. One that the lock name also
-/// links (killed after linking) is left to the stale-lock takeover.
+/// creating and removing them (SPEC 7): a creator flocks its temp file
+/// before it does anything with it and for as long as it lives, and makes
+/// sure, once it holds the flock, that the name is still its file (see
+/// `create_via_named_temp`). So one that nobody flocks has lost its
+/// creator, empty or not, and is removed at once, with no need of /proc to
+/// ask whether the creator lives. One that the lock name also links
+/// (killed after linking) is left to the stale-lock takeover.
 pub fn clean_leftover_temps(dir: &LockDir, name: &OsStr) {
     let Ok(names) = dir.names() else { return };
     for candidate in names.iter().filter(|c| is_temp_name(name, c)) {
@@ -150,14 +150,7 @@ pub fn clean_leftover_temps(dir: &LockDir, name: &OsStr) {
             continue;
         };
         let Ok(meta) = file.metadata() else { continue };
-        // Written means flocked by its creator first: the flock decides.
-        let fresh = meta.len() == 0
-            && meta
-                .modified()
-                .ok()
-                .and_then(|t| t.elapsed().ok())
-                .is_none_or(|age| age < LEFTOVER_AGE);
-        if !meta.is_file() || fresh || file.try_lock().is_err() {
+        if !meta.is_file() || file.try_lock().is_err() {
             continue;
         }
         let same = |stat: Option<crate::sys::Stat>| {
@@ -190,31 +183,40 @@ fn create_via_named_temp(
     shared: bool,
 ) -> io::Result<Created> {
     let name = lock_name(path)?;
-    clean_leftover_temps(&dir, name);
     let outcome = {
         let (file, temp) = loop {
             let candidate = temp_name(name);
-            match dir.open_file(
+            let file = match dir.open_file(
                 &candidate,
                 OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_EXCL,
                 MODE,
             ) {
-                Ok(file) => {
-                    break (
-                        file,
-                        TempName {
-                            dir: &dir,
-                            name: candidate,
-                        },
-                    );
-                }
+                Ok(file) => file,
                 Err(err) if err.kind() == io::ErrorKind::AlreadyExists => continue,
                 Err(err) => return Err(err),
+            };
+            let temp = TempName {
+                dir: &dir,
+                name: candidate,
+            };
+            // Blocking, in the mode it keeps (no conversion that would let
+            // go for a moment): a `clean_leftover_temps` elsewhere may hold
+            // it, having found it unflocked; it removes it before it lets
+            // go, and then this one is not ours any more: another name.
+            if shared {
+                file.lock_shared()?;
+            } else {
+                file.lock()?;
+            }
+            let ours = file.metadata()?;
+            match dir.stat(&temp.name)? {
+                Some(stat) if super::dir::ident(&stat) == (ours.dev(), ours.ino()) => {
+                    break (file, temp);
+                }
+                // Removed by a cleaner: the name is not ours to unlink.
+                _ => std::mem::forget(temp),
             }
         };
-        // Blocking: a `clean_leftover_temps` elsewhere may probe it for a
-        // moment (it never removes one this new).
-        file.lock()?;
         prepare(&file, content, shared)?;
         let linked = dir.link(&temp.name, name);
         drop(temp);

@@ -12,7 +12,9 @@
 //!   `inspect`: a report of one path, in words.
 //! - `held`, `create`, `shared` (joining), `event`, then `take` (one try at
 //!   every path), `wait` (until it is taken) and `keeper` (holding it after
-//!   `acquire` returns).
+//!   `acquire` returns). The take path runs down that list once: `keeper`
+//!   calls `take` (its fast path) or `wait`, `wait` calls `take`, and only
+//!   `take` calls `create`.
 //! - `release`: `release` decides for a path; its exclusive and shared
 //!   halves sit beside each other.
 //!

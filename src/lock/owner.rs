@@ -193,40 +193,49 @@ pub fn is_running(id: ProcId) -> bool {
     !exited && parse_stat(&stat).is_some_and(|(_, start)| id.is(id.pid, Some(start)))
 }
 
-/// Whether this process, or one of its ancestors, is the process a record
-/// names (pid and, where known, start time). Walks up only as far as it
-/// must: one /proc read per generation, and most owners are the parent.
-pub fn is_self_or_ancestor(pid: i32, start: Option<u64>) -> bool {
-    let me = getpid().as_raw();
-    let started = |p: i32| proc_stat(p).map(|(_, s)| s);
-    if pid == me {
-        return ProcId {
-            pid,
-            start: started(me),
-        }
-        .is(pid, start);
-    }
-    // Our parent without /proc; further up through /proc/PID/stat.
-    let mut current = getppid().as_raw();
-    // Bounded: a race with exiting processes must not loop.
-    for _ in 0..256 {
-        if current <= 0 {
-            return false;
-        }
-        let stat = proc_stat(current);
-        if current == pid {
+/// This process's ancestors, read from /proc one generation at a time,
+/// only as far up as a question needs, and never twice: `release` asks
+/// about the owner and about the job that acquired (most often both the
+/// parent) in one walk.
+#[derive(Debug, Clone, Default)]
+pub struct Ancestry {
+    /// The generations read so far, from the parent up.
+    read: Vec<ProcId>,
+    /// The next one to read: the parent at first; 0 once the top is reached.
+    next: Option<i32>,
+}
+
+impl Ancestry {
+    /// Whether this process, or one of its ancestors, is `pid` (started at
+    /// `start`, where known).
+    pub fn contains(&mut self, pid: i32, start: Option<u64>) -> bool {
+        let me = getpid().as_raw();
+        if pid == me {
+            let started = proc_stat(me).map(|(_, s)| s);
             return ProcId {
                 pid,
-                start: stat.map(|(_, s)| s),
+                start: started,
             }
             .is(pid, start);
         }
-        match stat {
-            Some((ppid, _)) => current = ppid,
-            None => return false,
+        loop {
+            if let Some(found) = self.read.iter().find(|p| p.pid == pid) {
+                return found.is(pid, start);
+            }
+            // Our parent without /proc; further up through /proc/PID/stat.
+            let current = *self.next.get_or_insert_with(|| getppid().as_raw());
+            // Bounded: a race with exiting processes must not loop.
+            if current <= 0 || self.read.len() >= 256 {
+                return false;
+            }
+            let stat = proc_stat(current);
+            self.read.push(ProcId {
+                pid: current,
+                start: stat.map(|(_, s)| s),
+            });
+            self.next = Some(stat.map_or(0, |(ppid, _)| ppid));
         }
     }
-    false
 }
 
 /// Programs that fork the command they are given, wait for it and exit
@@ -390,18 +399,22 @@ mod tests {
     fn this_process_and_its_ancestors_are_found() {
         let me = this_process();
         assert!(me.start.is_some());
-        assert!(is_self_or_ancestor(me.pid, me.start));
+        // One walk answers every question, asked in any order.
+        let mut ancestry = Ancestry::default();
+        assert!(ancestry.contains(me.pid, me.start));
+        assert!(ancestry.contains(1, None));
         let parent = getppid().as_raw();
         let parent_start = proc_stat(parent).map(|(_, s)| s);
-        assert!(is_self_or_ancestor(parent, parent_start));
-        assert!(is_self_or_ancestor(1, None));
-        assert!(!is_self_or_ancestor(me.pid, me.start.map(|s| s + 1)));
+        assert!(ancestry.contains(parent, parent_start));
+        assert!(!ancestry.contains(parent, parent_start.map(|s| s + 1)));
+        assert!(!ancestry.contains(me.pid, me.start.map(|s| s + 1)));
         // A child of ours is not an ancestor.
         let mut child = std::process::Command::new("sleep")
             .arg("10")
             .spawn()
             .unwrap();
-        assert!(!is_self_or_ancestor(child.id() as i32, None));
+        assert!(!ancestry.contains(child.id() as i32, None));
+        assert!(!Ancestry::default().contains(child.id() as i32, None));
         child.kill().unwrap();
         child.wait().unwrap();
     }

@@ -51,6 +51,9 @@ pub enum Found {
         held_by: HeldBy,
         /// Why it is foreign, in words ("a symlink", "lockfile(1)'s `0`" …).
         what: String,
+        /// A regular file the caller may not read: whether it begins with
+        /// helios' tag cannot be told.
+        unreadable: bool,
     },
     /// A resin-lock record, with the open file for probing its flock.
     Ours {
@@ -78,6 +81,7 @@ pub fn examine(dir: &LockDir, name: &OsStr) -> io::Result<Found> {
             uid,
             held_by,
             what: what.to_owned(),
+            unreadable: false,
         };
         let format = stat.st_mode & libc::S_IFMT;
         match format {
@@ -109,11 +113,13 @@ pub fn examine(dir: &LockDir, name: &OsStr) -> io::Result<Found> {
             Err(err) if err.kind() == io::ErrorKind::NotFound => continue,
             Err(err) if err.raw_os_error() == Some(libc::ELOOP) => continue,
             Err(err) if err.kind() == io::ErrorKind::PermissionDenied => {
-                return Ok(foreign(
-                    Kind::File,
-                    HeldBy::Other,
-                    "an unreadable lock file",
-                ));
+                return Ok(Found::Foreign {
+                    kind: Kind::File,
+                    uid,
+                    held_by: HeldBy::Other,
+                    what: "an unreadable lock file".to_owned(),
+                    unreadable: true,
+                });
             }
             Err(err) => return Err(err),
         };

@@ -12,8 +12,11 @@
 //! A lock that is not resin-lock's has no flock to follow: when one the
 //! waiter saw vanishes, its removal may be the first half of a forced update
 //! whose `lockfile -r 0` follows a few milliseconds later. The waiter lets
-//! the directory settle (`SETTLE` with nothing at the path, checked again
-//! after the wait) before it creates its lock.
+//! the directory settle before it creates its lock: `SETTLE` with nothing at
+//! the path, measured from the last thing seen happen there (the removal
+//! seen by inotify or under an attempt, a lock that came and went again),
+//! and checked again after the wait. `settle::Settles::gate` is that rule,
+//! and every create passes it.
 
 use std::os::fd::BorrowedFd;
 use std::time::{Duration, Instant};
@@ -30,11 +33,13 @@ use super::owner::ProcId;
 use super::probe::flock_held;
 use super::record::{Mode, Record};
 use super::shared::mark_writer_waits;
-use super::take::{Busy, release_all, try_take_all};
+use super::take::{Busy, NotTaken, release_all, try_take_all};
 use crate::exit::{fail_with, signal_code};
 use crate::signals::SignalWatch;
 
+mod settle;
 mod watcher;
+use settle::Settles;
 use watcher::{Followed, Watcher};
 
 /// The safety-net poll interval.
@@ -42,10 +47,6 @@ const POLL: Duration = Duration::from_secs(1);
 /// The poll interval where inotify cannot tell us (no instance left, or an
 /// unlinked file that cannot be watched).
 const FAST_POLL: Duration = Duration::from_millis(20);
-/// How long the path must stay free after a foreign lock vanished before
-/// we create ours (SPEC 2a): the supervisor's shell starts `lockfile -r 0`
-/// a few milliseconds after its force removed the file.
-const SETTLE: Duration = Duration::from_millis(250);
 
 /// How long and how to wait (from `-n`, `-w`, `-E`).
 #[derive(Debug, Clone, Copy)]
@@ -81,14 +82,6 @@ enum Blocked {
     },
 }
 
-/// Per path: whether the last lock seen there was foreign, and since when
-/// the path has been free after it vanished.
-#[derive(Debug, Clone, Copy, Default)]
-struct Settle {
-    foreign_seen: bool,
-    free_since: Option<Instant>,
-}
-
 /// Take all `targets`, waiting as `opts` says. A signal from `ABORT_WAIT`
 /// ends the wait with exit 128+S.
 pub fn take_all(
@@ -117,7 +110,7 @@ pub fn take_all_until(
     let mut watcher: Option<Watcher> = None;
     let mut said = Said::default();
     let mut followed: Vec<Followed> = Vec::new();
-    let mut settles = vec![Settle::default(); targets.len()];
+    let mut settles = Settles::new(targets);
     loop {
         let blocked = match attempt(targets, content, opts, &mut followed, &mut settles, notify)? {
             Ok(held) => {
@@ -164,7 +157,11 @@ pub fn take_all_until(
             _ => timeout,
         };
         let timeout = remaining.map_or(timeout, |r| r.min(timeout));
-        if let Some(signal) = watcher.wait(targets, timeout, signals, hangup)? {
+        let woken = watcher.wait(targets, timeout, signals, hangup);
+        for (index, at) in watcher.stirred() {
+            settles.stir(index, at);
+        }
+        if let Some(signal) = woken? {
             // Silent: the caller was asked to stop, and did.
             return Err(fail_with(signal_code(signal), ""));
         }
@@ -172,13 +169,14 @@ pub fn take_all_until(
 }
 
 /// One attempt: the locks, or why not. A holder we followed whose file was
-/// removed while it still holds it blocks the attempt before any create.
+/// removed while it still holds it blocks the attempt before any create,
+/// and so does a path still settling after a foreign lock vanished.
 fn attempt(
     targets: &[Target],
     content: &[u8],
     opts: WaitOpts,
     followed: &mut Vec<Followed>,
-    settles: &mut [Settle],
+    settles: &mut Settles,
     notify: Notify,
 ) -> Result<std::result::Result<Vec<Held>, Blocked>> {
     // Holders that let go are not followed any more.
@@ -192,90 +190,74 @@ fn attempt(
             // is gone): say so now rather than after the holder is done.
             return Err(create_error(&target.path, err));
         }
-        return Ok(Err(Blocked::Displaced {
-            index: f.index,
-            record: Box::new(f.record.clone()),
-            releasing: being_released(&f.file),
-        }));
-    }
-    if let Some(settling) = settling(targets, settles) {
-        return Ok(Err(settling));
+        return Ok(Err(displaced(f)));
     }
     if opts.shared {
         refuse_own_shared_lock(targets, opts)?;
     }
-    let mut busy = match try_take_all(targets, content, opts.shared, notify)? {
-        Ok(held) => {
-            // A holder we follow may have been displaced between the check
-            // above and our create (the forced update's unlink came just
-            // then): it still runs, so back off at once.
-            if let Some(f) = followed.iter().find(|f| {
-                !f.in_place(&targets[f.index])
-                    && flock_held(&f.file, f.record.shared).unwrap_or(false)
-            }) {
-                release_all(held, &ignore)?;
-                return Ok(Err(Blocked::Displaced {
-                    index: f.index,
-                    record: Box::new(f.record.clone()),
-                    releasing: being_released(&f.file),
-                }));
+    // Each round ends the attempt, or saw a lock vanish under it: someone
+    // else's progress. Bounded against a livelock, as `try_take` is.
+    let mut vanished = 0;
+    for _ in 0..64 {
+        let look = match settles.gate(targets) {
+            Ok(look) => look,
+            Err((index, until)) => return Ok(Err(Blocked::Settling { index, until })),
+        };
+        let mut busy = match try_take_all(targets, content, opts.shared, &look, notify)? {
+            Ok(held) => {
+                // A holder we follow may have been displaced between the
+                // check above and our create (the forced update's unlink
+                // came just then): it still runs, so back off at once.
+                if let Some(f) = followed.iter().find(|f| {
+                    !f.in_place(&targets[f.index])
+                        && flock_held(&f.file, f.record.shared).unwrap_or(false)
+                }) {
+                    release_all(held, &ignore)?;
+                    return Ok(Err(displaced(f)));
+                }
+                return Ok(Ok(held));
             }
-            return Ok(Ok(held));
+            Err(NotTaken::Vanished(index)) => {
+                settles.taken_before(index);
+                settles.stir(index, Instant::now());
+                vanished = index;
+                continue;
+            }
+            Err(NotTaken::Busy(busy)) => busy,
+        };
+        refuse_own_lock(targets, &busy, opts)?;
+        // Only a foreign lock's removal needs the directory to settle; a
+        // resin-lock holder's flock says when it is done.
+        settles.taken_before(busy.index);
+        settles.seen(busy.index, busy.followed.is_none());
+        if let (Some((file, ident)), Some(record)) =
+            (busy.followed.take(), busy.holder.parsed.clone())
+            && !followed.iter().any(|f| f.ident == ident)
+        {
+            followed.push(Followed {
+                index: busy.index,
+                file,
+                ident,
+                record,
+            });
         }
-        Err(busy) => busy,
-    };
-    refuse_own_lock(targets, &busy, opts)?;
-    // Only a foreign lock's removal needs the directory to settle; a
-    // resin-lock holder's flock says when it is done.
-    settles[busy.index] = Settle {
-        foreign_seen: busy.followed.is_none(),
-        free_since: None,
-    };
-    if let (Some((file, ident)), Some(record)) = (busy.followed.take(), busy.holder.parsed.clone())
-        && !followed.iter().any(|f| f.ident == ident)
-    {
-        followed.push(Followed {
-            index: busy.index,
-            file,
-            ident,
-            record,
-        });
+        return Ok(Err(Blocked::Busy(busy)));
     }
-    Ok(Err(Blocked::Busy(busy)))
+    Err(crate::exit::fail(
+        crate::exit::Exit::OsErr,
+        format!(
+            "{}: the lock file keeps changing; giving up",
+            targets[vanished].path.display()
+        ),
+    ))
 }
 
-/// A path where a foreign lock vanished and that has not been free for
-/// `SETTLE` yet (SPEC 2a), checked now, after any wait: blocked until then.
-/// A path that is taken again is left to the attempt, which sees who took it.
-fn settling(targets: &[Target], settles: &mut [Settle]) -> Option<Blocked> {
-    for (index, settle) in settles.iter_mut().enumerate() {
-        if !settle.foreign_seen {
-            continue;
-        }
-        if !path_free(&targets[index]) {
-            settle.free_since = None;
-            continue;
-        }
-        let since = *settle.free_since.get_or_insert_with(Instant::now);
-        let until = since + SETTLE;
-        if Instant::now() < until {
-            return Some(Blocked::Settling { index, until });
-        }
-    }
-    None
-}
-
-/// Whether nothing is at `target`'s path (its directory gone counts as free).
-fn path_free(target: &Target) -> bool {
-    let Ok(name) = super::dir::lock_name(&target.path) else {
-        return false;
-    };
-    match LockDir::open(&Target {
-        create_parent: false,
-        ..target.clone()
-    }) {
-        Ok(dir) => matches!(dir.stat(name), Ok(None)),
-        Err(_) => true,
+/// A followed holder whose file was removed while it still holds it.
+fn displaced(f: &Followed) -> Blocked {
+    Blocked::Displaced {
+        index: f.index,
+        record: Box::new(f.record.clone()),
+        releasing: being_released(&f.file),
     }
 }
 

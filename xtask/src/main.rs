@@ -9,7 +9,9 @@
 //!   `--all` builds all three and writes `target/dist/SHA256SUMS`.
 //! - `bench` measures resin-lock against flock(1), lockfile(1), dotlockfile(1),
 //!   the npm lockfile package, tini and dumb-init and prints the budgets of
-//!   SPEC section 9 as a markdown table; `bench --quick` runs fewer rounds.
+//!   SPEC section 9 as a markdown table, and writes docs/performance.md
+//!   from its results; `bench --quick` runs fewer rounds; `bench --page`
+//!   remakes the page from the committed results.
 
 mod bench;
 mod dist;
@@ -39,13 +41,18 @@ tasks:
   bench         measure resin-lock against its peers (flock, lockfile, dotlockfile,
                 npm lockfile, tini, dumb-init) and print the performance budgets as a
                 markdown table
-  bench --quick the same with fewer rounds
+                markdown table; a run of every family writes its results to
+                docs/performance.json and the page docs/performance.md from them
+  bench --quick the same with fewer rounds (the page says so)
   bench [--quick] --only FAMILY
                 one family alone: per-call (direct spawn and shell loop),
                 memory (peak and idle RSS), contention or shared (join and
                 leave against flock -s), on the release and the static build;
                 handoff or update-now (release to the supervisor's update call,
-                against a local fake supervisor), on the release build";
+                against a local fake supervisor), on the release build; prints only
+  bench --page  remake docs/performance.md's tables from docs/performance.json
+  bench --page --check
+                fail if docs/performance.md is not the page of docs/performance.json";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -64,6 +71,8 @@ fn main() -> ExitCode {
         ["bench", "--quick"] => bench::bench(&root(), true, None),
         ["bench", "--only", family] => bench::bench(&root(), false, Some(family)),
         ["bench", "--quick", "--only", family] => bench::bench(&root(), true, Some(family)),
+        ["bench", "--page"] => bench::page_from_results(&root(), false),
+        ["bench", "--page", "--check"] => bench::page_from_results(&root(), true),
         ["help" | "-h" | "--help"] => {
             println!("{USAGE}");
             Ok(())

@@ -230,7 +230,7 @@ fn publisher(
     let Tags {
         config,
         after,
-        record,
+        hold,
         quiet,
     } = tags;
     let log = log.as_ref().and_then(|log| log.try_clone().ok());
@@ -240,8 +240,11 @@ fn publisher(
         }
     });
     let after = if took_tagged { Duration::ZERO } else { after };
-    let paths = held.iter().map(|h| h.path.clone()).collect();
-    Publisher::start(config, record, paths, after, warn)
+    let dirs = held
+        .iter()
+        .filter_map(|h| h.dir_fd().try_clone_to_owned().ok())
+        .collect();
+    Publisher::start(config, hold, dirs, after, warn)
 }
 
 /// `--max-hold` ran out: one line (one write) where acquire's stderr went

@@ -29,14 +29,12 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
 use nix::unistd::{ForkResult, Pid};
 
-use super::create::{self, Created};
-use super::dir::LockDir;
 use super::dir::Target;
-use super::event::{Notify, ignore};
+use super::event::Notify;
 use super::held::Held;
 use super::owner::Owner;
 use super::record::Record;
-use super::take::release_all;
+use super::take::{link_all, prepare_all, release_all};
 use super::wait::{WaitOpts, take_all};
 use crate::exit::{Exit, fail};
 use crate::signals::{ABORT_WAIT, SignalWatch};
@@ -69,9 +67,12 @@ pub fn start(
     tags: Option<Tags>,
 ) -> Result<Started> {
     let (ours, mut provisions) = provide(Pid::from_raw(owner.id.pid))?;
+    // The keeper's lines (`--max-hold`, a device tag's warning) follow
+    // acquire's stderr when it is a file (`2>>log`).
+    let tag_warns = tags.as_ref().is_some_and(|tags| !tags.quiet);
     provisions.tags = tags;
     provisions.max_hold = record.max_hold().map(|d| (d, !quiet));
-    if provisions.max_hold.is_some_and(|(_, say)| say) {
+    if tag_warns || provisions.max_hold.is_some_and(|(_, say)| say) {
         provisions.log = stderr_log();
     }
     // The fast path: a flocked O_TMPFILE per lock made before the fork, so
@@ -291,47 +292,6 @@ fn pending_signal(set: &SigSet) -> Option<i32> {
     let fd = SignalFd::with_flags(set, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK).ok()?;
     let info = fd.read_signal().ok()??;
     i32::try_from(info.ssi_signo).ok()
-}
-
-/// The fast path's directories and files, or None where it is not open.
-fn prepare_all(targets: &[Target], shared: bool) -> Option<Vec<(LockDir, File)>> {
-    targets
-        .iter()
-        .map(|target| {
-            let dir = LockDir::open(target).ok()?;
-            let file = create::prepare_tmpfile(&dir, shared).ok()?;
-            Some((dir, file))
-        })
-        .collect()
-}
-
-/// Link every prepared file, in order; None (and nothing left linked) if
-/// any path is taken or anything fails: the slow path takes over.
-fn link_all(
-    targets: &[Target],
-    files: Vec<(LockDir, File)>,
-    record: &Record,
-    shared: bool,
-) -> Option<Vec<Held>> {
-    let mut held: Vec<Held> = Vec::with_capacity(files.len());
-    for (target, (dir, file)) in targets.iter().zip(files) {
-        // The same file twice (the same directory reached twice): the
-        // slow path takes it once.
-        // The keeper inherited the file under the same descriptor number.
-        let content = Record {
-            fd: Some(file.as_raw_fd()),
-            ..record.clone()
-        }
-        .to_line();
-        match create::link_prepared(dir, &target.path, file, content.as_bytes(), shared) {
-            Ok(Created::Taken(lock)) => held.push(lock),
-            Ok(Created::Exists(_)) | Err(_) => {
-                let _ = release_all(held, &ignore);
-                return None;
-            }
-        }
-    }
-    Some(held)
 }
 
 /// Send the descriptors (file and directory of each lock, and their paths)

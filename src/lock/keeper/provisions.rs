@@ -20,12 +20,12 @@ pub(super) const SLOW: &[u8] = b"S";
 /// stale lock whose record had device tags on (publish at once).
 pub(super) const TOOK_TAGGED: &[u8] = b"T";
 
-/// Device tags for the hold (SPEC 4d): the API, `--tag-after`, the record
+/// Device tags for the hold (SPEC 4d): the API, `--tag-after`, the facts
 /// the value is made of, and whether warnings are silenced (`-q`).
 pub(crate) struct Tags {
     pub(crate) config: crate::supervisor_api::Config,
     pub(crate) after: Duration,
-    pub(crate) record: crate::lock::record::Record,
+    pub(crate) hold: crate::supervisor_api::tags::Hold,
     pub(crate) quiet: bool,
 }
 
@@ -40,7 +40,7 @@ pub(super) struct Provisions {
     /// `--max-hold`, and whether to say when it runs out (not with -q).
     pub(super) max_hold: Option<(Duration, bool)>,
     /// acquire's stderr when it is a regular file (`2>log`): the
-    /// `--max-hold` notice is appended there, through the same open file
+    /// `--max-hold` notice and device tag warnings are appended there, through the same open file
     /// description, so the writer's next line comes after it.
     pub(super) log: Option<File>,
     /// Device tags, when on.

@@ -88,9 +88,22 @@ pub fn release(target: &Target, caller: &Caller) -> Result<Outcome> {
                 })
             }
         }
-        Found::Foreign { kind, what, .. } => {
+        Found::Foreign {
+            kind,
+            what,
+            uid,
+            unreadable,
+            ..
+        } => {
             let stopped = displaced::stop_in(&dir, caller);
-            if caller.force {
+            // Root's file that this caller may not read may be helios' lock
+            // (only root can see its tag): never removed by this caller.
+            let maybe_supervisor = unreadable && uid == 0 && caller.euid != 0;
+            if maybe_supervisor && (caller.force || stopped == 0) {
+                Outcome::Refused(Refusal::MaybeSupervisor {
+                    keepers_stopped: stopped,
+                })
+            } else if caller.force {
                 if let Some(refusal) = remove_foreign(&dir, name, kind, path)? {
                     return Ok(Outcome::Refused(refusal));
                 }
@@ -110,9 +123,34 @@ pub fn release(target: &Target, caller: &Caller) -> Result<Outcome> {
             uid,
             record,
             ..
-        } => release_ours(&dir, name, path, (file, ident, uid), &record, caller)?,
+        } => {
+            let outcome = release_ours(&dir, name, path, (file, ident, uid), &record, caller)?;
+            after_ours(&dir, &record, caller, outcome)
+        }
     };
     Ok(outcome)
+}
+
+/// Someone else's resin-lock lock at the path (refused, or removed with
+/// `--force`) may have taken the place of ours, removed under its keeper:
+/// that keeper, proven ours, is stopped. Then a refusal is a release of
+/// ours: the new lock is left alone (SPEC 4), as it is the supervisor's or
+/// another tool's.
+fn after_ours(dir: &LockDir, record: &Record, caller: &Caller, outcome: Outcome) -> Outcome {
+    match outcome {
+        Outcome::Refused(refusal) => match displaced::stop_in(dir, caller) {
+            0 => Outcome::Refused(refusal),
+            stopped => Outcome::Replaced {
+                what: Some(Inspection::record_holder(record)),
+                keepers_stopped: stopped,
+            },
+        },
+        forced @ (Outcome::ForcedRun { .. } | Outcome::ForcedUnproven { .. }) => {
+            displaced::stop_in(dir, caller);
+            forced
+        }
+        other => other,
+    }
 }
 
 /// A resin-lock lock: stale (nobody holds its flock) for anyone to remove,

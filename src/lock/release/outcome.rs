@@ -6,7 +6,7 @@ use std::fs::File;
 use std::path::Path;
 
 use crate::lock::dir::{Ident, LockDir};
-use crate::lock::owner::{ProcId, is_running, is_self_or_ancestor};
+use crate::lock::owner::{Ancestry, ProcId, is_running};
 use crate::lock::record::Record;
 
 /// The resin-lock lock file `release` looked at: its directory and name,
@@ -41,6 +41,8 @@ pub struct Caller {
     pub owner: Option<ProcId>,
     pub force: bool,
     pub euid: u32,
+    /// The caller's ancestors, walked once for every question.
+    pub ancestry: std::cell::RefCell<Ancestry>,
 }
 
 impl Caller {
@@ -59,12 +61,13 @@ impl Caller {
         {
             return Claim::Owns;
         }
-        if !is_self_or_ancestor(record.owner, record.owner_start) {
+        let mut ancestry = self.ancestry.borrow_mut();
+        if !ancestry.contains(record.owner, record.owner_start) {
             return Claim::NotOwner;
         }
         match record.chain.first() {
             Some(job)
-                if !is_self_or_ancestor(job.pid, job.start)
+                if !ancestry.contains(job.pid, job.start)
                     && is_running(ProcId {
                         pid: job.pid,
                         start: job.start,
@@ -157,6 +160,12 @@ pub enum Refusal {
     /// update in progress, never removed, not even with `--force`.
     Supervisor {
         what: String,
+        keepers_stopped: usize,
+    },
+    /// Root's file that the caller cannot read: it may be helios' lock
+    /// (its tag can be read by root only), so it is treated as the
+    /// supervisor's by this caller, also with `--force`.
+    MaybeSupervisor {
         keepers_stopped: usize,
     },
     /// The lock is held, but not provably by its keeper.

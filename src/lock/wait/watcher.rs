@@ -1,6 +1,7 @@
 //! The waiter's inotify watches: the lock paths' directories (a removal
-//! there may free the lock) and the files of displaced holders it follows
-//! (their holder closing one may be the lock coming free).
+//! there may free the lock; a lock created there stirs a settling path) and
+//! the files of displaced holders it follows (their holder closing one may
+//! be the lock coming free).
 
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -37,10 +38,16 @@ pub(super) struct Watcher {
     pub(super) inotify: Option<Inotify>,
     dirs: HashMap<WatchDescriptor, PathBuf>,
     files: HashMap<WatchDescriptor, Ident>,
+    /// Per lock path, when an event last named it (not yet collected).
+    stirred: Vec<Option<Instant>>,
 }
 
+/// Removals wake the waiter; creations (a lock that may come and go again
+/// while the directory settles, SPEC 2a) are only noted.
 const MASK: AddWatchFlags = AddWatchFlags::IN_DELETE
     .union(AddWatchFlags::IN_MOVED_FROM)
+    .union(AddWatchFlags::IN_CREATE)
+    .union(AddWatchFlags::IN_MOVED_TO)
     .union(AddWatchFlags::IN_DELETE_SELF)
     .union(AddWatchFlags::IN_MOVE_SELF)
     .union(AddWatchFlags::IN_ONLYDIR);
@@ -74,6 +81,7 @@ impl Watcher {
             inotify,
             dirs: HashMap::new(),
             files: HashMap::new(),
+            stirred: vec![None; targets.len()],
         };
         for target in targets {
             watcher.watch(parent_of(&target.path));
@@ -131,7 +139,10 @@ impl Watcher {
             if let Some(hangup) = hangup {
                 fds.push(PollFd::new(hangup, PollFlags::POLLIN));
             }
-            let ms = PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX);
+            // Rounded up: a timeout cut to whole milliseconds would wake us
+            // just before a settle ends, to spin until it does.
+            let ms = PollTimeout::try_from(left.saturating_add(Duration::from_micros(999)))
+                .unwrap_or(PollTimeout::MAX);
             match poll(&mut fds, ms) {
                 Ok(0) => return Ok(None),
                 Ok(_) => {}
@@ -165,16 +176,28 @@ impl Watcher {
         }
     }
 
-    /// Drain the events; true when one concerns a lock we wait for, a file
-    /// we follow, or a watched directory (which then needs watching again).
+    /// The lock paths (by index) that events named since the last call,
+    /// and when each was last named.
+    pub(super) fn stirred(&mut self) -> impl Iterator<Item = (usize, Instant)> + '_ {
+        self.stirred
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(index, at)| Some((index, at.take()?)))
+    }
+
+    /// Drain the events, noting the lock paths they name; true when one
+    /// removes a lock we wait for, concerns a file we follow, or a watched
+    /// directory (which then needs watching again).
     pub(super) fn relevant(&mut self, targets: &[Target]) -> bool {
         let Some(inotify) = &self.inotify else {
             return false;
         };
-        let names: Vec<(&Path, OsString)> = targets
+        let names: Vec<(usize, &Path, OsString)> = targets
             .iter()
-            .filter_map(|t| Some((parent_of(&t.path), lock_name(&t.path).ok()?.to_owned())))
+            .enumerate()
+            .filter_map(|(i, t)| Some((i, parent_of(&t.path), lock_name(&t.path).ok()?.to_owned())))
             .collect();
+        let now = Instant::now();
         let mut relevant = false;
         let mut lost = Vec::new();
         while let Ok(events) = inotify.read_events() {
@@ -200,10 +223,16 @@ impl Watcher {
                     self.dirs.remove(&event.wd);
                     lost.push(event_dir);
                     relevant = true;
-                } else if let Some(name) = &event.name
-                    && names.iter().any(|(d, n)| *d == event_dir && n == name)
-                {
-                    relevant = true;
+                } else if let Some(name) = &event.name {
+                    for (index, _, _) in names
+                        .iter()
+                        .filter(|(_, d, n)| *d == event_dir && n == name)
+                    {
+                        self.stirred[*index] = Some(now);
+                        relevant |= event
+                            .mask
+                            .intersects(AddWatchFlags::IN_DELETE | AddWatchFlags::IN_MOVED_FROM);
+                    }
                 }
             }
         }

@@ -9,12 +9,10 @@ use std::time::{Duration, Instant};
 use super::per_call::run_true_cases;
 use super::process::{Argv, Guard, Scratch, shown};
 use super::stats::{Series, interleave, named};
-use super::{Plan, Report, Row, Tools, WARMUP, ratio, skipped, verdict};
+use super::{Plan, Report, Row, Tools, WARMUP, ratio, skipped};
 
 /// Contending processes.
 pub(super) const CONTENDERS: usize = 4;
-/// SPEC section 9: total throughput at least this much of flock(1)'s.
-const THROUGHPUT_BUDGET: f64 = 0.5;
 
 pub(super) fn measure(
     tools: &Tools,
@@ -54,8 +52,7 @@ pub(super) fn measure(
                     ours: format!("{a:.0}/s"),
                     peer: format!("{b:.0}/s (flock F true)"),
                     ratio: format!("{r:.2}x"),
-                    budget: format!("≥ {THROUGHPUT_BUDGET:.1}x"),
-                    holds: verdict(r >= THROUGHPUT_BUDGET),
+                    verdict: tools.verdict(kind, "contention", r),
                 }
             }
             None => skipped(bench, &tools.peers.flock),

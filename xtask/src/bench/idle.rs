@@ -123,10 +123,6 @@ pub(super) fn measure(
     Ok(())
 }
 
-/// SPEC section 9: an idle `run` or keeper resident for hours, at most
-/// this many KiB (tini, for comparison, is about 1.3 MiB).
-const IDLE_BUDGET_KIB: u64 = 2048;
-
 /// For each resin-lock binary, `run` and the keeper against the budget,
 /// with tini beside them; the other peers are in the details table.
 fn rows(tools: &Tools, names: &[String], medians: &[Resident], rows: &mut Vec<Row>) {
@@ -151,8 +147,7 @@ fn rows(tools: &Tools, names: &[String], medians: &[Resident], rows: &mut Vec<Ro
                 ours: ours.shown(),
                 peer,
                 ratio: ratio_to_tini,
-                budget: tools.budget_for(kind, "≤ 2 MiB"),
-                holds: tools.judge(kind, ours.total <= IDLE_BUDGET_KIB),
+                verdict: tools.verdict(kind, "idle-rss", ours.total as f64),
             });
         }
     }

@@ -1,5 +1,8 @@
 //! `cargo xtask bench`: resin-lock against its peers, in one run on one
-//! machine, reported as ratios against the budgets of SPEC section 9.
+//! machine, reported as ratios against the budgets of `budgets.rs` (SPEC
+//! section 9). A run of every family (full or `--quick`) writes its results
+//! to docs/performance.json and the tables of docs/performance.md from them
+//! (`page`); `--only` only prints.
 //!
 //! The machine is shared and noisy, so every comparison interleaves the
 //! commands: in round r the cases run in an order rotated by r (for two
@@ -19,15 +22,21 @@
 //! (spawning, reaping, scratch files) and `stats` (interleaving, quantiles)
 //! modules.
 //!
+//! `bench --page` remakes the page's tables from docs/performance.json
+//! (after an edit of `budgets.rs` or of the generator), `bench --page
+//! --check` says whether the page is fresh.
+//!
 //! Peers are never installed here; missing ones are named and their rows
 //! skipped. A missed budget is reported in the table, not as a failure: on a
 //! shared machine one noisy run should not fail a build. The harness makes
 //! itself a child subreaper so that the keepers `acquire` leaves behind are
 //! reaped here even where PID 1 does not reap.
 
+mod budgets;
 mod contention;
 mod handoff;
 mod idle;
+pub(crate) mod page;
 mod peak_rss;
 mod peers;
 mod per_call;
@@ -46,6 +55,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::dist;
 use contention::CONTENDERS;
+use page::{Results, Row, Table, Verdict};
 use peers::{Peer, Peers, required};
 use process::Scratch;
 use stats::{Series, median_u64, quantile};
@@ -181,7 +191,46 @@ pub fn bench(root: &Path, quick: bool, only: Option<&str>) -> Result<(), String>
     }
     process::reap_orphans();
 
-    print_report(root, plan, quick, &report);
+    let results = results(root, plan, quick, report);
+    println!("{}", page::render(&results));
+    if all {
+        write_page(root, &results)?;
+    }
+    Ok(())
+}
+
+/// Write the run's results and the page's tables made from them.
+fn write_page(root: &Path, results: &Results) -> Result<(), String> {
+    let json = root.join(page::RESULTS);
+    fs::write(&json, results.to_json()).map_err(|e| format!("{}: {e}", json.display()))?;
+    eprintln!("wrote {}", json.display());
+    page_from_results(root, false)
+}
+
+/// `bench --page [--check]`: make docs/performance.md's tables from
+/// docs/performance.json, or check that they are what it makes.
+pub fn page_from_results(root: &Path, check: bool) -> Result<(), String> {
+    let read = |rel: &str| {
+        let path = root.join(rel);
+        fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))
+    };
+    let results =
+        Results::from_json(&read(page::RESULTS)?).map_err(|e| format!("{}: {e}", page::RESULTS))?;
+    results.check_budgets()?;
+    let text = read(page::PAGE)?;
+    if check {
+        page::check(&text, &results)?;
+        println!("{} is the page of {}", page::PAGE, page::RESULTS);
+        return Ok(());
+    }
+    let filled = page::fill(&text, &page::render(&results))?;
+    let path = root.join(page::PAGE);
+    if filled != text {
+        fs::write(&path, filled).map_err(|e| format!("{}: {e}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    } else {
+        eprintln!("unchanged {}", path.display());
+    }
     Ok(())
 }
 
@@ -209,29 +258,39 @@ impl Tools {
         bins
     }
 
-    /// Whether `kind`'s row is judged: SPEC section 9's budgets name the
-    /// shipped (static) binary; the release build's rows are for
-    /// information, unless there is no static one to judge.
+    /// Whether `kind`'s row is judged: the budgets name the shipped
+    /// (static) binary; the release build's rows are for information,
+    /// unless there is no static one to judge.
     fn judged(&self, kind: &str) -> bool {
         kind == "static" || self.static_bin.is_none()
     }
 
-    /// The budget column of `kind`'s row.
-    fn budget_for(&self, kind: &str, budget: &str) -> String {
+    /// The verdict of `kind`'s row: `value` against the budget `id` when
+    /// the row is judged, else for information.
+    fn verdict(&self, kind: &str, id: &str, value: f64) -> Verdict {
         if self.judged(kind) {
-            budget.to_owned()
+            judged(id, value)
         } else {
-            "— (budget: static)".to_owned()
+            Verdict::Info {
+                note: "— (budget: static)".to_owned(),
+            }
         }
     }
+}
 
-    /// The verdict of `kind`'s row.
-    fn judge(&self, kind: &str, holds: bool) -> Holds {
-        if self.judged(kind) {
-            verdict(holds)
-        } else {
-            Holds::Info
-        }
+/// A row judged against the budget `id` of `budgets.rs`.
+fn judged(id: &str, value: f64) -> Verdict {
+    debug_assert!(budgets::budget(id).is_some(), "no budget {id}");
+    Verdict::Judged {
+        budget: id.to_owned(),
+        value,
+    }
+}
+
+/// A row for information, with no budget.
+fn info() -> Verdict {
+    Verdict::Info {
+        note: "—".to_owned(),
     }
 }
 
@@ -278,22 +337,6 @@ struct Report {
     idle: Vec<(String, Vec<idle::Resident>)>,
 }
 
-enum Holds {
-    Yes,
-    No,
-    Info,
-    Skipped,
-}
-
-struct Row {
-    bench: String,
-    ours: String,
-    peer: String,
-    ratio: String,
-    budget: String,
-    holds: Holds,
-}
-
 fn ms(d: Duration) -> String {
     let ms = d.as_secs_f64() * 1000.0;
     if ms >= 100.0 {
@@ -309,21 +352,15 @@ fn ratio(a: f64, b: f64) -> f64 {
     if b > 0.0 { a / b } else { f64::INFINITY }
 }
 
-fn verdict(ok: bool) -> Holds {
-    if ok { Holds::Yes } else { Holds::No }
-}
-
-/// A row comparing two wall-time medians against a maximum ratio (None: no
-/// budget, for information).
-fn wall_row(bench: String, ours: &Series, peer: &Series, max_ratio: Option<f64>) -> Row {
+/// A row comparing two wall-time medians, for information.
+fn wall_row(bench: String, ours: &Series, peer: &Series) -> Row {
     let r = ratio(ours.median().as_secs_f64(), peer.median().as_secs_f64());
     Row {
         bench,
         ours: ms(ours.median()),
         peer: format!("{} ({})", ms(peer.median()), peer.name),
         ratio: format!("{r:.2}x"),
-        budget: max_ratio.map_or("—".to_owned(), |m| format!("≤ {m:.1}x")),
-        holds: max_ratio.map_or(Holds::Info, |m| verdict(r <= m)),
+        verdict: info(),
     }
 }
 
@@ -333,135 +370,134 @@ fn skipped(bench: String, peer: &Peer) -> Row {
         ours: "—".to_owned(),
         peer: format!("{} missing ({})", peer.name, peer.package),
         ratio: "—".to_owned(),
-        budget: "—".to_owned(),
-        holds: Holds::Skipped,
+        verdict: Verdict::Skipped,
     }
 }
 
 // ---------------------------------------------------------------- report
 
-fn print_report(root: &Path, plan: &Plan, quick: bool, report: &Report) {
-    print_header(root, plan, quick);
-    print_rows(&report.rows);
-    print_walls(&report.walls);
-    print_peak_rss(&report.peak_rss);
-    print_idle(&report.idle);
-}
-
-fn print_rows(rows: &[Row]) {
-    println!();
-    println!("| benchmark | resin-lock | peer | ratio | budget | holds? |");
-    println!("|---|---|---|---|---|---|");
-    for row in rows {
-        let holds = match row.holds {
-            Holds::Yes => "yes",
-            Holds::No => "**no**",
-            Holds::Info => "(info)",
-            Holds::Skipped => "skipped",
-        };
-        println!(
-            "| {} | {} | {} | {} | {} | {holds} |",
-            row.bench, row.ours, row.peer, row.ratio, row.budget
-        );
+/// The run as the page shows it: what was measured on what, the rows, and
+/// the details of every case.
+fn results(root: &Path, plan: &Plan, quick: bool, report: Report) -> Results {
+    let mut details = vec![walls_table(&report.walls)];
+    details.extend(peak_rss_table(&report.peak_rss));
+    details.extend(idle_table(&report.idle));
+    Results {
+        quick,
+        about: about(root, plan),
+        rows: report.rows,
+        details,
     }
 }
 
-/// The title, and what was measured on what.
-fn print_header(root: &Path, plan: &Plan, quick: bool) {
-    println!();
-    println!(
-        "## resin-lock benchmarks{}",
-        if quick { " (--quick)" } else { "" }
-    );
-    println!();
-    println!("- date: {}", date());
-    println!(
-        "- machine: {} CPUs (nproc), {}, Linux {}",
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
-        cpu_model(),
-        command_line("uname", &["-r"]).unwrap_or_else(|| "unknown".to_owned())
-    );
-    println!(
-        "- resin-lock: commit {}",
-        command_line_in(root, "git", &["describe", "--always", "--dirty"])
-            .unwrap_or_else(|| "unknown".to_owned())
-    );
-    println!(
-        "- rounds: per-call {} (direct spawn), {} runs x {} blocks of {} (shell loop), \
-         peak RSS {}, idle RSS {}, handoff {} (resin-lock, flock) / {} (npm) / {} (lockfile), \
-         contention {} trials of {CONTENDERS} x {}, shared {}; medians, commands interleaved",
-        plan.per_call,
-        shell_loop::RUNS,
-        plan.shell_blocks,
-        shell_loop::BLOCK,
-        plan.rss,
-        plan.idle,
-        plan.handoff_fast,
-        plan.handoff_npm,
-        plan.handoff_lockfile,
-        plan.contention_trials,
-        plan.contention_loops,
-        plan.shared
-    );
+/// What was measured on what.
+fn about(root: &Path, plan: &Plan) -> Vec<(String, String)> {
+    vec![
+        ("date".to_owned(), date()),
+        (
+            "machine".to_owned(),
+            format!(
+                "{} CPUs (nproc), {}, Linux {}",
+                std::thread::available_parallelism().map_or(0, |n| n.get()),
+                cpu_model(),
+                command_line("uname", &["-r"]).unwrap_or_else(|| "unknown".to_owned())
+            ),
+        ),
+        (
+            "resin-lock".to_owned(),
+            format!(
+                "commit {}",
+                command_line_in(root, "git", &["describe", "--always", "--dirty"])
+                    .unwrap_or_else(|| "unknown".to_owned())
+            ),
+        ),
+        (
+            "rounds".to_owned(),
+            format!(
+                "per-call {} (direct spawn), {} runs x {} blocks of {} (shell loop), \
+                 peak RSS {}, idle RSS {}, handoff {} (resin-lock, flock) / {} (npm) / {} (lockfile), \
+                 contention {} trials of {CONTENDERS} x {}, shared {}, update-now {}; \
+                 medians, commands interleaved",
+                plan.per_call,
+                shell_loop::RUNS,
+                plan.shell_blocks,
+                shell_loop::BLOCK,
+                plan.rss,
+                plan.idle,
+                plan.handoff_fast,
+                plan.handoff_npm,
+                plan.handoff_lockfile,
+                plan.contention_trials,
+                plan.contention_loops,
+                plan.shared,
+                update_now::ROUNDS,
+            ),
+        ),
+    ]
 }
 
-fn print_walls(walls: &[Series]) {
-    println!();
-    println!("Every case, wall time:");
-    println!();
-    println!("| case | n | p10 | median | p90 |");
-    println!("|---|---|---|---|---|");
-    for s in walls {
-        println!(
-            "| {} | {} | {} | {} | {} |",
-            s.name,
-            s.walls.len(),
-            ms(quantile(&s.walls, 0.1)),
-            ms(s.median()),
-            ms(quantile(&s.walls, 0.9)),
-        );
-    }
-}
-
-fn print_peak_rss(peak_rss: &[(String, Vec<u64>)]) {
-    if peak_rss.is_empty() {
-        return;
-    }
-    println!();
-    println!("Peak RSS (`/usr/bin/time -f %M`, KiB):");
-    println!();
-    println!("| case | n | min | median | max |");
-    println!("|---|---|---|---|---|");
-    for (name, kib) in peak_rss {
-        println!(
-            "| {name} | {} | {} | {} | {} |",
-            kib.len(),
-            kib.iter().min().unwrap_or(&0),
-            median_u64(kib),
-            kib.iter().max().unwrap_or(&0),
-        );
+fn walls_table(walls: &[Series]) -> Table {
+    Table {
+        title: "Every case, wall time".to_owned(),
+        header: ["case", "n", "p10", "median", "p90"]
+            .map(str::to_owned)
+            .to_vec(),
+        rows: walls
+            .iter()
+            .map(|s| {
+                vec![
+                    s.name.clone(),
+                    s.walls.len().to_string(),
+                    ms(quantile(&s.walls, 0.1)),
+                    ms(s.median()),
+                    ms(quantile(&s.walls, 0.9)),
+                ]
+            })
+            .collect(),
     }
 }
 
-fn print_idle(idle: &[(String, Vec<idle::Resident>)]) {
-    if idle.is_empty() {
-        return;
-    }
-    println!();
-    println!("Idle RSS (`/proc/PID/status` once settled, KiB, medians):");
-    println!();
-    println!("| case | n | VmRSS | RssAnon | RssFile |");
-    println!("|---|---|---|---|---|");
-    for (name, samples) in idle {
-        let m = idle::Resident::median(samples);
-        println!(
-            "| {name} | {} | {} | {} | {} |",
-            samples.len(),
-            m.total,
-            m.anon,
-            m.file
-        );
-    }
+fn peak_rss_table(peak_rss: &[(String, Vec<u64>)]) -> Option<Table> {
+    (!peak_rss.is_empty()).then(|| Table {
+        title: "Peak RSS (`/usr/bin/time -f %M`, KiB)".to_owned(),
+        header: ["case", "n", "min", "median", "max"]
+            .map(str::to_owned)
+            .to_vec(),
+        rows: peak_rss
+            .iter()
+            .map(|(name, kib)| {
+                vec![
+                    name.clone(),
+                    kib.len().to_string(),
+                    kib.iter().min().unwrap_or(&0).to_string(),
+                    median_u64(kib).to_string(),
+                    kib.iter().max().unwrap_or(&0).to_string(),
+                ]
+            })
+            .collect(),
+    })
+}
+
+fn idle_table(idle: &[(String, Vec<idle::Resident>)]) -> Option<Table> {
+    (!idle.is_empty()).then(|| Table {
+        title: "Idle RSS (`/proc/PID/status` once settled, KiB, medians)".to_owned(),
+        header: ["case", "n", "VmRSS", "RssAnon", "RssFile"]
+            .map(str::to_owned)
+            .to_vec(),
+        rows: idle
+            .iter()
+            .map(|(name, samples)| {
+                let m = idle::Resident::median(samples);
+                vec![
+                    name.clone(),
+                    samples.len().to_string(),
+                    m.total.to_string(),
+                    m.anon.to_string(),
+                    m.file.to_string(),
+                ]
+            })
+            .collect(),
+    })
 }
 
 fn cpu_model() -> String {

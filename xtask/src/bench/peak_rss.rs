@@ -42,13 +42,13 @@ pub(super) fn measure(
         report.rows.push(match flock {
             Some(_) => {
                 let (a, b) = (median_u64(&samples[i]), median_u64(&samples[n_ours]));
+                let r = ratio(a as f64, b as f64);
                 Row {
                     bench: bench(kind),
                     ours: format!("{a} KiB"),
                     peer: format!("{b} KiB (flock F true)"),
-                    ratio: format!("{:.2}x", ratio(a as f64, b as f64)),
-                    budget: tools.budget_for(kind, "≤ flock's"),
-                    holds: tools.judge(kind, a <= b),
+                    ratio: format!("{r:.2}x"),
+                    verdict: tools.verdict(kind, "peak-rss", r),
                 }
             }
             None => skipped(bench(kind), &tools.peers.flock),

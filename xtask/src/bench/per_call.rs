@@ -69,7 +69,7 @@ pub(super) fn run_true(
     for (i, (kind, _)) in tools.resin_locks().iter().enumerate() {
         let bench = format!("`run -- true`, direct spawn ({kind} binary)");
         report.rows.push(match flock_series {
-            Some(peer) => wall_row(bench, &series[i], peer, None),
+            Some(peer) => wall_row(bench, &series[i], peer),
             None => skipped(bench, &tools.peers.flock),
         });
     }
@@ -130,12 +130,12 @@ pub(super) fn acquire_release(
     for (i, (kind, _)) in tools.resin_locks().iter().enumerate() {
         let bench = format!("`acquire` + `release`, direct spawn ({kind} binary)");
         report.rows.push(match lockfile_series {
-            Some(peer) => wall_row(bench, &series[i], peer, None),
+            Some(peer) => wall_row(bench, &series[i], peer),
             None => skipped(bench, &tools.peers.lockfile),
         });
         let bench = format!("`acquire` + `release` vs dotlockfile, direct spawn ({kind} binary)");
         report.rows.push(match dotlockfile_series {
-            Some(peer) => wall_row(bench, &series[i], peer, None),
+            Some(peer) => wall_row(bench, &series[i], peer),
             None => skipped(bench, &tools.peers.dotlockfile),
         });
     }

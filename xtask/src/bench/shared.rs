@@ -119,7 +119,7 @@ pub(super) fn measure(
             } else {
                 format!("shared, only holder (`run -s -- true`, {kind} binary)")
             };
-            report.rows.push(wall_row(bench, &series[i], peer, None));
+            report.rows.push(wall_row(bench, &series[i], peer));
         }
         report.walls.extend(series);
     }

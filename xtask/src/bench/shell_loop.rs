@@ -1,5 +1,5 @@
-//! Per-call cost as shell scripts pay it (SPEC section 9: the budgets of
-//! `run -- true` and of `acquire` + `release` are judged here). Each case is
+//! Per-call cost as shell scripts pay it (the budgets of `run -- true` and
+//! of `acquire` + `release` are judged here). Each case is
 //! a bash loop of `BLOCK` iterations, one `bash -c` process timed from here
 //! (time per iteration = elapsed / iterations), so bash's fork and exec of
 //! each command is in every number alike, as in a script. The cases are
@@ -14,7 +14,7 @@ use std::time::Duration;
 use super::peers::Peer;
 use super::process::{Argv, Scratch, argv, time_steps};
 use super::stats::{Series, interleave, quantile};
-use super::{Holds, Plan, Report, Row, Tools, ms, ratio, skipped, verdict};
+use super::{Plan, Report, Row, Tools, ms, ratio, skipped};
 
 /// Iterations of one bash loop.
 pub(super) const BLOCK: u32 = 50;
@@ -31,9 +31,9 @@ struct Pair<'a> {
     peer: &'a Peer,
     peer_shown: &'static str,
     peer_body: &'static str,
-    /// At most this much of the peer's time per call, for the static
-    /// (shipped) binary; the release binary's row is for information.
-    budget: f64,
+    /// The budget (`budgets.rs`) of the static (shipped) binary's ratio;
+    /// the release binary's row is for information.
+    budget: &'static str,
 }
 
 /// `resin-lock -q --path F run -- true` against `flock F true`.
@@ -50,8 +50,7 @@ pub(super) fn run_true(
         peer: &tools.peers.flock,
         peer_shown: "flock F true",
         peer_body: r#""$1" "$2" true"#,
-        // SPEC section 9.
-        budget: 1.0,
+        budget: "run-true",
     };
     measure(tools, scratch, plan, report, &pair, "loop-run")
 }
@@ -72,9 +71,9 @@ pub(super) fn acquire_release(
         peer: &tools.peers.lockfile,
         peer_shown: "lockfile -r0 F && rm -f F",
         peer_body: r#""$1" -r0 "$2" && rm -f "$2""#,
-        // SPEC section 9: acquire does more than lockfile (a keeper holds
-        // the flock the host OS checks).
-        budget: 1.2,
+        // A little more than lockfile is allowed: acquire does more (a
+        // keeper holds the flock the host OS checks).
+        budget: "acquire-release",
     };
     measure(tools, scratch, plan, report, &pair, "loop-acquire")
 }
@@ -152,10 +151,9 @@ fn measure(
                 ratio(ours, quantile(&r[n_ours], 0.5).as_secs_f64())
             })
             .collect();
-        let judged = tools.judged(kind);
         report
             .rows
-            .push(row(pair, kind, &all(i), &all(n_ours), &ratios, judged));
+            .push(row(tools, pair, kind, &all(i), &all(n_ours), &ratios));
     }
     for (i, name) in names.into_iter().enumerate() {
         let name = format!("shell loop, per iteration: {name}");
@@ -168,15 +166,15 @@ fn measure(
 }
 
 /// The row of one binary: the medians per iteration over every block, and
-/// the median and spread of the runs' ratios, judged against the budget
-/// when `judged`.
+/// the median and spread of the runs' ratios, the median judged against
+/// the budget for the shipped binary.
 fn row(
+    tools: &Tools,
     pair: &Pair,
     kind: &str,
     ours: &[Duration],
     peer: &[Duration],
     ratios: &[f64],
-    judged: bool,
 ) -> Row {
     let mut sorted = ratios.to_vec();
     sorted.sort_by(f64::total_cmp);
@@ -187,15 +185,6 @@ fn row(
         ours: ms(quantile(ours, 0.5)),
         peer: format!("{} ({})", ms(quantile(peer, 0.5)), pair.peer_shown),
         ratio: format!("{median:.2}x ({min:.2}–{max:.2}x)"),
-        budget: if judged {
-            format!("≤ {:.2}x", pair.budget)
-        } else {
-            "— (budget: static)".to_owned()
-        },
-        holds: if judged {
-            verdict(median <= pair.budget)
-        } else {
-            Holds::Info
-        },
+        verdict: tools.verdict(kind, pair.budget, median),
     }
 }
