@@ -9,6 +9,7 @@ _resin_lock_options() {
         run) echo "-v --verbose -q --quiet --path --root -n --nonblock -w --timeout -E --conflict-exit-code -s --shared --reason --max-hold --tag --tag-after -g --group --on-lost --update-now -h --help -V --version" ;;
         status) echo "-v --verbose -q --quiet --path --root --supervisor --host --health --max-hold --json -h --help -V --version" ;;
         hold) echo "-v --verbose -q --quiet --path --root -n --nonblock -w --timeout -E --conflict-exit-code -s --shared --reason --max-hold --tag --tag-after -h --help -V --version" ;;
+        window) echo "-v --verbose -q --quiet --path --root --tz --update-now --reason --tag -h --help -V --version" ;;
         force-update) echo "-v --verbose -q --quiet -h --help -V --version" ;;
         help) echo "" ;;
         *) echo "-v --verbose -q --quiet --path --root -h --help -V --version" ;;
@@ -69,6 +70,14 @@ _resin_lock_value() {
                 --tag-after) echo none ;;
                 *) return 1 ;;
             esac ;;
+        window)
+            case $2 in
+                --path) echo files ;;
+                --root) echo dirs ;;
+                --tz) echo none ;;
+                --reason) echo none ;;
+                *) return 1 ;;
+            esac ;;
         force-update)
             case $2 in
                 *) return 1 ;;
@@ -89,7 +98,7 @@ _resin_lock_value() {
 # _resin_lock_takes_command SUB: whether SUB's arguments are a command line.
 _resin_lock_takes_command() {
     case $1 in
-        run) return 0 ;;
+        run | window) return 0 ;;
     esac
     return 1
 }
@@ -173,12 +182,12 @@ _resin_lock() {
     if [[ $cur == -* ]]; then
         COMPREPLY=($(compgen -W "$(_resin_lock_options "$sub")" -- "$cur"))
     elif [[ -z $sub ]]; then
-        COMPREPLY=($(compgen -W "acquire release run status hold force-update help" -- "$cur"))
+        COMPREPLY=($(compgen -W "acquire release run status hold window force-update help" -- "$cur"))
     elif _resin_lock_takes_command "$sub"; then
         _resin_lock_commands "$cur"
     else
         case $sub in
-        help) COMPREPLY=($(compgen -W "acquire release run status hold force-update help" -- "$2")) ;;
+        help) COMPREPLY=($(compgen -W "acquire release run status hold window force-update help" -- "$2")) ;;
         esac
     fi
     return 0

@@ -35,6 +35,7 @@ complete -c resin-lock -n "__fish_resin_lock_needs_command" -f -a "release" -d '
 complete -c resin-lock -n "__fish_resin_lock_needs_command" -f -a "run" -d 'Take the lock, run CMD, release the lock when CMD ends, exit as CMD did'
 complete -c resin-lock -n "__fish_resin_lock_needs_command" -f -a "status" -d 'Report every lock path, its holder, and how the paths were chosen'
 complete -c resin-lock -n "__fish_resin_lock_needs_command" -f -a "hold" -d 'Hold the lock while stdin stays open; say what happens in JSON lines'
+complete -c resin-lock -n "__fish_resin_lock_needs_command" -f -a "window" -d 'Allow updates only inside time windows: hold the lock outside them'
 complete -c resin-lock -n "__fish_resin_lock_needs_command" -f -a "force-update" -d 'Ask the supervisor to update now, overriding update locks'
 complete -c resin-lock -n "__fish_resin_lock_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand acquire" -l path -d 'Use this lock file, not the detected one (repeatable)' -r -F
@@ -142,17 +143,28 @@ complete -c resin-lock -n "__fish_resin_lock_using_subcommand hold" -s s -l shar
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand hold" -l tag -d 'Show a long hold as a device tag in balenaCloud'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand hold" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand hold" -s V -l version -d 'Print version'
+complete -c resin-lock -n "__fish_resin_lock_using_subcommand window; and not __fish_resin_lock_window_past_options" -l path -d 'Use this lock file, not the detected one (repeatable)' -r -F
+complete -c resin-lock -n "__fish_resin_lock_using_subcommand window; and not __fish_resin_lock_window_past_options" -l root -d 'Resolve detected lock paths and files under DIR' -r -f -a "(__fish_complete_directories)"
+complete -c resin-lock -n "__fish_resin_lock_using_subcommand window; and not __fish_resin_lock_window_past_options" -l tz -d 'The zone of the windows: an IANA name (Europe/Berlin) or UTC' -r -f
+complete -c resin-lock -n "__fish_resin_lock_using_subcommand window; and not __fish_resin_lock_window_past_options" -l reason -d 'Why updates are held back (shown by status)' -r -f
+complete -c resin-lock -n "__fish_resin_lock_using_subcommand window; and not __fish_resin_lock_window_past_options" -s v -l verbose -d 'Say what was done and why'
+complete -c resin-lock -n "__fish_resin_lock_using_subcommand window; and not __fish_resin_lock_window_past_options" -s q -l quiet -d 'Print nothing but errors'
+complete -c resin-lock -n "__fish_resin_lock_using_subcommand window; and not __fish_resin_lock_window_past_options" -l update-now -d 'When a window opens, ask the supervisor to apply a pending update'
+complete -c resin-lock -n "__fish_resin_lock_using_subcommand window; and not __fish_resin_lock_window_past_options" -l tag -d 'Say in a device tag that the window is closed, and until when'
+complete -c resin-lock -n "__fish_resin_lock_using_subcommand window; and not __fish_resin_lock_window_past_options" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c resin-lock -n "__fish_resin_lock_using_subcommand window; and not __fish_resin_lock_window_past_options" -s V -l version -d 'Print version'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand force-update" -s v -l verbose -d 'Say what was done and why'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand force-update" -s q -l quiet -d 'Print nothing but errors'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand force-update" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand force-update" -s V -l version -d 'Print version'
-complete -c resin-lock -n "__fish_resin_lock_using_subcommand help; and not __fish_seen_subcommand_from acquire release run status hold force-update help" -f -a "acquire" -d 'Take the update lock and keep it after this command returns, until `release`'
-complete -c resin-lock -n "__fish_resin_lock_using_subcommand help; and not __fish_seen_subcommand_from acquire release run status hold force-update help" -f -a "release" -d 'Give the lock back'
-complete -c resin-lock -n "__fish_resin_lock_using_subcommand help; and not __fish_seen_subcommand_from acquire release run status hold force-update help" -f -a "run" -d 'Take the lock, run CMD, release the lock when CMD ends, exit as CMD did'
-complete -c resin-lock -n "__fish_resin_lock_using_subcommand help; and not __fish_seen_subcommand_from acquire release run status hold force-update help" -f -a "status" -d 'Report every lock path, its holder, and how the paths were chosen'
-complete -c resin-lock -n "__fish_resin_lock_using_subcommand help; and not __fish_seen_subcommand_from acquire release run status hold force-update help" -f -a "hold" -d 'Hold the lock while stdin stays open; say what happens in JSON lines'
-complete -c resin-lock -n "__fish_resin_lock_using_subcommand help; and not __fish_seen_subcommand_from acquire release run status hold force-update help" -f -a "force-update" -d 'Ask the supervisor to update now, overriding update locks'
-complete -c resin-lock -n "__fish_resin_lock_using_subcommand help; and not __fish_seen_subcommand_from acquire release run status hold force-update help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c resin-lock -n "__fish_resin_lock_using_subcommand help; and not __fish_seen_subcommand_from acquire release run status hold window force-update help" -f -a "acquire" -d 'Take the update lock and keep it after this command returns, until `release`'
+complete -c resin-lock -n "__fish_resin_lock_using_subcommand help; and not __fish_seen_subcommand_from acquire release run status hold window force-update help" -f -a "release" -d 'Give the lock back'
+complete -c resin-lock -n "__fish_resin_lock_using_subcommand help; and not __fish_seen_subcommand_from acquire release run status hold window force-update help" -f -a "run" -d 'Take the lock, run CMD, release the lock when CMD ends, exit as CMD did'
+complete -c resin-lock -n "__fish_resin_lock_using_subcommand help; and not __fish_seen_subcommand_from acquire release run status hold window force-update help" -f -a "status" -d 'Report every lock path, its holder, and how the paths were chosen'
+complete -c resin-lock -n "__fish_resin_lock_using_subcommand help; and not __fish_seen_subcommand_from acquire release run status hold window force-update help" -f -a "hold" -d 'Hold the lock while stdin stays open; say what happens in JSON lines'
+complete -c resin-lock -n "__fish_resin_lock_using_subcommand help; and not __fish_seen_subcommand_from acquire release run status hold window force-update help" -f -a "window" -d 'Allow updates only inside time windows: hold the lock outside them'
+complete -c resin-lock -n "__fish_resin_lock_using_subcommand help; and not __fish_seen_subcommand_from acquire release run status hold window force-update help" -f -a "force-update" -d 'Ask the supervisor to update now, overriding update locks'
+complete -c resin-lock -n "__fish_resin_lock_using_subcommand help; and not __fish_seen_subcommand_from acquire release run status hold window force-update help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 
 # run: the words after its options (from `--`, or from the first word that
 # is not an option) are a command line of their own, completed as such.
@@ -203,3 +215,53 @@ end
 
 complete -c resin-lock -n "__fish_resin_lock_run_at_command" -f -a "(__fish_complete_command)"
 complete -c resin-lock -n "__fish_resin_lock_run_in_command" -f -a "(__fish_resin_lock_run_complete_command)"
+
+# window: the words after its options (from `--`, or from the first word that
+# is not an option) are a command line of their own, completed as such.
+# Written by xtask/src/generate.rs: clap_complete's fish script has no
+# positional arguments.
+function __fish_resin_lock_window_optspecs
+    string join \n v/verbose q/quiet path=+ root= tz= update-now reason= tag h/help V/version
+end
+
+# The words of the command line of `window` before the cursor, one a line;
+# fails before it can begin (e.g. while an option waits for its value).
+function __fish_resin_lock_window_words
+    set -l words (commandline -opc)
+    set -e words[1]
+    argparse -s (__fish_resin_lock_global_optspecs) -- $words 2>/dev/null
+    or return 1
+    test "$argv[1]" = window
+    or return 1
+    set -e argv[1]
+    argparse -s (__fish_resin_lock_window_optspecs) -- $argv 2>/dev/null
+    or return 1
+    string join \n -- $argv
+    return 0
+end
+
+function __fish_resin_lock_window_at_command
+    set -l words (__fish_resin_lock_window_words)
+    or return 1
+    test (count $words) -eq 0
+end
+
+function __fish_resin_lock_window_in_command
+    set -l words (__fish_resin_lock_window_words)
+    or return 1
+    test (count $words) -gt 0
+end
+
+# Past `--`, or inside the command line: no more options of window.
+function __fish_resin_lock_window_past_options
+    contains -- -- (commandline -opc)
+    or __fish_resin_lock_window_in_command
+end
+
+function __fish_resin_lock_window_complete_command
+    set -l words (__fish_resin_lock_window_words)
+    complete -C (string join ' ' -- (string escape -- $words) (commandline -ct))
+end
+
+complete -c resin-lock -n "__fish_resin_lock_window_at_command" -f -a "(__fish_complete_command)"
+complete -c resin-lock -n "__fish_resin_lock_window_in_command" -f -a "(__fish_resin_lock_window_complete_command)"

@@ -21,6 +21,7 @@ pub mod exit;
 pub mod locate;
 pub mod lock;
 pub(crate) mod procfs;
+pub(crate) mod schedule;
 pub(crate) mod signals;
 pub(crate) mod supervise;
 pub mod supervisor_api;

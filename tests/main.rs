@@ -22,3 +22,4 @@ mod tags;
 mod torture;
 mod trust;
 mod voice;
+mod window;

@@ -397,6 +397,43 @@ pub(crate) struct StatusArgs {
     pub(crate) json: bool,
 }
 
+#[derive(Debug, Args)]
+pub(crate) struct WindowArgs {
+    /// The zone of the windows: an IANA name (Europe/Berlin) or UTC.
+    ///
+    /// Else TZ, else /etc/localtime. A POSIX TZ string also works, without tzdata.
+    #[arg(long, value_name = "ZONE", value_hint = ValueHint::Other, env = "RESIN_LOCK_WINDOW_TZ")]
+    pub(crate) tz: Option<String>,
+
+    /// When a window opens, ask the supervisor to apply a pending update.
+    #[arg(long)]
+    pub(crate) update_now: bool,
+
+    /// Why updates are held back (shown by status).
+    #[arg(long, value_name = "TEXT", value_hint = ValueHint::Other)]
+    pub(crate) reason: Option<String>,
+
+    /// Say in a device tag that the window is closed, and until when.
+    #[arg(long)]
+    pub(crate) tag: bool,
+
+    /// When updates are allowed: [DAYS] HH:MM-HH:MM, e.g. Mon-Fri 02:00-04:00.
+    ///
+    /// DAYS: daily (default), Sat, Sat,Sun or Mon-Fri. 24:00 ends a day; a
+    /// window may cross midnight. Several add up; ';' separates them in one word.
+    #[arg(
+        value_name = "WINDOW",
+        value_hint = ValueHint::Other,
+        num_args = 1..,
+        env = "RESIN_LOCK_WINDOW"
+    )]
+    pub(crate) windows: Vec<String>,
+
+    /// Run CMD meanwhile, as `run` does; exit as CMD did.
+    #[arg(value_name = "CMD", value_hint = ValueHint::CommandWithArguments, last = true)]
+    pub(crate) cmd: Vec<OsString>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use clap::{CommandFactory, Parser, Subcommand, ValueHint};
 
 use super::args::HoldCmdArgs;
+use super::args::WindowArgs;
 use super::args::{AcquireArgs, ReleaseArgs, RunArgs, StatusArgs};
 
 /// Block balena / resin.io supervisor updates while critical work runs.
@@ -211,6 +212,15 @@ pub(crate) enum Command {
     /// names), which the supervisor provides to services with the
     /// io.balena.features.supervisor-api label.
     ForceUpdate,
+
+    /// Allow updates only inside time windows: hold the lock outside them.
+    ///
+    /// Outside every WINDOW it holds the update lock; when a window opens it
+    /// lets go, and takes it again when the window closes. The app's own run,
+    /// acquire and hold go ahead beside it. A clock before this build counts
+    /// as closed. Runs until SIGTERM (exit 0), or with -- CMD, as `run` runs
+    /// CMD. See resin-lock(1), WINDOWS.
+    Window(WindowArgs),
 }
 
 /// The order of the options in every subcommand's help: first its own

@@ -220,7 +220,9 @@ fn host_lock(seen: &Inspection, file: &'static str, mtime: Option<i64>, flocked:
                     "pid {}, for pid {} in the container's pid namespace",
                     r.pid, r.owner
                 ),
-                Mode::Run => format!("pid {} in the container's pid namespace", r.pid),
+                Mode::Run | Mode::Window => {
+                    format!("pid {} in the container's pid namespace", r.pid)
+                }
             };
             format!(
                 "resin-lock {}{} ({pids}: {})",

@@ -10,6 +10,7 @@ pub(crate) mod host;
 pub(crate) mod release;
 pub(crate) mod run;
 pub(crate) mod status;
+pub(crate) mod window;
 
 use std::path::Path;
 
@@ -63,6 +64,7 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
         Command::Status(args) => status::run(&ctx, args),
         Command::ForceUpdate => force_update::run(&ctx),
         Command::Hold(args) => hold::run(&ctx, args),
+        Command::Window(args) => window::run(&ctx, args),
     }
 }
 

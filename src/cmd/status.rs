@@ -230,7 +230,8 @@ fn reconcile_tags(targets: &[Target], locks: &[Inspection], ui: &crate::ui::Ui) 
 fn held_for(lock: &Inspection) -> Option<Duration> {
     match (&lock.state, &lock.parsed) {
         (State::Free, _) => None,
-        (_, Some(record)) => record.held_for(),
+        // A window holder is never counted (only the app's own holders).
+        (_, Some(_)) => lock.held_record()?.held_for(),
         (_, None) => {
             let modified = std::fs::symlink_metadata(&lock.path)
                 .ok()?

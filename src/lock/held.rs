@@ -38,7 +38,10 @@ pub(crate) struct Held {
 impl Held {
     /// Adopt an open, flocked lock file and its directory (also how the
     /// keeper receives its locks).
+    /// A window's file is held as a shared one whatever the taker asked
+    /// (`window`): the last one out removes it.
     pub(crate) fn new(path: &Path, dir: LockDir, file: File, shared: bool) -> io::Result<Held> {
+        let shared = shared || super::window::is_window_file(&file);
         let meta = file.metadata()?;
         Ok(Held {
             path: path.to_owned(),
@@ -55,6 +58,11 @@ impl Held {
 
     pub(crate) fn dir_fd(&self) -> BorrowedFd<'_> {
         self.dir.fd()
+    }
+
+    /// Whether the path still names our file (see `displaced`).
+    pub(crate) fn in_place(&self) -> bool {
+        self.displaced().is_none()
     }
 
     /// What the path names instead of our file: nothing (`Gone`) or

@@ -50,6 +50,9 @@ pub struct Holder {
     pub shared: bool,
     pub reason: Option<String>,
     pub since: String,
+    /// A window holder's windows, whether one is open, the next change.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub window: Option<super::window::View>,
 }
 
 impl Holder {
@@ -61,6 +64,7 @@ impl Holder {
             shared: record.shared,
             reason: record.reason.clone(),
             since: record.start.clone(),
+            window: super::window::View::of(record),
         }
     }
 }

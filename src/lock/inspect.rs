@@ -11,6 +11,7 @@ use super::dir::{LockDir, Target, lock_name};
 use super::holders::{Holder, live_holders};
 use super::probe::{Found, HeldBy, Kind, examine, flock_held, foreign_flocked, stale_reason};
 use super::record::{Mode, Record};
+use super::window::View;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -33,6 +34,9 @@ pub struct Inspection {
     pub stale_reason: Option<String>,
     /// Every live holder (several for a shared lock).
     pub holders: Vec<Holder>,
+    /// A window holder's windows, whether one is open, the next change.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub window: Option<View>,
     #[serde(skip)]
     pub parsed: Option<Record>,
     #[serde(skip)]
@@ -56,6 +60,7 @@ impl Inspection {
             record: None,
             stale_reason: None,
             holders: Vec::new(),
+            window: None,
             parsed: None,
             holder_records: Vec::new(),
             what: None,
@@ -105,6 +110,7 @@ impl Inspection {
                     owner_uid: Some(*uid),
                     record: Some(raw.clone()),
                     stale_reason: reason.map(str::to_owned),
+                    window: holders.iter().find_map(|h| h.window.clone()),
                     holders,
                     holder_records,
                     parsed: Some(Record::clone(record)),
@@ -116,6 +122,17 @@ impl Inspection {
 
     /// Who holds it, in words: "resin-lock run (pid 42: ./flash.sh) since …".
     pub fn holder(&self) -> String {
+        // A window's file: the window and the app holders beside it.
+        if self.parsed.as_ref().is_some_and(|r| r.mode == Mode::Window)
+            && !self.holder_records.is_empty()
+        {
+            let each: Vec<String> = self
+                .holder_records
+                .iter()
+                .map(Inspection::record_holder)
+                .collect();
+            return each.join("; ");
+        }
         if self.parsed.as_ref().is_some_and(|r| r.shared) && !self.holder_records.is_empty() {
             let each: Vec<String> = self
                 .holder_records
@@ -136,12 +153,40 @@ impl Inspection {
         }
     }
 
+    /// The record whose age counts against `--max-hold`: the first
+    /// record, but for a window's file the longest-held of the app's own
+    /// live holders (a window holder is never counted), if any.
+    pub fn held_record(&self) -> Option<&Record> {
+        let parsed = self.parsed.as_ref()?;
+        if parsed.mode != Mode::Window {
+            return Some(parsed);
+        }
+        self.holder_records
+            .iter()
+            .filter(|r| r.mode != Mode::Window)
+            .min_by(|a, b| a.start.cmp(&b.start))
+    }
+
     /// A resin-lock holder, in words, from its record.
     pub fn record_holder(record: &Record) -> String {
+        if let Some(view) = View::of(record) {
+            return format!(
+                "resin-lock window: {}{} (pid {}{}) {}",
+                view.describe(),
+                service_of(record),
+                record.pid,
+                record
+                    .reason
+                    .as_deref()
+                    .map(|r| format!(", reason: {}", crate::text::escape_controls(r)))
+                    .unwrap_or_default(),
+                record.since()
+            );
+        }
         let pid = match record.mode {
             Mode::Acquire => format!("keeper pid {}, owner pid {}", record.pid, record.owner),
             Mode::Hold => format!("pid {}, for pid {}", record.pid, record.owner),
-            Mode::Run => format!("pid {}", record.pid),
+            Mode::Run | Mode::Window => format!("pid {}", record.pid),
         };
         let reason = record
             .reason

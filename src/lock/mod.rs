@@ -36,6 +36,7 @@ pub(crate) mod release;
 pub(crate) mod shared;
 pub(crate) mod take;
 pub(crate) mod wait;
+pub(crate) mod window;
 
 pub(crate) use dir::{Released, Target};
 pub(crate) use error::lock_error;

@@ -17,8 +17,10 @@ pub const MAX_WRITE: usize = 4 * 1024;
 /// The most one command-line argument or reason keeps in a record.
 const MAX_ARG: usize = 256;
 
-/// Who holds a resin-lock lock: an `acquire` keeper, a `run` process, or
-/// a `hold` process for the program that started it (its owner).
+/// Who holds a resin-lock lock: an `acquire` keeper, a `run` process, a
+/// `hold` process for the program that started it (its owner), or a
+/// `window` process (which holds back updates outside its windows and
+/// excludes none of the app's own holders: `lock::window`).
 /// Readers older than `hold` take a `hold` record for another tool's lock:
 /// held, never stale, never removed without `--force`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -27,6 +29,7 @@ pub enum Mode {
     Acquire,
     Run,
     Hold,
+    Window,
 }
 
 impl Mode {
@@ -35,6 +38,7 @@ impl Mode {
             Mode::Acquire => "acquire",
             Mode::Run => "run",
             Mode::Hold => "hold",
+            Mode::Window => "window",
         }
     }
 }
@@ -103,6 +107,18 @@ pub struct Record {
     /// with this field, and `status --health`, put the tag right.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tag_after_ms: Option<u64>,
+    /// A `window` holder's windows and zone, from which `status` tells
+    /// when updates are allowed next.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<WindowSpec>,
+}
+
+/// The windows a `window` holder keeps (each as it prints after parsing,
+/// `Mon-Fri 02:00-04:00`) and the name of their zone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WindowSpec {
+    pub windows: Vec<String>,
+    pub tz: String,
 }
 
 /// A process in a record: its pid and start time (clock ticks after boot).
@@ -140,6 +156,7 @@ impl Record {
                 .filter(|name| !name.is_empty())
                 .map(|name| cut(&name, MAX_ARG)),
             tag_after_ms: None,
+            window: None,
         }
     }
 

@@ -22,6 +22,7 @@ use super::inspect::Inspection;
 use super::probe::{self, Exclusive, Found};
 use super::record::Record;
 use super::shared;
+use super::window::{self, Join, Rule};
 use crate::exit::{Exit, fail};
 
 /// Release every lock (in reverse order of taking them), telling what was
@@ -134,18 +135,47 @@ pub(crate) fn try_take(
         if let Found::Missing = found {
             return Ok(Attempt::Vanished);
         }
+        // A window's file excludes none of the app's holders (`window`).
+        let mut window_busy = false;
         if let Found::Ours {
             file,
             ident,
             record,
             ..
         } = &found
+            && window::rule(record, content) == Rule::Join
+        {
+            match window::join(&dir, name, (file, *ident), content, shared)
+                .map_err(|err| create_error(path, err))?
+            {
+                Join::Joined(file) => {
+                    shared::append_line(&dir, name, *ident, content);
+                    let held =
+                        Held::new(path, dir, file, true).map_err(|err| create_error(path, err))?;
+                    return Ok(Attempt::Taken(held));
+                }
+                Join::Stale => {
+                    remove_stale(&dir, path, *ident, record, notify)?;
+                    continue;
+                }
+                Join::Moved => continue,
+                Join::Busy => window_busy = true,
+            }
+        }
+        if let Found::Ours {
+            file,
+            ident,
+            record,
+            ..
+        } = &found
+            && !window_busy
         {
             // A resin-lock lock: its flock tells when it is free.
             look = false;
             // A shared taker joins a live shared lock of this boot, unless
             // an exclusive taker waits for it: then it queues behind.
             let joining = shared
+                && window::rule(record, content) == Rule::Ordinary
                 && record.shared
                 && probe::stale_reason(record, true).is_none()
                 && !shared::writer_waits(file);

@@ -94,6 +94,7 @@ fn man_page() -> Vec<u8> {
     for section in [
         exit_status(),
         notes(),
+        windows(),
         security(),
         signals(),
         hold_protocol(),
@@ -267,7 +268,16 @@ fn synopsis_line(cmd: &clap::Command, name: &str) -> Vec<Inline> {
             .get_value_names()
             .and_then(|names| names.first())
             .map_or_else(|| arg.get_id().as_str().to_uppercase(), |v| v.to_string());
-        if arg.get_value_hint() == ValueHint::CommandWithArguments {
+        if arg.get_value_hint() == ValueHint::CommandWithArguments && !arg.is_required_set() {
+            // `window`'s optional command: only after `--`.
+            line.extend([
+                roman(" [-- "),
+                italic(value),
+                roman(" ["),
+                italic("ARG"),
+                roman("]...]"),
+            ]);
+        } else if arg.get_value_hint() == ValueHint::CommandWithArguments {
             line.extend([
                 roman(" [--] "),
                 italic(value),
@@ -398,6 +408,63 @@ fn notes() -> Roff {
             ),
         ],
     )
+}
+
+/// `window`: what its help leaves out (daylight saving, the app's own
+/// holders beside it, a clock not yet set, forced updates, tzdata).
+fn windows() -> Roff {
+    let mut roff = Roff::new();
+    roff.control("SH", ["WINDOWS"]);
+    paragraphs(
+        &mut roff,
+        &[
+            "resin-lock window WINDOW... allows updates only inside the windows. A WINDOW \
+             is [DAYS] HH:MM-HH:MM: DAYS is daily (the default), a day (Sat), a list \
+             (Sat,Sun), a range (Mon-Fri) or a list of those; 24:00 ends a day; a window \
+             whose end is not after its start crosses midnight and belongs to the day it \
+             starts on (Fri 22:00-02:00 ends on Saturday). Several windows add up; one \
+             word may hold several, separated by ';' (as RESIN_LOCK_WINDOW does). A \
+             WINDOW, day or zone that does not parse is a usage error (64) naming it.",
+            "Times are the wall clock of --tz (an IANA name such as Europe/Berlin, or \
+             UTC), else of TZ, else of /etc/localtime (UTC without one). A zone name is \
+             read from the system's zoneinfo (TZDIR, /usr/share/zoneinfo: the tzdata \
+             package); an image without it knows only UTC and POSIX TZ strings such as \
+             CET-1CEST,M3.5.0,M10.5.0/3, and a zone name there is a usage error. A \
+             daylight-saving change moves the window with the wall clock: a window \
+             inside the skipped hour is empty that day (one that reaches into it opens \
+             when the clock jumps), and one inside the repeated hour is open once, from \
+             its first start to its first end.",
+            "Outside every window it holds the update lock, so neither the supervisor nor \
+             a host OS reboot goes ahead. When a window opens it lets go (with \
+             --update-now it asks the supervisor to apply a pending update: POST \
+             /v1/update without force, so another service's lock still counts); when it \
+             closes it takes the lock again, waiting behind an update in progress. \
+             Started in a closed period (a restart, a reboot) it takes the lock before \
+             anything else. A clock more than a year before this build's date (a board \
+             without a real-time clock, before NTP) counts as closed, said in one line, \
+             until it is set. The wall clock is read again at least every minute, so a \
+             clock that NTP sets or moves is followed.",
+            "It never holds back the app's own critical sections. It holds the lock file \
+             as a shared holder (mode window); run, acquire and hold of the same lock, \
+             exclusive or shared, join a file a window holds instead of waiting, and the \
+             file stays while any of them holds (the last one out removes it). Among the \
+             app's own holders an exclusive one still excludes the others: each holds an \
+             OFD lock on one byte far past the record (write for exclusive, read for \
+             shared), which the kernel drops when its holder ends. A window that opens \
+             during a critical section lets go, and the lock is free only when the \
+             section ends. The window's hold is never stale while it runs, and \
+             status --health --max-hold never counts it. An app holder needs write \
+             access to a window's file to join it (the same user, or root); another \
+             user's waits for the window to let go.",
+            "A forced update (force-update, or the lock override) in a closed period is \
+             one the operator wanted: the window lets it happen, says so once, and takes \
+             the lock again once the supervisor's own lock is gone. status names the \
+             window holder, its windows, zone and next change; status --json adds \
+             window: {open, next_change, windows, tz} to its holder. With --tag (or \
+             RESIN_LOCK_TAGS=1) the device tag says window closed until the next opening.",
+        ],
+    );
+    roff
 }
 
 /// What resin-lock trusts in a world-writable, shared lock directory (the
@@ -767,6 +834,25 @@ fn environment() -> Roff {
                 vec!["The key for the supervisor API."],
             ),
             (
+                vars(&["RESIN_LOCK_WINDOW"]),
+                vec![
+                    "The windows of window when none are given as arguments, e.g. \
+                     \"Mon-Fri 02:00-04:00; Sat,Sun 00:00-24:00\": one fleet variable sets \
+                     every device.",
+                ],
+            ),
+            (
+                vars(&["RESIN_LOCK_WINDOW_TZ"]),
+                vec!["The zone of the windows, as --tz."],
+            ),
+            (
+                vars(&["TZ", "TZDIR"]),
+                vec![
+                    "The zone of the windows without --tz, and where zone files are \
+                     looked for before /usr/share/zoneinfo.",
+                ],
+            ),
+            (
                 vars(&["RESIN_LOCK_HELD"]),
                 vec![
                     "Set by run in CMD's environment: the held lock paths, joined by a \
@@ -837,6 +923,17 @@ fn examples() -> Roff {
             "migrate-database",
             "exec {COPROC[1]}>&- # end of file: released",
             "wait \"$holder\"",
+        ],
+    );
+    example(
+        &mut roff,
+        "Updates only at night",
+        "A service of its own (its lock holds back the whole app) that allows updates \
+         on weekdays from 02:00 to 04:00 Berlin time and all weekend; the app's own run \
+         and acquire go ahead beside it:",
+        &[
+            r#"CMD ["resin-lock", "window", "--tz", "Europe/Berlin", "--update-now", \"#,
+            r#"     "Mon-Fri 02:00-04:00", "Sat,Sun 00:00-24:00"]"#,
         ],
     );
     example(

@@ -19,12 +19,14 @@ use crate::sys;
 pub fn release(seen: &Seen, record: &Record, caller: &Caller) -> Result<Outcome> {
     match record.mode {
         // A `hold` is a `run` whose work is its owner, the program that
-        // started it: it ends with that program, never by `release`.
-        Mode::Run | Mode::Hold if caller.force => {
+        // started it: it ends with that program, never by `release`. A
+        // window's record is always a shared one; an old or hand-made one
+        // is treated as a live `run`.
+        Mode::Run | Mode::Hold | Mode::Window if caller.force => {
             let (mode, pid, owner) = (record.mode, record.pid, record.owner);
             removed(seen, Outcome::ForcedRun { mode, pid, owner })
         }
-        Mode::Run | Mode::Hold => Ok(Outcome::Refused(Refusal::LiveRun {
+        Mode::Run | Mode::Hold | Mode::Window => Ok(Outcome::Refused(Refusal::LiveRun {
             holder: Inspection::record_holder(record),
             hold: record.mode == Mode::Hold,
         })),

@@ -43,8 +43,11 @@ pub(super) struct Watcher {
 }
 
 /// Removals wake the waiter; creations (a lock that may come and go again
-/// while the directory settles, SPEC 2a) are only noted.
+/// while the directory settles, SPEC 2a) are only noted. IN_CLOSE_WRITE
+/// wakes it too: an app holder leaving a window's lock file (which stays,
+/// held by the window: `lock::window`) closes it after writing.
 const MASK: AddWatchFlags = AddWatchFlags::IN_DELETE
+    .union(AddWatchFlags::IN_CLOSE_WRITE)
     .union(AddWatchFlags::IN_MOVED_FROM)
     .union(AddWatchFlags::IN_CREATE)
     .union(AddWatchFlags::IN_MOVED_TO)
@@ -229,9 +232,11 @@ impl Watcher {
                         .filter(|(_, d, n)| *d == event_dir && n == name)
                     {
                         self.stirred[*index] = Some(now);
-                        relevant |= event
-                            .mask
-                            .intersects(AddWatchFlags::IN_DELETE | AddWatchFlags::IN_MOVED_FROM);
+                        relevant |= event.mask.intersects(
+                            AddWatchFlags::IN_DELETE
+                                | AddWatchFlags::IN_MOVED_FROM
+                                | AddWatchFlags::IN_CLOSE_WRITE,
+                        );
                     }
                 }
             }

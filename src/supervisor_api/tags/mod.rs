@@ -157,7 +157,7 @@ fn now() -> String {
 }
 
 /// `text` cut to `MAX_VALUE` characters (whole characters, a `…` at the cut).
-fn bounded(text: &str) -> String {
+pub(crate) fn bounded(text: &str) -> String {
     if text.chars().count() <= MAX_VALUE {
         return text.to_owned();
     }
