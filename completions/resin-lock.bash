@@ -8,6 +8,7 @@ _resin_lock_options() {
         release) echo "-v --verbose -q --quiet --path --root -f --force --owner --update-now -h --help -V --version" ;;
         run) echo "-v --verbose -q --quiet --path --root -n --nonblock -w --timeout -E --conflict-exit-code -s --shared --reason --max-hold --tag --tag-after -g --group --on-lost --update-now -h --help -V --version" ;;
         status) echo "-v --verbose -q --quiet --path --root --supervisor --host --health --max-hold --json -h --help -V --version" ;;
+        hold) echo "-v --verbose -q --quiet --path --root -n --nonblock -w --timeout -E --conflict-exit-code -s --shared --reason --max-hold --tag --tag-after -h --help -V --version" ;;
         window) echo "-v --verbose -q --quiet --path --root --tz --update-now --reason --tag -h --help -V --version" ;;
         force-update) echo "-v --verbose -q --quiet -h --help -V --version" ;;
         help) echo "" ;;
@@ -56,6 +57,17 @@ _resin_lock_value() {
                 --path) echo files ;;
                 --root) echo dirs ;;
                 --max-hold) echo none ;;
+                *) return 1 ;;
+            esac ;;
+        hold)
+            case $2 in
+                --path) echo files ;;
+                --root) echo dirs ;;
+                --timeout | -w | -[!-]*w) echo none ;;
+                --conflict-exit-code | -E | -[!-]*E) echo none ;;
+                --reason) echo none ;;
+                --max-hold) echo none ;;
+                --tag-after) echo none ;;
                 *) return 1 ;;
             esac ;;
         window)
@@ -170,12 +182,12 @@ _resin_lock() {
     if [[ $cur == -* ]]; then
         COMPREPLY=($(compgen -W "$(_resin_lock_options "$sub")" -- "$cur"))
     elif [[ -z $sub ]]; then
-        COMPREPLY=($(compgen -W "acquire release run status window force-update help" -- "$cur"))
+        COMPREPLY=($(compgen -W "acquire release run status hold window force-update help" -- "$cur"))
     elif _resin_lock_takes_command "$sub"; then
         _resin_lock_commands "$cur"
     else
         case $sub in
-        help) COMPREPLY=($(compgen -W "acquire release run status window force-update help" -- "$2")) ;;
+        help) COMPREPLY=($(compgen -W "acquire release run status hold window force-update help" -- "$2")) ;;
         esac
     fi
     return 0

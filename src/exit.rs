@@ -114,8 +114,9 @@ pub(crate) const VARIABLE_STATUSES: [(&str, &str); 2] = [
     ("N", "`run`: CMD exited with N"),
     (
         "128+S",
-        "`run`: CMD was killed by signal S; any command: resin-lock itself was stopped by \
-         signal S while waiting for the lock (nothing is left held)",
+        "`run`: CMD was killed by signal S; `hold`: ended by signal S (the lock released \
+         first); any command: resin-lock itself was stopped by signal S while waiting for \
+         the lock (nothing is left held)",
     ),
 ];
 
@@ -169,8 +170,9 @@ Exit status:
          dynamic loader) does not exist, as shells report it (the lock is
          released first)
   N      run: CMD exited with N
-  128+S  run: CMD was killed by signal S; any command: resin-lock itself was
-         stopped by signal S while waiting for the lock (nothing is left held)
+  128+S  run: CMD was killed by signal S; hold: ended by signal S (the lock
+         released first); any command: resin-lock itself was stopped by signal
+         S while waiting for the lock (nothing is left held)
 ";
 
 /// The status for "stopped by signal S": 128+S, as shells report it.

@@ -5,6 +5,7 @@ mod common;
 mod docs;
 mod fleet;
 mod fleet_host;
+mod hold;
 mod layers;
 mod locate;
 mod lock;

@@ -32,7 +32,12 @@ fn config() -> ProptestConfig {
 // ---- lock records ----
 
 fn mode() -> impl Strategy<Value = Mode> {
-    prop_oneof![Just(Mode::Acquire), Just(Mode::Run), Just(Mode::Window)]
+    prop_oneof![
+        Just(Mode::Acquire),
+        Just(Mode::Run),
+        Just(Mode::Hold),
+        Just(Mode::Window)
+    ]
 }
 
 /// Any record resin-lock could write: every field arbitrary within its type.

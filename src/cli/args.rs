@@ -338,6 +338,15 @@ pub(crate) struct RunArgs {
 }
 
 #[derive(Debug, Args)]
+pub(crate) struct HoldCmdArgs {
+    #[command(flatten)]
+    pub(crate) wait: WaitArgs,
+
+    #[command(flatten)]
+    pub(crate) hold: HoldArgs,
+}
+
+#[derive(Debug, Args)]
 pub(crate) struct StatusArgs {
     /// Also ask the supervisor API whether an update is pending.
     ///

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use clap::{CommandFactory, Parser, Subcommand, ValueHint};
 
+use super::args::HoldCmdArgs;
 use super::args::WindowArgs;
 use super::args::{AcquireArgs, ReleaseArgs, RunArgs, StatusArgs};
 
@@ -161,6 +162,46 @@ pub(crate) enum Command {
     /// lock with another name (resin-updates.lock) is said not to (`blocks`
     /// in --json: ["supervisor","host-reboot"] or ["supervisor"]).
     Status(StatusArgs),
+
+    /// Hold the lock while stdin stays open; say what happens in JSON lines.
+    ///
+    /// For a program that is not a command (Node, Python, Go, a shell
+    /// coprocess): it starts `resin-lock hold` with pipes on stdin and
+    /// stdout, and holds the lock for as long as it keeps stdin open. The
+    /// lock is taken as `run` takes it (-n, -w, -E, -s, several paths all or
+    /// nothing) and held by this process for its parent, the program (mode
+    /// hold: status names both; release refuses it; release --force removes
+    /// it).
+    ///
+    /// End of file on stdin (the program closed it, or died, even by
+    /// SIGKILL) releases the lock and exits 0; bytes read are ignored. So do
+    /// a parent that changed (the program died while another process keeps
+    /// the pipe open; checked every second) and a closed stdout (EPIPE). HUP,
+    /// INT, TERM (and QUIT, USR1, USR2, ALRM) release it and exit
+    /// 128+signal. While still waiting, end of file ends the wait as SIGHUP
+    /// does (exit 129) and a signal with 128+signal: nothing is held.
+    ///
+    /// Stdout carries one JSON object a line, flushed as written: a stable
+    /// interface (fields are only ever added; ignore those you do not know),
+    /// described under HOLD PROTOCOL in resin-lock(1).
+    ///
+    /// {"event":"waiting","path":…,"held_by":…,"holder":…,"record":…}: at
+    /// most once, when the lock is busy.
+    ///
+    /// {"event":"held","paths":[…],"since":"<RFC 3339 UTC>"}: it is held.
+    ///
+    /// {"event":"lost","path":…,"why":"removed"|"replaced"}: someone else
+    /// removed or replaced a lock file (a forced update, the lock override,
+    /// release --force), said within 100 ms; hold goes on until stdin closes.
+    ///
+    /// {"event":"expired"}: --max-hold passed; the lock was released.
+    ///
+    /// {"event":"released"}: last, before hold exits.
+    ///
+    /// A lock that cannot be taken is one line on stderr and acquire's exit
+    /// status (1 busy or timed out, or -E CODE; 64, 73, 77 …), with no event
+    /// but maybe waiting.
+    Hold(HoldCmdArgs),
 
     /// Ask the supervisor to update now, overriding update locks.
     ///

@@ -216,6 +216,10 @@ fn host_lock(seen: &Inspection, file: &'static str, mtime: Option<i64>, flocked:
                     "keeper pid {}, owner pid {} in the container's pid namespace",
                     r.pid, r.owner
                 ),
+                Mode::Hold => format!(
+                    "pid {}, for pid {} in the container's pid namespace",
+                    r.pid, r.owner
+                ),
                 Mode::Run | Mode::Window => {
                     format!("pid {} in the container's pid namespace", r.pid)
                 }

@@ -183,10 +183,10 @@ impl Inspection {
                 record.since()
             );
         }
-        let pid = if record.mode == Mode::Acquire {
-            format!("keeper pid {}, owner pid {}", record.pid, record.owner)
-        } else {
-            format!("pid {}", record.pid)
+        let pid = match record.mode {
+            Mode::Acquire => format!("keeper pid {}, owner pid {}", record.pid, record.owner),
+            Mode::Hold => format!("pid {}, for pid {}", record.pid, record.owner),
+            Mode::Run | Mode::Window => format!("pid {}", record.pid),
         };
         let reason = record
             .reason

@@ -18,6 +18,7 @@
 //! and checked again after the wait. `settle::Settles::gate` is that rule,
 //! and every create passes it.
 
+use std::os::fd::BorrowedFd;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
@@ -90,6 +91,20 @@ pub fn take_all(
     signals: &mut SignalWatch,
     notify: Notify,
 ) -> Result<Vec<Held>> {
+    take_all_until(targets, content, opts, signals, None, notify)
+}
+
+/// `take_all`, for a caller that may go away while we wait (`hold`'s
+/// program): `hangup` becoming readable ends the wait as SIGHUP does
+/// (exit 129, nothing held).
+pub fn take_all_until(
+    targets: &[Target],
+    content: &[u8],
+    opts: WaitOpts,
+    signals: &mut SignalWatch,
+    hangup: Option<BorrowedFd<'_>>,
+    notify: Notify,
+) -> Result<Vec<Held>> {
     // A timeout past what an Instant can hold (`-w 18446744073709551615`) is no deadline.
     let deadline = opts.timeout.and_then(|t| Instant::now().checked_add(t));
     let mut watcher: Option<Watcher> = None;
@@ -142,7 +157,7 @@ pub fn take_all(
             _ => timeout,
         };
         let timeout = remaining.map_or(timeout, |r| r.min(timeout));
-        let woken = watcher.wait(targets, timeout, signals);
+        let woken = watcher.wait(targets, timeout, signals, hangup);
         for (index, at) in watcher.stirred() {
             settles.stir(index, at);
         }

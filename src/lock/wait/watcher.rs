@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fs::File;
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -123,12 +123,14 @@ impl Watcher {
     }
 
     /// Sleep until a lock may have been freed, `timeout` passes, or an
-    /// aborting signal arrives (returned).
+    /// aborting signal arrives (returned); `hangup` becoming readable
+    /// counts as SIGHUP.
     pub(super) fn wait(
         &mut self,
         targets: &[Target],
         timeout: Duration,
         signals: &mut SignalWatch,
+        hangup: Option<BorrowedFd<'_>>,
     ) -> Result<Option<i32>> {
         let deadline = Instant::now() + timeout;
         loop {
@@ -136,6 +138,9 @@ impl Watcher {
             let mut fds = vec![PollFd::new(signals.fd(), PollFlags::POLLIN)];
             if let Some(inotify) = &self.inotify {
                 fds.push(PollFd::new(inotify.as_fd(), PollFlags::POLLIN));
+            }
+            if let Some(hangup) = hangup {
+                fds.push(PollFd::new(hangup, PollFlags::POLLIN));
             }
             // Rounded up: a timeout cut to whole milliseconds would wake us
             // just before a settle ends, to spin until it does.
@@ -150,7 +155,8 @@ impl Watcher {
                 }
             }
             let signal_ready = fds[0].any().unwrap_or(false);
-            let inotify_ready = fds.get(1).and_then(PollFd::any).unwrap_or(false);
+            let inotify_ready = self.inotify.is_some() && fds[1].any().unwrap_or(false);
+            let hung_up = hangup.is_some() && fds.last().and_then(PollFd::any).unwrap_or(false);
             drop(fds);
             if signal_ready {
                 for received in signals.pending() {
@@ -159,6 +165,10 @@ impl Watcher {
                     }
                     crate::signals::stop_self_if_terminal_stop(received);
                 }
+            }
+            // After the signals: one that came with the hangup is said as itself.
+            if hung_up {
+                return Ok(Some(libc::SIGHUP));
             }
             if inotify_ready && self.relevant(targets) {
                 return Ok(None);
