@@ -111,14 +111,14 @@ test('without the per-arch package: PATH, then an error naming the arch and the 
   const probe = `try { console.log(require(${JSON.stringify(path.join(alone, 'index.js'))}).binaryPath()) } catch (e) { console.log(e.name + ': ' + e.message) }`;
   const env = { ...process.env };
   delete env.RESIN_LOCK_BINARY;
-  const bare = spawnSync('node', ['-e', probe], { cwd: alone, encoding: 'utf8', env: { ...env, PATH: '/nonexistent' } });
+  const bare = spawnSync(process.execPath, ['-e', probe], { cwd: alone, encoding: 'utf8', env: { ...env, PATH: '/nonexistent' } });
   assert.match(bare.stdout, /^ResinLockError: resin-lock: no binary for linux-/);
   assert.ok(bare.stdout.includes(`linux-${process.arch}`), bare.stdout);
   for (const way of [PER_ARCH[process.arch], 'PATH', 'RESIN_LOCK_BINARY']) assert.ok(bare.stdout.includes(way), `${way}: ${bare.stdout}`);
   const bin = path.join(alone, 'bin');
   fs.mkdirSync(bin);
   fs.symlinkSync(require.resolve(`${PER_ARCH[process.arch]}/bin/resin-lock`), path.join(bin, 'resin-lock'));
-  const onPath = spawnSync('node', ['-e', probe], { cwd: alone, encoding: 'utf8', env: { ...env, PATH: `/nonexistent:${bin}` } });
+  const onPath = spawnSync(process.execPath, ['-e', probe], { cwd: alone, encoding: 'utf8', env: { ...env, PATH: `/nonexistent:${bin}` } });
   assert.equal(onPath.stdout.trim(), path.join(bin, 'resin-lock'));
 });
 
