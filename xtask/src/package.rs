@@ -364,3 +364,22 @@ fn sha256(bytes: &[u8]) -> String {
         .map(|b| format!("{b:02x}"))
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::arch_of;
+
+    #[test]
+    fn each_target_has_its_npm_and_wheel_names() {
+        let table = [
+            ("x86_64-unknown-linux-gnu", "x64", "x86_64"),
+            ("aarch64-unknown-linux-gnu", "arm64", "aarch64"),
+            ("armv7-unknown-linux-gnueabihf", "arm", "armv7l"),
+        ];
+        for (triple, npm, wheel) in table {
+            let arch = arch_of(triple).expect(triple);
+            assert_eq!((arch.npm, arch.wheel), (npm, wheel), "{triple}");
+        }
+        assert!(arch_of("riscv64gc-unknown-linux-gnu").is_err());
+    }
+}
