@@ -9,6 +9,7 @@ _resin_lock_options() {
         run) echo "--path --root -v --verbose -q --quiet -n --nonblock -w --timeout -E --conflict-exit-code -s --shared --reason --max-hold --tag --tag-after -g --group --on-lost --update-now -h --help -V --version" ;;
         status) echo "--path --root -v --verbose -q --quiet --json --supervisor --host --health --max-hold -h --help -V --version" ;;
         force-update) echo "--path --root -v --verbose -q --quiet -h --help -V --version" ;;
+        hold) echo "--path --root -v --verbose -q --quiet -n --nonblock -w --timeout -E --conflict-exit-code -s --shared --reason --max-hold --tag --tag-after -h --help -V --version" ;;
         help) echo "" ;;
         *) echo "--path --root -v --verbose -q --quiet -h --help -V --version" ;;
     esac
@@ -61,6 +62,17 @@ _resin_lock_value() {
             case $2 in
                 --path) echo files ;;
                 --root) echo dirs ;;
+                *) return 1 ;;
+            esac ;;
+        hold)
+            case $2 in
+                --path) echo files ;;
+                --root) echo dirs ;;
+                --timeout | -w | -[!-]*w) echo none ;;
+                --conflict-exit-code | -E | -[!-]*E) echo none ;;
+                --reason) echo none ;;
+                --max-hold) echo none ;;
+                --tag-after) echo none ;;
                 *) return 1 ;;
             esac ;;
         help)
@@ -163,12 +175,12 @@ _resin_lock() {
     if [[ $cur == -* ]]; then
         COMPREPLY=($(compgen -W "$(_resin_lock_options "$sub")" -- "$cur"))
     elif [[ -z $sub ]]; then
-        COMPREPLY=($(compgen -W "acquire release run status force-update help" -- "$cur"))
+        COMPREPLY=($(compgen -W "acquire release run status force-update hold help" -- "$cur"))
     elif _resin_lock_takes_command "$sub"; then
         _resin_lock_commands "$cur"
     else
         case $sub in
-        help) COMPREPLY=($(compgen -W "acquire release run status force-update help" -- "$2")) ;;
+        help) COMPREPLY=($(compgen -W "acquire release run status force-update hold help" -- "$2")) ;;
         esac
     fi
     return 0

@@ -35,6 +35,7 @@ complete -c resin-lock -n "__fish_resin_lock_needs_command" -f -a "release" -d '
 complete -c resin-lock -n "__fish_resin_lock_needs_command" -f -a "run" -d 'Take the lock, run CMD, release the lock when CMD ends, exit as CMD did'
 complete -c resin-lock -n "__fish_resin_lock_needs_command" -f -a "status" -d 'Report every lock path, its holder, and how the paths were chosen'
 complete -c resin-lock -n "__fish_resin_lock_needs_command" -f -a "force-update" -d 'Ask the supervisor to update now, overriding update locks'
+complete -c resin-lock -n "__fish_resin_lock_needs_command" -f -a "hold" -d 'Hold the lock while stdin stays open, saying what happens as JSON lines on stdout'
 complete -c resin-lock -n "__fish_resin_lock_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand acquire" -l path -d 'Use this lock file, not the detected one (repeatable)' -r -F
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand acquire" -l root -d 'Resolve detected lock paths and files under DIR' -r -f -a "(__fish_complete_directories)"
@@ -94,12 +95,27 @@ complete -c resin-lock -n "__fish_resin_lock_using_subcommand force-update" -s v
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand force-update" -s q -l quiet -d 'Print nothing but errors'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand force-update" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand force-update" -s V -l version -d 'Print version'
-complete -c resin-lock -n "__fish_resin_lock_using_subcommand help; and not __fish_seen_subcommand_from acquire release run status force-update help" -f -a "acquire" -d 'Take the update lock and keep it after this command returns, until `release`'
-complete -c resin-lock -n "__fish_resin_lock_using_subcommand help; and not __fish_seen_subcommand_from acquire release run status force-update help" -f -a "release" -d 'Give the lock back'
-complete -c resin-lock -n "__fish_resin_lock_using_subcommand help; and not __fish_seen_subcommand_from acquire release run status force-update help" -f -a "run" -d 'Take the lock, run CMD, release the lock when CMD ends, exit as CMD did'
-complete -c resin-lock -n "__fish_resin_lock_using_subcommand help; and not __fish_seen_subcommand_from acquire release run status force-update help" -f -a "status" -d 'Report every lock path, its holder, and how the paths were chosen'
-complete -c resin-lock -n "__fish_resin_lock_using_subcommand help; and not __fish_seen_subcommand_from acquire release run status force-update help" -f -a "force-update" -d 'Ask the supervisor to update now, overriding update locks'
-complete -c resin-lock -n "__fish_resin_lock_using_subcommand help; and not __fish_seen_subcommand_from acquire release run status force-update help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c resin-lock -n "__fish_resin_lock_using_subcommand hold" -l path -d 'Use this lock file, not the detected one (repeatable)' -r -F
+complete -c resin-lock -n "__fish_resin_lock_using_subcommand hold" -l root -d 'Resolve detected lock paths and files under DIR' -r -f -a "(__fish_complete_directories)"
+complete -c resin-lock -n "__fish_resin_lock_using_subcommand hold" -s w -l timeout -d 'Give up after DUR (seconds, or 250ms, 30s, 5m, 1h)' -r -f
+complete -c resin-lock -n "__fish_resin_lock_using_subcommand hold" -s E -l conflict-exit-code -d 'Exit with CODE, not 1, when busy (-n) or timed out (-w)' -r -f
+complete -c resin-lock -n "__fish_resin_lock_using_subcommand hold" -l reason -d 'Why the lock is held (shown by status, -v and waiters)' -r -f
+complete -c resin-lock -n "__fish_resin_lock_using_subcommand hold" -l max-hold -d 'Let go of the lock after DUR even if the work goes on' -r -f
+complete -c resin-lock -n "__fish_resin_lock_using_subcommand hold" -l tag-after -d 'With tags on, publish holds that last DUR (default 30s)' -r -f
+complete -c resin-lock -n "__fish_resin_lock_using_subcommand hold" -s v -l verbose -d 'Say what was done and why'
+complete -c resin-lock -n "__fish_resin_lock_using_subcommand hold" -s q -l quiet -d 'Print nothing but errors'
+complete -c resin-lock -n "__fish_resin_lock_using_subcommand hold" -s n -l nonblock -d 'Fail at once if the lock is busy instead of waiting'
+complete -c resin-lock -n "__fish_resin_lock_using_subcommand hold" -s s -l shared -d 'Share the lock (LOCK_SH); the last holder out removes it'
+complete -c resin-lock -n "__fish_resin_lock_using_subcommand hold" -l tag -d 'Show a long hold as a device tag in balenaCloud'
+complete -c resin-lock -n "__fish_resin_lock_using_subcommand hold" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c resin-lock -n "__fish_resin_lock_using_subcommand hold" -s V -l version -d 'Print version'
+complete -c resin-lock -n "__fish_resin_lock_using_subcommand help; and not __fish_seen_subcommand_from acquire release run status force-update hold help" -f -a "acquire" -d 'Take the update lock and keep it after this command returns, until `release`'
+complete -c resin-lock -n "__fish_resin_lock_using_subcommand help; and not __fish_seen_subcommand_from acquire release run status force-update hold help" -f -a "release" -d 'Give the lock back'
+complete -c resin-lock -n "__fish_resin_lock_using_subcommand help; and not __fish_seen_subcommand_from acquire release run status force-update hold help" -f -a "run" -d 'Take the lock, run CMD, release the lock when CMD ends, exit as CMD did'
+complete -c resin-lock -n "__fish_resin_lock_using_subcommand help; and not __fish_seen_subcommand_from acquire release run status force-update hold help" -f -a "status" -d 'Report every lock path, its holder, and how the paths were chosen'
+complete -c resin-lock -n "__fish_resin_lock_using_subcommand help; and not __fish_seen_subcommand_from acquire release run status force-update hold help" -f -a "force-update" -d 'Ask the supervisor to update now, overriding update locks'
+complete -c resin-lock -n "__fish_resin_lock_using_subcommand help; and not __fish_seen_subcommand_from acquire release run status force-update hold help" -f -a "hold" -d 'Hold the lock while stdin stays open, saying what happens as JSON lines on stdout'
+complete -c resin-lock -n "__fish_resin_lock_using_subcommand help; and not __fish_seen_subcommand_from acquire release run status force-update hold help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 
 # run: the words after its options (from `--`, or from the first word that
 # is not an option) are a command line of their own, completed as such.

@@ -113,8 +113,9 @@ pub(crate) const VARIABLE_STATUSES: [(&str, &str); 2] = [
     ("N", "`run`: CMD exited with N"),
     (
         "128+S",
-        "`run`: CMD was killed by signal S; any command: resin-lock itself was stopped by \
-         signal S while waiting for the lock (nothing is left held)",
+        "`run`: CMD was killed by signal S; `hold`: ended by signal S (the lock released \
+         first); any command: resin-lock itself was stopped by signal S while waiting for \
+         the lock (nothing is left held)",
     ),
 ];
 

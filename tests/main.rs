@@ -4,6 +4,7 @@ mod cli;
 mod common;
 mod fleet;
 mod fleet_host;
+mod hold;
 mod layers;
 mod locate;
 mod lock;

@@ -32,7 +32,7 @@ fn config() -> ProptestConfig {
 // ---- lock records ----
 
 fn mode() -> impl Strategy<Value = Mode> {
-    prop_oneof![Just(Mode::Acquire), Just(Mode::Run)]
+    prop_oneof![Just(Mode::Acquire), Just(Mode::Run), Just(Mode::Hold)]
 }
 
 /// Any record resin-lock could write: every field arbitrary within its type.

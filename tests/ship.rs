@@ -311,13 +311,21 @@ fn man_page_has_the_hand_written_sections() {
         ".SH \"EXIT STATUS\"",
         ".SH NOTES",
         ".SH SIGNALS",
+        ".SH \"HOLD PROTOCOL\"",
         ".SH FILES",
         ".SH ENVIRONMENT",
         ".SH EXAMPLES",
     ] {
         assert!(page.contains(&format!("\n{section}\n")), "no {section}");
     }
-    for command in ["acquire", "release", "run", "status", "force-update"] {
+    for command in [
+        "acquire",
+        "release",
+        "run",
+        "status",
+        "force-update",
+        "hold",
+    ] {
         assert!(
             page.contains(&format!("\n.SS {command}\n")),
             "no .SS {command}"

@@ -1407,6 +1407,60 @@ fn tags_a_long_run_is_held_once_then_free_once() {
     assert_eq!(tag["result"], "accepted (HTTP 202)", "{json}");
 }
 
+/// `hold --tag`: published once held long enough, as `run`'s is, with
+/// the holder named as hold and its program; `free` at the end of stdin.
+#[test]
+fn tags_a_long_hold_is_held_once_then_free_once() {
+    let scratch = Scratch::new();
+    let fake = FakeSupervisor::answering(vec![Answer::Tags], Some(scratch.lock()));
+    let mut cmd = scratch_with_api(
+        &scratch,
+        &fake.address,
+        &[
+            "hold",
+            "--tag",
+            "--tag-after",
+            "0.2s",
+            "--reason",
+            "migration",
+        ],
+    );
+    cmd.env("BALENA_SERVICE_NAME", "api")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let held = fake.request();
+    assert!(held.lock_existed);
+    let (key, value) = tag_of(&held);
+    assert_eq!(key, "update-lock.api");
+    assert!(value.starts_with("held since 20"), "{value}");
+    // The holder is hold, for this test's process: its command line.
+    let me = std::env::current_exe().unwrap();
+    assert!(
+        value.contains(&format!("; by hold: {}", me.display())),
+        "{value}"
+    );
+    assert!(value.ends_with("; reason: migration"), "{value}");
+    drop(child.stdin.take());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stderr(&out), "");
+    let events: Vec<serde_json::Value> = stdout(&out)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert_eq!(events[0]["event"], "held");
+    assert_eq!(events[1]["event"], "released");
+    let free = fake.request();
+    assert!(!free.lock_existed, "free was sent after the release");
+    let (key, value) = tag_of(&free);
+    assert_eq!(key, "update-lock.api");
+    assert!(value.starts_with("free since 20"), "{value}");
+    fake.assert_no_request();
+}
+
 #[test]
 fn tags_a_long_acquire_is_held_once_then_free_once() {
     let scratch = Scratch::new();

@@ -231,6 +231,15 @@ pub(crate) struct RunArgs {
 }
 
 #[derive(Debug, Args)]
+pub(crate) struct HoldCmdArgs {
+    #[command(flatten)]
+    pub(crate) wait: WaitArgs,
+
+    #[command(flatten)]
+    pub(crate) hold: HoldArgs,
+}
+
+#[derive(Debug, Args)]
 pub(crate) struct StatusArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]

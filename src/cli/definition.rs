@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use clap::{CommandFactory, Parser, Subcommand, ValueHint};
 
+use super::args::HoldCmdArgs;
 use super::args::{AcquireArgs, ReleaseArgs, RunArgs, StatusArgs};
 
 /// Block balena / resin.io supervisor updates while critical work runs.
@@ -164,6 +165,42 @@ pub(crate) enum Command {
     /// names), which the supervisor provides to services with the
     /// io.balena.features.supervisor-api label.
     ForceUpdate,
+
+    /// Hold the lock while stdin stays open, saying what happens as JSON lines on stdout.
+    ///
+    /// For a program that is not a command (Node, Python, Go, a shell
+    /// coprocess): it starts `resin-lock hold` with a pipe on its stdin and
+    /// one on its stdout, and holds the lock for as long as it keeps the
+    /// stdin pipe open. The lock is taken as `run` takes it (the same
+    /// waiting, -n, -w, -E, -s, several paths all or nothing), and held by
+    /// this process for its parent, the program (mode hold in the record:
+    /// status names both; release refuses it; release --force removes it).
+    ///
+    /// At end of file on stdin (the program closed the pipe, or died, even
+    /// by SIGKILL, and the kernel closed it) the lock is released and hold
+    /// exits 0; bytes read on stdin are ignored. It also lets go, and
+    /// exits 0, when its parent process changes (the program died while
+    /// another process keeps the pipe open; checked every second), and when
+    /// its stdout is closed (EPIPE). SIGTERM, SIGINT, SIGHUP (also QUIT,
+    /// USR1, USR2, ALRM) release the lock and exit 128+signal. While still
+    /// waiting, any of these ends the wait with nothing held: end of file
+    /// as SIGHUP does (exit 129), a signal with 128+signal.
+    ///
+    /// Stdout carries one JSON object a line, each flushed when written; this
+    /// is a stable interface (fields are only ever added, readers ignore
+    /// those they do not know):
+    /// {"event":"waiting","path":…,"held_by":…,"holder":…,"record":…} at most
+    /// once, when the lock is busy;
+    /// {"event":"held","paths":[…],"since":"<RFC 3339 UTC>"} once it is held;
+    /// {"event":"lost","path":…,"why":"removed"|"replaced"} when a lock file
+    /// is removed or replaced under it by someone else (a forced update, the
+    /// supervisor's lock override, release --force), within 100 ms: the lock
+    /// no longer protects the program, and hold goes on until stdin closes;
+    /// {"event":"expired"} when --max-hold passed and it let go;
+    /// {"event":"released"} last, before it exits. A failure to take the lock
+    /// is one line on stderr and acquire's exit status (1 busy or timed out,
+    /// or -E CODE; 64, 73, 77 …) with no event but maybe waiting.
+    Hold(HoldCmdArgs),
 }
 
 /// The clap command, for parsing and for the man page and completion

@@ -10,6 +10,7 @@ mod args;
 mod definition;
 mod parse;
 
+pub(crate) use args::HoldCmdArgs;
 pub(crate) use args::{AcquireArgs, HoldArgs, ReleaseArgs, RunArgs, StatusArgs, WaitArgs};
 pub(crate) use definition::Command;
 pub use definition::{Cli, command};

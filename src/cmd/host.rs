@@ -214,6 +214,10 @@ fn host_lock(seen: &Inspection, file: &'static str, mtime: Option<i64>, flocked:
                     "keeper pid {}, owner pid {} in the container's pid namespace",
                     r.pid, r.owner
                 ),
+                Mode::Hold => format!(
+                    "pid {}, for pid {} in the container's pid namespace",
+                    r.pid, r.owner
+                ),
                 Mode::Run => format!("pid {} in the container's pid namespace", r.pid),
             };
             format!(

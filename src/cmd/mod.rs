@@ -5,6 +5,7 @@
 pub(crate) mod acquire;
 pub(crate) mod context;
 pub(crate) mod force_update;
+pub(crate) mod hold;
 pub(crate) mod host;
 pub(crate) mod release;
 pub(crate) mod run;
@@ -61,6 +62,7 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
         Command::Run(args) => run::run(&ctx, args),
         Command::Status(args) => status::run(&ctx, args),
         Command::ForceUpdate => force_update::run(&ctx),
+        Command::Hold(args) => hold::run(&ctx, args),
     }
 }
 

@@ -1,6 +1,6 @@
 //! `resin-lock release`: give the lock back. Only the owner of an
-//! `acquire` lock releases it (or anyone, a stale one); a live `run` lock and
-//! foreign locks need `--force`. The decisions are `lock::release`'s; this
+//! `acquire` lock releases it (or anyone, a stale one); a live `run` or
+//! `hold` lock and foreign locks need `--force`. The decisions are `lock::release`'s; this
 //! file says what they were.
 
 use anyhow::Result;
@@ -9,6 +9,7 @@ use super::context::{Context, maybe_forced};
 use crate::cli::ReleaseArgs;
 use crate::exit::Exit;
 use crate::lock::owner::{self, OwnerChoice, ProcId};
+use crate::lock::record::Mode;
 use crate::lock::release::{self, Caller, Outcome, Refusal};
 use crate::ui::escape_controls;
 
@@ -102,7 +103,15 @@ fn say(ctx: &Context, path: &std::path::Path, outcome: Outcome) {
         Outcome::ForcedForeign { what } => ui.warn(format!(
             "removed {shown} (held by {what}) because of --force"
         )),
-        Outcome::ForcedRun { pid } => ui.warn(format!(
+        Outcome::ForcedRun {
+            mode: Mode::Hold,
+            pid,
+            owner,
+        } => ui.warn(format!(
+            "removed the lock of a running `resin-lock hold` (pid {pid}) because of --force; \
+             the program it holds it for (pid {owner}) goes on unprotected"
+        )),
+        Outcome::ForcedRun { pid, .. } => ui.warn(format!(
             "removed the lock of a running `resin-lock run` because of --force; \
              the command of pid {pid} is still running unprotected"
         )),
@@ -120,9 +129,14 @@ fn refusal_text(path: &std::path::Path, refusal: &Refusal) -> String {
         Refusal::Foreign { what } => {
             format!("{shown} is held by {what}, not by resin-lock; not removing it (use --force)")
         }
-        Refusal::LiveRun { holder } => format!(
-            "{shown} is held by a running {holder}; it is released when that command ends \
-             (use --force to remove it anyway)"
+        Refusal::LiveRun { holder, hold } => format!(
+            "{shown} is held by a running {holder}; it is released when {} \
+             (use --force to remove it anyway)",
+            if *hold {
+                "the program that holds it lets go or ends"
+            } else {
+                "that command ends"
+            }
         ),
         Refusal::NotOwner { holder } => format!(
             "{shown} is held by {holder}, which is not this caller's lock; \

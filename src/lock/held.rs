@@ -57,17 +57,18 @@ impl Held {
         self.dir.fd()
     }
 
-    /// Whether the path still names our file. Only a path that is gone or
-    /// names another file counts as lost: when its directory cannot be
-    /// read (a transient error), we cannot tell, and say it is in place.
-    pub(crate) fn in_place(&self) -> bool {
-        let Ok(name) = lock_name(&self.path) else {
-            return true;
-        };
+    /// What the path names instead of our file: nothing (`Gone`) or
+    /// another file (`Replaced`); `None` while it names ours. Only a path
+    /// that is gone or names another file counts as lost: when its
+    /// directory cannot be read (a transient error), we cannot tell, and
+    /// say it is in place.
+    pub(crate) fn displaced(&self) -> Option<Released> {
+        let name = lock_name(&self.path).ok()?;
         match self.dir.stat(name) {
-            Ok(Some(stat)) => super::dir::ident(&stat) == self.ident,
-            Ok(None) => false,
-            Err(_) => true,
+            Ok(Some(stat)) if super::dir::ident(&stat) == self.ident => None,
+            Ok(Some(_)) => Some(Released::Replaced),
+            Ok(None) => Some(Released::Gone),
+            Err(_) => None,
         }
     }
 

@@ -138,10 +138,10 @@ impl Inspection {
 
     /// A resin-lock holder, in words, from its record.
     pub fn record_holder(record: &Record) -> String {
-        let pid = if record.mode == Mode::Acquire {
-            format!("keeper pid {}, owner pid {}", record.pid, record.owner)
-        } else {
-            format!("pid {}", record.pid)
+        let pid = match record.mode {
+            Mode::Acquire => format!("keeper pid {}, owner pid {}", record.pid, record.owner),
+            Mode::Hold => format!("pid {}, for pid {}", record.pid, record.owner),
+            Mode::Run => format!("pid {}", record.pid),
         };
         let reason = record
             .reason

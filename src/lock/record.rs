@@ -17,12 +17,16 @@ pub const MAX_WRITE: usize = 4 * 1024;
 /// The most one command-line argument or reason keeps in a record.
 const MAX_ARG: usize = 256;
 
-/// Who holds a resin-lock lock: an `acquire` keeper or a `run` process.
+/// Who holds a resin-lock lock: an `acquire` keeper, a `run` process, or
+/// a `hold` process for the program that started it (its owner).
+/// Readers older than `hold` take a `hold` record for another tool's lock:
+/// held, never stale, never removed without `--force`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     Acquire,
     Run,
+    Hold,
 }
 
 impl Mode {
@@ -30,6 +34,7 @@ impl Mode {
         match self {
             Mode::Acquire => "acquire",
             Mode::Run => "run",
+            Mode::Hold => "hold",
         }
     }
 }
@@ -39,9 +44,10 @@ pub struct Record {
     pub tool: String,
     pub v: u32,
     pub mode: Mode,
-    /// The process that holds the flock: the keeper for `acquire`, resin-lock itself for `run`.
+    /// The process that holds the flock: the keeper for `acquire`, resin-lock itself for `run` and `hold`.
     pub pid: i32,
-    /// The process whose life the lock follows (acquire's owner; run's own pid).
+    /// The process whose life the lock follows (acquire's owner; run's own
+    /// pid; hold's parent, the program that holds the lock through it).
     pub owner: i32,
     /// The owner's start time (clock ticks after boot, /proc/PID/stat), so
     /// that `release` never matches an owner by pid alone.

@@ -15,6 +15,7 @@
 //! the directory settle (`SETTLE` with nothing at the path, checked again
 //! after the wait) before it creates its lock.
 
+use std::os::fd::BorrowedFd;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
@@ -97,6 +98,20 @@ pub fn take_all(
     signals: &mut SignalWatch,
     notify: Notify,
 ) -> Result<Vec<Held>> {
+    take_all_until(targets, content, opts, signals, None, notify)
+}
+
+/// `take_all`, for a caller that may go away while we wait (`hold`'s
+/// program): `hangup` becoming readable ends the wait as SIGHUP does
+/// (exit 129, nothing held).
+pub fn take_all_until(
+    targets: &[Target],
+    content: &[u8],
+    opts: WaitOpts,
+    signals: &mut SignalWatch,
+    hangup: Option<BorrowedFd<'_>>,
+    notify: Notify,
+) -> Result<Vec<Held>> {
     // A timeout past what an Instant can hold (`-w 18446744073709551615`) is no deadline.
     let deadline = opts.timeout.and_then(|t| Instant::now().checked_add(t));
     let mut watcher: Option<Watcher> = None;
@@ -149,7 +164,7 @@ pub fn take_all(
             _ => timeout,
         };
         let timeout = remaining.map_or(timeout, |r| r.min(timeout));
-        if let Some(signal) = watcher.wait(targets, timeout, signals)? {
+        if let Some(signal) = watcher.wait(targets, timeout, signals, hangup)? {
             // Silent: the caller was asked to stop, and did.
             return Err(fail_with(signal_code(signal), ""));
         }

@@ -1,15 +1,17 @@
-//! `run --on-lost`: noticing, while CMD runs, that a lock file we hold was
-//! removed or replaced by someone else (the supervisor forcing an update:
-//! unlink, then `lockfile -r 0`; its override; `release --force`; helios
-//! renaming its own file over ours). Inotify on each lock's directory wakes
-//! us at once; an event about a lock's name then makes us ask whether
-//! each path still names our file. Without inotify (no instance left) or a watch, we poll. The
-//! watches are in place before CMD starts.
+//! Noticing that a lock file we hold was removed or replaced by someone
+//! else (the supervisor forcing an update: unlink, then `lockfile -r 0`;
+//! its override; `release --force`; helios renaming its own file over
+//! ours): `run --on-lost` while CMD runs, and `hold` while its caller
+//! lives. Inotify on each lock's directory wakes us at once; an event about
+//! a lock's name then makes us ask whether each path still names our file.
+//! Without inotify (no instance left) or a watch, we poll. The watches are
+//! in place before CMD starts (before `hold` says it holds the lock).
 //!
-//! Only what happens while CMD runs and we hold the locks is watched: our
-//! own release (when CMD ends, or at `--max-hold`) comes after the watch is
-//! retired. With `-s`, another shared holder leaving never removes the file
-//! while we hold it (the last one out does), so a removal is someone else's.
+//! Only what happens while we hold the locks is watched: our own release
+//! (when CMD ends, when `hold`'s caller goes, or at `--max-hold`) comes
+//! after the watch is retired. With `-s`, another shared holder leaving
+//! never removes the file while we hold it (the last one out does), so a
+//! removal is someone else's.
 
 use std::ffi::OsString;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
@@ -20,9 +22,8 @@ use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
-use super::child::Child;
-use crate::lock::Held;
 use crate::lock::dir::lock_name;
+use crate::lock::{Held, Released};
 
 /// A lock file removed under CMD, and the signal sent for it.
 #[derive(Debug)]
@@ -54,9 +55,8 @@ const MASK: AddWatchFlags = AddWatchFlags::IN_DELETE
     .union(AddWatchFlags::IN_MOVE_SELF)
     .union(AddWatchFlags::IN_ONLYDIR);
 
-/// The watches on the directories of the locks held, and what to do when
-/// one is lost.
-pub(super) struct LostWatch<'a> {
+/// The watches on the directories of the locks held.
+pub(crate) struct LostWatch {
     inotify: Option<Inotify>,
     watches: Vec<WatchDescriptor>,
     /// The lock files' names: events about other names are not ours.
@@ -66,15 +66,13 @@ pub(super) struct LostWatch<'a> {
     /// Check at the next call whatever the events say (the first check
     /// covers a removal before the watches were in place).
     check: bool,
-    signal: Signal,
-    report: OnLost<'a>,
 }
 
-impl<'a> LostWatch<'a> {
+impl LostWatch {
     /// Watch the directory of each lock in `held`, through the directory
     /// descriptor the lock was taken in (its path may lead elsewhere
     /// under `--root`).
-    pub(super) fn new(held: &[Held], signal: Signal, report: OnLost<'a>) -> LostWatch<'a> {
+    pub(crate) fn new(held: &[Held]) -> LostWatch {
         let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC).ok();
         let mut watches = Vec::with_capacity(held.len());
         let mut polling = inotify.is_none();
@@ -98,41 +96,30 @@ impl<'a> LostWatch<'a> {
             names,
             polling,
             check: true,
-            signal,
-            report,
         }
     }
 
     /// The descriptor to poll for events, if any.
-    pub(super) fn fd(&self) -> Option<BorrowedFd<'_>> {
+    pub(crate) fn fd(&self) -> Option<BorrowedFd<'_>> {
         self.inotify.as_ref().map(AsFd::as_fd)
     }
 
     /// How long to sleep at most before the next check, when polling.
-    pub(super) fn poll_every(&self) -> Option<Duration> {
+    pub(crate) fn poll_every(&self) -> Option<Duration> {
         self.polling.then_some(POLL_EVERY)
     }
 
-    /// If the events since the last call (or polling) call for a look and
-    /// a lock of `held` is no longer named by its path: send the signal to
-    /// `child` (not reaped yet, so its pid is still its own), report it,
-    /// and return true.
-    pub(super) fn signal_if_lost(&mut self, held: &[Held], child: Child) -> bool {
+    /// If the events since the last call (or polling) call for a look: the
+    /// locks of `held` whose path no longer names them, and what is there
+    /// instead (nothing, or another file).
+    pub(crate) fn lost<'h>(&mut self, held: &'h [Held]) -> Vec<(&'h Held, Released)> {
         let check = std::mem::take(&mut self.check) | self.polling | self.drain();
         if !check {
-            return false;
+            return Vec::new();
         }
-        let Some(lock) = held.iter().find(|lock| !lock.in_place()) else {
-            return false;
-        };
-        (self.report)(Lost {
-            path: &lock.path,
-            signal: self.signal,
-            pid: child.pid,
-            group: child.group,
-            sent: child.signal(self.signal),
-        });
-        true
+        held.iter()
+            .filter_map(|lock| lock.displaced().map(|how| (lock, how)))
+            .collect()
     }
 
     /// Read every pending event; true when one may concern a lock file (a
@@ -159,7 +146,7 @@ impl<'a> LostWatch<'a> {
     /// Stop watching. The descriptor is not closed now: closing an inotify
     /// instance waits for a kernel grace period (see `lock::wait`), which
     /// would delay releasing the lock; it goes when the process exits.
-    pub(super) fn retire(self) {
+    pub(crate) fn retire(self) {
         if let Some(inotify) = self.inotify {
             for wd in self.watches {
                 let _ = inotify.rm_watch(wd);

@@ -45,11 +45,15 @@ use crate::lock::{Held, Notify, release_all};
 use crate::signals::{Received, SignalWatch};
 use crate::ui::Ui;
 
+mod caller;
 mod child;
+mod hold;
 mod lost;
 mod start_error;
 
+pub(crate) use caller::CallerWatch;
 use child::Child;
+pub(crate) use hold::{Ended, Happened, hold};
 pub use lost::{Lost, OnLost};
 
 /// How `run` starts CMD.
@@ -78,9 +82,7 @@ pub fn run_child(
         return Err(fail(Exit::Usage, "run: missing command after --"));
     };
     // Watched from before CMD starts: whatever CMD sees, we see too.
-    let lost_watch = options
-        .on_lost
-        .map(|signal| lost::LostWatch::new(&held, signal, on_lost));
+    let lost_watch = options.on_lost.map(|_| lost::LostWatch::new(&held));
     let child = match start(program, args, options, &held) {
         Ok(child) => child,
         Err(err) => {
@@ -93,7 +95,7 @@ pub fn run_child(
     };
     ui.verbose(|| format!("started {} as pid {}", program.to_string_lossy(), child.pid));
     let (status, held) = watch(
-        child, options, held, program, signals, ui, notify, lost_watch,
+        child, options, held, program, signals, ui, notify, lost_watch, on_lost,
     );
     if child.terminal && foreground() == Some(child.pid) {
         set_foreground(getpgrp());
@@ -185,6 +187,7 @@ fn watch(
     ui: &Ui,
     notify: Notify,
     mut lost_watch: Option<lost::LostWatch>,
+    on_lost: OnLost,
 ) -> (WaitStatus, Option<Vec<Held>>) {
     // `--max-hold`, counted from the lock's taking (just before the spawn).
     // One past what a clock can count is never (as `-w` is): CMD runs now,
@@ -205,12 +208,20 @@ fn watch(
             None => {}
         }
         // CMD has not been reaped: its pid (and group) is still its own.
-        if let (Some(watch), Some(locks)) = (&mut lost_watch, &held)
-            && watch.signal_if_lost(locks, child)
-            && let Some(watch) = lost_watch.take()
+        if let (Some(watch), Some(locks), Some(signal)) = (&mut lost_watch, &held, options.on_lost)
+            && let Some((lock, _)) = watch.lost(locks).first()
         {
+            on_lost(Lost {
+                path: &lock.path,
+                signal,
+                pid: child.pid,
+                group: child.group,
+                sent: child.signal(signal),
+            });
             // Once: the watch ends here.
-            watch.retire();
+            if let Some(watch) = lost_watch.take() {
+                watch.retire();
+            }
         }
         let left = deadline.map(|d| d.saturating_duration_since(std::time::Instant::now()));
         if left.is_some_and(|left| left.is_zero())

@@ -93,6 +93,7 @@ fn man_page() -> Vec<u8> {
         notes(),
         security(),
         signals(),
+        hold_protocol(),
         files_section(),
         environment(),
         examples(),
@@ -470,7 +471,7 @@ fn signals() -> Roff {
                 vec![roman("While waiting for the lock")],
                 vec![
                     "SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2 and SIGALRM end \
-                     the wait of acquire and run: nothing is left held, no command is \
+                     the wait of acquire, run and hold: nothing is left held, no command is \
                      started, and resin-lock exits with 128+S.",
                     "acquire also holds them back while it takes a free lock: one that \
                      arrives before the keeper has the lock makes acquire remove what it \
@@ -531,6 +532,15 @@ fn signals() -> Roff {
                 ],
             ),
             (
+                vec![bold("hold")],
+                vec![
+                    "SIGHUP, SIGINT, SIGTERM, SIGQUIT, SIGUSR1, SIGUSR2 and SIGALRM \
+                     release the lock, say released on stdout and exit with 128+S. End of \
+                     file on stdin releases it and exits 0 (see HOLD PROTOCOL). SIGPIPE is \
+                     ignored: a write to a closed stdout ends hold as end of file does.",
+                ],
+            ),
+            (
                 vec![bold("acquire"), roman(": the keeper")],
                 vec![
                     "The lock taken by acquire is held by a small keeper process. SIGUSR1 \
@@ -549,6 +559,92 @@ fn signals() -> Roff {
             ),
         ],
     )
+}
+
+/// `hold`'s event lines: a stable interface for programs in other
+/// languages (the npm and PyPI packages read them).
+fn hold_protocol() -> Roff {
+    let mut roff = tagged_section(
+        "HOLD PROTOCOL",
+        &[
+            "resin-lock hold is for a program that is not a command: it starts resin-lock \
+             hold with a pipe on its stdin and reads its stdout. The lock is held while the \
+             program keeps the stdin pipe open. Stdout carries one JSON object per line, \
+             each written whole and flushed when it happens. This is a stable interface: \
+             events and fields are only ever added, never renamed or removed, so a reader \
+             must ignore fields (and events) it does not know. Paths that are not UTF-8 \
+             are shown with U+FFFD. The events, in the order they can come:",
+        ],
+        &[
+            (
+                vec![bold(r#"{"event":"waiting",...}"#)],
+                vec![
+                    "At most once, when the lock is busy and hold waits for it. Fields: \
+                     path (the lock path that is busy), held_by (\"resin-lock\", \
+                     \"supervisor\" or \"other\"), holder (who holds it, in words, as the \
+                     waiting line on stderr says it), record (the holder's resin-lock \
+                     record as read, or null for another tool's lock).",
+                ],
+            ),
+            (
+                vec![bold(r#"{"event":"held","paths":[...],"since":"..."}"#)],
+                vec![
+                    "Once the lock is held: every lock path taken, in order, and when, in \
+                     RFC 3339 UTC with milliseconds. Nothing is said before the lock is \
+                     held, so a program can wait for this line before its critical work.",
+                ],
+            ),
+            (
+                vec![bold(r#"{"event":"lost","path":"...","why":"..."}"#)],
+                vec![
+                    "A lock file was removed (why: \"removed\") or replaced by another \
+                     file (why: \"replaced\") by someone else while held: the supervisor \
+                     forcing an update or its lock override, or release --force. Said \
+                     within 100 ms, once per path (also when it is noticed only at \
+                     release). The lock no longer protects the program, which should \
+                     finish or stop its critical work; hold goes on until stdin closes.",
+                ],
+            ),
+            (
+                vec![bold(r#"{"event":"expired"}"#)],
+                vec![
+                    "--max-hold passed: the lock was released (the files removed). hold \
+                     goes on until stdin closes.",
+                ],
+            ),
+            (
+                vec![bold(r#"{"event":"released"}"#)],
+                vec!["The last line, after the lock was released, just before hold exits."],
+            ),
+        ],
+    );
+    roff.control("SS", ["When hold ends"]);
+    paragraphs(
+        &mut roff,
+        &[
+            "End of file on stdin (the program closed the pipe, or it died, even by \
+             SIGKILL, and the kernel closed the pipe): hold releases the lock, says \
+             released and exits 0. Bytes read on stdin are ignored. It ends the same way \
+             when its parent process is no longer the program that started it (the \
+             program died while another process it started keeps the pipe open; checked \
+             every second, without /proc), and when nobody reads its stdout any more (a \
+             write fails with EPIPE).",
+            "SIGHUP, SIGINT, SIGTERM (and SIGQUIT, SIGUSR1, SIGUSR2, SIGALRM) release the \
+             lock, say released and exit 128+S. Ctrl-C at a terminal reaches every process \
+             of the foreground group: a program that handles it itself should start hold \
+             in a process group of its own.",
+            "While hold still waits for the lock, end of file ends the wait as SIGHUP does \
+             (exit 129) and a signal with 128+S: nothing is held and nothing more is said. \
+             A lock that cannot be taken is one line on stderr and acquire's exit status: \
+             1 busy (-n) or timed out (-w), or the -E CODE; 64 usage; 73 the lock cannot \
+             be created; 77 uid 65534. Only a waiting line can come before it on stdout.",
+            "The lock's record names hold's process (pid) and, as its owner, hold's parent \
+             with its command line (mode hold). status shows both; release refuses it as \
+             it refuses a running run (exit 1); release --force removes it, and hold says \
+             lost.",
+        ],
+    );
+    roff
 }
 
 fn files_section() -> Roff {
@@ -723,6 +819,22 @@ fn examples() -> Roff {
         "status --health exits 1 only when a lock blocks updates for nothing: a stale \
          lock, or (with --max-hold) one held longer than DUR; one line says why:",
         &["HEALTHCHECK --interval=1m CMD resin-lock status --health --max-hold 2h"],
+    );
+    example(
+        &mut roff,
+        "A program in another language: hold",
+        "Any program that can start a process with pipes holds the lock while it keeps \
+         hold's stdin open, and learns from its stdout when the lock is held, and if it is \
+         lost. In bash, as a coprocess:",
+        &[
+            "coproc resin-lock hold --reason migration",
+            "holder=$COPROC_PID",
+            "read -r event <&\"${COPROC[0]}\"     # {\"event\":\"held\",...}",
+            "case $event in *'\"held\"'*) ;; *) exit 1;; esac",
+            "migrate-database",
+            "exec {COPROC[1]}>&-                # end of file: released",
+            "wait \"$holder\"",
+        ],
     );
     example(
         &mut roff,

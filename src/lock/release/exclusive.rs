@@ -1,5 +1,5 @@
 //! Releasing an exclusive resin-lock lock that someone holds (SPEC 2b, 4):
-//! a live `run` only with `--force`; an `acquire` lock by asking its keeper
+//! a live `run` or `hold` only with `--force`; an `acquire` lock by asking its keeper
 //! to let go, and only for its owner.
 
 use std::time::{Duration, Instant};
@@ -18,9 +18,15 @@ use crate::sys;
 /// A live exclusive lock: refused, forced, or released through its keeper.
 pub fn release(seen: &Seen, record: &Record, caller: &Caller) -> Result<Outcome> {
     match record.mode {
-        Mode::Run if caller.force => removed(seen, Outcome::ForcedRun { pid: record.pid }),
-        Mode::Run => Ok(Outcome::Refused(Refusal::LiveRun {
+        // A `hold` is a `run` whose work is its owner, the program that
+        // started it: it ends with that program, never by `release`.
+        Mode::Run | Mode::Hold if caller.force => {
+            let (mode, pid, owner) = (record.mode, record.pid, record.owner);
+            removed(seen, Outcome::ForcedRun { mode, pid, owner })
+        }
+        Mode::Run | Mode::Hold => Ok(Outcome::Refused(Refusal::LiveRun {
             holder: Inspection::record_holder(record),
+            hold: record.mode == Mode::Hold,
         })),
         Mode::Acquire if caller.force => stop_keeper(seen, record, caller),
         Mode::Acquire => match caller.claim(record) {

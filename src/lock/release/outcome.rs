@@ -113,8 +113,12 @@ pub enum Outcome {
     ForcedForeign {
         what: String,
     },
+    /// `--force` removed the lock of a live `run` or `hold` (`owner`: the
+    /// program a `hold` holds it for).
     ForcedRun {
+        mode: crate::lock::record::Mode,
         pid: i32,
+        owner: i32,
     },
     ForcedUnproven {
         keeper: i32,
@@ -128,8 +132,10 @@ pub enum Refusal {
     Foreign {
         what: String,
     },
+    /// A live `run` (or `hold`, `hold` set): released when it is done.
     LiveRun {
         holder: String,
+        hold: bool,
     },
     NotOwner {
         holder: String,

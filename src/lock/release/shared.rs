@@ -85,8 +85,13 @@ fn not_ours_shared(seen: &Seen, live: &[Record], caller: &Caller) -> Result<Outc
         let what = format!("shared holders: {holder}");
         return removed(seen, Outcome::ForcedForeign { what });
     }
-    if !live.is_empty() && live.iter().all(|h| h.mode == Mode::Run) {
-        return Ok(Outcome::Refused(Refusal::LiveRun { holder }));
+    if !live.is_empty()
+        && live
+            .iter()
+            .all(|h| matches!(h.mode, Mode::Run | Mode::Hold))
+    {
+        let hold = live.iter().any(|h| h.mode == Mode::Hold);
+        return Ok(Outcome::Refused(Refusal::LiveRun { holder, hold }));
     }
     // A holder of the caller's owner, taken by a sibling job still running.
     let sibling = live

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fs::File;
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -112,12 +112,14 @@ impl Watcher {
     }
 
     /// Sleep until a lock may have been freed, `timeout` passes, or an
-    /// aborting signal arrives (returned).
+    /// aborting signal arrives (returned); `hangup` becoming readable
+    /// counts as SIGHUP.
     pub(super) fn wait(
         &mut self,
         targets: &[Target],
         timeout: Duration,
         signals: &mut SignalWatch,
+        hangup: Option<BorrowedFd<'_>>,
     ) -> Result<Option<i32>> {
         let deadline = Instant::now() + timeout;
         loop {
@@ -125,6 +127,9 @@ impl Watcher {
             let mut fds = vec![PollFd::new(signals.fd(), PollFlags::POLLIN)];
             if let Some(inotify) = &self.inotify {
                 fds.push(PollFd::new(inotify.as_fd(), PollFlags::POLLIN));
+            }
+            if let Some(hangup) = hangup {
+                fds.push(PollFd::new(hangup, PollFlags::POLLIN));
             }
             let ms = PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX);
             match poll(&mut fds, ms) {
@@ -136,8 +141,12 @@ impl Watcher {
                 }
             }
             let signal_ready = fds[0].any().unwrap_or(false);
-            let inotify_ready = fds.get(1).and_then(PollFd::any).unwrap_or(false);
+            let inotify_ready = self.inotify.is_some() && fds[1].any().unwrap_or(false);
+            let hung_up = hangup.is_some() && fds.last().and_then(PollFd::any).unwrap_or(false);
             drop(fds);
+            if hung_up {
+                return Ok(Some(libc::SIGHUP));
+            }
             if signal_ready {
                 for received in signals.pending() {
                     if ABORT_WAIT.contains(&received.signal) {
