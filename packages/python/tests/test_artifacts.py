@@ -60,16 +60,28 @@ def elf_machine(data: bytes) -> Tuple[int, int, bool]:
 
 
 def runs(binary: bytes, qemu: str, tmp_path) -> str:
-    """`--version` of the binary, under qemu-user unless it is this machine's."""
+    """`--version` of the binary, under qemu-user unless it is this machine's;
+    and `hold` takes a lock and lets go when its stdin closes, as the
+    packages drive it."""
     path = tmp_path / "resin-lock"
     path.write_bytes(binary)
     path.chmod(0o755)
     native = subprocess.run(["uname", "-m"], capture_output=True, text=True).stdout.strip()
-    command = [str(path), "--version"]
-    if not qemu.startswith("qemu-%s" % native.replace("armv7l", "arm")):
-        command.insert(0, qemu)
-    done = subprocess.run(command, capture_output=True, text=True)
+    runner = [] if qemu.startswith("qemu-%s" % native.replace("armv7l", "arm")) else [qemu]
+    done = subprocess.run(runner + [str(path), "--version"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+    lock = tmp_path / "updates.lock"
+    hold = subprocess.Popen(
+        runner + [str(path), "--path", str(lock), "hold"], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    assert hold.stdin is not None and hold.stdout is not None
+    held = json.loads(hold.stdout.readline())
+    assert held["event"] == "held" and held["paths"] == [str(lock)]
+    assert lock.exists()
+    hold.stdin.close()
+    assert json.loads(hold.stdout.readline()) == {"event": "released"}
+    assert hold.wait() == 0
+    assert not lock.exists()
     return done.stdout.strip()
 
 
