@@ -4,14 +4,14 @@
 # _resin_lock_options SUB: the options of subcommand SUB (none yet: "").
 _resin_lock_options() {
     case $1 in
-        acquire) echo "--path --root -v --verbose -q --quiet -n --nonblock -w --timeout -E --conflict-exit-code -s --shared --reason --max-hold --tag --tag-after --owner -h --help -V --version" ;;
-        release) echo "--path --root -v --verbose -q --quiet -f --force --owner --update-now -h --help -V --version" ;;
-        run) echo "--path --root -v --verbose -q --quiet -n --nonblock -w --timeout -E --conflict-exit-code -s --shared --reason --max-hold --tag --tag-after -g --group --on-lost --update-now -h --help -V --version" ;;
-        status) echo "--path --root -v --verbose -q --quiet --json --supervisor --host --health --max-hold -h --help -V --version" ;;
-        force-update) echo "--path --root -v --verbose -q --quiet -h --help -V --version" ;;
-        hold) echo "--path --root -v --verbose -q --quiet -n --nonblock -w --timeout -E --conflict-exit-code -s --shared --reason --max-hold --tag --tag-after -h --help -V --version" ;;
+        acquire) echo "-v --verbose -q --quiet --path --root -n --nonblock -w --timeout -E --conflict-exit-code -s --shared --reason --max-hold --tag --tag-after --owner -h --help -V --version" ;;
+        release) echo "-v --verbose -q --quiet --path --root -f --force --owner --update-now -h --help -V --version" ;;
+        run) echo "-v --verbose -q --quiet --path --root -n --nonblock -w --timeout -E --conflict-exit-code -s --shared --reason --max-hold --tag --tag-after -g --group --on-lost --update-now -h --help -V --version" ;;
+        status) echo "-v --verbose -q --quiet --path --root --supervisor --host --health --max-hold --json -h --help -V --version" ;;
+        hold) echo "-v --verbose -q --quiet --path --root -n --nonblock -w --timeout -E --conflict-exit-code -s --shared --reason --max-hold --tag --tag-after -h --help -V --version" ;;
+        force-update) echo "-v --verbose -q --quiet -h --help -V --version" ;;
         help) echo "" ;;
-        *) echo "--path --root -v --verbose -q --quiet -h --help -V --version" ;;
+        *) echo "-v --verbose -q --quiet --path --root -h --help -V --version" ;;
     esac
 }
 
@@ -48,7 +48,7 @@ _resin_lock_value() {
                 --reason) echo none ;;
                 --max-hold) echo none ;;
                 --tag-after) echo none ;;
-                --on-lost) echo none ;;
+                --on-lost) echo words TERM INT HUP QUIT USR1 USR2 ALRM WINCH KILL RTMIN RTMIN+1 RTMIN+2 RTMIN+3 RTMIN+4 RTMIN+5 RTMIN+6 RTMIN+7 RTMIN+8 RTMIN+9 RTMIN+10 RTMIN+11 RTMIN+12 RTMIN+13 RTMIN+14 RTMIN+15 RTMAX-14 RTMAX-13 RTMAX-12 RTMAX-11 RTMAX-10 RTMAX-9 RTMAX-8 RTMAX-7 RTMAX-6 RTMAX-5 RTMAX-4 RTMAX-3 RTMAX-2 RTMAX-1 RTMAX ;;
                 *) return 1 ;;
             esac ;;
         status)
@@ -56,12 +56,6 @@ _resin_lock_value() {
                 --path) echo files ;;
                 --root) echo dirs ;;
                 --max-hold) echo none ;;
-                *) return 1 ;;
-            esac ;;
-        force-update)
-            case $2 in
-                --path) echo files ;;
-                --root) echo dirs ;;
                 *) return 1 ;;
             esac ;;
         hold)
@@ -73,6 +67,10 @@ _resin_lock_value() {
                 --reason) echo none ;;
                 --max-hold) echo none ;;
                 --tag-after) echo none ;;
+                *) return 1 ;;
+            esac ;;
+        force-update)
+            case $2 in
                 *) return 1 ;;
             esac ;;
         help)
@@ -175,12 +173,12 @@ _resin_lock() {
     if [[ $cur == -* ]]; then
         COMPREPLY=($(compgen -W "$(_resin_lock_options "$sub")" -- "$cur"))
     elif [[ -z $sub ]]; then
-        COMPREPLY=($(compgen -W "acquire release run status force-update hold help" -- "$cur"))
+        COMPREPLY=($(compgen -W "acquire release run status hold force-update help" -- "$cur"))
     elif _resin_lock_takes_command "$sub"; then
         _resin_lock_commands "$cur"
     else
         case $sub in
-        help) COMPREPLY=($(compgen -W "acquire release run status force-update hold help" -- "$2")) ;;
+        help) COMPREPLY=($(compgen -W "acquire release run status hold force-update help" -- "$2")) ;;
         esac
     fi
     return 0

@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_resin_lock_global_optspecs
-    string join \n path= root= v/verbose q/quiet h/help V/version
+    string join \n v/verbose q/quiet path= root= h/help V/version
 end
 
 function __fish_resin_lock_needs_command
@@ -34,8 +34,8 @@ complete -c resin-lock -n "__fish_resin_lock_needs_command" -f -a "acquire" -d '
 complete -c resin-lock -n "__fish_resin_lock_needs_command" -f -a "release" -d 'Give the lock back'
 complete -c resin-lock -n "__fish_resin_lock_needs_command" -f -a "run" -d 'Take the lock, run CMD, release the lock when CMD ends, exit as CMD did'
 complete -c resin-lock -n "__fish_resin_lock_needs_command" -f -a "status" -d 'Report every lock path, its holder, and how the paths were chosen'
+complete -c resin-lock -n "__fish_resin_lock_needs_command" -f -a "hold" -d 'Hold the lock while stdin stays open; say what happens in JSON lines'
 complete -c resin-lock -n "__fish_resin_lock_needs_command" -f -a "force-update" -d 'Ask the supervisor to update now, overriding update locks'
-complete -c resin-lock -n "__fish_resin_lock_needs_command" -f -a "hold" -d 'Hold the lock while stdin stays open, saying what happens as JSON lines on stdout'
 complete -c resin-lock -n "__fish_resin_lock_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand acquire" -l path -d 'Use this lock file, not the detected one (repeatable)' -r -F
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand acquire" -l root -d 'Resolve detected lock paths and files under DIR' -r -f -a "(__fish_complete_directories)"
@@ -68,7 +68,46 @@ complete -c resin-lock -n "__fish_resin_lock_using_subcommand run; and not __fis
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand run; and not __fish_resin_lock_run_past_options" -l reason -d 'Why the lock is held (shown by status, -v and waiters)' -r -f
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand run; and not __fish_resin_lock_run_past_options" -l max-hold -d 'Let go of the lock after DUR even if the work goes on' -r -f
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand run; and not __fish_resin_lock_run_past_options" -l tag-after -d 'With tags on, publish holds that last DUR (default 30s)' -r -f
-complete -c resin-lock -n "__fish_resin_lock_using_subcommand run; and not __fish_resin_lock_run_past_options" -l on-lost -d 'Send SIGNAL to CMD if its lock file is removed under it' -r -f
+complete -c resin-lock -n "__fish_resin_lock_using_subcommand run; and not __fish_resin_lock_run_past_options" -l on-lost -d 'Send SIGNAL to CMD if its lock file is removed under it' -r -f -a "TERM\t''
+INT\t''
+HUP\t''
+QUIT\t''
+USR1\t''
+USR2\t''
+ALRM\t''
+WINCH\t''
+KILL\t''
+RTMIN\t''
+RTMIN+1\t''
+RTMIN+2\t''
+RTMIN+3\t''
+RTMIN+4\t''
+RTMIN+5\t''
+RTMIN+6\t''
+RTMIN+7\t''
+RTMIN+8\t''
+RTMIN+9\t''
+RTMIN+10\t''
+RTMIN+11\t''
+RTMIN+12\t''
+RTMIN+13\t''
+RTMIN+14\t''
+RTMIN+15\t''
+RTMAX-14\t''
+RTMAX-13\t''
+RTMAX-12\t''
+RTMAX-11\t''
+RTMAX-10\t''
+RTMAX-9\t''
+RTMAX-8\t''
+RTMAX-7\t''
+RTMAX-6\t''
+RTMAX-5\t''
+RTMAX-4\t''
+RTMAX-3\t''
+RTMAX-2\t''
+RTMAX-1\t''
+RTMAX\t''"
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand run; and not __fish_resin_lock_run_past_options" -s v -l verbose -d 'Say what was done and why'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand run; and not __fish_resin_lock_run_past_options" -s q -l quiet -d 'Print nothing but errors'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand run; and not __fish_resin_lock_run_past_options" -s n -l nonblock -d 'Fail at once if the lock is busy instead of waiting'
@@ -83,18 +122,12 @@ complete -c resin-lock -n "__fish_resin_lock_using_subcommand status" -l root -d
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand status" -l max-hold -d 'With --health: a lock held longer than DUR is unhealthy too' -r -f
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand status" -s v -l verbose -d 'Say what was done and why'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand status" -s q -l quiet -d 'Print nothing but errors'
-complete -c resin-lock -n "__fish_resin_lock_using_subcommand status" -l json -d 'Print one JSON object instead of text'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand status" -l supervisor -d 'Also ask the supervisor API whether an update is pending'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand status" -l host -d 'From the balenaOS host: every app\'s locks under /tmp/balena-supervisor/services'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand status" -l health -d 'For a Docker HEALTHCHECK: exit 1 only when a lock blocks updates for nothing'
+complete -c resin-lock -n "__fish_resin_lock_using_subcommand status" -l json -d 'Print one JSON object instead of text'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand status" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand status" -s V -l version -d 'Print version'
-complete -c resin-lock -n "__fish_resin_lock_using_subcommand force-update" -l path -d 'Use this lock file, not the detected one (repeatable)' -r -F
-complete -c resin-lock -n "__fish_resin_lock_using_subcommand force-update" -l root -d 'Resolve detected lock paths and files under DIR' -r -f -a "(__fish_complete_directories)"
-complete -c resin-lock -n "__fish_resin_lock_using_subcommand force-update" -s v -l verbose -d 'Say what was done and why'
-complete -c resin-lock -n "__fish_resin_lock_using_subcommand force-update" -s q -l quiet -d 'Print nothing but errors'
-complete -c resin-lock -n "__fish_resin_lock_using_subcommand force-update" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c resin-lock -n "__fish_resin_lock_using_subcommand force-update" -s V -l version -d 'Print version'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand hold" -l path -d 'Use this lock file, not the detected one (repeatable)' -r -F
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand hold" -l root -d 'Resolve detected lock paths and files under DIR' -r -f -a "(__fish_complete_directories)"
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand hold" -s w -l timeout -d 'Give up after DUR (seconds, or 250ms, 30s, 5m, 1h)' -r -f
@@ -109,20 +142,24 @@ complete -c resin-lock -n "__fish_resin_lock_using_subcommand hold" -s s -l shar
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand hold" -l tag -d 'Show a long hold as a device tag in balenaCloud'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand hold" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c resin-lock -n "__fish_resin_lock_using_subcommand hold" -s V -l version -d 'Print version'
-complete -c resin-lock -n "__fish_resin_lock_using_subcommand help; and not __fish_seen_subcommand_from acquire release run status force-update hold help" -f -a "acquire" -d 'Take the update lock and keep it after this command returns, until `release`'
-complete -c resin-lock -n "__fish_resin_lock_using_subcommand help; and not __fish_seen_subcommand_from acquire release run status force-update hold help" -f -a "release" -d 'Give the lock back'
-complete -c resin-lock -n "__fish_resin_lock_using_subcommand help; and not __fish_seen_subcommand_from acquire release run status force-update hold help" -f -a "run" -d 'Take the lock, run CMD, release the lock when CMD ends, exit as CMD did'
-complete -c resin-lock -n "__fish_resin_lock_using_subcommand help; and not __fish_seen_subcommand_from acquire release run status force-update hold help" -f -a "status" -d 'Report every lock path, its holder, and how the paths were chosen'
-complete -c resin-lock -n "__fish_resin_lock_using_subcommand help; and not __fish_seen_subcommand_from acquire release run status force-update hold help" -f -a "force-update" -d 'Ask the supervisor to update now, overriding update locks'
-complete -c resin-lock -n "__fish_resin_lock_using_subcommand help; and not __fish_seen_subcommand_from acquire release run status force-update hold help" -f -a "hold" -d 'Hold the lock while stdin stays open, saying what happens as JSON lines on stdout'
-complete -c resin-lock -n "__fish_resin_lock_using_subcommand help; and not __fish_seen_subcommand_from acquire release run status force-update hold help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c resin-lock -n "__fish_resin_lock_using_subcommand force-update" -s v -l verbose -d 'Say what was done and why'
+complete -c resin-lock -n "__fish_resin_lock_using_subcommand force-update" -s q -l quiet -d 'Print nothing but errors'
+complete -c resin-lock -n "__fish_resin_lock_using_subcommand force-update" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c resin-lock -n "__fish_resin_lock_using_subcommand force-update" -s V -l version -d 'Print version'
+complete -c resin-lock -n "__fish_resin_lock_using_subcommand help; and not __fish_seen_subcommand_from acquire release run status hold force-update help" -f -a "acquire" -d 'Take the update lock and keep it after this command returns, until `release`'
+complete -c resin-lock -n "__fish_resin_lock_using_subcommand help; and not __fish_seen_subcommand_from acquire release run status hold force-update help" -f -a "release" -d 'Give the lock back'
+complete -c resin-lock -n "__fish_resin_lock_using_subcommand help; and not __fish_seen_subcommand_from acquire release run status hold force-update help" -f -a "run" -d 'Take the lock, run CMD, release the lock when CMD ends, exit as CMD did'
+complete -c resin-lock -n "__fish_resin_lock_using_subcommand help; and not __fish_seen_subcommand_from acquire release run status hold force-update help" -f -a "status" -d 'Report every lock path, its holder, and how the paths were chosen'
+complete -c resin-lock -n "__fish_resin_lock_using_subcommand help; and not __fish_seen_subcommand_from acquire release run status hold force-update help" -f -a "hold" -d 'Hold the lock while stdin stays open; say what happens in JSON lines'
+complete -c resin-lock -n "__fish_resin_lock_using_subcommand help; and not __fish_seen_subcommand_from acquire release run status hold force-update help" -f -a "force-update" -d 'Ask the supervisor to update now, overriding update locks'
+complete -c resin-lock -n "__fish_resin_lock_using_subcommand help; and not __fish_seen_subcommand_from acquire release run status hold force-update help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 
 # run: the words after its options (from `--`, or from the first word that
 # is not an option) are a command line of their own, completed as such.
 # Written by xtask/src/generate.rs: clap_complete's fish script has no
 # positional arguments.
 function __fish_resin_lock_run_optspecs
-    string join \n path=+ root= v/verbose q/quiet n/nonblock w/timeout= E/conflict-exit-code= s/shared reason= max-hold= tag tag-after= g/group on-lost= update-now h/help V/version
+    string join \n v/verbose q/quiet path=+ root= n/nonblock w/timeout= E/conflict-exit-code= s/shared reason= max-hold= tag tag-after= g/group on-lost= update-now h/help V/version
 end
 
 # The words of the command line of `run` before the cursor, one a line;

@@ -91,7 +91,8 @@ impl Exit {
                 "cannot create the lock: permission denied, read-only file system, missing \
                  parent directory of `--path`, parent is not a directory, name too long, no \
                  space; also a lock directory that is a symlink (never followed), for any command; \
-                 `release` of another user's live lock"
+                 `status` of a `--path` whose directory does not exist (no lock can be taken \
+                 there); `release` of another user's live lock"
             }
             Exit::NoPerm => {
                 "refused for safety: running as uid 65534; or the supervisor API refused \

@@ -235,6 +235,16 @@ pub(crate) fn process_exists(pid: Pid) -> bool {
     )
 }
 
+/// kill(2) with a signal number, to `pid`, or with `group` to its process
+/// group (killpg(3)): for the real-time signals (SIGRTMIN+n), which nix's
+/// `Signal` has no variant for.
+pub(crate) fn kill_number(pid: Pid, signal: i32, group: bool) -> nix::Result<()> {
+    let target = if group { -pid.as_raw() } else { pid.as_raw() };
+    // SAFETY: kill(2) takes two integers and touches no memory of ours.
+    let rc = unsafe { libc::kill(target, signal) };
+    nix::errno::Errno::result(rc).map(drop)
+}
+
 /// `pidfd_send_signal(2)`: signal the process a pidfd names, which cannot
 /// be a later process that reused its pid.
 pub(crate) fn pidfd_send_signal(pidfd: &OwnedFd, signal: i32) -> io::Result<()> {

@@ -58,11 +58,17 @@ fn short_help_is_a_summary_and_long_help_has_the_details() {
 
 #[test]
 fn path_help_fits_every_subcommand() {
-    for sub in ["status", "force-update", "release"] {
+    for sub in ["status", "release"] {
         let text = help(&[sub, "--help"]);
         assert!(!text.contains("Lock this file"), "{sub}: {text}");
         assert!(text.contains("Use this lock file"), "{sub}: {text}");
     }
+    // force-update uses no lock: --path is not in its help at all.
+    let text = help(&["force-update", "--help"]);
+    assert!(
+        !text.contains("--path") && !text.contains("--root"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -102,4 +108,91 @@ fn an_option_before_its_subcommand_is_told_where_it_belongs() {
         .code(64)
         .stderr(contains("'-x'").and(contains("put it after").not()));
     assert!(!s.lock().exists());
+}
+
+/// The help of every subcommand lists its options in one order: its own
+/// (how to lock; output options such as --json last), then -v and -q, then
+/// where the lock is (--path, --root), then -h and -V. `force-update`
+/// lists only what applies: no --path or --root, which do nothing there.
+#[test]
+fn every_help_lists_options_in_one_order() {
+    const TAIL: [&str; 6] = [
+        "--verbose",
+        "--quiet",
+        "--path",
+        "--root",
+        "--help",
+        "--version",
+    ];
+    for sub in ["acquire", "release", "run", "status", "force-update"] {
+        for flag in ["-h", "--help"] {
+            let text = help(&[sub, flag]);
+            let options: Vec<&str> = text
+                .lines()
+                .skip_while(|l| *l != "Options:")
+                .filter_map(|line| {
+                    // An option's line, not its description's (indented more).
+                    let l = line.trim_start();
+                    let indent = line.len() - l.len();
+                    (indent <= 6 && l.starts_with('-')).then(|| {
+                        let word = l.split([' ', ',']).find(|w| w.starts_with("--"));
+                        word.unwrap_or(l)
+                    })
+                })
+                .collect();
+            let tail: Vec<&str> = options
+                .iter()
+                .copied()
+                .skip_while(|o| *o != "--verbose")
+                .collect();
+            let want: Vec<&str> = TAIL
+                .iter()
+                .copied()
+                .filter(|o| sub != "force-update" || !["--path", "--root"].contains(o))
+                .collect();
+            assert_eq!(tail, want, "{sub} {flag}:\n{text}");
+            if sub == "status" {
+                let own = &options[..options.len() - tail.len()];
+                assert_eq!(own.last(), Some(&"--json"), "{sub} {flag}: {own:?}");
+            }
+        }
+    }
+}
+
+/// flock(1)'s habits: `--wait` is `-w`, and `-n` with `-w` fails at once
+/// (-n wins) instead of being a usage error.
+#[test]
+fn wait_and_nonblock_with_wait_behave_as_in_flock() {
+    let s = Scratch::new();
+    s.cmd(&["run", "--wait", "5", "true"])
+        .assert()
+        .success()
+        .stderr("");
+    s.cmd(&["run", "--wait=0.5", "--", "true"])
+        .assert()
+        .success();
+    s.cmd(&["acquire", "--wait", "5"]).assert().success();
+    // Held: -n -w fails as -n does (no wait begun, not timed out), either
+    // order; as flock -n -w does on a flocked file.
+    for args in [
+        &["run", "-n", "-w", "600", "true"][..],
+        &["run", "-w600", "-n", "true"],
+    ] {
+        s.cmd(args).assert().code(1).stderr(
+            contains("is held by")
+                .and(contains("timed out").not())
+                .and(contains("waiting for").not()),
+        );
+    }
+    // util-linux is installed wherever these tests run (setpriv, unshare).
+    {
+        let out = std::process::Command::new("flock")
+            .args(["-n", "-w", "600"])
+            .arg(s.lock())
+            .arg("true")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "flock -n -w on a held lock");
+    }
+    s.cmd(&["release"]).assert().success();
 }

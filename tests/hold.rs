@@ -122,6 +122,25 @@ fn wait_gone(path: &Path) {
     }
 }
 
+/// A process the test started outside its own children (a sleeper that
+/// keeps a pipe open), killed when the test ends, also when it fails.
+struct KillOnDrop(i32);
+
+impl KillOnDrop {
+    fn from_file(path: &Path) -> KillOnDrop {
+        KillOnDrop(fs::read_to_string(path).unwrap().trim().parse().unwrap())
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.0),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+}
+
 fn held_paths(event: &Value) -> Vec<String> {
     event["paths"]
         .as_array()
@@ -244,14 +263,10 @@ kill -9 $$"#;
         .status()
         .unwrap();
     assert_eq!(status.code(), None, "the shell was killed");
-    let sleeper_pid: i32 = fs::read_to_string(&sleeper)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    assert!(alive(sleeper_pid), "the pipe is still open in the sleeper");
+    let sleeper = KillOnDrop::from_file(&sleeper);
+    assert!(alive(sleeper.0), "the pipe is still open in the sleeper");
     wait_gone(&lock);
-    let _ = Command::new("kill").arg(sleeper_pid.to_string()).status();
+    drop(sleeper);
     wait_until("hold to say released", || {
         fs::read_to_string(&out).is_ok_and(|t| t.contains("released"))
     });
@@ -600,4 +615,219 @@ def migrate_database():
         if '"mode":"hold"' in lock.read():
             mark.write("held\n")"#;
     run_doc_example("python3", work, "python");
+}
+
+#[test]
+fn failures_are_one_line_and_the_exit_status_with_no_event() {
+    let s = Scratch::new();
+    let missing = s.path("no-such-dir/updates.lock");
+    let missing = missing.to_str().unwrap();
+    for (global, args, code, says) in [
+        (&[][..], &["-w", "abc"][..], 64, "invalid value"),
+        (&[], &["extra"], 64, "unexpected argument"),
+        (&["--path", missing], &[], 73, "no-such-dir"),
+    ] {
+        let mut cmd = resin_lock();
+        if global.is_empty() {
+            cmd.arg("--path").arg(s.lock());
+        }
+        cmd.args(global).arg("hold").args(args);
+        let hold = Hold::spawn(&mut cmd);
+        let (status, stderr, events) = hold.finish();
+        assert_eq!(status.code(), Some(code), "{args:?}: {stderr}");
+        assert!(events.is_empty(), "{args:?}: {events:?}");
+        assert!(
+            stderr.starts_with("resin-lock: ") && stderr.contains(says),
+            "{args:?}: {stderr}"
+        );
+        assert_eq!(s.leftovers(&[]), Vec::<String>::new(), "{args:?}");
+    }
+}
+
+#[test]
+fn as_uid_65534_it_refuses_with_77() {
+    let s = Scratch::new();
+    fs::set_permissions(s.dir.path(), fs::Permissions::from_mode(0o1777)).unwrap();
+    let mut cmd = as_nobody(bin_for_others().to_str().unwrap());
+    cmd.arg("--path").arg(s.lock()).arg("hold");
+    let hold = Hold::spawn(&mut cmd);
+    let (status, stderr, events) = hold.finish();
+    assert_eq!(status.code(), Some(77), "{stderr}");
+    assert!(stderr.contains("uid 65534"), "{stderr}");
+    assert!(events.is_empty(), "{events:?}");
+    assert!(!s.lock().exists());
+}
+
+#[test]
+fn several_paths_are_held_together_and_each_loss_is_said_once() {
+    let s = Scratch::new();
+    let (a, b) = (s.path("a.lock"), s.path("b.lock"));
+    let mut cmd = resin_lock();
+    cmd.arg("--path").arg(&a).arg("--path").arg(&b).arg("hold");
+    let hold = Hold::spawn(&mut cmd);
+    let held = hold.expect("held");
+    assert_eq!(
+        held_paths(&held),
+        [a.display().to_string(), b.display().to_string()]
+    );
+    fs::remove_file(&b).unwrap();
+    let lost = hold.expect("lost");
+    assert_eq!(lost["path"], b.display().to_string());
+    assert_eq!(lost["why"], "removed");
+    // Replaced by another file: said as such.
+    let temp = s.path("new");
+    fs::write(&temp, "").unwrap();
+    fs::rename(&temp, &a).unwrap();
+    let lost = hold.expect("lost");
+    assert_eq!(lost["path"], a.display().to_string());
+    assert_eq!(lost["why"], "replaced");
+    let (status, stderr, rest) = hold.finish();
+    assert_eq!(status.code(), Some(0));
+    assert_eq!(rest.len(), 1, "only released, no second lost: {rest:?}");
+    assert_eq!(rest[0]["event"], "released");
+    assert_eq!(
+        stderr.matches("removed by someone else").count(),
+        2,
+        "{stderr}"
+    );
+    assert!(a.exists(), "the file put there is left alone");
+}
+
+#[test]
+fn a_caller_that_dies_while_hold_waits_ends_the_wait() {
+    let s = Scratch::new();
+    let first = Hold::start(&s, &[]);
+    first.expect("held");
+    let fifo = s.path("in");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    // As above: the pipe stays open in a sleeper when the shell dies.
+    let script = r#"exec 3<>"$1"
+"$2" -q --path "$3" hold < "$1" > "$4" &
+echo $! > "$6"
+sleep 3600 &
+echo $! > "$5"
+n=0
+while ! grep -q waiting "$4" 2>/dev/null && [ $n -lt 6000 ]; do sleep 0.01; n=$((n+1)); done
+kill -9 $$"#;
+    let (out, sleeper, pid) = (s.path("events"), s.path("sleeper"), s.path("pid"));
+    let status = Command::new("sh")
+        .args(["-c", script, "sh"])
+        .arg(&fifo)
+        .arg(bin())
+        .arg(s.lock())
+        .arg(&out)
+        .arg(&sleeper)
+        .arg(&pid)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), None, "the shell was killed");
+    let _sleeper = KillOnDrop::from_file(&sleeper);
+    let waiter: i32 = fs::read_to_string(&pid).unwrap().trim().parse().unwrap();
+    wait_until("the waiting hold to give up", || !alive(waiter));
+    let events = fs::read_to_string(&out).unwrap();
+    assert_eq!(events.lines().count(), 1, "only waiting: {events}");
+    assert_eq!(record(&s.lock())["pid"], first.pid(), "the holder keeps it");
+    let (status, _, _) = first.finish();
+    assert_eq!(status.code(), Some(0));
+    assert!(!s.lock().exists(), "the waiter never took it");
+}
+
+/// Without /proc: the record has no command line, the lock's directory
+/// cannot be watched through /proc/self/fd (so the path is polled), and
+/// the caller is still followed (stdin, getppid).
+#[test]
+fn without_proc_it_holds_says_lost_and_releases() {
+    let can = Command::new("unshare")
+        .args(["-m", "sh", "-c", "mount -t tmpfs none /proc"])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success());
+    if !can {
+        eprintln!("without_proc_it_holds_says_lost_and_releases: no mount namespace; skipped");
+        return;
+    }
+    let s = Scratch::new();
+    let lock = s.lock();
+    let mut cmd = Command::new("unshare");
+    cmd.args([
+        "-m",
+        "sh",
+        "-c",
+        r#"mount -t tmpfs none /proc && exec "$@""#,
+        "sh",
+    ])
+    .arg(bin())
+    .arg("--path")
+    .arg(&lock)
+    .arg("hold");
+    let hold = Hold::spawn(&mut cmd);
+    hold.expect("held");
+    let record = record(&lock);
+    assert_eq!(record["mode"], "hold");
+    assert_eq!(
+        record["owner"],
+        std::process::id(),
+        "getppid needs no /proc"
+    );
+    fs::remove_file(&lock).unwrap();
+    let lost = hold.expect("lost");
+    assert_eq!(lost["why"], "removed");
+    let (status, stderr, rest) = hold.finish();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert_eq!(rest.len(), 1, "{rest:?}");
+}
+
+#[test]
+fn waiting_for_the_supervisors_lock_names_it_and_times_out_with_nothing_held() {
+    if tool("lockfile").is_none() {
+        return;
+    }
+    let s = shared_scratch();
+    let out = as_nobody("lockfile")
+        .args(["-r", "0"])
+        .arg(s.lock())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "lockfile: {out:?}");
+    let (status, events, stderr) = hold_to_the_end(&s, &["-w", "0.2", "-E", "75"]);
+    assert_eq!(status.code(), Some(75), "{stderr}");
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["event"], "waiting");
+    assert_eq!(events[0]["held_by"], "supervisor");
+    assert_eq!(events[0]["record"], Value::Null);
+    assert!(stderr.contains("the supervisor is updating"), "{stderr}");
+    assert_eq!(fs::metadata(s.lock()).unwrap().uid(), 65534, "left alone");
+}
+
+#[test]
+fn another_uid_holds_it_and_lets_go_at_end_of_stdin() {
+    let s = shared_scratch();
+    let mut cmd = Command::new("setpriv");
+    cmd.args(["--reuid=1000", "--regid=1000", "--clear-groups"])
+        .arg(bin_for_others())
+        .arg("--path")
+        .arg(s.lock())
+        .arg("hold");
+    let mut hold = Hold::spawn(&mut cmd);
+    hold.expect("held");
+    assert_eq!(fs::metadata(s.lock()).unwrap().uid(), 1000);
+    let record = record(&s.lock());
+    assert_eq!(record["uid"], 1000);
+    assert_eq!(record["owner"], std::process::id(), "setpriv exec'd hold");
+    // Root's plain release refuses it too.
+    s.cmd(&["release"]).assert().code(1);
+    hold.close_stdin();
+    hold.expect("released");
+    let (status, stderr, _) = hold.finish();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert!(!s.lock().exists());
 }

@@ -706,3 +706,103 @@ fn symlinks_inside_the_root_are_followed_there() {
         assert_eq!(json["detection"]["os_version_raw"], "Resin OS 1.24.0");
     }
 }
+
+/// A `--path` in a directory that does not exist names a lock nobody can
+/// take or check: `status` says so and exits 73 (as `acquire` does), so a
+/// CI check with a typo in the path fails instead of reading "free".
+#[test]
+fn status_of_a_path_in_a_missing_directory_fails() {
+    let s = Scratch::new();
+    let typo = s.path("typo/updates.lock");
+    fs::write(s.path("file"), "").unwrap();
+    let in_file = s.path("file/updates.lock");
+    for (path, says) in [(&typo, "does not exist"), (&in_file, "is not a directory")] {
+        for args in [
+            &["status"][..],
+            &["status", "--json"],
+            &["status", "--health"],
+        ] {
+            let out = resin_lock()
+                .arg("--path")
+                .arg(path)
+                .args(args)
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(73), "{args:?}: {stderr}");
+            assert_eq!(out.stdout, b"", "{args:?}");
+            assert_eq!(stderr.lines().count(), 1, "{stderr}");
+            assert!(
+                stderr.starts_with(&format!("resin-lock: {}: ", path.display()))
+                    && stderr.contains(says)
+                    && stderr.contains("no lock can be taken there"),
+                "{stderr}"
+            );
+        }
+        // RESIN_LOCK_PATH too, and -q keeps the error line.
+        let out = resin_lock()
+            .env("RESIN_LOCK_PATH", path)
+            .args(["-q", "status"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(73));
+        assert!(String::from_utf8_lossy(&out.stderr).contains(says));
+    }
+    assert!(!s.path("typo").exists(), "status creates nothing");
+    // A detected path's directory is made when the lock is taken: free.
+    let device = Device::new(&[]);
+    let (code, json) = device.status_json();
+    assert_eq!(code, 0, "{json}");
+    assert_eq!(json["locks"][0]["state"], "free");
+}
+
+/// What each lock holds back (SPEC 3): every lock file blocks the
+/// supervisor; only files named updates.lock block balenaOS's host OS
+/// reboot check. `--json` says it per lock, `status` in words where a
+/// lock file does not hold back a reboot.
+#[test]
+fn status_says_what_each_lock_blocks() {
+    let s = Scratch::new();
+    let (updates, resin) = (s.path("updates.lock"), s.path("resin-updates.lock"));
+    let paths = |cmd: &mut Command| {
+        cmd.arg("--path").arg(&updates).arg("--path").arg(&resin);
+    };
+    let status = |args: &[&str]| {
+        let mut cmd = resin_lock();
+        paths(&mut cmd);
+        cmd.args(args).output().unwrap()
+    };
+    let blocks = |json: &Value| -> Vec<Value> {
+        json["locks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|lock| lock["blocks"].clone())
+            .collect()
+    };
+    let both = serde_json::json!(["supervisor", "host-reboot"]);
+    let supervisor = serde_json::json!(["supervisor"]);
+    // Free: what a lock there would hold back.
+    let json: Value = serde_json::from_slice(&status(&["status", "--json"]).stdout).unwrap();
+    assert_eq!(blocks(&json), [both.clone(), supervisor.clone()], "{json}");
+    let mut acquire = resin_lock();
+    paths(&mut acquire);
+    acquire.args(["acquire", "-n"]).assert().success();
+    let json: Value = serde_json::from_slice(&status(&["status", "--json"]).stdout).unwrap();
+    assert_eq!(json["locks"][1]["state"], "held", "{json}");
+    assert_eq!(blocks(&json), [both, supervisor], "{json}");
+    let out = status(&["status"]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let line = |path: &Path| {
+        text.lines()
+            .find(|l| l.starts_with(&format!("{}: held by", path.display())))
+            .unwrap_or_else(|| panic!("no line for {}: {text}", path.display()))
+    };
+    const NO_REBOOT: &str = "does not hold back a host OS reboot";
+    assert!(!line(&updates).contains(NO_REBOOT), "{text}");
+    assert!(line(&resin).contains(NO_REBOOT), "{text}");
+    let mut release = resin_lock();
+    paths(&mut release);
+    release.arg("release").assert().success();
+}

@@ -431,25 +431,58 @@ fn without_a_watch_the_path_is_polled() {
 #[test]
 fn a_bad_signal_is_a_usage_error() {
     let s = Scratch::new();
-    for bad in ["FOO", "SIGFOO", "0", "99", ""] {
+    for (bad, says) in [
+        ("FOO", "is not a signal"),
+        ("SIGFOO", "is not a signal"),
+        ("0", "is not a signal"),
+        ("99", "is not a signal"),
+        ("", "is not a signal"),
+        ("RTMAX+1", "is not a signal"),
+        // `--` starts CMD here: `-1` is a bad value, not clap's
+        // "use `-- -1`".
+        ("-1", "is not a signal"),
+        // One that stops CMD would leave run waiting for ever; one CMD
+        // ignores would tell it nothing.
+        ("STOP", "would stop CMD"),
+        ("SIGTSTP", "would stop CMD"),
+        ("TTIN", "would stop CMD"),
+        ("ttou", "would stop CMD"),
+        ("19", "would stop CMD"),
+        ("CHLD", "would not notice"),
+    ] {
         let out = s
             .cmd(&["run", "--on-lost", bad, "--", "touch"])
             .arg(s.path("ran"))
             .output()
             .unwrap();
-        assert_eq!(out.status.code(), Some(64), "{bad}");
         let stderr = String::from_utf8(out.stderr).unwrap();
-        let first = stderr.lines().next().unwrap_or_default();
+        assert_eq!(out.status.code(), Some(64), "{bad}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{bad}: {stderr}");
         assert!(
-            first.starts_with("resin-lock: invalid value")
-                && first.contains("--on-lost")
-                && first.contains("is not a signal"),
+            stderr.starts_with("resin-lock: invalid value")
+                && stderr.contains("--on-lost")
+                && stderr.contains(says),
             "{bad}: {stderr}"
         );
-        assert!(
-            stderr.lines().skip(1).all(|l| l.starts_with("Usage: ")),
-            "{bad}: {stderr}"
-        );
+        assert!(!stderr.contains("'-- "), "{bad}: {stderr}");
         assert_eq!(s.leftovers(&[]), Vec::<String>::new(), "{bad}");
+    }
+}
+
+/// A real-time signal, by name or by number, as `kill -s RTMIN+3` sends it.
+#[test]
+fn a_real_time_signal_reaches_the_command() {
+    let number = libc::SIGRTMIN() + 3;
+    for given in ["RTMIN+3".to_owned(), number.to_string()] {
+        let s = Scratch::new();
+        let lock = s.lock();
+        let job = Job::start(&s, &[], &["--on-lost", &given], &number.to_string(), false);
+        rename_over(&lock);
+        job.wait_for("lost");
+        job.flush();
+        assert_eq!(job.got(), ["lost", "ping", "ping"], "{given}");
+        let (status, stderr) = job.finish();
+        assert_eq!(status.code(), Some(5), "{given}: {stderr}");
+        assert_said_lost_once(&stderr, &lock, "SIGRTMIN+3");
     }
 }

@@ -247,9 +247,19 @@ fn completes_everything(shell: Sh) {
             no_files.push(long.to_owned());
         }
     }
-    for long in ["owner", "timeout", "conflict-exit-code"] {
+    for long in ["owner", "timeout", "conflict-exit-code", "on-lost"] {
         assert!(no_files.iter().any(|l| l == long), "--{long} not checked");
     }
+    // --on-lost: signal names, also the real-time ones.
+    c.offers(
+        "resin-lock run --on-lost ",
+        &["TERM", "USR1", "RTMIN+3", "RTMAX"],
+    );
+    c.offers("resin-lock run --on-lost US", &["USR1", "USR2"]);
+    c.never_offers("resin-lock run --on-lost US", &["TERM"]);
+    c.offers("resin-lock run -g --on-lost RT", &["RTMIN", "RTMAX-1"]);
+    // force-update offers only what applies there.
+    c.never_offers("resin-lock force-update --", &["--path", "--root"]);
     // The controls: file names are offered where they belong.
     c.offers("resin-lock --path ", &[FILE]);
     c.offers("resin-lock status --root ", &[DIR]);
@@ -366,6 +376,43 @@ fn man_page_has_the_hand_written_sections() {
         );
     }
     assert!(exit_status.contains("401 or 403") && exit_status.contains("\\-\\-owner"));
+}
+
+/// The man page is left-aligned, not justified: a line is never widened
+/// with runs of spaces between its words (only a tag and its text, as in
+/// `0      Done`, are set apart).
+#[test]
+fn man_page_is_not_justified() {
+    let page = read("man/resin-lock.1");
+    let after_th = page.split_once("\n.TH ").unwrap().1;
+    assert!(after_th.contains("\n.ad l\n"), "no .ad l after .TH");
+    assert!(!after_th.contains("\n.ad b"), "justified again");
+    let Some(out) = try_run(
+        Command::new("man")
+            .args(["-l"])
+            .arg(root().join("man/resin-lock.1"))
+            .env("MANWIDTH", "80")
+            .env("LC_ALL", "C.UTF-8"),
+    ) else {
+        panic!("man is not installed: apt-get install man-db");
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    // Not the header and footer lines, which set their parts apart.
+    let widened: Vec<&str> = lines[1..lines.len().saturating_sub(1)]
+        .iter()
+        .copied()
+        .filter(|line| {
+            let body = line.trim_start();
+            // A `.TP` tag and its text on one line: skip the tag.
+            let body = match body.split_once("  ") {
+                Some((tag, rest)) if !tag.contains(' ') => rest.trim_start(),
+                _ => body,
+            };
+            body.trim_end().contains("  ")
+        })
+        .collect();
+    assert!(widened.is_empty(), "justified lines: {widened:#?}");
 }
 
 /// man-db's `man --warnings` (or groff, which it drives) finds nothing to

@@ -1,8 +1,8 @@
 //! One voice: every error path of SPEC section 7 prints one line that starts
 //! `resin-lock: `, names the problem (and the path), and exits with its
 //! documented status; no Rust debug text (`Exited(Pid(..))`), no
-//! `(os error N)`, no clap `error:` prefix. A usage error adds one line: the
-//! usage of the command that was typed.
+//! `(os error N)`, no clap `error:` prefix. A usage error too is one line:
+//! clap's usage line is left out, its hint ("a similar argument exists") kept.
 
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
@@ -15,18 +15,14 @@ use crate::common::*;
 const BIN: &str = env!("CARGO_BIN_EXE_resin-lock");
 
 /// Run `cmd`; check its status and the shape of what it says on stderr:
-/// one `resin-lock: ` line (plus a `Usage:` line for a usage error) that
-/// contains every word of `says`. Returns stderr.
+/// one `resin-lock: ` line that contains every word of `says`. Returns
+/// stderr.
 fn says(what: &str, cmd: &mut Command, code: i32, says: &[&str]) -> String {
     let out = cmd.output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(out.status.code(), Some(code), "{what}: {stderr}");
     let lines: Vec<&str> = stderr.lines().collect();
-    let usage = lines.len() == 2 && lines[1].starts_with("Usage: resin-lock");
-    assert!(
-        lines.len() == 1 || usage,
-        "{what}: one line (and a usage line) expected:\n{stderr}"
-    );
+    assert_eq!(lines.len(), 1, "{what}: one line expected:\n{stderr}");
     assert!(lines[0].starts_with("resin-lock: "), "{what}: {stderr}");
     assert_plain(what, &stderr);
     for word in says {
@@ -50,63 +46,38 @@ fn assert_plain(what: &str, stderr: &str) {
     }
 }
 
-/// A usage error: exit 64, `message` on the first line, and a usage line
-/// that starts with `usage`.
-fn usage_error(args: &[&str], message: &str, usage: &str) -> String {
-    let stderr = says(
+/// A usage error: exit 64 and one line that says `message`.
+fn usage_error(args: &[&str], message: &str) -> String {
+    says(
         &args.join(" "),
         Command::new(BIN).args(args).env_remove("RESIN_LOCK_PATH"),
         64,
         &[message],
-    );
-    let usage_line = stderr.lines().nth(1).unwrap_or_default();
-    assert!(
-        usage_line.starts_with(&format!("Usage: {usage}")),
-        "{args:?}: {stderr}"
-    );
-    usage_line.to_owned()
+    )
 }
 
 #[test]
-fn usage_errors_speak_as_resin_lock_and_show_the_usage_typed() {
-    usage_error(
-        &["--bogus"],
-        "unexpected argument '--bogus'",
-        "resin-lock [OPTIONS] <COMMAND>",
-    );
-    usage_error(
-        &["--bogus", "status"],
-        "unexpected argument '--bogus'",
-        "resin-lock status [OPTIONS]",
-    );
-    usage_error(
-        &["status", "--bogus"],
-        "unexpected argument '--bogus'",
-        "resin-lock status",
-    );
-    // clap's own usage line would read `resin-lock status --json`: an
-    // option the user did not type.
-    let usage = usage_error(
-        &["status", "--jsn"],
-        "unexpected argument '--jsn'",
-        "resin-lock status [OPTIONS]",
-    );
-    assert_eq!(usage, "Usage: resin-lock status [OPTIONS]");
+fn usage_errors_are_one_line_with_the_hint() {
+    usage_error(&["--bogus"], "unexpected argument '--bogus'");
+    usage_error(&["--bogus", "status"], "unexpected argument '--bogus'");
+    usage_error(&["status", "--bogus"], "unexpected argument '--bogus'");
+    // The hint stays on the line.
+    usage_error(&["status", "--jsn"], "a similar argument exists: '--json'");
+    usage_error(&["statsu"], "a similar subcommand exists: 'status'");
     for bad in ["abc", "-1", "5x"] {
-        usage_error(
-            &["run", "-w", bad, "--", "true"],
-            &format!("'{bad}'"),
-            "resin-lock run",
-        );
+        usage_error(&["run", "-w", bad, "--", "true"], &format!("'{bad}'"));
     }
-    usage_error(&["run"], "<CMD>", "resin-lock run");
-    usage_error(
-        &["acquire", "--owner", "abc"],
-        "--owner",
-        "resin-lock acquire",
+    usage_error(&["run"], "<CMD>");
+    usage_error(&["acquire", "--owner", "abc"], "--owner");
+    usage_error(&["bogus"], "unrecognized subcommand 'bogus'");
+    usage_error(&[], "no command given");
+    // Before `run`'s CMD, `--` starts the command: clap's "use '-- --jsn'"
+    // would run `--jsn`, so it is not said.
+    let said = usage_error(&["run", "--jsn", "true"], "unexpected argument '--jsn'");
+    assert!(
+        !said.contains("'-- ") && !said.contains("as a value"),
+        "{said}"
     );
-    usage_error(&["bogus"], "unrecognized subcommand 'bogus'", "resin-lock");
-    usage_error(&[], "no command given", "resin-lock");
 }
 
 #[test]
@@ -324,7 +295,6 @@ fn the_remaining_section_7_paths_speak_with_one_voice() {
     usage_error(
         &["run", "--timout", "5", "--", "true"],
         "unexpected argument '--timout'",
-        "resin-lock run",
     );
     // Empty variables count as unset: detection, here under a root.
     let root = tempfile::tempdir().unwrap();
@@ -395,12 +365,13 @@ fn rooted(root: &Path, env: &[(&str, &str)], args: &[&str]) -> Command {
 
 #[test]
 fn a_lock_no_supervisor_checks_is_said_once() {
-    const UNPROTECTED: &str = "no supervisor lock directory was found";
+    const NO_SUPERVISOR: &str = "no supervisor was detected";
+    const NO_DIR: &str = "no supervisor lock directory was found";
     // BALENA_APP_LOCK_PATH set but /tmp/balena missing (a service that
     // mounts its own /tmp), and no supervisor at all (rule 10, no
     // /tmp/resin): acquire and run take a lock nobody checks, and say so.
     let app = [("BALENA_APP_LOCK_PATH", "/tmp/balena/updates.lock")];
-    for env in [&app[..], &[][..]] {
+    for (env, says) in [(&app[..], NO_DIR), (&[][..], NO_SUPERVISOR)] {
         for (args, code) in [
             (&["acquire", "-n"][..], 0),
             (&["run", "-n", "--", "true"][..], 0),
@@ -411,7 +382,7 @@ fn a_lock_no_supervisor_checks_is_said_once() {
             assert_eq!(out.status.code(), Some(code), "{env:?} {args:?}: {err}");
             assert_eq!(err.lines().count(), 1, "{env:?} {args:?}: {err}");
             assert!(err.starts_with("resin-lock: "), "{err}");
-            assert!(err.contains(UNPROTECTED), "{env:?} {args:?}: {err}");
+            assert!(err.contains(says), "{env:?} {args:?}: {err}");
             assert!(err.contains("protects nothing"), "{err}");
             let released = rooted(root.path(), env, &["release"]).output().unwrap();
             assert_eq!(released.status.code(), Some(0));
@@ -450,4 +421,114 @@ fn a_lock_no_supervisor_checks_is_said_once() {
         .unwrap();
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json["detection"]["lock_dir_found"], false, "{json}");
+    assert_eq!(json["detection"]["supervisor_detected"], true, "{json}");
+    assert_eq!(
+        json["detection"]["supervisor_evidence"], "BALENA_APP_LOCK_PATH",
+        "{json}"
+    );
+}
+
+/// With no supervisor anywhere, the directory the first call made is no
+/// evidence of one: every later `run` and `acquire` says it again, and
+/// `status --json` does not call the directory found. A supervisor
+/// variable, or the API's address, ends it.
+#[test]
+fn no_supervisor_is_said_every_call_until_one_is_detected() {
+    const NO_SUPERVISOR: &str = "no supervisor was detected";
+    let root = tempfile::tempdir().unwrap();
+    for args in [
+        &["run", "--", "true"][..],
+        &["run", "--", "true"],
+        &["acquire"],
+    ] {
+        let out = rooted(root.path(), &[], args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(
+            err.contains(NO_SUPERVISOR) && err.contains("protects nothing"),
+            "{args:?}: {err}"
+        );
+    }
+    assert!(
+        root.path().join("tmp/resin").is_dir(),
+        "made by the first run"
+    );
+    let detection = |env: &[(&str, &str)]| {
+        let out = rooted(root.path(), env, &["status", "--json"])
+            .output()
+            .unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        json["detection"].clone()
+    };
+    let seen = detection(&[]);
+    assert_eq!(seen["supervisor_detected"], false, "{seen}");
+    assert_eq!(seen["lock_dir_found"], false, "{seen}");
+    rooted(root.path(), &[], &["-q", "release"])
+        .assert()
+        .success()
+        .stderr("");
+    // The supervisor's environment, or its API, is evidence.
+    for env in [
+        &[("BALENA_SUPERVISOR_VERSION", "7.21.0")][..],
+        &[("BALENA_SUPERVISOR_ADDRESS", "http://127.0.0.1:48484")],
+    ] {
+        let out = rooted(root.path(), env, &["run", "--", "true"])
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stderr), "", "{env:?}");
+        let seen = detection(env);
+        assert_eq!(seen["supervisor_detected"], true, "{seen}");
+        assert_eq!(seen["supervisor_evidence"], env[0].0, "{seen}");
+    }
+}
+
+/// At the real root (in a mount namespace of its own, with a fresh /tmp),
+/// a lock directory counts as the supervisor's only when something is
+/// mounted there, as the supervisor's bind mount is; the directory an
+/// earlier call made does not.
+#[test]
+fn at_the_real_root_a_mounted_lock_directory_is_the_supervisors() {
+    let script = format!(
+        r#"mount -t tmpfs none /tmp || exit 99
+        {bin} run -- true 2> /tmp/first
+        {bin} run -- true 2> /tmp/second
+        {bin} status --json > /tmp/before
+        mount -t tmpfs none /tmp/resin
+        {bin} run -- true 2> /tmp/mounted
+        {bin} status --json > /tmp/after
+        cat /tmp/first /tmp/second; echo ===; cat /tmp/before; echo ===; cat /tmp/mounted
+        echo ===; cat /tmp/after"#,
+        bin = crate::common::bin().display(),
+    );
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--mount", "sh", "-c", &script]);
+    for var in [
+        "BALENA_SUPERVISOR_VERSION",
+        "BALENA_APP_LOCK_PATH",
+        "RESIN_LOCK_PATH",
+    ] {
+        cmd.env_remove(var);
+    }
+    let out = cmd.output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let parts: Vec<&str> = text.split("===\n").collect();
+    assert_eq!(parts.len(), 4, "{text}");
+    let said: Vec<&str> = parts[0].lines().collect();
+    assert_eq!(said.len(), 2, "{text}");
+    assert!(
+        said.iter()
+            .all(|l| l.contains("no supervisor was detected")),
+        "{text}"
+    );
+    let before: serde_json::Value = serde_json::from_str(parts[1]).unwrap();
+    assert_eq!(before["detection"]["lock_dir_found"], false, "{before}");
+    assert_eq!(parts[2], "", "mounted: nothing said");
+    let after: serde_json::Value = serde_json::from_str(parts[3]).unwrap();
+    assert_eq!(after["detection"]["lock_dir_found"], true, "{after}");
+    assert_eq!(
+        after["detection"]["supervisor_evidence"], "/tmp/resin is a mount point",
+        "{after}"
+    );
 }

@@ -8,23 +8,28 @@ use clap::{Args, ValueHint};
 use nix::sys::signal::Signal;
 
 use crate::lock::owner::OwnerChoice;
+use crate::supervise::LostSignal;
 
 // How to wait for a busy lock (shared by `acquire` and `run`). Not a doc
 // comment: a deferred subcommand would take it as its own description.
 #[derive(Debug, Clone, Args)]
 pub(crate) struct WaitArgs {
     /// Fail at once if the lock is busy instead of waiting.
-    #[arg(short = 'n', long, conflicts_with = "timeout")]
+    ///
+    /// With -w too, -n wins and the wait is not tried, as in flock(1).
+    #[arg(short = 'n', long)]
     pub(crate) nonblock: bool,
 
     /// Give up after DUR (seconds, or 250ms, 30s, 5m, 1h).
     ///
     /// DUR is seconds (10, 0.5) or a number with a unit (250ms, 30s, 5m, 1h);
-    /// one too large for the clock means for ever.
+    /// one too large for the clock means for ever. --wait is the same option,
+    /// as flock(1) spells it.
     // `-w -1` reaches the duration parser, which says why it is wrong.
     #[arg(
         short = 'w',
         long,
+        alias = "wait",
         value_name = "DUR",
         value_hint = ValueHint::Other,
         value_parser = crate::duration::parse,
@@ -165,15 +170,106 @@ fn parse_owner(value: &str) -> Result<OwnerChoice, String> {
 }
 
 /// `--on-lost`: a signal's name, with or without `SIG`, in any case, or
-/// its number.
-fn parse_signal(value: &str) -> Result<Signal, String> {
-    let bad = || format!("`{value}` is not a signal: give a name (TERM, SIGUSR1) or a number");
-    if let Ok(number) = value.parse::<i32>() {
-        return Signal::try_from(number).map_err(|_| bad());
+/// its number; the real-time signals as `RTMIN`, `RTMIN+N`, `RTMAX-N`,
+/// `RTMAX` or their numbers (34 to 64 with glibc). Not a signal that stops
+/// CMD or that CMD ignores by default: see `refused`.
+fn parse_signal(value: &str) -> Result<LostSignal, String> {
+    let bad = || {
+        format!("`{value}` is not a signal: give a name (TERM, SIGUSR1, RTMIN+3) or a number (15)")
+    };
+    let (min, max) = (libc::SIGRTMIN(), libc::SIGRTMAX());
+    let number = if let Ok(number) = value.parse::<i32>() {
+        if Signal::try_from(number).is_err() && !(min..=max).contains(&number) {
+            return Err(bad());
+        }
+        number
+    } else {
+        let upper = value.to_ascii_uppercase();
+        let name = upper.strip_prefix("SIG").unwrap_or(&upper);
+        let offset = |rest: &str| -> Option<i32> {
+            match rest {
+                "" => Some(0),
+                _ if rest.starts_with(['+', '-'])
+                    && rest[1..].bytes().all(|b| b.is_ascii_digit()) =>
+                {
+                    rest.parse().ok()
+                }
+                _ => None,
+            }
+        };
+        let realtime = match (name.strip_prefix("RTMIN"), name.strip_prefix("RTMAX")) {
+            (Some(rest), _) => Some(offset(rest).filter(|n| *n >= 0).map(|n| min + n)),
+            (_, Some(rest)) => Some(offset(rest).filter(|n| *n <= 0).map(|n| max + n)),
+            _ => None,
+        };
+        match realtime {
+            Some(number) => number.filter(|n| (min..=max).contains(n)).ok_or_else(bad)?,
+            None => format!("SIG{name}").parse::<Signal>().map_err(|_| bad())? as i32,
+        }
+    };
+    match Signal::try_from(number).ok().and_then(refused) {
+        Some(why) => Err(why),
+        None => Ok(LostSignal(number)),
     }
-    let upper = value.to_ascii_uppercase();
-    let name = upper.strip_prefix("SIG").unwrap_or(&upper);
-    format!("SIG{name}").parse().map_err(|_| bad())
+}
+
+/// `--on-lost`'s values: `parse_signal`, and the names the shell
+/// completions offer (the help does not list them).
+#[derive(Clone)]
+struct SignalParser;
+
+/// The signals offered for `--on-lost`: the usual ones, then the real-time
+/// ones as `kill -l` names them (34 to 64 with glibc).
+#[rustfmt::skip]
+const SIGNAL_NAMES: [&str; 40] = [
+    "TERM", "INT", "HUP", "QUIT", "USR1", "USR2", "ALRM", "WINCH", "KILL",
+    "RTMIN", "RTMIN+1", "RTMIN+2", "RTMIN+3", "RTMIN+4", "RTMIN+5", "RTMIN+6", "RTMIN+7",
+    "RTMIN+8", "RTMIN+9", "RTMIN+10", "RTMIN+11", "RTMIN+12", "RTMIN+13", "RTMIN+14",
+    "RTMIN+15", "RTMAX-14", "RTMAX-13", "RTMAX-12", "RTMAX-11", "RTMAX-10", "RTMAX-9",
+    "RTMAX-8", "RTMAX-7", "RTMAX-6", "RTMAX-5", "RTMAX-4", "RTMAX-3", "RTMAX-2", "RTMAX-1",
+    "RTMAX",
+];
+
+impl clap::builder::TypedValueParser for SignalParser {
+    type Value = LostSignal;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<LostSignal, clap::Error> {
+        let parse: fn(&str) -> Result<LostSignal, String> = parse_signal;
+        parse.parse_ref(cmd, arg, value)
+    }
+
+    fn possible_values(
+        &self,
+    ) -> Option<Box<dyn Iterator<Item = clap::builder::PossibleValue> + '_>> {
+        Some(Box::new(
+            SIGNAL_NAMES
+                .iter()
+                .map(|&name| clap::builder::PossibleValue::new(name)),
+        ))
+    }
+}
+
+/// Why `--on-lost` does not send `signal`, if it does not: one that stops
+/// CMD leaves `run` waiting for a stopped command for ever, and CMD never
+/// notices one it ignores by default.
+fn refused(signal: Signal) -> Option<String> {
+    use Signal::*;
+    const INSTEAD: &str = "give one CMD can act on, such as TERM, USR1 or RTMIN+3";
+    match signal {
+        SIGSTOP | SIGTSTP | SIGTTIN | SIGTTOU => Some(format!(
+            "{signal} would stop CMD, not tell it, and run would wait for the stopped \
+             command for ever; {INSTEAD}"
+        )),
+        SIGCHLD => Some(format!(
+            "{signal} is ignored unless CMD handles it, so CMD would not notice; {INSTEAD}"
+        )),
+        _ => None,
+    }
 }
 
 #[derive(Debug, Args)]
@@ -200,9 +296,20 @@ pub(crate) struct RunArgs {
     /// SIGNAL goes to CMD (to its process group with -g) once, within 100 ms,
     /// and one line on stderr says so: CMD can stop its critical work cleanly
     /// before the supervisor stops the container. SIGNAL is a name (TERM,
-    /// SIGUSR1) or a number. Off by default (nothing is watched).
-    #[arg(long, value_name = "SIGNAL", value_parser = parse_signal, value_hint = ValueHint::Other)]
-    pub(crate) on_lost: Option<Signal>,
+    /// SIGUSR1), a real-time signal (RTMIN+3, RTMAX-1) or a number (15; 34 to
+    /// 64 for the real-time ones). Not STOP, TSTP, TTIN or TTOU (CMD would
+    /// stop and run would wait for it for ever) nor CHLD (CMD would not
+    /// notice): those are usage errors. Off by default (nothing is watched).
+    // `-1` reaches the parser, which says why it is wrong; clap would
+    // advise `-- -1`, which here would run `-1` as CMD.
+    #[arg(
+        long,
+        value_name = "SIGNAL",
+        value_parser = SignalParser,
+        hide_possible_values = true,
+        allow_negative_numbers = true
+    )]
+    pub(crate) on_lost: Option<LostSignal>,
 
     /// After release, ask the supervisor to apply a pending update now.
     ///
@@ -241,10 +348,6 @@ pub(crate) struct HoldCmdArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct StatusArgs {
-    /// Print one JSON object instead of text.
-    #[arg(long)]
-    pub(crate) json: bool,
-
     /// Also ask the supervisor API whether an update is pending.
     ///
     /// The exit status stays the lock's; an unreachable or refusing API is
@@ -286,6 +389,12 @@ pub(crate) struct StatusArgs {
         allow_negative_numbers = true
     )]
     pub(crate) max_hold: Option<Duration>,
+
+    // An output option: declared last, as every subcommand's are (the
+    // help's order, see `definition::command`).
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub(crate) json: bool,
 }
 
 #[cfg(test)]
@@ -294,16 +403,37 @@ mod tests {
 
     #[test]
     fn signals_are_names_or_numbers() {
-        for (value, signal) in [
-            ("TERM", Signal::SIGTERM),
-            ("SIGTERM", Signal::SIGTERM),
-            ("term", Signal::SIGTERM),
-            ("SigUsr1", Signal::SIGUSR1),
-            ("USR2", Signal::SIGUSR2),
-            ("15", Signal::SIGTERM),
-            ("9", Signal::SIGKILL),
+        let (min, max) = (libc::SIGRTMIN(), libc::SIGRTMAX());
+        for (value, number) in [
+            ("TERM", libc::SIGTERM),
+            ("SIGTERM", libc::SIGTERM),
+            ("term", libc::SIGTERM),
+            ("SigUsr1", libc::SIGUSR1),
+            ("USR2", libc::SIGUSR2),
+            ("15", libc::SIGTERM),
+            ("9", libc::SIGKILL),
+            ("RTMIN", min),
+            ("SIGRTMIN+3", min + 3),
+            ("rtmin+3", min + 3),
+            ("RTMAX-1", max - 1),
+            ("SIGRTMAX", max),
+            ("RTMIN+0", min),
+            (&min.to_string(), min),
+            (&max.to_string(), max),
+            (&(min + 3).to_string(), min + 3),
         ] {
-            assert_eq!(parse_signal(value), Ok(signal), "{value}");
+            assert_eq!(parse_signal(value), Ok(LostSignal(number)), "{value}");
+        }
+        for name in SIGNAL_NAMES {
+            assert!(parse_signal(name).is_ok(), "offered but refused: {name}");
+        }
+        assert_eq!(LostSignal(min + 3).to_string(), "SIGRTMIN+3");
+        assert_eq!(LostSignal(max).to_string(), "SIGRTMAX");
+        assert_eq!(LostSignal(libc::SIGTERM).to_string(), "SIGTERM");
+        for value in ["STOP", "SIGTSTP", "ttin", "TTOU", "CHLD", "19", "17"] {
+            let err = parse_signal(value).unwrap_err();
+            assert!(err.contains("give one CMD can act on"), "{value}: {err}");
+            assert!(!err.contains('\n'), "{value}: {err}");
         }
         for value in [
             "",
@@ -316,6 +446,14 @@ mod tests {
             "TERM ",
             " 15",
             "SIGSIGTERM",
+            "-1",
+            "RTMIN-1",
+            "RTMAX+1",
+            "RTMIN+99",
+            "RTMIN+",
+            "RTMIN++3",
+            "RTMINX",
+            "32",
         ] {
             let err = parse_signal(value).unwrap_err();
             assert!(err.contains("is not a signal"), "{value}: {err}");

@@ -151,10 +151,56 @@ pub(crate) enum Command {
     /// Report every lock path, its holder, and how the paths were chosen.
     ///
     /// Exits 0 when no lock file exists (updates are allowed), 1 when one does
-    /// (held or stale: both block the supervisor).
-    /// With --health, exits 1 only when a lock blocks updates for nothing (a
-    /// HEALTHCHECK).
+    /// (held or stale: both block the supervisor), 73 when the directory of a
+    /// --path does not exist (no lock can be taken there: a typo in a check's
+    /// path fails it). With --health, exits 1 only when a lock blocks updates
+    /// for nothing (a HEALTHCHECK).
+    ///
+    /// Every lock file holds back the supervisor; only files named
+    /// updates.lock also hold back balenaOS's host OS reboot check, so a held
+    /// lock with another name (resin-updates.lock) is said not to (`blocks`
+    /// in --json: ["supervisor","host-reboot"] or ["supervisor"]).
     Status(StatusArgs),
+
+    /// Hold the lock while stdin stays open; say what happens in JSON lines.
+    ///
+    /// For a program that is not a command (Node, Python, Go, a shell
+    /// coprocess): it starts `resin-lock hold` with pipes on stdin and
+    /// stdout, and holds the lock for as long as it keeps stdin open. The
+    /// lock is taken as `run` takes it (-n, -w, -E, -s, several paths all or
+    /// nothing) and held by this process for its parent, the program (mode
+    /// hold: status names both; release refuses it; release --force removes
+    /// it).
+    ///
+    /// End of file on stdin (the program closed it, or died, even by
+    /// SIGKILL) releases the lock and exits 0; bytes read are ignored. So do
+    /// a parent that changed (the program died while another process keeps
+    /// the pipe open; checked every second) and a closed stdout (EPIPE). HUP,
+    /// INT, TERM (and QUIT, USR1, USR2, ALRM) release it and exit
+    /// 128+signal. While still waiting, end of file ends the wait as SIGHUP
+    /// does (exit 129) and a signal with 128+signal: nothing is held.
+    ///
+    /// Stdout carries one JSON object a line, flushed as written: a stable
+    /// interface (fields are only ever added; ignore those you do not know),
+    /// described under HOLD PROTOCOL in resin-lock(1).
+    ///
+    /// {"event":"waiting","path":…,"held_by":…,"holder":…,"record":…}: at
+    /// most once, when the lock is busy.
+    ///
+    /// {"event":"held","paths":[…],"since":"<RFC 3339 UTC>"}: it is held.
+    ///
+    /// {"event":"lost","path":…,"why":"removed"|"replaced"}: someone else
+    /// removed or replaced a lock file (a forced update, the lock override,
+    /// release --force), said within 100 ms; hold goes on until stdin closes.
+    ///
+    /// {"event":"expired"}: --max-hold passed; the lock was released.
+    ///
+    /// {"event":"released"}: last, before hold exits.
+    ///
+    /// A lock that cannot be taken is one line on stderr and acquire's exit
+    /// status (1 busy or timed out, or -E CODE; 64, 73, 77 …), with no event
+    /// but maybe waiting.
+    Hold(HoldCmdArgs),
 
     /// Ask the supervisor to update now, overriding update locks.
     ///
@@ -165,52 +211,56 @@ pub(crate) enum Command {
     /// names), which the supervisor provides to services with the
     /// io.balena.features.supervisor-api label.
     ForceUpdate,
-
-    /// Hold the lock while stdin stays open, saying what happens as JSON lines on stdout.
-    ///
-    /// For a program that is not a command (Node, Python, Go, a shell
-    /// coprocess): it starts `resin-lock hold` with a pipe on its stdin and
-    /// one on its stdout, and holds the lock for as long as it keeps the
-    /// stdin pipe open. The lock is taken as `run` takes it (the same
-    /// waiting, -n, -w, -E, -s, several paths all or nothing), and held by
-    /// this process for its parent, the program (mode hold in the record:
-    /// status names both; release refuses it; release --force removes it).
-    ///
-    /// At end of file on stdin (the program closed the pipe, or died, even
-    /// by SIGKILL, and the kernel closed it) the lock is released and hold
-    /// exits 0; bytes read on stdin are ignored. It also lets go, and
-    /// exits 0, when its parent process changes (the program died while
-    /// another process keeps the pipe open; checked every second), and when
-    /// its stdout is closed (EPIPE). SIGTERM, SIGINT, SIGHUP (also QUIT,
-    /// USR1, USR2, ALRM) release the lock and exit 128+signal. While still
-    /// waiting, any of these ends the wait with nothing held: end of file
-    /// as SIGHUP does (exit 129), a signal with 128+signal.
-    ///
-    /// Stdout carries one JSON object a line, each flushed when written; this
-    /// is a stable interface (fields are only ever added, readers ignore
-    /// those they do not know):
-    /// {"event":"waiting","path":…,"held_by":…,"holder":…,"record":…} at most
-    /// once, when the lock is busy;
-    /// {"event":"held","paths":[…],"since":"<RFC 3339 UTC>"} once it is held;
-    /// {"event":"lost","path":…,"why":"removed"|"replaced"} when a lock file
-    /// is removed or replaced under it by someone else (a forced update, the
-    /// supervisor's lock override, release --force), within 100 ms: the lock
-    /// no longer protects the program, and hold goes on until stdin closes;
-    /// {"event":"expired"} when --max-hold passed and it let go;
-    /// {"event":"released"} last, before it exits. A failure to take the lock
-    /// is one line on stderr and acquire's exit status (1 busy or timed out,
-    /// or -E CODE; 64, 73, 77 …) with no event but maybe waiting.
-    Hold(HoldCmdArgs),
 }
+
+/// The order of the options in every subcommand's help: first its own
+/// (what to lock and how, as declared; a subcommand declares its output
+/// options, such as `--json`, last), then the output options, then the
+/// global options that say where the lock is. Set here, on the global
+/// options, so every subcommand follows it without numbering its own.
+const HELP_ORDER: [&str; 4] = ["verbose", "quiet", "paths", "root"];
+
+/// Where `HELP_ORDER` starts: after any subcommand's own options (clap
+/// numbers them from 0 as declared), before -h and -V (which clap leaves
+/// at 999).
+const GLOBALS_FROM: usize = 900;
+
+/// The global options that do nothing in a subcommand, left out of its
+/// help: `force-update` talks to the supervisor API, not to a lock.
+const NOT_IN: [(&str, [&str; 2]); 1] = [("force-update", ["paths", "root"])];
 
 /// The clap command, for parsing and for the man page and completion
 /// generators. Its subcommands get their arguments when built (see
 /// `Command`). The exit-status table after the help comes from `exit.rs`.
 pub fn command() -> clap::Command {
-    Cli::command()
-        .after_help("Exit status: 0 done (status: no lock file), 1 busy or held, 64 usage; the table is in --help.\nSee resin-lock(1) for the lock locations and the protocol.")
+    let mut cmd = Cli::command();
+    for (at, id) in HELP_ORDER.into_iter().enumerate() {
+        cmd = cmd.mut_arg(id, |arg| arg.display_order(GLOBALS_FROM + at));
+    }
+    for (name, _) in NOT_IN {
+        // Deferred: the global options reach a subcommand when the parent
+        // is built, before the subcommand's deferred part runs.
+        cmd = cmd.mut_subcommand(name, |sub| sub.defer(hide_what_does_nothing));
+    }
+    cmd.after_help("Exit status: 0 done (status: no lock file), 1 busy or held, 64 usage; the table is in --help.\nSee resin-lock(1) for the lock locations and the protocol.")
         .after_long_help(format!(
             "{}\nSee resin-lock(1) for the lock locations and the protocol.",
             crate::exit::help_table()
         ))
+}
+
+/// Hide, in the subcommand being built, the global options that do nothing
+/// there (`NOT_IN`). Built on its own (the man page's subsection), it has
+/// no global options to hide.
+fn hide_what_does_nothing(sub: clap::Command) -> clap::Command {
+    let Some((_, ids)) = NOT_IN.iter().find(|(name, _)| *name == sub.get_name()) else {
+        return sub;
+    };
+    ids.iter().fold(sub, |sub, id| {
+        if sub.get_arguments().any(|arg| arg.get_id() == id) {
+            sub.mut_arg(id, |arg| arg.hide(true))
+        } else {
+            sub
+        }
+    })
 }

@@ -91,7 +91,12 @@ mod tests {
             (&["-wabc", "true"], Err(ValueValidation)),
             (&["-w", "-1", "true"], Err(ValueValidation)),
             (&["-E300", "true"], Err(ValueValidation)),
-            (&["-n", "-w5", "true"], Err(ArgumentConflict)),
+            // As flock(1): -n with -w is no conflict (-n wins), and --wait
+            // is -w.
+            (&["-n", "-w5", "true"], ok(true, Some(5), None, false, &["true"])),
+            (&["-w5", "-n", "true"], ok(true, Some(5), None, false, &["true"])),
+            (&["--wait", "5", "true"], ok(false, Some(5), None, false, &["true"])),
+            (&["--wait=5", "-E3", "true"], ok(false, Some(5), Some(3), false, &["true"])),
             // No command.
             (&[], Err(MissingRequiredArgument)),
             (&["--"], Err(MissingRequiredArgument)),

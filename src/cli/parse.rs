@@ -26,10 +26,10 @@ pub fn parse() -> Result<Cli, u8> {
     })
 }
 
-/// A usage error in resin-lock's voice: `resin-lock: <what>` on one line
-/// (clap's message, with its tips folded in), then the usage of the command
-/// the user typed. Not clap's own usage line, which puts an option it
-/// suggests (`--json` for `--jsn`) in it as if the user had typed it.
+/// A usage error in resin-lock's voice, on one line: `resin-lock: <what>`,
+/// with clap's tips ("a similar argument exists: ...") folded in, and where
+/// an option belongs when it was put before its subcommand. No usage line:
+/// one problem, one line.
 fn usage_error(err: &clap::Error, cmd: &mut clap::Command, args: &[OsString]) -> String {
     let what = if err.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
         let names: Vec<&str> = cmd
@@ -49,17 +49,14 @@ fn usage_error(err: &clap::Error, cmd: &mut clap::Command, args: &[OsString]) ->
         Some(sub) => format!("{what}; it is an option of `{sub}`: put it after `{sub}`"),
         None => what,
     };
-    let typed = typed_subcommand(cmd, args);
-    let usage = match typed.and_then(|name| cmd.find_subcommand_mut(&name)) {
-        Some(sub) => sub.render_usage(),
-        None => cmd.render_usage(),
-    };
-    format!("resin-lock: {what}\n{usage}\n")
+    format!("resin-lock: {what}\n")
 }
 
 /// clap's rendered error as one line: the message without `error: `, its
 /// continuation lines (e.g. the missing arguments) and `tip:` lines
 /// appended, without the usage and the "For more information" lines.
+/// Not clap's "to pass '-x' as a value, use '-- -x'": before `run`'s CMD,
+/// `--` starts the command, so that advice would run `-x` as CMD.
 fn clap_message(rendered: &str) -> String {
     let mut lines = rendered.lines();
     let first = lines.next().unwrap_or_default();
@@ -74,6 +71,9 @@ fn clap_message(rendered: &str) -> String {
             in_usage = true;
         } else if in_usage || line.starts_with("For more information") {
         } else if let Some(tip) = line.strip_prefix("tip: ") {
+            if tip.starts_with("to pass ") {
+                continue;
+            }
             what.push_str("; ");
             what.push_str(tip);
         } else {
@@ -116,37 +116,6 @@ fn misplaced_option(err: &clap::Error, cmd: &clap::Command, args: &[OsString]) -
             })
     });
     known.then(|| sub.get_name().to_owned())
-}
-
-/// The subcommand the user typed: the first word that is not an option or
-/// the value of a global option.
-fn typed_subcommand(cmd: &clap::Command, args: &[OsString]) -> Option<String> {
-    let takes_value: Vec<String> = cmd
-        .get_arguments()
-        .filter(|arg| arg.get_action().takes_values() && !arg.is_positional())
-        .flat_map(|arg| {
-            let long = arg.get_long().map(|long| format!("--{long}"));
-            let short = arg.get_short().map(|short| format!("-{short}"));
-            long.into_iter().chain(short)
-        })
-        .collect();
-    let mut words = args.iter().skip(1);
-    while let Some(word) = words.next() {
-        let word = word.to_str()?;
-        if word == "--" {
-            return None;
-        }
-        if word.starts_with('-') {
-            if takes_value.iter().any(|option| option == word) {
-                words.next();
-            }
-            continue;
-        }
-        return cmd
-            .find_subcommand(word)
-            .map(|sub| sub.get_name().to_owned());
-    }
-    None
 }
 
 /// Parse `args`, with `env` for the environment variables. An empty

@@ -35,11 +35,32 @@ pub(crate) fn refuse_nobody() -> Result<()> {
     Ok(())
 }
 
-/// Before `acquire` or `run` takes a detected lock: when no supervisor lock
-/// directory exists, the lock will be one nobody checks. Said once (not
-/// with `-q`); never for `--path`, which the user chose.
+/// Before `acquire` or `run` takes a detected lock: when nothing says a
+/// supervisor runs here, or none provides the lock's directory, the lock
+/// will be one nobody checks. Said once a call, every call (a directory an
+/// earlier call made is no evidence), not with `-q`; never for `--path`,
+/// which the user chose.
 pub(crate) fn warn_unprotected(ctx: &Context) {
     let detection = &ctx.locations.detection;
+    let paths = || {
+        let paths: Vec<String> = ctx
+            .locations
+            .targets
+            .iter()
+            .map(|t| t.path.display().to_string())
+            .collect();
+        paths.join(", ")
+    };
+    if detection.supervisor_detected == Some(false) {
+        ctx.ui.warn(format!(
+            "no supervisor was detected (no supervisor variables such as \
+             BALENA_SUPERVISOR_VERSION, no supervisor API address, no lock directory \
+             mounted by a supervisor, not a balenaOS host): the lock {} is taken, but no \
+             supervisor checks it, so it protects nothing from an update",
+            paths()
+        ));
+        return;
+    }
     if detection.lock_dir_found != Some(false) {
         return;
     }
@@ -49,10 +70,10 @@ pub(crate) fn warn_unprotected(ctx: &Context) {
         .map(|dir| dir.display().to_string())
         .collect();
     ctx.ui.warn(format!(
-        "no supervisor lock directory was found (no {}): the lock is taken there, but \
-         no supervisor checks it, so it protects nothing from an update (a service that \
-         mounts its own /tmp hides the supervisor's /tmp/balena)",
-        dirs.join(", no ")
+        "no supervisor lock directory was found at {}: the lock is taken there, but no \
+         supervisor checks it, so it protects nothing from an update (a service that mounts \
+         its own /tmp hides the supervisor's /tmp/balena)",
+        dirs.join(", ")
     ));
 }
 

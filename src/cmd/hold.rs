@@ -22,8 +22,8 @@
 
 use std::cell::{Cell, RefCell};
 use std::io::Write as _;
-use std::path::PathBuf;
-use std::time::SystemTime;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use anyhow::{Context as _, Result};
 use nix::unistd::{getpid, getppid};
@@ -41,6 +41,7 @@ use crate::lock::{Event, Released, release_all};
 use crate::signals::{ABORT_WAIT, SignalWatch};
 use crate::supervise::{self, CallerWatch, Ended, Happened};
 use crate::supervisor_api::tags::{End, Publisher};
+use crate::ui::Ui;
 
 pub fn run(ctx: &Context, args: HoldCmdArgs) -> Result<u8> {
     refuse_nobody()?;
@@ -53,61 +54,39 @@ pub fn run(ctx: &Context, args: HoldCmdArgs) -> Result<u8> {
     record.tag_after_ms = tags
         .as_ref()
         .map(|(_, after)| u64::try_from(after.as_millis()).unwrap_or(u64::MAX));
+    let out = Stdout::default();
     let took_over_tagged = Cell::new(false);
     let publisher: RefCell<Option<Publisher>> = RefCell::new(None);
-    // Paths already said lost: at release, the same news is not told again.
-    let lost: RefCell<Vec<PathBuf>> = RefCell::new(Vec::new());
-    let said_waiting = Cell::new(false);
     let notify = |event: Event<'_>| {
         if super::context::took_over_tagged(&event) {
             took_over_tagged.set(true);
         }
-        match &event {
-            Event::Waiting { path, holder } if !said_waiting.replace(true) => {
-                say(waiting(
-                    path,
-                    holder.held_by,
-                    &holder.holder(),
-                    holder.record.clone(),
-                ));
-            }
-            Event::WaitingForDisplaced { path, record } if !said_waiting.replace(true) => {
-                let holder = format!(
-                    "{} (its lock file was removed, but it still runs)",
-                    Inspection::record_holder(record)
-                );
-                say(waiting(
-                    path,
-                    Some(HeldBy::ResinLock),
-                    &holder,
-                    serde_json::to_value(record).ok(),
-                ));
-            }
-            Event::Released { how, .. } => {
-                if let Some(publisher) = publisher.borrow().as_ref() {
-                    publisher.end(match how {
-                        Released::Left => End::Left,
-                        _ => End::Released,
-                    });
-                }
-            }
-            _ => {}
+        if let Event::Released { how, .. } = &event
+            && let Some(publisher) = publisher.borrow().as_ref()
+        {
+            publisher.end(match how {
+                Released::Left => End::Left,
+                _ => End::Released,
+            });
         }
+        out.waiting(&event);
         match event {
+            // A removal noticed only at release is said then (SPEC 2a);
+            // one said already is not said again.
             Event::Released {
                 path,
                 how: how @ (Released::Gone | Released::Replaced),
-            } => {
-                // Noticed only now, at release: said now (SPEC 2a).
-                if !lost.borrow().iter().any(|p| p == path) {
-                    lost.borrow_mut().push(path.to_owned());
-                    say(lost_event(path, how));
+            } if out.holding.get() => {
+                if out.first_loss(path) {
+                    out.lost(path, how);
                     tell(&ctx.ui, event);
                 }
             }
             event => tell(&ctx.ui, event),
         }
     };
+
+    // Take the lock as `run` does; the caller going away ends the wait.
     let held = take_all_until(
         &ctx.locations.targets,
         record.to_line().as_bytes(),
@@ -127,43 +106,27 @@ pub fn run(ctx: &Context, args: HoldCmdArgs) -> Result<u8> {
             super::context::hold_notes(&record)
         )
     });
-    let since = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
-    let shown: Vec<String> = paths
-        .iter()
-        .map(|p| p.to_string_lossy().into_owned())
-        .collect();
-    let reading = say(json!({"event": "held", "paths": shown, "since": since}));
-    // Device tags (SPEC 4d), from a thread of their own, once the lock is held.
+    let reading = out.held(&paths);
     *publisher.borrow_mut() = tags.and_then(|(config, after)| {
         let after = if took_over_tagged.get() {
-            std::time::Duration::ZERO
+            Duration::ZERO
         } else {
             after
         };
-        let quiet = ctx.ui.quiet;
-        let warn = Box::new(move |line: String| {
-            if !quiet {
-                crate::ui::say(&line);
-            }
-        });
-        Publisher::start(config, record.clone(), paths.clone(), after, warn)
+        publish_tags(config, &record, &paths, after, ctx.ui)
     });
+
+    // Hold it until the caller is gone or a signal ends it.
     let (ended, held) = if reading {
         let on = |happened: Happened<'_>| match happened {
             Happened::Lost { path, how } => {
-                lost.borrow_mut().push(path.to_owned());
+                out.first_loss(path);
                 ctx.ui.warn(maybe_forced(path));
-                say(lost_event(path, how))
+                out.lost(path, how)
             }
             Happened::Expired => {
-                ctx.ui.warn(format!(
-                    "held {} for {} (--max-hold); released it: the program (pid {}) goes on \
-                     unprotected",
-                    shown.join(", "),
-                    humantime::format_duration(args.hold.max_hold.unwrap_or_default()),
-                    record.owner
-                ));
-                say(json!({"event": "expired"}))
+                ctx.ui.warn(expired_message(&paths, &args, record.owner));
+                out.say(json!({"event": "expired"}))
             }
         };
         supervise::hold(
@@ -178,6 +141,8 @@ pub fn run(ctx: &Context, args: HoldCmdArgs) -> Result<u8> {
         // Nobody reads us: the caller is gone already.
         (Ended::CallerGone, Some(held))
     };
+
+    // Release it, say so, and exit.
     if let Some(held) = held
         && let Err(err) = release_all(held, &notify)
     {
@@ -186,7 +151,7 @@ pub fn run(ctx: &Context, args: HoldCmdArgs) -> Result<u8> {
     if let Some(publisher) = publisher.take() {
         publisher.finish(End::Released);
     }
-    say(json!({"event": "released"}));
+    out.say(json!({"event": "released"}));
     // Unregistering the handlers one by one costs time at exit; the process
     // is about to end, which drops them all at once.
     std::mem::forget(signals);
@@ -212,40 +177,114 @@ fn hold_record(args: &HoldCmdArgs) -> Record {
     record
 }
 
-/// The `waiting` event.
-fn waiting(
-    path: &std::path::Path,
-    held_by: Option<HeldBy>,
-    holder: &str,
-    record: Option<Value>,
-) -> Value {
-    json!({
-        "event": "waiting",
-        "path": path.to_string_lossy(),
-        "held_by": held_by,
-        "holder": holder,
-        "record": record,
-    })
+/// Device tags (SPEC 4d), from a thread of their own, once the lock is held.
+fn publish_tags(
+    config: crate::supervisor_api::Config,
+    record: &Record,
+    paths: &[PathBuf],
+    after: Duration,
+    ui: Ui,
+) -> Option<Publisher> {
+    let warn = Box::new(move |line: String| {
+        if !ui.quiet {
+            crate::ui::say(&line);
+        }
+    });
+    Publisher::start(config, record.clone(), paths.to_vec(), after, warn)
 }
 
-/// The `lost` event: the file at `path` was removed or replaced.
-fn lost_event(path: &std::path::Path, how: Released) -> Value {
-    let why = match how {
-        Released::Replaced => "replaced",
-        _ => "removed",
-    };
-    json!({"event": "lost", "path": path.to_string_lossy(), "why": why})
+/// The line on stderr at `--max-hold`.
+fn expired_message(paths: &[PathBuf], args: &HoldCmdArgs, owner: i32) -> String {
+    let shown: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+    format!(
+        "held {} for {} (--max-hold); released it: the program (pid {owner}) goes on unprotected",
+        shown.join(", "),
+        humantime::format_duration(args.hold.max_hold.unwrap_or_default()),
+    )
 }
 
-/// Write one event line to stdout with one write(2), flushed. False when
-/// nobody reads it any more (EPIPE: the caller is gone); another error (a
-/// full disk under a redirected stdout) is not the caller's going.
-fn say(event: Value) -> bool {
-    let mut line = event.to_string();
-    line.push('\n');
-    let mut out = std::io::stdout().lock();
-    match out.write_all(line.as_bytes()).and_then(|()| out.flush()) {
-        Ok(()) => true,
-        Err(err) => err.kind() != std::io::ErrorKind::BrokenPipe,
+/// What hold says on stdout: the protocol's events, each once where it
+/// must be.
+#[derive(Default)]
+struct Stdout {
+    said_waiting: Cell<bool>,
+    /// `held` was said: news about the lock may follow (a lock let go of
+    /// while the others are still being taken, all or nothing, is none).
+    holding: Cell<bool>,
+    /// Paths said lost: each once, also when its release finds it gone
+    /// (`first_loss`).
+    lost: RefCell<Vec<PathBuf>>,
+}
+
+impl Stdout {
+    /// `waiting`, at most once, when the protocol says a wait begins.
+    fn waiting(&self, event: &Event<'_>) {
+        let (path, held_by, holder, record) = match event {
+            Event::Waiting { path, holder } => {
+                (path, holder.held_by, holder.holder(), holder.record.clone())
+            }
+            Event::WaitingForDisplaced { path, record } => (
+                path,
+                Some(HeldBy::ResinLock),
+                format!(
+                    "{} (its lock file was removed, but it still runs)",
+                    Inspection::record_holder(record)
+                ),
+                serde_json::to_value(record).ok(),
+            ),
+            _ => return,
+        };
+        if !self.said_waiting.replace(true) {
+            self.say(json!({
+                "event": "waiting",
+                "path": path.to_string_lossy(),
+                "held_by": held_by,
+                "holder": holder,
+                "record": record,
+            }));
+        }
+    }
+
+    /// `held`: every path taken, and since when. False when nobody reads.
+    fn held(&self, paths: &[PathBuf]) -> bool {
+        let since = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
+        let paths: Vec<String> = paths
+            .iter()
+            .map(|p| p.to_string_lossy().into_owned())
+            .collect();
+        self.holding.set(true);
+        self.say(json!({"event": "held", "paths": paths, "since": since}))
+    }
+
+    /// Whether `path` is said lost for the first time (from now on it is).
+    fn first_loss(&self, path: &Path) -> bool {
+        if self.lost.borrow().iter().any(|p| p == path) {
+            return false;
+        }
+        self.lost.borrow_mut().push(path.to_owned());
+        true
+    }
+
+    /// `lost`: the file at `path` was removed or replaced. False when
+    /// nobody reads.
+    fn lost(&self, path: &Path, how: Released) -> bool {
+        let why = match how {
+            Released::Replaced => "replaced",
+            _ => "removed",
+        };
+        self.say(json!({"event": "lost", "path": path.to_string_lossy(), "why": why}))
+    }
+
+    /// One event line, with one write(2), flushed. False when nobody reads
+    /// it any more (EPIPE: the caller is gone); another error (a full disk
+    /// under a redirected stdout) is not the caller's going.
+    fn say(&self, event: Value) -> bool {
+        let mut line = event.to_string();
+        line.push('\n');
+        let mut out = std::io::stdout().lock();
+        match out.write_all(line.as_bytes()).and_then(|()| out.flush()) {
+            Ok(()) => true,
+            Err(err) => err.kind() != std::io::ErrorKind::BrokenPipe,
+        }
     }
 }

@@ -34,7 +34,9 @@ const SERVICES: &str = "tmp/balena-supervisor/services";
 /// The supervisor's dump of the target state's config (JSON), under the root.
 const TARGET_STATE_CONFIG: &str = "tmp/balena-supervisor/target-state-config";
 /// The lock names the supervisor checks; `safe_reboot` only the first.
-const NAMES: [&str; 2] = ["updates.lock", "resin-updates.lock"];
+const NAMES: [&str; 2] = [REBOOT_CHECKED, "resin-updates.lock"];
+/// The one lock name balenaOS's `safe_reboot` checks.
+pub(super) const REBOOT_CHECKED: &str = "updates.lock";
 /// The most of `target-state-config` that is read.
 const MAX_CONFIG: u64 = 1024 * 1024;
 

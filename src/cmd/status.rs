@@ -12,8 +12,10 @@ use serde::Serialize;
 
 use super::context::Context;
 use crate::cli::StatusArgs;
-use crate::exit::Exit;
+use crate::exit::{Exit, fail};
 use crate::locate::Detection;
+use crate::lock::Target;
+use crate::lock::dir::parent_of;
 use crate::lock::inspect::{Inspection, State, inspect};
 use crate::lock::probe::HeldBy;
 use crate::supervisor_api::{self, DeviceInfo};
@@ -39,6 +41,9 @@ struct Report<'a> {
 pub fn run(ctx: &Context, args: StatusArgs) -> Result<u8> {
     if args.host {
         return super::host::run(ctx, args.json);
+    }
+    for target in &ctx.locations.targets {
+        check_given_dir(target)?;
     }
     let locks = ctx
         .locations
@@ -78,7 +83,7 @@ pub fn run(ctx: &Context, args: StatusArgs) -> Result<u8> {
             .collect::<Vec<_>>()
             .join("\n")
     } else {
-        let mut lines: Vec<String> = locks.iter().map(Inspection::describe).collect();
+        let mut lines: Vec<String> = locks.iter().map(describe).collect();
         lines.push(format!(
             "lock paths: {}",
             ctx.locations.detection.explanation
@@ -103,10 +108,62 @@ pub fn run(ctx: &Context, args: StatusArgs) -> Result<u8> {
     }
 }
 
-/// A lock for `status --json`, with its `reason` and `held_for_s`.
+/// A `--path` (or RESIN_LOCK_PATH) whose directory does not exist names a
+/// lock nobody can take (`acquire` fails with 73) and nobody checks: exit
+/// 73 with one line, not "free", so a check with a typo in the path fails.
+/// A detected path's directory is made when the lock is taken.
+fn check_given_dir(target: &Target) -> Result<()> {
+    if target.create_parent {
+        return Ok(());
+    }
+    let dir = parent_of(&target.path);
+    let why = match std::fs::metadata(dir) {
+        Ok(meta) if meta.is_dir() => return Ok(()),
+        Ok(_) => format!("{} is not a directory", dir.display()),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => {
+            format!("directory {} does not exist", dir.display())
+        }
+        // Anything else (permission denied) is said when the lock is read.
+        Err(_) => return Ok(()),
+    };
+    Err(fail(
+        Exit::CantCreate,
+        format!(
+            "{}: {why}: no lock can be taken there (check --path or RESIN_LOCK_PATH)",
+            target.path.display()
+        ),
+    ))
+}
+
+/// What a lock file at `path` holds back: the supervisor (any lock file),
+/// and the host OS's reboot check (balenaOS `safe_reboot`, `flock -nx` on
+/// files named `updates.lock` only).
+pub(super) fn blocks(path: &std::path::Path) -> &'static [&'static str] {
+    if path.file_name() == Some(std::ffi::OsStr::new(super::host::REBOOT_CHECKED)) {
+        &["supervisor", "host-reboot"]
+    } else {
+        &["supervisor"]
+    }
+}
+
+/// `status`'s line for a lock, and where a lock file exists that does not
+/// hold back a host OS reboot by its name, that in words.
+fn describe(lock: &Inspection) -> String {
+    let line = lock.describe();
+    if lock.state == State::Free || blocks(&lock.path).contains(&"host-reboot") {
+        return line;
+    }
+    format!(
+        "{line}; it does not hold back a host OS reboot (balenaOS checks only files named {})",
+        super::host::REBOOT_CHECKED
+    )
+}
+
+/// A lock for `status --json`, with its `reason`, `held_for_s` and `blocks`.
 fn lock_json(lock: &Inspection) -> serde_json::Value {
     let mut value = serde_json::to_value(lock).unwrap_or_default();
     if let Some(fields) = value.as_object_mut() {
+        fields.insert("blocks".to_owned(), blocks(&lock.path).into());
         let reason = lock.parsed.as_ref().and_then(|r| r.reason.clone());
         fields.insert("reason".to_owned(), reason.into());
         let held_for = held_for(lock).map(|age| age.as_secs());

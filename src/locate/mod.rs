@@ -47,6 +47,10 @@ pub(crate) const SUPERVISOR_VERSION_VARS: [&str; 2] =
     ["BALENA_SUPERVISOR_VERSION", "RESIN_SUPERVISOR_VERSION"];
 pub(crate) const HOST_OS_VERSION_VARS: [&str; 2] =
     ["BALENA_HOST_OS_VERSION", "RESIN_HOST_OS_VERSION"];
+/// The supervisor API's address, which the supervisor gives services with
+/// the API label: a sign of a supervisor, not a detection input.
+pub(crate) const SUPERVISOR_ADDRESS_VARS: [&str; 2] =
+    ["BALENA_SUPERVISOR_ADDRESS", "RESIN_SUPERVISOR_ADDRESS"];
 
 /// `os-release` `ID`s of the hosts whose version matters.
 const HOST_OS_IDS: [&str; 2] = ["balena-os", "resin-os"];
@@ -94,12 +98,21 @@ pub struct Detection {
     pub(crate) app_lock_path_source: Option<String>,
     /// Whether `ROOT/tmp/balena` is a directory; null for `--path`.
     pub(crate) tmp_balena_is_dir: Option<bool>,
-    /// Whether the directory of any detected lock path exists (under the
-    /// root) before resin-lock creates it: the supervisor provides these
-    /// directories, so when none exists (a service that mounts its own
-    /// /tmp, no supervisor at all) nothing checks the lock. Null for `--path`.
+    /// Whether anything says a supervisor runs here (`supervisor_evidence`);
+    /// null for `--path`.
+    pub(crate) supervisor_detected: Option<bool>,
+    /// What says so, first found: a supervisor variable, the API's address,
+    /// a balenaOS host's os-release, `/tmp/balena`, or a lock directory
+    /// mounted over its parent. Never a directory resin-lock can have made.
+    pub(crate) supervisor_evidence: Option<String>,
+    /// Whether a supervisor was detected and the directory of a detected
+    /// lock path is the one it provides: a mount point (its bind mount);
+    /// under a `--root`, where another namespace's mounts cannot be seen,
+    /// a directory. When not (a service that mounts its own /tmp over the
+    /// supervisor's, no supervisor at all), nothing checks the lock. Null
+    /// for `--path`.
     pub(crate) lock_dir_found: Option<bool>,
-    /// The detected lock directories, under the root, when none exists.
+    /// The detected lock directories, under the root, when none is found.
     #[serde(skip)]
     pub(crate) missing_lock_dirs: Vec<PathBuf>,
     /// The choice in words.
@@ -143,10 +156,11 @@ pub(crate) fn resolve(explicit: &[PathBuf], root: Option<&Path>) -> Locations {
             },
         };
     }
+    let inputs = gather(root);
     let Detected {
         paths,
         mut detection,
-    } = detect(&gather(root));
+    } = detect(&inputs);
     detection.root = root.display().to_string();
     if root != Path::new("/") {
         detection.explanation = format!(
@@ -158,7 +172,11 @@ pub(crate) fn resolve(explicit: &[PathBuf], root: Option<&Path>) -> Locations {
         .iter()
         .filter_map(|path| path.parent().map(Path::to_owned))
         .collect();
-    let found = dirs.iter().any(|dir| is_dir(root, dir));
+    let api = crate::env::first_set(SUPERVISOR_ADDRESS_VARS, |name| std::env::var_os(name));
+    let evidence = supervisor_evidence(&inputs, api.map(|(name, _)| name), root, &dirs);
+    let found = evidence.is_some() && dirs.iter().any(|dir| provided(root, dir));
+    detection.supervisor_detected = Some(evidence.is_some());
+    detection.supervisor_evidence = evidence;
     detection.lock_dir_found = Some(found);
     if !found {
         detection.missing_lock_dirs = dirs.iter().map(|dir| under_root(root, dir)).collect();
@@ -174,6 +192,50 @@ pub(crate) fn resolve(explicit: &[PathBuf], root: Option<&Path>) -> Locations {
             .collect(),
         detection,
     }
+}
+
+/// What says a supervisor runs here, first found, in words; None when
+/// nothing does. A lock directory resin-lock made itself (it makes a
+/// detected one that is missing) is no evidence: only a mount over it is
+/// (the supervisor bind-mounts it), and `/tmp/balena`, which resin-lock
+/// makes only when a supervisor variable names it.
+fn supervisor_evidence(
+    inputs: &Inputs,
+    api: Option<&str>,
+    root: &Path,
+    dirs: &[PathBuf],
+) -> Option<String> {
+    let source = |found: Option<&Sourced<String>>| found.map(|s| s.source.clone());
+    let app_lock_path = inputs.app_lock_path.as_ref().map(|s| s.source.clone());
+    app_lock_path
+        .or_else(|| source(inputs.supervisor_version.as_ref()))
+        // A variable, or the os-release of a balenaOS host.
+        .or_else(|| source(inputs.os_version.as_ref()))
+        .or_else(|| api.map(str::to_owned))
+        .or_else(|| {
+            provided(root, Path::new(BALENA_DIR)).then(|| {
+                let dir = under_root(root, Path::new(BALENA_DIR));
+                format!("{} is a directory", dir.display())
+            })
+        })
+        .or_else(|| {
+            let dir = dirs
+                .iter()
+                .find(|dir| root == Path::new("/") && provided(root, dir))?;
+            Some(format!("{} is a mount point", dir.display()))
+        })
+}
+
+/// Whether `dir` (absolute) under `root` is a directory the supervisor
+/// provides: under the real root, a mount point (the supervisor's bind
+/// mount; resin-lock's own mkdir never makes one); under another root,
+/// whose mounts (another mount namespace's) cannot be seen from here, a
+/// directory.
+fn provided(root: &Path, dir: &Path) -> bool {
+    if root != Path::new("/") {
+        return is_dir(root, dir);
+    }
+    read::is_mount_point(dir)
 }
 
 /// `path` (absolute) relative to `root`. A relative path counts from the root.
@@ -365,6 +427,8 @@ pub fn detect(inputs: &Inputs) -> Detected {
             app_lock_path_source: inputs.app_lock_path.as_ref().map(|s| s.source.clone()),
             tmp_balena_is_dir: Some(inputs.tmp_balena_is_dir),
             // What exists under the root: `resolve` looks.
+            supervisor_detected: None,
+            supervisor_evidence: None,
             lock_dir_found: None,
             missing_lock_dirs: Vec::new(),
             explanation: why,

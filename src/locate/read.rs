@@ -40,6 +40,17 @@ pub(super) fn is_dir(root: &Path, path: &Path) -> bool {
         .is_ok_and(|stat| SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR)
 }
 
+/// Whether `dir` is a directory mounted over its parent's file system
+/// (another device than its parent's), as the supervisor's bind mount of a
+/// lock directory is.
+pub(super) fn is_mount_point(dir: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let (Ok(meta), Some(parent)) = (std::fs::metadata(dir), dir.parent()) else {
+        return false;
+    };
+    meta.is_dir() && std::fs::metadata(parent).is_ok_and(|up| up.dev() != meta.dev())
+}
+
 /// Open the absolute `path` as seen from `root`. Under the real root `/`
 /// this is a plain open. Under any other root, symlinks resolve inside it
 /// (openat2 with RESOLVE_IN_ROOT: an absolute link `/x` means `ROOT/x`);

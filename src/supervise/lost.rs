@@ -19,17 +19,34 @@ use std::path::Path;
 use std::time::Duration;
 
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
-use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
 use crate::lock::dir::lock_name;
 use crate::lock::{Held, Released};
 
+/// The signal `--on-lost` sends, by number: a real-time one (SIGRTMIN+n)
+/// has no variant in nix's `Signal`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LostSignal(pub i32);
+
+impl std::fmt::Display for LostSignal {
+    /// `SIGTERM`, `SIGRTMIN+3`, `SIGRTMAX`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (min, max) = (libc::SIGRTMIN(), libc::SIGRTMAX());
+        match nix::sys::signal::Signal::try_from(self.0) {
+            Ok(signal) => write!(f, "{signal}"),
+            Err(_) if self.0 == max => write!(f, "SIGRTMAX"),
+            Err(_) if self.0 >= min => write!(f, "SIGRTMIN+{}", self.0 - min),
+            Err(_) => write!(f, "signal {}", self.0),
+        }
+    }
+}
+
 /// A lock file removed under CMD, and the signal sent for it.
 #[derive(Debug)]
 pub struct Lost<'a> {
     pub path: &'a Path,
-    pub signal: Signal,
+    pub signal: LostSignal,
     /// CMD's pid, or its process group's id with `-g`.
     pub pid: Pid,
     pub group: bool,

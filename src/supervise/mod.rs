@@ -23,6 +23,10 @@
 //!
 //! With `--on-lost SIGNAL`, a lock file removed under CMD by someone else
 //! (`lost`) gets SIGNAL sent to CMD (or its group), once.
+//!
+//! `hold` is `run` without a CMD: it holds the lock for the program at the
+//! other end of its stdin until that program is gone (`caller`), watching
+//! for a lost lock file and `--max-hold` meanwhile (`hold`).
 
 use std::ffi::{OsStr, OsString};
 use std::io;
@@ -54,7 +58,7 @@ mod start_error;
 pub(crate) use caller::CallerWatch;
 use child::Child;
 pub(crate) use hold::{Ended, Happened, hold};
-pub use lost::{Lost, OnLost};
+pub use lost::{Lost, LostSignal, OnLost};
 
 /// How `run` starts CMD.
 #[derive(Debug, Clone, Copy, Default)]
@@ -64,7 +68,7 @@ pub struct Options {
     /// `--max-hold`: let go of the lock after this long; CMD goes on.
     pub max_hold: Option<std::time::Duration>,
     /// `--on-lost`: the signal for CMD when a lock file is removed under it.
-    pub on_lost: Option<Signal>,
+    pub on_lost: Option<LostSignal>,
 }
 
 /// Run `cmd` while holding `held`; returns the exit status to use.
@@ -216,7 +220,7 @@ fn watch(
                 signal,
                 pid: child.pid,
                 group: child.group,
-                sent: child.signal(signal),
+                sent: crate::sys::kill_number(child.pid, signal.0, child.group),
             });
             // Once: the watch ends here.
             if let Some(watch) = lost_watch.take() {

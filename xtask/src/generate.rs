@@ -75,6 +75,9 @@ fn man_page() -> Vec<u8> {
     // No hyphenation: a path or a variable name split across lines
     // (/tmp/bal- enа/updates.lock) cannot be copied or searched for.
     page.push_str(".nh\n");
+    // Left-aligned, not justified: a long path or option on a line of its
+    // own would otherwise spread the words around it with wide gaps.
+    page.push_str(".ad l\n");
     page.push_str(&render(&preamble, |w| man.render_name_section(w)));
     let mut synopsis = Roff::new();
     synopsis
@@ -829,10 +832,10 @@ fn examples() -> Roff {
         &[
             "coproc resin-lock hold --reason migration",
             "holder=$COPROC_PID",
-            "read -r event <&\"${COPROC[0]}\"     # {\"event\":\"held\",...}",
+            "read -r event <&\"${COPROC[0]}\" # {\"event\":\"held\",...}",
             "case $event in *'\"held\"'*) ;; *) exit 1;; esac",
             "migrate-database",
-            "exec {COPROC[1]}>&-                # end of file: released",
+            "exec {COPROC[1]}>&- # end of file: released",
             "wait \"$holder\"",
         ],
     );
@@ -871,12 +874,57 @@ fn see_also() -> Roff {
 
 // ---- Shell completions ----
 
-/// clap_complete's script for `shell`.
+/// clap_complete's script for `shell`, without the options a subcommand
+/// hides (clap_complete offers them anyway).
 fn clap_completion(shell: Shell) -> Vec<u8> {
     let mut cmd = resin_lock::cli::command();
     let mut bytes = Vec::new();
     generate(shell, &mut cmd, BIN, &mut bytes);
-    bytes
+    let script = String::from_utf8(bytes).expect("completion script is UTF-8");
+    without_hidden(&script, shell).into_bytes()
+}
+
+/// `script` (clap_complete's zsh or fish) without the lines that offer an
+/// option a subcommand hides: in zsh, `'--long=[…` in the subcommand's
+/// `(name)` arm; in fish, a `complete` line for the subcommand with `-l long`.
+fn without_hidden(script: &str, shell: Shell) -> String {
+    let cmd = built_command();
+    let mut hidden: Vec<(&str, &str)> = Vec::new();
+    for sub in cmd.get_subcommands() {
+        for arg in sub.get_arguments().filter(|arg| arg.is_hide_set()) {
+            if let Some(long) = arg.get_long() {
+                hidden.push((sub.get_name(), long));
+            }
+        }
+    }
+    let mut arm = "";
+    let mut kept = String::with_capacity(script.len());
+    for line in script.split_inclusive('\n') {
+        if let Some(name) = line.strip_prefix('(').and_then(|l| l.strip_suffix(")\n")) {
+            arm = name;
+        }
+        let drop = hidden.iter().any(|(sub, long)| match shell {
+            Shell::Zsh => {
+                arm == *sub
+                    && [
+                        format!("'--{long}="),
+                        format!("'*--{long}="),
+                        format!("'--{long}["),
+                    ]
+                    .iter()
+                    .any(|start| line.starts_with(start))
+            }
+            Shell::Fish => {
+                line.contains(&format!("using_subcommand {sub}\""))
+                    && line.contains(&format!(" -l {long} "))
+            }
+            _ => false,
+        });
+        if !drop {
+            kept.push_str(line);
+        }
+    }
+    kept
 }
 
 /// The command with every subcommand's (deferred) arguments and the global
