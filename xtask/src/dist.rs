@@ -37,7 +37,7 @@ use std::time::Instant;
 
 use sha2::{Digest, Sha256};
 
-use crate::elf;
+use crate::{elf, package};
 
 /// The size budget: 2 MiB, stripped, for each architecture.
 pub const MAX_SIZE: u64 = 2 * 1024 * 1024;
@@ -127,13 +127,14 @@ pub fn dist(root: &Path, strict: bool, targets: Targets) -> Result<(), String> {
     };
     let target_dir = target_dir(&cargo, root)?;
     let dist_dir = target_dir.join("dist");
+    forget_cargo_folders(&dist_dir)?;
     let mut failures = Vec::new();
     let mut built = Vec::new();
     for triple in &triples {
         let native = *triple == rustc.host || *triple == host;
         let started = Instant::now();
-        let bin = match build(root, &cargo, &rustc, triple, native, &target_dir) {
-            Ok(bin) => bin,
+        let built_one = match build(root, &cargo, &rustc, triple, native, &target_dir) {
+            Ok(built_one) => built_one,
             Err(err) => {
                 failures.push(format!("{triple}: {err}"));
                 continue;
@@ -141,15 +142,15 @@ pub fn dist(root: &Path, strict: bool, targets: Targets) -> Result<(), String> {
         };
         let build_time = started.elapsed();
         let started = Instant::now();
-        match check(&bin, triple, native, strict) {
+        match check(&built_one.bin, triple, native, strict) {
             Ok(verdict) => {
                 println!(
                     "dist {triple}: {verdict}: {} (built in {:.0} s, checked in {:.1} s)",
-                    bin.display(),
+                    built_one.bin.display(),
                     build_time.as_secs_f64(),
                     started.elapsed().as_secs_f64()
                 );
-                built.push((triple.clone(), bin));
+                built.push(built_one);
             }
             Err(err) => failures.push(format!("{triple}: {err}")),
         }
@@ -159,8 +160,19 @@ pub fn dist(root: &Path, strict: bool, targets: Targets) -> Result<(), String> {
     }
     if let Targets::All = targets {
         write_sums(&dist_dir, &built)?;
+        package::packages(root, &dist_dir, &build_dir(&target_dir), &built, strict)?;
     }
     Ok(())
+}
+
+/// A checked binary and how cargo built it.
+pub struct Built {
+    pub triple: String,
+    /// Its place under `target/dist/<triple>/`.
+    pub bin: PathBuf,
+    /// The environment cargo built it with (target dir, compiler, linker,
+    /// RUSTFLAGS): a second cargo run with the same finds it fresh.
+    pub env: Vec<(String, String)>,
 }
 
 /// `cargo build` one target; the binary's place under `target/dist/`.
@@ -171,10 +183,11 @@ fn build(
     triple: &str,
     native: bool,
     target_dir: &Path,
-) -> Result<PathBuf, String> {
+) -> Result<Built, String> {
     let known = KNOWN.iter().find(|k| k.triple == triple);
     let glibc = triple.ends_with("-gnu") || triple.contains("-gnueabi");
     let mut command = Command::new(cargo);
+    let mut build_env: Vec<(String, String)> = Vec::new();
     let mut rustflags: Vec<String> = env::var("RUSTFLAGS")
         .unwrap_or_default()
         .split_whitespace()
@@ -200,9 +213,9 @@ fn build(
             triple.to_uppercase().replace('-', "_")
         );
         if env::var_os(&var).is_none() {
-            command.env(&var, known.linker);
+            build_env.push((var, known.linker.to_owned()));
         }
-        command.env("RUSTC", CROSS_RUSTC);
+        build_env.push(("RUSTC".to_owned(), CROSS_RUSTC.to_owned()));
         format!("Debian's {CROSS_RUSTC}, linker {}", known.linker)
     };
     let rustflags = rustflags.join(" ");
@@ -211,9 +224,17 @@ fn build(
          RUSTFLAGS={rustflags:?}",
         if glibc { "glibc" } else { "musl" }
     );
+    // Cargo's own folders for this build (deps, build scripts, incremental
+    // state) live apart from target/dist, which holds only what ships.
+    let build_dir = build_dir(target_dir);
+    build_env.push((
+        "CARGO_TARGET_DIR".to_owned(),
+        build_dir.to_string_lossy().into_owned(),
+    ));
+    build_env.push(("RUSTFLAGS".to_owned(), rustflags));
     let status = command
         .current_dir(root)
-        .env("RUSTFLAGS", &rustflags)
+        .envs(build_env.iter().map(|(k, v)| (k, v)))
         .args(["build", "--profile", "dist", "--locked"])
         .args(["--package", "resin-lock", "--bin", "resin-lock"])
         .args(["--target", triple])
@@ -223,7 +244,7 @@ fn build(
         return Err(format!("cargo build failed ({status})"));
     }
 
-    let built = target_dir.join(triple).join("dist").join("resin-lock");
+    let built = build_dir.join(triple).join("dist").join("resin-lock");
     let dist_dir = target_dir.join("dist");
     let mut places = vec![dist_dir.join(triple).join("resin-lock")];
     if native {
@@ -236,7 +257,11 @@ fn build(
             .map_err(|e| format!("copy {} to {}: {e}", built.display(), place.display()))?;
         println!("copied to {}", place.display());
     }
-    Ok(places.swap_remove(0))
+    Ok(Built {
+        triple: triple.to_owned(),
+        bin: places.swap_remove(0),
+        env: build_env,
+    })
 }
 
 /// The cross compiler with this target's standard library, and the linker,
@@ -300,9 +325,9 @@ fn check(bin: &Path, triple: &str, native: bool, strict: bool) -> Result<&'stati
 }
 
 /// `target/dist/SHA256SUMS`, as `sha256sum -c` reads it from `target/dist`.
-fn write_sums(dist_dir: &Path, built: &[(String, PathBuf)]) -> Result<(), String> {
+fn write_sums(dist_dir: &Path, built: &[Built]) -> Result<(), String> {
     let mut sums = String::new();
-    for (triple, bin) in built {
+    for Built { triple, bin, .. } in built {
         let bytes = fs::read(bin).map_err(|e| format!("{}: {e}", bin.display()))?;
         let digest = Sha256::digest(&bytes);
         let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
@@ -367,6 +392,31 @@ fn installed_targets() -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// Cargo's folders that earlier versions of `dist` left in target/dist
+/// (when cargo built the dist profile there): gone, so that it holds only
+/// the shipped files.
+fn forget_cargo_folders(dist_dir: &Path) -> Result<(), String> {
+    for name in ["build", "deps", "examples", "incremental", ".fingerprint"] {
+        let dir = dist_dir.join(name);
+        if dir.is_dir() {
+            fs::remove_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        }
+    }
+    for name in [".cargo-lock", "resin-lock.d", "xtask", "xtask.d"] {
+        let file = dist_dir.join(name);
+        if file.is_file() {
+            fs::remove_file(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Where cargo builds the dist profile: beside target/dist, not in it, so
+/// that target/dist holds only the shipped files.
+pub fn build_dir(target_dir: &Path) -> PathBuf {
+    target_dir.join("dist-build")
 }
 
 /// Cargo's target directory (honours CARGO_TARGET_DIR and build.target-dir).

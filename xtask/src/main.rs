@@ -6,7 +6,8 @@
 //! - `dist` builds the static release binary at `target/dist/resin-lock` and
 //!   checks it (static, of the right machine, runs, within the size budget);
 //!   `--target` cross-builds for aarch64 or armv7 and runs it under qemu-user,
-//!   `--all` builds all three and writes `target/dist/SHA256SUMS`.
+//!   `--all` builds all three and writes `target/dist/SHA256SUMS`, and the npm
+//!   and PyPI packages (`target/dist/npm/`, `target/dist/wheels/`).
 //! - `bench` measures resin-lock against flock(1), lockfile(1), dotlockfile(1),
 //!   the npm lockfile package, tini and dumb-init and prints the budgets of
 //!   SPEC section 9 as a markdown table, and writes docs/performance.md
@@ -17,6 +18,7 @@ mod bench;
 mod dist;
 mod elf;
 mod generate;
+mod package;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -36,8 +38,11 @@ tasks:
                 the same for an ARM target at target/dist/<target>/resin-lock, built
                 with Debian's rustc and run under qemu-user (install them once with
                 `sudo xtask/cross-setup.sh`)
-  dist --all    the host's and both ARM binaries, and target/dist/SHA256SUMS
+  dist --all    the host's and both ARM binaries, target/dist/SHA256SUMS, and from
+                those binaries the npm packages (target/dist/npm/*.tgz) and the
+                wheels (target/dist/wheels/*.whl); needs npm, maturin, wheel, twine
   dist --strict (with any of the above) also fail when a binary is over the size budget
+                (or a per-arch package over 1 MiB)
   bench         measure resin-lock against its peers (flock, lockfile, dotlockfile,
                 npm lockfile, tini, dumb-init) and print the performance budgets as a
                 markdown table
