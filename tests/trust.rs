@@ -870,7 +870,10 @@ open(stop, "w").close()
         rounds += 1;
     }
     assert!(attacker.wait().unwrap().success());
-    assert!(rounds > 50, "only {rounds} rounds");
+    // That the attacker met real work: a few hundred rounds natively; under
+    // qemu-user on a busy machine some 30.
+    let least = if is_emulated() { 10 } else { 50 };
+    assert!(rounds > least, "only {rounds} rounds");
     let mut names: Vec<_> = fs::read_dir(&victim)
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
