@@ -888,3 +888,48 @@ fn a_window_of_another_user() {
     drop(w.stop());
     assert!(!exists(&s.lock()), "the window's user removed its file");
 }
+
+/// Sections beside a window that holds for days never fill its file: the
+/// lines of holders that have ended are dropped when a joiner needs the
+/// room, so every `acquire` is recorded and its `release` finds it.
+#[test]
+fn many_sections_beside_a_window_never_fill_its_file() {
+    if !faketime_usable("many_sections_beside_a_window_never_fill_its_file") {
+        return;
+    }
+    let s = Scratch::new();
+    let w = Window::start(
+        &s,
+        faked(
+            &s,
+            "2026-12-07 01:00:00",
+            &["window", "--tz", "UTC", "02:00-04:00"],
+        ),
+    );
+    w.wait_said("window closed");
+    let lock = s.lock();
+    // Each `run` adds its record line (some 300 bytes) and ends: 400 of
+    // them are well past the file's 64 KiB bound.
+    let script = format!(
+        "i=0; while [ $i -lt 400 ]; do {b} -q --path {l} run -n -- true || exit 1; i=$((i+1)); done",
+        b = bin().display(),
+        l = lock.display()
+    );
+    let out = Command::new("sh").args(["-c", &script]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let size = std::fs::metadata(&lock).unwrap().len();
+    assert!(
+        size < 16 * 1024,
+        "the file kept the ended holders: {size} bytes"
+    );
+    // An `acquire` now is recorded, and its `release` finds it.
+    let script = format!(
+        "{b} -q --path {l} acquire -n || exit 3; {b} -q --path {l} release || exit 4",
+        b = bin().display(),
+        l = lock.display()
+    );
+    let out = Command::new("sh").args(["-c", &script]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(exists(&lock), "the window still holds it");
+    drop(w);
+}

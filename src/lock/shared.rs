@@ -13,13 +13,14 @@
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{self, Write};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 
 use nix::fcntl::OFlag;
 
 use super::dir::{Ident, LockDir};
+use super::holders::holds;
 use super::probe::{Exclusive, try_flock, with_backoff};
-use super::record::MAX_LEN;
+use super::record::{MAX_LEN, Record};
 
 /// The byte of a shared lock file that carries the writer mark: far past
 /// any record, on every size of `off_t`.
@@ -58,20 +59,83 @@ pub fn try_join(file: &File) -> io::Result<Exclusive> {
     })
 }
 
+/// The byte whose OFD write lock makes the writers of a shared lock file's
+/// holder list (an append, a compaction) take turns; next to the writer
+/// mark and the window's app byte, far past any record.
+const LIST_BYTE: libc::off_t = libc::off_t::MAX / 2 + 2;
+
 /// Add a joiner's record to a shared lock file we hold: one O_APPEND write,
-/// so the lines never mix. Best effort: a file of another user, or one
-/// grown to `MAX_LEN`, keeps the lock without listing this holder.
+/// so the lines never mix. A file that a window holds for days sees
+/// thousands of sections come and go: when the line does not fit in
+/// `MAX_LEN`, the lines of holders that have ended are dropped first
+/// (`compact`). Best effort: a file of another user, or one still full of
+/// live holders, keeps the lock without listing this holder.
 pub fn append_line(dir: &LockDir, name: &OsStr, ident: Ident, line: &[u8]) {
-    let Ok(mut file) = dir.open_file(
-        name,
-        OFlag::O_WRONLY | OFlag::O_APPEND | OFlag::O_NONBLOCK,
-        0,
-    ) else {
+    let open = |flags| dir.open_file(name, flags | OFlag::O_NONBLOCK, 0);
+    let Ok(list) = open(OFlag::O_RDWR) else {
         return;
     };
-    if file.metadata().is_ok_and(|m| {
-        (m.dev(), m.ino()) == ident && m.is_file() && m.len() as usize + line.len() <= MAX_LEN
-    }) {
+    let ours = |file: &File| {
+        file.metadata()
+            .ok()
+            .filter(|m| (m.dev(), m.ino()) == ident && m.is_file())
+            .map(|m| m.len() as usize)
+    };
+    let Some(mut len) = ours(&list) else { return };
+    // Writers take turns (never for long: an append or a rewrite); one that
+    // cannot get its turn appends as before, without compacting.
+    let turn = crate::sys::ofd_range(libc::F_WRLCK, LIST_BYTE);
+    let has_turn = with_backoff(false, || {
+        match nix::fcntl::fcntl(&list, nix::fcntl::FcntlArg::F_OFD_SETLK(&turn)) {
+            Ok(_) => Ok(Some(true)),
+            Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EACCES) => Ok(None),
+            Err(_) => Ok(Some(false)),
+        }
+    })
+    .unwrap_or(false);
+    if has_turn && len + line.len() > MAX_LEN {
+        len = compact(&list, ident).unwrap_or(len);
+    }
+    if len + line.len() <= MAX_LEN
+        && let Ok(mut file) = open(OFlag::O_WRONLY | OFlag::O_APPEND)
+        && ours(&file).is_some()
+    {
         let _ = file.write_all(line);
     }
+    // Closing `list` ends our turn.
+}
+
+/// Drop the lines of holders that have ended from the shared lock file
+/// `file` (ours, open for reading and writing, our turn taken); the first
+/// line, the creator's record, always stays, since it says what the file is
+/// (a window's, for one). The new length.
+fn compact(file: &File, ident: Ident) -> io::Result<usize> {
+    let mut bytes = vec![0; MAX_LEN];
+    let mut len = 0;
+    while len < bytes.len() {
+        match file.read_at(&mut bytes[len..], len as u64) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(err) => return Err(err),
+        }
+    }
+    bytes.truncate(len);
+    let mut kept = Vec::with_capacity(len);
+    for (index, line) in bytes.split_inclusive(|b| *b == b'\n').enumerate() {
+        let live = index == 0
+            || match Record::holders(line).first() {
+                Some(record) => holds(record, ident),
+                // Not a record we can read: not ours to drop.
+                None => !line.trim_ascii().is_empty(),
+            };
+        if live {
+            kept.extend_from_slice(line);
+        }
+    }
+    if kept.len() < len {
+        file.write_all_at(&kept, 0)?;
+        file.set_len(kept.len() as u64)?;
+    }
+    Ok(kept.len())
 }
