@@ -57,6 +57,23 @@ pub struct State {
     pub next_change: Option<Timestamp>,
 }
 
+/// When this binary was built (seconds after the epoch), embedded by
+/// `build.rs`.
+pub fn build_time() -> i64 {
+    env!("RESIN_LOCK_BUILD_TIME").parse().unwrap_or(0)
+}
+
+/// How far before this build's date a clock still counts as set: a clock
+/// not yet set is decades off (1970, 2000), never a few months.
+const CLOCK_SLACK: i64 = 366 * 24 * 3600;
+
+/// Whether the clock reads a time that can be now (SPEC 4f): a board
+/// without an RTC starts in 1970 or 2000 until NTP sets it, and the window
+/// holds updates back until then. One rule for the window and for `status`.
+pub fn clock_is_set(now: Timestamp) -> bool {
+    now.as_second() >= build_time().saturating_sub(CLOCK_SLACK)
+}
+
 /// The wall clock now. Not `Timestamp::now`, whose `expect` would bring
 /// the formatting of every jiff error into the binary (some 150 KiB).
 pub fn now() -> Timestamp {

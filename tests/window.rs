@@ -506,6 +506,15 @@ fn unset_clock_counts_as_closed() {
     );
     w.wait_said("not set yet, so updates are held back until it is");
     wait_until("the window to hold", || exists(&s.lock()));
+    // `status` on the same unset clock says what the window does: closed,
+    // with no known end.
+    let out = faked(&s, "1970-01-01 00:00:12", &["status", "--json"])
+        .output()
+        .unwrap();
+    let st: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let window = &st["locks"][0]["holders"][0]["window"];
+    assert_eq!(window["open"], false, "{st}");
+    assert!(window["next_change"].is_null(), "{st}");
     let (code, said) = w.stop();
     assert_eq!(code, Some(0), "{said}");
     assert_eq!(said.matches("not set yet").count(), 1, "{said}");

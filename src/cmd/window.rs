@@ -44,9 +44,6 @@ const CMD_WAIT_SLICE: Duration = Duration::from_secs(1);
 /// `lockfile -r 0` follows its unlink a few milliseconds later, through a
 /// shell; what it creates is then waited for as any lock.
 const SETTLE_AFTER_LOSS: Duration = Duration::from_secs(1);
-/// How far before this build's date a clock still counts as set: a clock
-/// not yet set is decades off (1970, 2000), never a few months.
-const CLOCK_SLACK: i64 = 366 * 24 * 3600;
 
 pub fn run(ctx: &Context, args: WindowArgs) -> Result<u8> {
     let windows = schedule::parse_windows(&args.windows).map_err(|why| {
@@ -202,14 +199,13 @@ impl<'a> Keeper<'a> {
         stop: Option<BorrowedFd<'_>>,
     ) -> Result<Duration> {
         let now = schedule::now();
-        let floor = build_time().saturating_sub(CLOCK_SLACK);
-        let plausible = now.as_second() >= floor;
+        let plausible = schedule::clock_is_set(now);
         if !plausible && !self.said_clock {
             self.ctx.ui.warn(format!(
                 "the clock says {}, before this build (about {}): not set yet, so updates \
                  are held back until it is",
                 self.schedule.wall_clock(now),
-                Timestamp::from_second(build_time())
+                Timestamp::from_second(schedule::build_time())
                     .map(|t| schedule::wall_clock(&jiff::tz::TimeZone::UTC, t)[..10].to_owned())
                     .unwrap_or_default()
             ));
@@ -454,10 +450,4 @@ impl<'a> Keeper<'a> {
             .any(|r| [SIGTERM, SIGINT, SIGHUP, SIGQUIT].contains(&r.signal));
         Ok(stopped || signalled)
     }
-}
-
-/// When this binary was built (seconds after the epoch), embedded by
-/// `build.rs`.
-fn build_time() -> i64 {
-    env!("RESIN_LOCK_BUILD_TIME").parse().unwrap_or(0)
 }

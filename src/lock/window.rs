@@ -238,13 +238,17 @@ impl View {
             )
             .ok()?,
         };
-        let state = schedule.state(crate::schedule::now());
+        let now = crate::schedule::now();
+        // A clock not yet set is a closed window with no known end, as the
+        // window itself holds it.
+        let state = crate::schedule::clock_is_set(now).then(|| schedule.state(now));
+        let next = state.as_ref().and_then(|s| s.next_change);
         Some(View {
-            open: state.open,
-            next_change: state.next_change.map(|t| schedule.rfc3339(t)),
+            open: state.as_ref().is_some_and(|s| s.open),
+            next_change: next.map(|t| schedule.rfc3339(t)),
             windows: spec.windows.clone(),
             tz: spec.tz.clone(),
-            next_wall_clock: state.next_change.map(|t| schedule.wall_clock(t)),
+            next_wall_clock: next.map(|t| schedule.wall_clock(t)),
         })
     }
 
