@@ -13,6 +13,13 @@ use super::record::{MAX_LEN, Mode, Record};
 /// The records of every holder a shared lock file lists (the creator's
 /// first), reading at most `MAX_LEN` bytes.
 pub fn read_holders(file: &File) -> Vec<Record> {
+    read_list(file)
+        .map(|bytes| Record::holders(&bytes))
+        .unwrap_or_default()
+}
+
+/// A shared lock file's lines, at most `MAX_LEN` bytes of them.
+pub fn read_list(file: &File) -> io::Result<Vec<u8>> {
     let mut bytes = vec![0; MAX_LEN];
     let mut len = 0;
     while len < bytes.len() {
@@ -20,10 +27,11 @@ pub fn read_holders(file: &File) -> Vec<Record> {
             Ok(0) => break,
             Ok(n) => len += n,
             Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => break,
+            Err(err) => return Err(err),
         }
     }
-    Record::holders(&bytes[..len])
+    bytes.truncate(len);
+    Ok(bytes)
 }
 
 /// Whether the holder a record names still holds the file `ident`: its

@@ -18,7 +18,7 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use nix::fcntl::OFlag;
 
 use super::dir::{Ident, LockDir};
-use super::holders::holds;
+use super::holders::{holds, read_list};
 use super::probe::{Exclusive, try_flock, with_backoff};
 use super::record::{MAX_LEN, Record};
 
@@ -110,17 +110,8 @@ pub fn append_line(dir: &LockDir, name: &OsStr, ident: Ident, line: &[u8]) {
 /// line, the creator's record, always stays, since it says what the file is
 /// (a window's, for one). The new length.
 fn compact(file: &File, ident: Ident) -> io::Result<usize> {
-    let mut bytes = vec![0; MAX_LEN];
-    let mut len = 0;
-    while len < bytes.len() {
-        match file.read_at(&mut bytes[len..], len as u64) {
-            Ok(0) => break,
-            Ok(n) => len += n,
-            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-            Err(err) => return Err(err),
-        }
-    }
-    bytes.truncate(len);
+    let bytes = read_list(file)?;
+    let len = bytes.len();
     let mut kept = Vec::with_capacity(len);
     for (index, line) in bytes.split_inclusive(|b| *b == b'\n').enumerate() {
         let live = index == 0
