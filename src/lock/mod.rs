@@ -7,6 +7,8 @@
 //!
 //! - `dir` (the lock's directory, opened once; what is at a name), `record`,
 //!   `owner`, `error`: leaves.
+//! - `list`: a shared lock file's lines, and whether the holder a line
+//!   names still holds it;
 //! - `probe`: what is at the path and whether its flock is held;
 //!   `holders`: who of a shared lock's listed holders still holds it;
 //!   `inspect`: a report of one path, in words.
@@ -29,6 +31,7 @@ pub(crate) mod held;
 pub(crate) mod holders;
 pub(crate) mod inspect;
 pub(crate) mod keeper;
+pub(crate) mod list;
 pub(crate) mod owner;
 pub(crate) mod probe;
 pub mod record;

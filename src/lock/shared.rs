@@ -18,7 +18,7 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use nix::fcntl::OFlag;
 
 use super::dir::{Ident, LockDir};
-use super::holders::{holds, read_list};
+use super::list::{holds, read_list};
 use super::probe::{Exclusive, try_flock, with_backoff};
 use super::record::{MAX_LEN, Record};
 
