@@ -341,6 +341,24 @@ fn say(line: &str) {
     let _ = writeln!(std::io::stderr().lock(), "resin-lock tests: {line}");
 }
 
+/// Whether `test` can hide /proc (a tmpfs over it in a private mount
+/// namespace: root, a kernel with mount namespaces); says in one line that
+/// it skips where it cannot, and fails under CI.
+pub fn can_hide_proc(test: &str) -> bool {
+    let can = Command::new("unshare")
+        .args(["-m", "sh", "-c", "mount -t tmpfs none /proc"])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success());
+    if !can {
+        assert!(!ci(), "{test}: cannot hide /proc in a mount namespace");
+        say(&format!(
+            "{test}: skipped: cannot hide /proc in a mount namespace"
+        ));
+    }
+    can
+}
+
 /// `what` cannot be had: fail under CI, else say once that its tests skip.
 fn missing(what: &str, why: &str) {
     assert!(

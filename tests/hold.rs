@@ -749,13 +749,7 @@ kill -9 $$"#;
 /// the caller is still followed (stdin, getppid).
 #[test]
 fn without_proc_it_holds_says_lost_and_releases() {
-    let can = Command::new("unshare")
-        .args(["-m", "sh", "-c", "mount -t tmpfs none /proc"])
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|status| status.success());
-    if !can {
-        eprintln!("without_proc_it_holds_says_lost_and_releases: no mount namespace; skipped");
+    if !can_hide_proc("without_proc_it_holds_says_lost_and_releases") {
         return;
     }
     let s = Scratch::new();

@@ -80,6 +80,11 @@ struct Window {
 }
 
 impl Window {
+    /// `window` ARGS with its clock starting at `at` (`faked`).
+    fn at(s: &Scratch, at: &str, args: &[&str]) -> Window {
+        Window::start(s, faked(s, at, args))
+    }
+
     fn start(s: &Scratch, mut cmd: Command) -> Window {
         let err = s.path(&format!("window-{}.err", rand_suffix()));
         let file = std::fs::File::create(&err).unwrap();
@@ -143,13 +148,10 @@ fn daily_window_opens_and_closes_at_its_boundaries() {
         return;
     }
     let s = Scratch::new();
-    let w = Window::start(
+    let w = Window::at(
         &s,
-        faked(
-            &s,
-            "2026-12-07 01:59:57",
-            &["window", "--tz", "UTC", "02:00-04:00"],
-        ),
+        "2026-12-07 01:59:57",
+        &["window", "--tz", "UTC", "02:00-04:00"],
     );
     w.wait_said("window closed: updates held back until 2026-12-07 02:00 UTC");
     assert!(exists(&s.lock()), "closed: the lock is held");
@@ -160,13 +162,10 @@ fn daily_window_opens_and_closes_at_its_boundaries() {
     assert_eq!(code, Some(0), "{said}");
     assert!(!exists(&s.lock()));
 
-    let w = Window::start(
+    let w = Window::at(
         &s,
-        faked(
-            &s,
-            "2026-12-07 03:59:57",
-            &["window", "--tz", "UTC", "02:00-04:00"],
-        ),
+        "2026-12-07 03:59:57",
+        &["window", "--tz", "UTC", "02:00-04:00"],
     );
     wait_until("the window to close", || exists(&s.lock()));
     w.wait_said("window closed: updates held back until 2026-12-08 02:00 UTC");
@@ -192,24 +191,18 @@ fn day_range_closes_until_the_next_listed_day() {
     }
     let s = Scratch::new();
     // 2026-12-11 is a Friday.
-    let w = Window::start(
+    let w = Window::at(
         &s,
-        faked(
-            &s,
-            "2026-12-11 03:59:57",
-            &["window", "--tz", "UTC", "Mon-Fri", "02:00-04:00"],
-        ),
+        "2026-12-11 03:59:57",
+        &["window", "--tz", "UTC", "Mon-Fri", "02:00-04:00"],
     );
     wait_until("the window to close", || exists(&s.lock()));
     w.wait_said("until 2026-12-14 02:00 UTC");
     drop(w.stop());
-    let w = Window::start(
+    let w = Window::at(
         &s,
-        faked(
-            &s,
-            "2026-12-12 02:30:00",
-            &["window", "--tz", "UTC", "Mon-Fri 02:00-04:00"],
-        ),
+        "2026-12-12 02:30:00",
+        &["window", "--tz", "UTC", "Mon-Fri 02:00-04:00"],
     );
     w.wait_said("window closed: updates held back until 2026-12-14 02:00 UTC");
     assert!(exists(&s.lock()));
@@ -224,13 +217,10 @@ fn window_across_midnight_belongs_to_its_start_day() {
         return;
     }
     let s = Scratch::new();
-    let w = Window::start(
+    let w = Window::at(
         &s,
-        faked(
-            &s,
-            "2026-12-12 01:59:57",
-            &["window", "--tz", "UTC", "Fri 22:00-02:00"],
-        ),
+        "2026-12-12 01:59:57",
+        &["window", "--tz", "UTC", "Fri 22:00-02:00"],
     );
     wait_until("the window to close", || exists(&s.lock()));
     w.wait_said("window closed: updates held back until 2026-12-18 22:00 UTC");
@@ -247,26 +237,20 @@ fn zone_and_daylight_saving_day() {
         return;
     }
     let s = Scratch::new();
-    let w = Window::start(
+    let w = Window::at(
         &s,
-        faked(
-            &s,
-            "2026-12-07 00:59:57",
-            &["window", "--tz", "Europe/Berlin", "Mon-Fri 02:00-04:00"],
-        ),
+        "2026-12-07 00:59:57",
+        &["window", "--tz", "Europe/Berlin", "Mon-Fri 02:00-04:00"],
     );
     w.wait_said("until 2026-12-07 02:00 Europe/Berlin");
     w.wait_said("window open: updates allowed until 2026-12-07 04:00 Europe/Berlin");
     wait_until("the window to let go", || !exists(&s.lock()));
     drop(w.stop());
 
-    let w = Window::start(
+    let w = Window::at(
         &s,
-        faked(
-            &s,
-            "2026-03-29 00:59:57",
-            &["window", "--tz", "Europe/Berlin", "02:15-02:45"],
-        ),
+        "2026-03-29 00:59:57",
+        &["window", "--tz", "Europe/Berlin", "02:15-02:45"],
     );
     w.wait_said("window closed: updates held back until 2026-03-30 02:15 Europe/Berlin");
     let out = s.cmd(&["status"]).output().unwrap();
@@ -289,13 +273,10 @@ fn app_sections_go_ahead_beside_the_window() {
         return;
     }
     let s = Scratch::new();
-    let w = Window::start(
+    let w = Window::at(
         &s,
-        faked(
-            &s,
-            "2026-12-07 01:00:00",
-            &["window", "--tz", "UTC", "02:00-04:00"],
-        ),
+        "2026-12-07 01:00:00",
+        &["window", "--tz", "UTC", "02:00-04:00"],
     );
     w.wait_said("window closed");
     let lock = s.lock();
@@ -355,13 +336,10 @@ fn window_opening_during_a_section_leaves_the_file_until_it_ends() {
         return;
     }
     let s = Scratch::new();
-    let w = Window::start(
+    let w = Window::at(
         &s,
-        faked(
-            &s,
-            "2026-12-07 01:59:56",
-            &["window", "--tz", "UTC", "02:00-04:00"],
-        ),
+        "2026-12-07 01:59:56",
+        &["window", "--tz", "UTC", "02:00-04:00"],
     );
     w.wait_said("window closed");
     let fifo = s.path("go");
@@ -412,20 +390,17 @@ fn status_names_the_window_and_its_next_change() {
         return;
     }
     let s = Scratch::new();
-    let w = Window::start(
+    let w = Window::at(
         &s,
-        faked(
-            &s,
-            "2026-12-07 00:30:00",
-            &[
-                "window",
-                "--tz",
-                "Europe/Berlin",
-                "--reason",
-                "kiosk hours",
-                "Mon-Fri 02:00-04:00",
-            ],
-        ),
+        "2026-12-07 00:30:00",
+        &[
+            "window",
+            "--tz",
+            "Europe/Berlin",
+            "--reason",
+            "kiosk hours",
+            "Mon-Fri 02:00-04:00",
+        ],
     );
     w.wait_said("window closed");
     // `status` on the same (faked) clock.
@@ -496,13 +471,10 @@ fn unset_clock_counts_as_closed() {
         return;
     }
     let s = Scratch::new();
-    let w = Window::start(
+    let w = Window::at(
         &s,
-        faked(
-            &s,
-            "1970-01-01 00:00:10",
-            &["window", "--tz", "UTC", "00:00-24:00"],
-        ),
+        "1970-01-01 00:00:10",
+        &["window", "--tz", "UTC", "00:00-24:00"],
     );
     w.wait_said("not set yet, so updates are held back until it is");
     wait_until("the window to hold", || exists(&s.lock()));
@@ -623,13 +595,10 @@ fn forced_update_is_let_happen_and_the_lock_taken_again() {
         std::os::unix::fs::PermissionsExt::from_mode(0o1777),
     )
     .unwrap();
-    let w = Window::start(
+    let w = Window::at(
         &s,
-        faked(
-            &s,
-            "2026-12-07 01:00:00",
-            &["window", "--tz", "UTC", "02:00-04:00"],
-        ),
+        "2026-12-07 01:00:00",
+        &["window", "--tz", "UTC", "02:00-04:00"],
     );
     w.wait_said("window closed");
     let l = s.lock();
@@ -798,13 +767,10 @@ fn exclusive_app_holders_queue_beside_the_window() {
         return;
     }
     let s = Scratch::new();
-    let w = Window::start(
+    let w = Window::at(
         &s,
-        faked(
-            &s,
-            "2026-12-07 01:00:00",
-            &["window", "--tz", "UTC", "02:00-04:00"],
-        ),
+        "2026-12-07 01:00:00",
+        &["window", "--tz", "UTC", "02:00-04:00"],
     );
     w.wait_said("window closed");
     let fifo = s.path("go");
@@ -907,13 +873,10 @@ fn many_sections_beside_a_window_never_fill_its_file() {
         return;
     }
     let s = Scratch::new();
-    let w = Window::start(
+    let w = Window::at(
         &s,
-        faked(
-            &s,
-            "2026-12-07 01:00:00",
-            &["window", "--tz", "UTC", "02:00-04:00"],
-        ),
+        "2026-12-07 01:00:00",
+        &["window", "--tz", "UTC", "02:00-04:00"],
     );
     w.wait_said("window closed");
     let lock = s.lock();
