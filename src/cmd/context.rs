@@ -2,7 +2,9 @@
 //! more than one command says (the protocol's events, the uid-65534
 //! refusal, a lock file removed under its holder).
 
+use std::cell::{Cell, RefCell};
 use std::path::Path;
+use std::time::Duration;
 
 use anyhow::Result;
 
@@ -11,8 +13,10 @@ use crate::exit::{Exit, fail};
 use crate::locate::Locations;
 use crate::lock::owner::ProcId;
 use crate::lock::probe::{HeldBy, SUPERVISOR_UID};
+use crate::lock::record::Record;
 use crate::lock::wait::WaitOpts;
-use crate::lock::{Event, Released};
+use crate::lock::{Event, Held, Released};
+use crate::supervisor_api::tags::{End, Publisher};
 use crate::ui::Ui;
 
 /// What every command needs: how to talk, and where the locks are.
@@ -191,6 +195,78 @@ pub(crate) fn tag_plan(
                 ui.verbose(line);
             }
             None
+        }
+    }
+}
+
+/// A `run`'s or `hold`'s device tag (SPEC 4d): planned before the lock is
+/// taken (the record says tags are on), published from a thread once every
+/// path is held (at once where a tagged stale hold was taken over), ended
+/// at the first release (`free` only if no other shared holder keeps the
+/// lock), finished when the command ends.
+pub(crate) struct HoldTag {
+    plan: RefCell<Option<(crate::supervisor_api::Config, Duration)>>,
+    took_over_tagged: Cell<bool>,
+    publisher: RefCell<Option<Publisher>>,
+}
+
+impl HoldTag {
+    /// The tag this hold will publish, if any; `record` says so.
+    pub(crate) fn plan(ui: &Ui, hold: &crate::cli::HoldArgs, record: &mut Record) -> HoldTag {
+        let plan = tag_plan(ui, hold);
+        record.tag_after_ms = plan
+            .as_ref()
+            .map(|(_, after)| u64::try_from(after.as_millis()).unwrap_or(u64::MAX));
+        HoldTag {
+            plan: RefCell::new(plan),
+            took_over_tagged: Cell::new(false),
+            publisher: RefCell::new(None),
+        }
+    }
+
+    /// What the lock layer reported, as far as the tag is concerned.
+    pub(crate) fn event(&self, event: &Event<'_>) {
+        if took_over_tagged(event) {
+            self.took_over_tagged.set(true);
+        }
+        if let Event::Released { how, .. } = event
+            && let Some(publisher) = self.publisher.borrow().as_ref()
+        {
+            publisher.end(match how {
+                Released::Left => End::Left,
+                _ => End::Released,
+            });
+        }
+    }
+
+    /// Start publishing, from a thread of its own, once `held` is held; the
+    /// notes of what was sent go through the lock directories.
+    pub(crate) fn start(&self, record: &Record, held: &[Held], ui: Ui) {
+        let Some((config, after)) = self.plan.borrow_mut().take() else {
+            return;
+        };
+        let after = if self.took_over_tagged.get() {
+            Duration::ZERO
+        } else {
+            after
+        };
+        let dirs = held
+            .iter()
+            .filter_map(|h| h.dir_fd().try_clone_to_owned().ok())
+            .collect();
+        let warn = Box::new(move |line: String| {
+            if !ui.quiet {
+                crate::ui::say(&line);
+            }
+        });
+        *self.publisher.borrow_mut() =
+            Publisher::start(config, tag_hold(record), dirs, after, warn);
+    }
+
+    /// The lock is released: the tag's last word.
+    pub(crate) fn finish(&self) {
+        if let Some(publisher) = self.publisher.take() {
+            publisher.finish(End::Released);
         }
     }
 }

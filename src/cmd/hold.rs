@@ -23,13 +23,13 @@
 use std::cell::{Cell, RefCell};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use anyhow::{Context as _, Result};
 use nix::unistd::{getpid, getppid};
 use serde_json::{Value, json};
 
-use super::context::{Context, maybe_forced, refuse_nobody, tell, wait_opts};
+use super::context::{Context, HoldTag, maybe_forced, refuse_nobody, tell, wait_opts};
 use crate::cli::HoldCmdArgs;
 use crate::exit::{Exit, signal_code};
 use crate::lock::inspect::Inspection;
@@ -37,11 +37,9 @@ use crate::lock::owner;
 use crate::lock::probe::HeldBy;
 use crate::lock::record::{Mode, Record};
 use crate::lock::wait::take_all_until;
-use crate::lock::{Event, Held, Released, release_all};
+use crate::lock::{Event, Released, release_all};
 use crate::signals::{ABORT_WAIT, SignalWatch};
 use crate::supervise::{self, CallerWatch, Ended, Happened};
-use crate::supervisor_api::tags::{End, Publisher};
-use crate::ui::Ui;
 
 pub fn run(ctx: &Context, args: HoldCmdArgs) -> Result<u8> {
     refuse_nobody()?;
@@ -50,25 +48,10 @@ pub fn run(ctx: &Context, args: HoldCmdArgs) -> Result<u8> {
     let mut signals = SignalWatch::new(ABORT_WAIT).context("cannot install signal handlers")?;
     let caller = CallerWatch::start().context("cannot watch standard input")?;
     let mut record = hold_record(&args);
-    let tags = super::context::tag_plan(&ctx.ui, &args.hold);
-    record.tag_after_ms = tags
-        .as_ref()
-        .map(|(_, after)| u64::try_from(after.as_millis()).unwrap_or(u64::MAX));
+    let tag = HoldTag::plan(&ctx.ui, &args.hold, &mut record);
     let out = Stdout::default();
-    let took_over_tagged = Cell::new(false);
-    let publisher: RefCell<Option<Publisher>> = RefCell::new(None);
     let notify = |event: Event<'_>| {
-        if super::context::took_over_tagged(&event) {
-            took_over_tagged.set(true);
-        }
-        if let Event::Released { how, .. } = &event
-            && let Some(publisher) = publisher.borrow().as_ref()
-        {
-            publisher.end(match how {
-                Released::Left => End::Left,
-                _ => End::Released,
-            });
-        }
+        tag.event(&event);
         out.waiting(&event);
         match event {
             // A removal noticed only at release is said then (SPEC 2a);
@@ -107,14 +90,7 @@ pub fn run(ctx: &Context, args: HoldCmdArgs) -> Result<u8> {
         )
     });
     let reading = out.held(&paths);
-    *publisher.borrow_mut() = tags.and_then(|(config, after)| {
-        let after = if took_over_tagged.get() {
-            Duration::ZERO
-        } else {
-            after
-        };
-        publish_tags(config, &record, &held, after, ctx.ui)
-    });
+    tag.start(&record, &held, ctx.ui);
 
     // Hold it until the caller is gone or a signal ends it.
     let (ended, held) = if reading {
@@ -148,9 +124,7 @@ pub fn run(ctx: &Context, args: HoldCmdArgs) -> Result<u8> {
     {
         crate::ui::say(&crate::exit::message(&err));
     }
-    if let Some(publisher) = publisher.take() {
-        publisher.finish(End::Released);
-    }
+    tag.finish();
     out.say(json!({"event": "released"}));
     // Unregistering the handlers one by one costs time at exit; the process
     // is about to end, which drops them all at once.
@@ -175,27 +149,6 @@ fn hold_record(args: &HoldCmdArgs) -> Record {
     record.set_max_hold(args.hold.max_hold);
     record.shared = args.wait.shared;
     record
-}
-
-/// Device tags (SPEC 4d), from a thread of their own, once the lock is
-/// held; the notes of what was sent go through the lock directories.
-fn publish_tags(
-    config: crate::supervisor_api::Config,
-    record: &Record,
-    held: &[Held],
-    after: Duration,
-    ui: Ui,
-) -> Option<Publisher> {
-    let dirs = held
-        .iter()
-        .filter_map(|h| h.dir_fd().try_clone_to_owned().ok())
-        .collect();
-    let warn = Box::new(move |line: String| {
-        if !ui.quiet {
-            crate::ui::say(&line);
-        }
-    });
-    Publisher::start(config, super::context::tag_hold(record), dirs, after, warn)
 }
 
 /// The line on stderr at `--max-hold`.

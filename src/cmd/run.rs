@@ -8,14 +8,13 @@ use signal_hook::consts::SIGCHLD;
 use std::cell::RefCell;
 use std::path::PathBuf;
 
-use super::context::{Context, maybe_forced, refuse_nobody, tell, wait_opts};
+use super::context::{Context, HoldTag, maybe_forced, refuse_nobody, tell, wait_opts};
 use crate::cli::RunArgs;
 use crate::lock::record::{Mode, Record};
 use crate::lock::wait::take_all;
 use crate::lock::{Event, Released};
 use crate::signals::{FORWARD, SignalWatch};
 use crate::supervise::{self, Lost};
-use crate::supervisor_api::tags::End;
 
 pub fn run(ctx: &Context, args: RunArgs) -> Result<u8> {
     refuse_nobody()?;
@@ -35,29 +34,12 @@ pub fn run(ctx: &Context, args: RunArgs) -> Result<u8> {
     record.set_reason(args.hold.reason.as_deref());
     record.set_max_hold(args.hold.max_hold);
     record.shared = args.wait.shared;
-    let tags = super::context::tag_plan(&ctx.ui, &args.hold);
-    record.tag_after_ms = tags
-        .as_ref()
-        .map(|(_, after)| u64::try_from(after.as_millis()).unwrap_or(u64::MAX));
-    let took_over_tagged = std::cell::Cell::new(false);
-    // The hold's tag ends with the first release (at `--max-hold`, or when
-    // CMD ends); `free` only if no other shared holder keeps the lock.
-    let publisher: RefCell<Option<crate::supervisor_api::tags::Publisher>> = RefCell::new(None);
+    let tag = HoldTag::plan(&ctx.ui, &args.hold, &mut record);
     // Paths said lost at the moment of loss (`--on-lost`): at release, the
     // same news is not told again.
     let lost: RefCell<Vec<PathBuf>> = RefCell::new(Vec::new());
     let notify = |event: crate::lock::Event<'_>| {
-        if super::context::took_over_tagged(&event) {
-            took_over_tagged.set(true);
-        }
-        if let Event::Released { how, .. } = &event
-            && let Some(publisher) = publisher.borrow().as_ref()
-        {
-            publisher.end(match how {
-                Released::Left => End::Left,
-                _ => End::Released,
-            });
-        }
+        tag.event(&event);
         match event {
             Event::Released {
                 path,
@@ -87,31 +69,7 @@ pub fn run(ctx: &Context, args: RunArgs) -> Result<u8> {
         )
     });
     // Device tags (SPEC 4d), from a thread of their own, once the lock is held.
-    *publisher.borrow_mut() = tags.and_then(|(config, after)| {
-        let after = if took_over_tagged.get() {
-            std::time::Duration::ZERO
-        } else {
-            after
-        };
-        // The notes of what was sent go through the lock directories.
-        let dirs = held
-            .iter()
-            .filter_map(|h| h.dir_fd().try_clone_to_owned().ok())
-            .collect();
-        let quiet = ctx.ui.quiet;
-        let warn = Box::new(move |line: String| {
-            if !quiet {
-                crate::ui::say(&line);
-            }
-        });
-        crate::supervisor_api::tags::Publisher::start(
-            config,
-            super::context::tag_hold(&record),
-            dirs,
-            after,
-            warn,
-        )
-    });
+    tag.start(&record, &held, ctx.ui);
     let options = supervise::Options {
         group: args.group,
         max_hold: args.hold.max_hold,
@@ -127,9 +85,7 @@ pub fn run(ctx: &Context, args: RunArgs) -> Result<u8> {
         &on_lost,
     );
     // The lock is released by now, whatever became of CMD.
-    if let Some(publisher) = publisher.take() {
-        publisher.finish(End::Released);
-    }
+    tag.finish();
     if args.update_now {
         super::force_update::update_now(&ctx.ui);
     }
