@@ -70,9 +70,10 @@ pub(crate) fn link_all(
 ) -> Option<Vec<Held>> {
     let mut held: Vec<Held> = Vec::with_capacity(files.len());
     for (target, (dir, file)) in targets.iter().zip(files) {
-        // The same file twice (the same directory reached twice): the
-        // slow path takes it once.
-        // The keeper inherited the file under the same descriptor number.
+        // The same file twice (the same directory reached twice): its
+        // second link finds the first (EEXIST), and the slow path takes it
+        // once. The keeper inherited the file under the same descriptor
+        // number.
         let content = Record {
             fd: Some(file.as_raw_fd()),
             ..record.clone()
